@@ -1,0 +1,134 @@
+"""The `edgekit` command. Thin: parse options → call the library → render → exit code."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from edgekit import __version__
+from edgekit.errors import EXIT_INTERNAL, EdgekitError
+from edgekit.progress import StepLog, console as err_console
+
+app = typer.Typer(
+    name="edgekit",
+    help="Compress Keras image classifiers and export verified int8 TFLite, ONNX and OpenVINO models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out_console = Console(highlight=False)
+_state = {"debug": False}
+
+
+@contextmanager
+def _errors_to_exit_codes():
+    """EdgekitError → one line and its exit code; anything else is a bug: exit 3."""
+    try:
+        yield
+    except EdgekitError as exc:
+        if _state["debug"]:
+            err_console.print_exception()
+        err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("[red]interrupted[/red]: nothing was written")
+        raise typer.Exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence
+        if _state["debug"]:
+            err_console.print_exception()
+        err_console.print(
+            f"[red]internal error:[/red] {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+            "— this is a bug in edgekit; rerun with --debug and report the output", soft_wrap=True)
+        raise typer.Exit(EXIT_INTERNAL)
+
+
+def _version(value: bool):
+    if value:
+        print(f"edgekit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+):
+    _state["debug"] = debug
+
+
+@app.command()
+def compress(
+    model: Path = typer.Argument(..., help="Keras model file (.h5 written by tf_keras)."),
+    int8: bool = typer.Option(False, "--int8", help="Quantize to int8 (full int8 with --data, else weights only)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Calibration data: image folder (one sub-folder per class) or .npz with x, y."),
+    val: Optional[Path] = typer.Option(None, "--val", help="Validation data, same forms as --data; gives accuracy."),
+    formats: str = typer.Option("tflite,onnx,openvino", "--formats", help="Comma-separated: tflite, onnx, openvino."),
+    preprocess: Optional[str] = typer.Option(None, "--preprocess", help="unit (x/255, default for folders), symmetric (x/127.5-1), none (default for .npz)."),
+    calib_samples: int = typer.Option(200, "--calib-samples", help="Calibration samples, drawn at random (seeded) from --data."),
+    io_dtype: str = typer.Option("float32", "--io-dtype", help="TFLite int8 input/output type: float32, int8 or uint8."),
+    outdir: Optional[Path] = typer.Option(None, "-o", "--output", help="Output folder (default ./<model stem>-edgekit)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+    seed: int = typer.Option(0, "--seed", help="Seed for calibration sampling."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
+):
+    """Export a Keras classifier to TFLite, ONNX and OpenVINO (fp32 and int8), verify, report."""
+    from edgekit.pipeline import CompressOptions, compress as run_compress, parse_formats
+
+    with _errors_to_exit_codes():
+        opts = CompressOptions(model=model, int8=int8, data=data, val=val, formats=parse_formats(formats),
+                               preprocess=preprocess, calib_samples=calib_samples, io_dtype=io_dtype,
+                               outdir=outdir, force=force, seed=seed)
+        report = run_compress(opts, StepLog(quiet=quiet))
+        _show(report)
+
+
+@app.command()
+def demo(
+    outdir: Path = typer.Option(Path("edgekit-demo"), "-o", "--output", help="Folder for the demo model, data and outputs."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an earlier demo's files."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
+):
+    """Train a small CNN on scikit-learn's digits, then compress it to int8 in every format."""
+    from edgekit.demo import run_demo
+
+    with _errors_to_exit_codes():
+        report = run_demo(outdir, force, StepLog(quiet=quiet))
+        _show(report)
+
+
+def _show(report: dict) -> None:
+    from edgekit.report import render_table
+
+    out_console.print(render_table(report))
+    out_console.print(f"Wrote {report['output']}/report.json and report.md")
+
+
+def _silence_native_stderr() -> None:
+    """TensorFlow, LiteRT and OpenVINO log from C++ straight to fd 2, ignoring
+    TF_CPP_MIN_LOG_LEVEL (TF 2.21). Point fd 2 at /dev/null and give Python's sys.stderr
+    (rich progress, errors, warnings) a copy of the real stderr. --debug keeps it all."""
+    import os
+
+    try:
+        real_stderr = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        sys.stderr = os.fdopen(real_stderr, "w", buffering=1)
+    except OSError:
+        pass  # no usable fd 2 (unusual hosts): keep the noise rather than fail
+
+
+def main() -> None:
+    if "--debug" not in sys.argv[1:]:
+        _silence_native_stderr()
+    app(prog_name="edgekit")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

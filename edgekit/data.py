@@ -1,0 +1,171 @@
+"""Calibration and validation data: image folders or .npz files → float32 NHWC arrays.
+
+An image folder has one sub-folder per class; sorted names give the class index, as Keras'
+`image_dataset_from_directory` does. An .npz holds `x` (N, H, W, C) and `y` (N,), read with
+allow_pickle=False.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import DataError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+PREPROCESS_CHOICES = ("unit", "symmetric", "none")
+# PIL mode to decode into, per model channel count. Grey images feed a 3-channel model as
+# Keras does (replicated); colour images are refused by a 1-channel model rather than
+# silently converted, since that changes what the model sees.
+_PIL_MODE = {1: "L", 3: "RGB", 4: "RGBA"}
+_COLOUR_MODES = {"RGB", "RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV"}
+
+
+@dataclass
+class Dataset:
+    x: np.ndarray  # float32, (N, H, W, C), preprocessed
+    y: np.ndarray | None  # int64 class indices, or None when unlabelled
+    source: Path
+    preprocess: str
+    class_names: list[str] | None = None
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def subset(self, n: int, seed: int) -> "Dataset":
+        """A seeded random subset of at most n samples (the calibration set)."""
+        if n >= len(self):
+            return self
+        idx = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
+        y = None if self.y is None else self.y[idx]
+        return Dataset(self.x[idx], y, self.source, self.preprocess, self.class_names)
+
+
+def default_preprocess(path: Path) -> str:
+    """Image folders hold 0..255 pixels (scale to 0..1); an .npz is taken as already prepared."""
+    return "none" if Path(path).suffix.lower() == ".npz" else "unit"
+
+
+def apply_preprocess(x: np.ndarray, mode: str) -> np.ndarray:
+    x = x.astype(np.float32, copy=False)
+    if mode == "unit":
+        return x / 255.0
+    if mode == "symmetric":
+        return x / 127.5 - 1.0
+    if mode == "none":
+        return x
+    raise DataError(f"--preprocess {mode!r} is not one of: {', '.join(PREPROCESS_CHOICES)}")
+
+
+def load_dataset(path: Path, image_shape: tuple[int, int, int], preprocess: str | None,
+                 option: str, need_labels: bool = False) -> Dataset:
+    """Load data for a model with input (H, W, C). `option` names the CLI flag for messages."""
+    path = Path(path)
+    mode = preprocess or default_preprocess(path)
+    if mode not in PREPROCESS_CHOICES:
+        raise DataError(f"--preprocess {mode!r} is not one of: {', '.join(PREPROCESS_CHOICES)}")
+    if not path.exists():
+        raise DataError(f"{option} {path} does not exist; pass an image folder or an .npz file")
+    if path.is_dir():
+        x, y, names = _read_image_folder(path, image_shape, option)
+    elif path.suffix.lower() == ".npz":
+        x, y = _read_npz(path, image_shape, option)
+        names = None
+    else:
+        raise DataError(
+            f"{option} {path} is neither a folder of class sub-folders nor an .npz file"
+        )
+    if need_labels and y is None:
+        raise DataError(f"{option} {path} has no labels (array `y`); validation needs them")
+    return Dataset(apply_preprocess(x, mode), y, path, mode, names)
+
+
+def _read_npz(path: Path, image_shape, option: str):
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            keys = set(npz.files)
+            if "x" not in keys:
+                found = ", ".join(sorted(keys)) or "none"
+                raise DataError(
+                    f"{option} {path} has no array `x` (found: {found}); save it with np.savez(path, x=images, y=labels)"
+                )
+            x = npz["x"]
+            y = npz["y"] if "y" in keys else None
+    except DataError:
+        raise
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{option} {path} is not a readable .npz ({exc}); object arrays are refused") from None
+    if x.ndim == 3 and image_shape[-1] == 1:
+        x = x[..., None]
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(image_shape):
+        raise DataError(
+            f"{option} {path}: `x` has shape {tuple(x.shape)} but the model takes (N, {', '.join(map(str, image_shape))}); "
+            "resize the images to the model's input"
+        )
+    if len(x) == 0:
+        raise DataError(f"{option} {path}: `x` holds no samples")
+    if not np.issubdtype(x.dtype, np.number):
+        raise DataError(f"{option} {path}: `x` has dtype {x.dtype}, expected numbers")
+    if y is not None:
+        y = np.asarray(y).reshape(-1)
+        if len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
+            raise DataError(
+                f"{option} {path}: `y` must hold one integer class index per sample "
+                f"(got shape {y.shape}, dtype {y.dtype} for {len(x)} samples)"
+            )
+        y = y.astype(np.int64)
+    return x, y
+
+
+def _class_folders(path: Path, option: str) -> list[Path]:
+    classes = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(
+            f"{option} {path} has no class sub-folders; put the images in one folder per class, e.g. {path}/cat/1.png"
+        )
+    return classes
+
+
+def _read_image_folder(path: Path, image_shape, option: str):
+    from PIL import Image, UnidentifiedImageError
+
+    height, width, channels = image_shape
+    if channels not in _PIL_MODE:
+        raise DataError(
+            f"{option} {path}: the model takes {channels}-channel input, which image files cannot supply; "
+            "pass an .npz with x of shape (N, H, W, C)"
+        )
+    images, labels = [], []
+    classes = _class_folders(path, option)
+    for index, folder in enumerate(classes):
+        for file in sorted(folder.iterdir()):
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(file) as img:
+                    _check_channels(img.mode, channels, file, option)
+                    img = img.convert(_PIL_MODE[channels]).resize((width, height), Image.BILINEAR)
+                    array = np.asarray(img, dtype=np.float32)
+            except (UnidentifiedImageError, OSError) as exc:
+                raise DataError(f"{option}: {file} is not a readable image ({exc})") from None
+            images.append(array.reshape(height, width, channels))
+            labels.append(index)
+    if not images:
+        raise DataError(
+            f"{option} {path} has class sub-folders but no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
+    return np.stack(images), np.asarray(labels, dtype=np.int64), [c.name for c in classes]
+
+
+def _check_channels(mode: str, channels: int, file: Path, option: str) -> None:
+    if channels == 1 and mode in _COLOUR_MODES:
+        raise DataError(
+            f"{option}: {file} is a colour image ({mode}) but the model takes 1-channel (greyscale) input; "
+            "convert the images to greyscale"
+        )
+    if channels == 4 and mode not in {"RGBA", "P"}:
+        raise DataError(
+            f"{option}: {file} has no alpha channel ({mode}) but the model takes 4-channel input"
+        )

@@ -1,0 +1,53 @@
+"""The error hierarchy. Each error carries the process exit code the CLI returns for it.
+
+Exit codes (DESIGN.md): 0 success, 1 a gate failed, 2 bad input or usage, 3 internal error.
+"""
+
+EXIT_OK = 0
+EXIT_GATE_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 3
+
+
+class EdgekitError(Exception):
+    """Base of every error edgekit raises on purpose. The message is one line, shown as is."""
+
+    exit_code = EXIT_INTERNAL
+
+
+class InputError(EdgekitError):
+    """Bad input or usage: a file, option or data the user can fix."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class ModelError(InputError):
+    """The model file is missing, unreadable, or not a supported classifier."""
+
+
+class DataError(InputError):
+    """Calibration or validation data is missing, malformed, or does not fit the model."""
+
+
+class OutputError(InputError):
+    """The output folder cannot be written as asked (e.g. it holds artifacts, no --force)."""
+
+
+class VerificationError(InputError):
+    """An exported artifact does not reproduce the Keras model: the export is wrong."""
+
+
+class MissingDependencyError(InputError):
+    """An optional dependency (an extra) is not installed."""
+
+
+def require(module: str, extra: str):
+    """Import an optional module, or raise a clear error naming the extra that brings it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"{module} is not installed ({exc}); install it with: pip install \"edgekit[{extra}]\""
+        ) from exc

@@ -1,0 +1,82 @@
+"""ONNX export: tf2onnx for fp32, then onnxruntime.quantization from that fp32 file.
+
+Static int8 is QDQ with per-channel signed weights and unsigned activations (U8S8): on x86
+ORT's signed-activation kernels ran slower than fp32 (DESIGN.md, pitfalls), U8S8 faster.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgekit.errors import require
+from edgekit.export.base import Artifact, ExportRequest
+from edgekit.keras_compat import tensorflow
+from edgekit.progress import StepLog
+
+OPSET = 17
+INPUT_NAME = "input"
+CALIBRATION_BATCH = 32
+
+
+class OnnxExporter:
+    format = "onnx"
+
+    def export(self, request: ExportRequest, log: StepLog) -> list[Artifact]:
+        (fp32_path,) = request.files(self.format, "fp32")
+        with log.step("ONNX: convert fp32 (tf2onnx)"):
+            self._convert(request, fp32_path)
+        artifacts = [Artifact(self.format, "fp32", [fp32_path], settings={"opset": OPSET})]
+        if "int8" in request.precisions:
+            artifacts.append(self._quantize_static(request, fp32_path, log))
+        if "int8w" in request.precisions:
+            artifacts.append(self._quantize_dynamic(request, fp32_path, log))
+        return artifacts
+
+    @staticmethod
+    def _convert(request: ExportRequest, path) -> None:
+        tf = tensorflow()
+        tf2onnx = require("tf2onnx", "compress")
+        spec = (tf.TensorSpec((None, *request.image_shape), tf.float32, name=INPUT_NAME),)
+        tf2onnx.convert.from_keras(request.keras_model, input_signature=spec, opset=OPSET,
+                                   output_path=str(path))
+
+    def _quantize_static(self, request: ExportRequest, fp32_path, log: StepLog) -> Artifact:
+        quant = require("onnxruntime.quantization", "onnx")
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        (path,) = request.files(self.format, "int8")
+        prepared = request.scratch / "onnx-prepared.onnx"
+        with log.step(f"ONNX: calibrate and quantize int8 ({len(request.calibration)} samples)"):
+            quant_pre_process(str(fp32_path), str(prepared))
+            quant.quantize_static(
+                str(prepared), str(path), _CalibrationReader(request.calibration),
+                quant_format=quant.QuantFormat.QDQ, per_channel=True,
+                activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8,
+                calibrate_method=quant.CalibrationMethod.MinMax,
+            )
+        settings = {"method": "static QDQ", "weights": "int8 per-channel", "activations": "uint8",
+                    "calibration": "MinMax"}
+        return Artifact(self.format, "int8", [path], settings=settings)
+
+    def _quantize_dynamic(self, request: ExportRequest, fp32_path, log: StepLog) -> Artifact:
+        quant = require("onnxruntime.quantization", "onnx")
+        (path,) = request.files(self.format, "int8w")
+        with log.step("ONNX: quantize weights to int8 (dynamic)"):
+            quant.quantize_dynamic(str(fp32_path), str(path), weight_type=quant.QuantType.QInt8,
+                                   per_channel=True)
+        return Artifact(self.format, "int8w", [path],
+                        settings={"method": "dynamic", "weights": "int8 per-channel"})
+
+
+class _CalibrationReader:
+    """onnxruntime's CalibrationDataReader protocol over an in-memory array, in batches."""
+
+    def __init__(self, x: np.ndarray):
+        self._batches = iter([x[i:i + CALIBRATION_BATCH] for i in range(0, len(x), CALIBRATION_BATCH)])
+
+    def get_next(self):
+        batch = next(self._batches, None)
+        return None if batch is None else {INPUT_NAME: batch}
+
+    def rewind(self):  # not needed for MinMax, but part of the protocol
+        pass

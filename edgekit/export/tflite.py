@@ -1,0 +1,62 @@
+"""TFLite export with tf.lite.TFLiteConverter: fp32, full-integer int8, weight-only int8.
+
+The model is traced to a concrete function once; every precision converts from it.
+Full-integer int8 uses per-channel weights (the converter's default) and calibrates the
+activations on the representative dataset.
+"""
+
+from __future__ import annotations
+
+from edgekit.export.base import Artifact, ExportRequest
+from edgekit.keras_compat import tensorflow
+from edgekit.progress import StepLog
+
+
+class TFLiteExporter:
+    format = "tflite"
+
+    def export(self, request: ExportRequest, log: StepLog) -> list[Artifact]:
+        tf = tensorflow()
+        with log.step("TFLite: trace the Keras model"):
+            spec = tf.TensorSpec((None, *request.image_shape), tf.float32, name="input")
+            concrete = tf.function(lambda x: request.keras_model(x, training=False)).get_concrete_function(spec)
+        artifacts = []
+        for precision in request.precisions:
+            with log.step(f"TFLite: convert {precision}"):
+                converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], request.keras_model)
+                io_dtype = self._configure(converter, precision, request)
+                (path,) = request.files(self.format, precision)
+                path.write_bytes(converter.convert())
+            artifacts.append(Artifact(self.format, precision, [path], io_dtype=io_dtype,
+                                      settings=self._settings(precision)))
+        return artifacts
+
+    @staticmethod
+    def _configure(converter, precision: str, request: ExportRequest) -> str:
+        tf = tensorflow()
+        if precision == "fp32":
+            return "float32"
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if precision == "int8w":  # dynamic-range quantization: int8 weights, float activations
+            return "float32"
+        calibration = request.calibration
+
+        def representative_dataset():
+            for i in range(len(calibration)):
+                yield [calibration[i:i + 1]]
+
+        converter.representative_dataset = representative_dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if request.io_dtype != "float32":
+            io_type = {"int8": tf.int8, "uint8": tf.uint8}[request.io_dtype]
+            converter.inference_input_type = io_type
+            converter.inference_output_type = io_type
+        return request.io_dtype
+
+    @staticmethod
+    def _settings(precision: str) -> dict:
+        if precision == "int8":
+            return {"method": "full-integer PTQ", "weights": "int8 per-channel", "activations": "int8"}
+        if precision == "int8w":
+            return {"method": "dynamic-range", "weights": "int8 per-channel", "activations": "float32"}
+        return {}

@@ -1,0 +1,122 @@
+"""report.json (the contract in DESIGN.md), report.md, and the same table on the terminal."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+from rich.table import Table
+
+from edgekit import __version__
+
+SCHEMA = "edgekit.report/1"
+
+
+def artifact_entry(verdict, fp32_sizes: dict[str, int]) -> dict:
+    a = verdict.artifact
+    fp32 = fp32_sizes.get(a.format)
+    return {
+        "id": a.id,
+        "format": a.format,
+        "precision": a.precision,
+        "path": a.path.name,
+        "files": [f.name for f in a.files],
+        "size_bytes": a.size_bytes,
+        "size_vs_fp32": round(a.size_bytes / fp32, 4) if fp32 else None,
+        "sparsity": None,  # filled by the pipeline from the model's weights
+        "io_dtype": a.io_dtype,
+        "settings": a.settings,
+        "verification": verdict.check,
+        "accuracy": verdict.accuracy,
+        "agreement": round(verdict.agreement, 6),
+        "latency_ms": None,
+        "device": "host",
+    }
+
+
+def environment() -> dict:
+    from importlib import metadata
+
+    versions = {}
+    for dist in ("tensorflow", "tf-keras", "tf2onnx", "onnx", "onnxruntime", "openvino", "nncf", "ai-edge-litert"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    return {"python": platform.python_version(), "machine": platform.machine(),
+            "processor": platform.processor() or None, "versions": versions}
+
+
+def write_json(report: dict, path: Path) -> None:
+    path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _pct(value) -> str:
+    return "—" if value is None else f"{100 * value:.2f}%"
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
+
+
+def _check(entry: dict) -> str:
+    v = entry["verification"]
+    if v["kind"] == "max_abs_diff":
+        return f"max|Δ| {v['max_abs_diff']:.1e}"
+    return f"agree {_pct(v['agreement'])}"
+
+
+def _rows(report: dict):
+    """(artifact, file, size, ×fp32, check, top-1, top-5) per artifact, shared by md and terminal."""
+    for a in report["artifacts"]:
+        acc = a["accuracy"] or {}
+        ratio = "—" if a["size_vs_fp32"] is None else f"{a['size_vs_fp32']:.2f}×"
+        yield (a["id"], a["path"], _size(a["size_bytes"]), ratio, _check(a),
+               _pct(acc.get("top1")), _pct(acc.get("top5")))
+
+
+HEADERS = ("artifact", "file", "size", "vs fp32", "check", "top-1", "top-5")
+
+
+def render_table(report: dict) -> Table:
+    """The terminal table: like report.md without the file column (the id names it)."""
+    ref = (report["reference"] or {}).get("accuracy")
+    caption = f"Keras reference top-1 {_pct(ref['top1'])}" if ref else "no validation labels: accuracy not measured"
+    table = Table(title=f"edgekit: {report['source']['path']}", caption=caption)
+    for h in HEADERS:
+        if h != "file":
+            table.add_column(h, justify="left" if h in ("artifact", "check") else "right")
+    for row in _rows(report):
+        table.add_row(*row[:1], *row[2:])
+    return table
+
+
+def _describe_calibration(calib: dict | None) -> str:
+    if calib is None:
+        return "none — weight-only int8 where int8 was asked (full int8 needs --data)"
+    return f"{calib['samples']} samples from `{calib['path']}` (preprocess {calib['preprocess']})"
+
+
+def render_markdown(report: dict) -> str:
+    src = report["source"]
+    ref = (report["reference"] or {}).get("accuracy")
+    calib = report["data"]["calibration"]
+    lines = [
+        f"# edgekit report: `{src['path']}`",
+        "",
+        f"- Model: {src['keras']} ({src['format']}), input {src['input_shape']}, {src['num_classes']} classes, "
+        f"{src['params']:,} parameters, {src['macs']:,} MACs",
+        f"- Calibration: {_describe_calibration(calib)}",
+        f"- Keras reference top-1: {_pct(ref['top1']) if ref else 'not measured (no --val)'}",
+        "",
+        "| " + " | ".join(HEADERS) + " |",
+        "|" + "|".join("---" for _ in HEADERS) + "|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in _rows(report)]
+    lines += ["", f"edgekit {report['edgekit_version']} · schema `{report['schema']}`", ""]
+    return "\n".join(lines)
+
+
+def base_report() -> dict:
+    return {"schema": SCHEMA, "edgekit_version": __version__}

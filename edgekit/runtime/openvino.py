@@ -1,0 +1,28 @@
+"""OpenVINO runner on the CPU plugin.
+
+INFERENCE_PRECISION_HINT=f32: on CPUs with AMX/AVX512-BF16 OpenVINO otherwise runs fp32
+models in bf16, which would make fp32 verification fail for the wrong reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import require
+from edgekit.runtime import Runner
+
+
+class OpenVINORunner(Runner):
+    format = "openvino"
+
+    def __init__(self, path: Path, threads: int | None = None, device: str = "CPU"):
+        ov = require("openvino", "openvino")
+        config = {"INFERENCE_PRECISION_HINT": "f32"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = ov.Core().compile_model(str(path), device, config)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return self.compiled(batch.astype(np.float32, copy=False))[0]

@@ -1,0 +1,66 @@
+"""Run every exported artifact and compare it with the Keras model on the same inputs.
+
+fp32 artifacts must reproduce the Keras outputs (max |Δ| ≤ FLOAT_TOLERANCE) or the run
+fails: a float export that differs is a wrong export. Quantized artifacts report top-1
+agreement with Keras and accuracy on the validation data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgekit.errors import VerificationError
+from edgekit.evaluate import accuracy, agreement
+from edgekit.export.base import Artifact
+from edgekit.runtime import open_runner
+
+FLOAT_TOLERANCE = 1e-4
+FLOAT_CHECK_SAMPLES = 32
+
+
+@dataclass
+class Evidence:
+    """The inputs artifacts are checked on, with the Keras reference outputs for them."""
+
+    x: np.ndarray
+    labels: np.ndarray | None
+    reference: np.ndarray
+    source: str  # "validation" | "calibration" | "random"
+
+
+@dataclass
+class Verdict:
+    artifact: Artifact
+    check: dict
+    accuracy: dict | None
+    agreement: float
+
+
+def verify(artifact: Artifact, evidence: Evidence) -> Verdict:
+    runner = open_runner(artifact.path)
+    if artifact.precision == "fp32":
+        return _verify_float(artifact, runner, evidence)
+    scores = runner.predict(evidence.x)
+    agree = agreement(scores, evidence.reference)
+    check = {"kind": "agreement", "inputs": evidence.source, "samples": len(evidence.x),
+             "agreement": round(agree, 6)}
+    return Verdict(artifact, check, accuracy(scores, evidence.labels), agree)
+
+
+def _verify_float(artifact: Artifact, runner, evidence: Evidence) -> Verdict:
+    n = min(FLOAT_CHECK_SAMPLES, len(evidence.x))
+    got = runner.predict(evidence.x[:n])
+    diff = float(np.max(np.abs(got - evidence.reference[:n])))
+    if not np.isfinite(diff) or diff > FLOAT_TOLERANCE:
+        raise VerificationError(
+            f"{artifact.path.name} does not match the Keras model: max |Δ| = {diff:.3g} on {n} "
+            f"{evidence.source} inputs (tolerance {FLOAT_TOLERANCE:g}); the {artifact.format} export is wrong"
+        )
+    check = {"kind": "max_abs_diff", "inputs": evidence.source, "samples": n,
+             "max_abs_diff": diff, "tolerance": FLOAT_TOLERANCE}
+    # Beyond the numeric check, fp32 accuracy and agreement are measured like the rest.
+    scores = got if n == len(evidence.x) else runner.predict(evidence.x)
+    return Verdict(artifact, check, accuracy(scores, evidence.labels),
+                   agreement(scores, evidence.reference))
