@@ -29,8 +29,8 @@ class StepLog:
         elapsed = time.perf_counter() - start
         self.times[title] = round(elapsed, 3)
         if not self.quiet:
-            console.print(f"[green]✓[/green] {title} [dim]({elapsed:.1f} s)[/dim]")
+            console.print(f"[green]✓[/green] {title} [dim]({elapsed:.1f} s)[/dim]", soft_wrap=True)
 
     def note(self, message: str) -> None:
         if not self.quiet:
-            console.print(f"[yellow]![/yellow] {message}")
+            console.print(f"[yellow]![/yellow] {message}", soft_wrap=True)

@@ -26,11 +26,24 @@ class OnnxExporter:
         with log.step("ONNX: convert fp32 (tf2onnx)"):
             self._convert(request, fp32_path)
         artifacts = [Artifact(self.format, "fp32", [fp32_path], settings={"opset": OPSET})]
+        if "int8" in request.precisions or "int8w" in request.precisions:
+            with log.step("ONNX: prepare for quantization (quant_pre_process)"):
+                prepared = self._prepare(request, fp32_path)
         if "int8" in request.precisions:
-            artifacts.append(self._quantize_static(request, fp32_path, log))
+            artifacts.append(self._quantize_static(request, prepared, log))
         if "int8w" in request.precisions:
-            artifacts.append(self._quantize_dynamic(request, fp32_path, log))
+            artifacts.append(self._quantize_dynamic(request, prepared, log))
         return artifacts
+
+    @staticmethod
+    def _prepare(request: ExportRequest, fp32_path):
+        """onnxruntime's recommended pre-pass (shape inference, graph optimization), once."""
+        require("onnxruntime.quantization", "onnx")
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        prepared = request.scratch / "onnx-prepared.onnx"
+        quant_pre_process(str(fp32_path), str(prepared))
+        return prepared
 
     @staticmethod
     def _convert(request: ExportRequest, path) -> None:
@@ -40,14 +53,10 @@ class OnnxExporter:
         tf2onnx.convert.from_keras(request.keras_model, input_signature=spec, opset=OPSET,
                                    output_path=str(path))
 
-    def _quantize_static(self, request: ExportRequest, fp32_path, log: StepLog) -> Artifact:
+    def _quantize_static(self, request: ExportRequest, prepared, log: StepLog) -> Artifact:
         quant = require("onnxruntime.quantization", "onnx")
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
         (path,) = request.files(self.format, "int8")
-        prepared = request.scratch / "onnx-prepared.onnx"
         with log.step(f"ONNX: calibrate and quantize int8 ({len(request.calibration)} samples)"):
-            quant_pre_process(str(fp32_path), str(prepared))
             quant.quantize_static(
                 str(prepared), str(path), _CalibrationReader(request.calibration),
                 quant_format=quant.QuantFormat.QDQ, per_channel=True,
@@ -58,11 +67,11 @@ class OnnxExporter:
                     "calibration": "MinMax"}
         return Artifact(self.format, "int8", [path], settings=settings)
 
-    def _quantize_dynamic(self, request: ExportRequest, fp32_path, log: StepLog) -> Artifact:
+    def _quantize_dynamic(self, request: ExportRequest, prepared, log: StepLog) -> Artifact:
         quant = require("onnxruntime.quantization", "onnx")
         (path,) = request.files(self.format, "int8w")
         with log.step("ONNX: quantize weights to int8 (dynamic)"):
-            quant.quantize_dynamic(str(fp32_path), str(path), weight_type=quant.QuantType.QInt8,
+            quant.quantize_dynamic(str(prepared), str(path), weight_type=quant.QuantType.QInt8,
                                    per_channel=True)
         return Artifact(self.format, "int8w", [path],
                         settings={"method": "dynamic", "weights": "int8 per-channel"})

@@ -1,0 +1,47 @@
+"""Shared fixtures: a real digits CNN (trained in seconds) and its data, made once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory):
+    """digits.h5 (tf_keras, ~85k params), calib.npz and val.npz, plus the Keras val accuracy."""
+    from edgekit.demo import train_digits_model
+
+    root = tmp_path_factory.mktemp("digits")
+    model_path = root / "digits.h5"
+    x_train, y_train, x_val, y_val = train_digits_model(model_path)
+    np.savez(root / "calib.npz", x=x_train, y=y_train)
+    np.savez(root / "val.npz", x=x_val, y=y_val)
+    return {"model": model_path, "calib": root / "calib.npz", "val": root / "val.npz",
+            "x_val": x_val, "y_val": y_val}
+
+
+@pytest.fixture
+def cli():
+    """Run the edgekit CLI in-process; returns click's Result (exit_code, stdout, stderr)."""
+    from edgekit.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(app, [str(a) for a in args])
+
+    return invoke
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under folder with its size and mtime: proof that nothing changed."""
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*"))}
