@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import json
+import time
+
+from tests.conftest import snapshot
+
+
+def test_demo_runs_the_whole_path(cli, tmp_path):
+    start = time.perf_counter()
+    result = cli("demo", "-o", tmp_path / "demo")
+    elapsed = time.perf_counter() - start
+    assert result.exit_code == 0, result.output
+    assert elapsed < 180  # the bar: under 3 minutes on 2 cores
+    demo = tmp_path / "demo"
+    assert {"digits.h5", "calib.npz", "val.npz", "compressed"} <= {p.name for p in demo.iterdir()}
+    report = json.loads((demo / "compressed" / "report.json").read_text())
+    assert len(report["artifacts"]) == 6
+    ref = report["reference"]["accuracy"]["top1"]
+    assert ref > 0.9
+    for a in report["artifacts"]:
+        assert abs(a["accuracy"]["top1"] - ref) <= 0.01
+    assert "openvino-int8" in result.stdout
+
+
+def test_demo_twice_needs_force(cli, tmp_path):
+    assert cli("demo", "-o", tmp_path / "demo", "-q").exit_code == 0
+    before = snapshot(tmp_path)
+    again = cli("demo", "-o", tmp_path / "demo", "-q")
+    assert again.exit_code == 2 and "--force" in again.stderr
+    assert snapshot(tmp_path) == before
+    assert cli("demo", "-o", tmp_path / "demo", "-q", "--force").exit_code == 0

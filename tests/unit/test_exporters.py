@@ -1,0 +1,67 @@
+"""Every exporter passes the same behavioural tests on the digits model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgekit.export import FORMATS, exporter_for
+from edgekit.export.base import ExportRequest
+from edgekit.progress import StepLog
+from edgekit.runtime import open_runner
+
+
+@pytest.fixture(scope="module")
+def keras_model(digits):
+    from edgekit.keras_compat import tf_keras
+
+    return tf_keras().models.load_model(digits["model"], compile=False)
+
+
+def _request(keras_model, digits, tmp_path, precisions):
+    calib = np.load(digits["calib"])["x"][:64]
+    (tmp_path / "out").mkdir()
+    (tmp_path / "scratch").mkdir()
+    return ExportRequest(keras_model=keras_model, image_shape=(8, 8, 1), stem="m", outdir=tmp_path / "out",
+                         scratch=tmp_path / "scratch", precisions=precisions, calibration=calib)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("precisions", [["fp32", "int8"], ["fp32", "int8w"]])
+def test_exporter_writes_runnable_artifacts(fmt, precisions, keras_model, digits, tmp_path):
+    request = _request(keras_model, digits, tmp_path, precisions)
+    artifacts = exporter_for(fmt).export(request, StepLog(quiet=True))
+    assert [a.precision for a in artifacts] == precisions
+    x = digits["x_val"][:50]
+    reference = keras_model.predict(x, verbose=0)
+    for artifact in artifacts:
+        assert all(f.parent == request.outdir and f.stat().st_size > 0 for f in artifact.files)
+        scores = open_runner(artifact.path).predict(x)
+        assert scores.shape == (50, 10)
+        if artifact.precision == "fp32":
+            assert np.max(np.abs(scores - reference)) < 1e-4
+        else:
+            assert np.mean(scores.argmax(1) == reference.argmax(1)) >= 0.9
+    assert sorted(p.name for p in request.outdir.iterdir()) == sorted(
+        f.name for a in artifacts for f in a.files)  # intermediates stay in scratch
+
+
+def test_onnx_and_openvino_convert_once_for_both_precisions(keras_model, digits, tmp_path, monkeypatch):
+    import openvino
+    import tf2onnx
+
+    calls = {"tf2onnx": 0, "openvino": 0}
+    real_onnx, real_ov = tf2onnx.convert.from_keras, openvino.convert_model
+
+    def count(name, real):
+        def wrapper(*a, **k):
+            calls[name] += 1
+            return real(*a, **k)
+        return wrapper
+
+    monkeypatch.setattr(tf2onnx.convert, "from_keras", count("tf2onnx", real_onnx))
+    monkeypatch.setattr(openvino, "convert_model", count("openvino", real_ov))
+    request = _request(keras_model, digits, tmp_path, ["fp32", "int8"])
+    for fmt in ("onnx", "openvino"):
+        exporter_for(fmt).export(request, StepLog(quiet=True))
+    assert calls == {"tf2onnx": 1, "openvino": 1}
