@@ -37,13 +37,19 @@ def check_output_folder(outdir: Path, names: list[str], force: bool) -> None:
 def staged(outdir: Path):
     """Yield a staging folder; on success move its files into outdir, on failure drop it."""
     outdir = Path(outdir).resolve()
-    outdir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.edgekit-", dir=outdir.parent))
+    anchor = _nearest_existing_folder(outdir.parent)  # create nothing until the run succeeded
+    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.edgekit-", dir=anchor))
     try:
         yield staging
         _commit(staging, outdir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _nearest_existing_folder(path: Path) -> Path:
+    while not path.is_dir():
+        path = path.parent
+    return path
 
 
 def _commit(staging: Path, outdir: Path) -> None:

@@ -164,7 +164,7 @@ def _build_report(opts, model: LoadedModel, calibration, validation, evidence, v
 
     fp32_sizes = {v.artifact.format: v.artifact.size_bytes for v in verdicts if v.artifact.precision == "fp32"}
     sparsity = weight_sparsity(model.keras_model)
-    artifacts = [artifact_entry(v, fp32_sizes) | {"sparsity": sparsity} for v in verdicts]
+    artifacts = [artifact_entry(v, fp32_sizes, sparsity) for v in verdicts]
     report = base_report()
     report.update({
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

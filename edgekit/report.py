@@ -13,7 +13,7 @@ from edgekit import __version__
 SCHEMA = "edgekit.report/1"
 
 
-def artifact_entry(verdict, fp32_sizes: dict[str, int]) -> dict:
+def artifact_entry(verdict, fp32_sizes: dict[str, int], sparsity: float) -> dict:
     a = verdict.artifact
     fp32 = fp32_sizes.get(a.format)
     return {
@@ -24,7 +24,7 @@ def artifact_entry(verdict, fp32_sizes: dict[str, int]) -> dict:
         "files": [f.name for f in a.files],
         "size_bytes": a.size_bytes,
         "size_vs_fp32": round(a.size_bytes / fp32, 4) if fp32 else None,
-        "sparsity": None,  # filled by the pipeline from the model's weights
+        "sparsity": sparsity,
         "io_dtype": a.io_dtype,
         "settings": a.settings,
         "verification": verdict.check,

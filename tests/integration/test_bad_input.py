@@ -162,3 +162,17 @@ def test_existing_output_elsewhere_is_kept_on_failure(cli, digits, tmp_path):
     result = cli("compress", out / "model.h5", "--int8", "--data", tmp_path / "missing.npz", "-o", out)
     assert result.exit_code == 2 and "missing.npz does not exist" in result.stderr
     assert snapshot(tmp_path) == before
+
+
+def test_failed_run_creates_no_parent_folders(cli, tmp_path):
+    before = snapshot(tmp_path)
+    result = cli("compress", tmp_path / "none.h5", "-o", tmp_path / "a" / "b" / "out")
+    assert result.exit_code == 2
+    assert snapshot(tmp_path) == before
+
+
+def test_nested_output_folder_is_created_on_success(cli, digits, tmp_path):
+    out = tmp_path / "a" / "b" / "out"
+    assert cli("compress", digits["model"], "--formats", "tflite", "-o", out).exit_code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["digits.fp32.tflite", "report.json", "report.md"]
+    assert sorted(p.name for p in (tmp_path / "a" / "b").iterdir()) == ["out"]  # no staging left
