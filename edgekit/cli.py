@@ -63,7 +63,7 @@ def _main(
 
 @app.command()
 def compress(
-    model: Path = typer.Argument(..., help="Keras model file (.h5 written by tf_keras)."),
+    model: Path = typer.Argument(..., help="Keras model: .h5 or .keras (tf_keras or Keras 3), or a SavedModel folder."),
     int8: bool = typer.Option(False, "--int8", help="Quantize to int8 (full int8 with --data, else weights only)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Calibration data: image folder (one sub-folder per class) or .npz with x, y."),
     val: Optional[Path] = typer.Option(None, "--val", help="Validation data, same forms as --data; gives accuracy."),
@@ -74,6 +74,8 @@ def compress(
     outdir: Optional[Path] = typer.Option(None, "-o", "--output", help="Output folder (default ./<model stem>-edgekit)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     seed: int = typer.Option(0, "--seed", help="Seed for calibration sampling."),
+    trust_model: bool = typer.Option(False, "--trust-model", help="Load Lambda layers and custom classes (runs code from the file)."),
+    custom_objects: Optional[str] = typer.Option(None, "--custom-objects", help="Module that defines the model's custom classes (with --trust-model)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
 ):
     """Export a Keras classifier to TFLite, ONNX and OpenVINO (fp32 and int8), verify, report."""
@@ -82,7 +84,8 @@ def compress(
     with _errors_to_exit_codes():
         opts = CompressOptions(model=model, int8=int8, data=data, val=val, formats=parse_formats(formats),
                                preprocess=preprocess, calib_samples=calib_samples, io_dtype=io_dtype,
-                               outdir=outdir, force=force, seed=seed)
+                               outdir=outdir, force=force, seed=seed, trust_model=trust_model,
+                               custom_objects=custom_objects)
         report = run_compress(opts, StepLog(quiet=quiet))
         _show(report)
 

@@ -1,19 +1,27 @@
-"""Model intake: look at a model file before deserializing it, load it, check it is a classifier.
+"""Model intake: identify a model file, vet it, load it, and check it is an image classifier.
 
-The file is inspected with h5py first (cheap, no TensorFlow, no code run), so a missing,
-truncated or foreign file is refused with a clear message before Keras touches it.
+Order matters for safety: the file is identified and its config read as plain data (h5py
+attributes, or config.json inside the .keras zip) and scanned (edgekit.safety) before any
+Keras deserialization. Keras 3 models are then rebuilt as tf_keras models (edgekit.bridge);
+where that is impossible the Keras 3 model itself serves the PTQ/export path.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import numpy as np
 
 from edgekit.errors import ModelError, require
+from edgekit.safety import Scan, check_safe, scan
+
+MAX_CONFIG_BYTES = 64 << 20  # a larger config is not a real classifier: refuse before parsing
 
 
 @dataclass(frozen=True)
@@ -21,24 +29,28 @@ class ModelFile:
     """What the file says about itself, read without deserializing the model."""
 
     path: Path
-    format: str  # "h5" | "keras"
-    keras: str  # "tf_keras" | "keras3"
+    format: str  # "h5" | "keras" | "savedmodel"
+    keras: str  # "tf_keras" | "keras3" | "none" (a plain SavedModel)
     keras_version: str
-    config: dict[str, Any]
+    config: dict[str, Any] | None  # None for a SavedModel
     size_bytes: int
     sha256: str
 
 
 @dataclass
 class LoadedModel:
-    """The tf_keras working model and the facts the pipeline and the report need."""
+    """The model as the pipeline uses it, and the facts the report needs."""
 
     file: ModelFile
-    keras_model: Any
+    forward: Callable  # float32 NHWC batch → class scores; traced by the exporters
+    trackable: Any  # the object owning the variables (TFLite's converter needs it)
+    keras_model: Any | None  # the tf_keras working model (pruning/QAT); None when not bridged
     input_shape: tuple  # (None, H, W, C)
     num_classes: int
     params: int
-    macs: int
+    macs: int | None
+    bridge: dict | None = None  # Keras 3 files: how the tf_keras rebuild went
+    scan: Scan | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -46,20 +58,36 @@ class LoadedModel:
         return tuple(self.input_shape[1:])  # type: ignore[return-value]
 
 
+# --- identify and read, no deserialization --------------------------------------------------
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
+    if path.is_dir():
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(str(file.relative_to(path)).encode())
+            digest.update(sha256_of(file).encode())
+        return digest.hexdigest()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
+def _size_of(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
 def _decode_attr(value) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _keras_flavour(version: str) -> str:
-    return "keras3" if version.startswith("3.") else "tf_keras"
+    return "keras3" if version.startswith("3") else "tf_keras"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
 
 
 def read_model_file(path: Path) -> ModelFile:
@@ -68,9 +96,7 @@ def read_model_file(path: Path) -> ModelFile:
     if not path.exists():
         raise ModelError(f"model file {path} does not exist; check the path")
     if path.is_dir():
-        raise ModelError(
-            f"{path} is a folder; TensorFlow SavedModel input is not supported yet — pass a Keras .h5 file"
-        )
+        return _read_saved_model_dir(path)
     if path.stat().st_size == 0:
         raise ModelError(f"model file {path} is empty")
     if zipfile.is_zipfile(path):
@@ -78,101 +104,194 @@ def read_model_file(path: Path) -> ModelFile:
     return _read_h5(path)
 
 
+def _model_file(path: Path, fmt: str, version: str, config, keras: str | None = None) -> ModelFile:
+    return ModelFile(path=path, format=fmt, keras=keras or _keras_flavour(version), keras_version=version,
+                     config=config, size_bytes=_size_of(path), sha256=sha256_of(path))
+
+
+def _parse_config(raw, path: Path) -> dict:
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ModelError(f"{path}: the model config is {len(raw) >> 20} MiB, over the 64 MiB limit; refused")
+    try:
+        config = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise ModelError(f"{path} has a model config that is not valid JSON: the file is corrupted") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"{path} has a model config that is not an object: the file is corrupted")
+    return config
+
+
 def _read_h5(path: Path) -> ModelFile:
     h5py = require("h5py", "compress")
     if not h5py.is_hdf5(str(path)):
         raise ModelError(
-            f"{path} is not a Keras model file (no HDF5 signature); pass a .h5 saved by model.save()"
+            f"{path} is not a Keras model file (no HDF5 signature); pass a .h5 or .keras saved by model.save()"
         )
     try:
         with h5py.File(path, "r") as f:
             raw_config = f.attrs.get("model_config")
             version = _decode_attr(f.attrs.get("keras_version", ""))
             has_weights = "model_weights" in f
-    except OSError as exc:
+    except (OSError, RuntimeError, KeyError) as exc:
         raise ModelError(f"{path} is truncated or corrupted and cannot be read ({_first_line(exc)})") from None
     if raw_config is None:
         hint = " (it holds weights only: save the whole model with model.save())" if not has_weights else ""
         raise ModelError(f"{path} has no model config{hint}; pass a full Keras model file")
-    try:
-        config = json.loads(_decode_attr(raw_config))
-    except json.JSONDecodeError:
-        raise ModelError(f"{path} has a model config that is not valid JSON: the file is corrupted") from None
-    return ModelFile(
-        path=path,
-        format="h5",
-        keras=_keras_flavour(version),
-        keras_version=version,
-        config=config,
-        size_bytes=path.stat().st_size,
-        sha256=sha256_of(path),
-    )
+    raw = raw_config if isinstance(raw_config, bytes) else str(raw_config).encode()
+    return _model_file(path, "h5", version, _parse_config(raw, path))
 
 
 def _read_keras_zip(path: Path) -> ModelFile:
     try:
         with zipfile.ZipFile(path) as zf:
-            meta = json.loads(zf.read("metadata.json")) if "metadata.json" in zf.namelist() else {}
-            config = json.loads(zf.read("config.json"))
-    except (KeyError, zipfile.BadZipFile, json.JSONDecodeError, OSError) as exc:
-        raise ModelError(f"{path} is not a readable .keras archive ({_first_line(exc)})") from None
-    version = str(meta.get("keras_version", "3"))
-    return ModelFile(
-        path=path,
-        format="keras",
-        keras=_keras_flavour(version) if version != "3" else "keras3",
-        keras_version=version,
-        config=config,
-        size_bytes=path.stat().st_size,
-        sha256=sha256_of(path),
-    )
+            names = set(zf.namelist())
+            if "config.json" not in names:
+                raise ModelError(f"{path} is a zip archive without config.json: not a .keras model")
+            size = zf.getinfo("config.json").file_size
+            if size > MAX_CONFIG_BYTES:
+                raise ModelError(f"{path}: config.json is {size >> 20} MiB, over the 64 MiB limit; refused")
+            meta = json.loads(zf.read("metadata.json")) if "metadata.json" in names else {}
+            raw = zf.read("config.json")
+    except ModelError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, json.JSONDecodeError, OSError, EOFError,
+            UnicodeDecodeError, NotImplementedError) as exc:
+        raise ModelError(f"{path} is truncated or corrupted: not a readable .keras archive ({_first_line(exc)})") from None
+    version = str(meta.get("keras_version", "3")) if isinstance(meta, dict) else "3"
+    return _model_file(path, "keras", version, _parse_config(raw, path))
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+def _read_saved_model_dir(path: Path) -> ModelFile:
+    if not (path / "saved_model.pb").is_file():
+        raise ModelError(f"{path} is a folder without saved_model.pb: pass a Keras .h5/.keras file or a SavedModel folder")
+    return _model_file(path, "savedmodel", "", None, keras="none")
 
 
-def load_model(path: Path) -> LoadedModel:
-    """Read, load (tf_keras) and check a classifier. Raises ModelError with a one-line reason."""
+# --- load -------------------------------------------------------------------------------------
+
+def load_model(path: Path, trust: bool = False, custom_objects: str | None = None) -> LoadedModel:
+    """Identify, vet, load and check a classifier. Raises ModelError with a one-line reason."""
     info = read_model_file(path)
-    if info.keras == "keras3":
-        raise ModelError(
-            f"{info.path} was written by Keras {info.keras_version}; Keras 3 files are not supported yet — "
-            "re-save the model with tf_keras (Keras 2) as .h5"
-        )
-    keras_model = _deserialize_tf_keras(info)
-    input_shape, num_classes = check_classifier(keras_model)
-    return LoadedModel(
-        file=info,
-        keras_model=keras_model,
-        input_shape=input_shape,
-        num_classes=num_classes,
-        params=int(keras_model.count_params()),
-        macs=count_macs(keras_model),
-    )
+    found = scan(info.config) if info.config is not None else None
+    if found is not None:
+        check_safe(found, str(info.path), trust)
+    objects = import_custom_objects(custom_objects) if custom_objects else {}
+    if info.format == "savedmodel":
+        loaded = _load_saved_model(info)
+    elif info.keras == "tf_keras":
+        loaded = _load_tf_keras(info, objects, trust)
+    else:
+        loaded = _load_keras3(info, objects, trust)
+    loaded.scan = found
+    return loaded
 
 
-def _deserialize_tf_keras(info: ModelFile):
+def import_custom_objects(module_path: str) -> dict:
+    """--custom-objects a.b.c: the classes and functions that module defines, by name."""
+    try:
+        module = importlib.import_module(module_path)
+    except ImportError as exc:
+        raise ModelError(f"--custom-objects {module_path} cannot be imported ({_first_line(exc)})") from None
+    return {name: obj for name, obj in vars(module).items() if not name.startswith("_") and callable(obj)}
+
+
+def _deserialization_error(info: ModelFile, exc: BaseException) -> ModelError:
+    return ModelError(f"{info.path} could not be loaded: it is truncated, corrupted or uses unknown layers "
+                      f"({_first_line(exc)})")
+
+
+_LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, RuntimeError)
+
+
+def _load_tf_keras(info: ModelFile, objects: dict, trust: bool) -> LoadedModel:
     from edgekit.keras_compat import tf_keras
 
     keras = tf_keras()
+    kwargs = {"safe_mode": not trust} if info.format == "keras" else {}
     try:
-        return keras.models.load_model(str(info.path), compile=False)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelError(
-            f"{info.path} could not be loaded: it is truncated or corrupted ({_first_line(exc)})"
-        ) from None
+        model = keras.models.load_model(str(info.path), compile=False, custom_objects=objects, **kwargs)
+    except _LOAD_ERRORS as exc:
+        raise _deserialization_error(info, exc) from None
+    _check_finite(info, model)
+    return _from_keras_model(info, model, working=model)
+
+
+def _load_keras3(info: ModelFile, objects: dict, trust: bool) -> LoadedModel:
+    from edgekit.bridge import BridgeUnavailable, bridge
+    from edgekit.keras_compat import tensorflow
+
+    tensorflow()  # TF_USE_LEGACY_KERAS must be set before Keras 3 pulls TensorFlow in
+    keras3 = require("keras", "compress")
+    try:
+        model = keras3.saving.load_model(str(info.path), compile=False, custom_objects=objects, safe_mode=not trust)
+    except _LOAD_ERRORS as exc:
+        raise _deserialization_error(info, exc) from None
+    _check_finite(info, model)
+    try:
+        result = bridge(model)
+    except BridgeUnavailable as exc:
+        loaded = _from_keras_model(info, model, working=None)
+        loaded.bridge = {"bridged": False, "reason": str(exc)}
+        loaded.notes.append(f"not rebuilt in tf_keras ({exc}): int8/export work, pruning and QAT do not")
+        return loaded
+    loaded = _from_keras_model(info, result.model, working=result.model)
+    loaded.bridge = {"bridged": True, "max_abs_diff": result.max_abs_diff}
+    return loaded
+
+
+def _from_keras_model(info: ModelFile, model, working) -> LoadedModel:
+    inputs = [tuple(t.shape) for t in model.inputs]
+    outputs = [tuple(t.shape) for t in model.outputs]
+    input_shape, num_classes = check_classifier(inputs, outputs)
+    return LoadedModel(
+        file=info, forward=lambda x: model(x, training=False), trackable=model, keras_model=working,
+        input_shape=input_shape, num_classes=num_classes, params=int(model.count_params()),
+        macs=count_macs(model),
+    )
+
+
+def _load_saved_model(info: ModelFile) -> LoadedModel:
+    from edgekit.keras_compat import tensorflow
+
+    tf = tensorflow()
+    try:
+        loaded = tf.saved_model.load(str(info.path))
+        signature = loaded.signatures["serving_default"]
+    except (_LOAD_ERRORS + (tf.errors.OpError,)) as exc:
+        raise _deserialization_error(info, exc) from None
+    args, kwargs = signature.structured_input_signature
+    specs = list(args) + list(kwargs.values())
+    outputs = signature.structured_outputs
+    input_shape, num_classes = check_classifier([tuple(s.shape) for s in specs],
+                                                [tuple(o.shape) for o in outputs.values()])
+    input_name, output_name = next(iter(kwargs)), next(iter(outputs))
+    variables = list(signature.variables)
+    for var in variables:
+        if not np.all(np.isfinite(var.numpy())):
+            raise ModelError(f"{info.path}: variable {var.name} holds NaN or Inf; the model is corrupted")
+    return LoadedModel(
+        file=info, forward=lambda x: signature(**{input_name: x})[output_name], trackable=loaded,
+        keras_model=None, input_shape=input_shape, num_classes=num_classes,
+        params=int(sum(int(np.prod(v.shape)) for v in variables)), macs=None,
+        notes=["a SavedModel has no Keras layers: int8/export work, pruning and QAT do not"],
+    )
+
+
+# --- checks -------------------------------------------------------------------------------------
+
+def _check_finite(info: ModelFile, model) -> None:
+    for layer in _layers_flat(model):
+        for weight in layer.get_weights():
+            if not np.all(np.isfinite(weight)):
+                raise ModelError(f"{info.path}: layer {layer.name} has NaN or Inf weights; the model is corrupted")
 
 
 def _signature(shapes) -> str:
     return ", ".join(str(tuple(s)) for s in shapes)
 
 
-def check_classifier(keras_model) -> tuple[tuple, int]:
+def check_classifier(inputs: list[tuple], outputs: list[tuple]) -> tuple[tuple, int]:
     """An image classifier here: one rank-4 NHWC input, one (batch, classes) output."""
-    inputs = [tuple(t.shape) for t in keras_model.inputs]
-    outputs = [tuple(t.shape) for t in keras_model.outputs]
     described = f"inputs [{_signature(inputs)}] → outputs [{_signature(outputs)}]"
     if len(inputs) != 1 or len(inputs[0]) != 4:
         raise ModelError(
@@ -182,9 +301,7 @@ def check_classifier(keras_model) -> tuple[tuple, int]:
     if any(d is None for d in inputs[0][1:]):
         raise ModelError(f"the model input needs a fixed height, width and channels; it has {described}")
     if len(outputs) != 1 or len(outputs[0]) != 2 or not outputs[0][1] or outputs[0][1] < 2:
-        raise ModelError(
-            f"expected one output of shape (batch, classes); the model has {described}"
-        )
+        raise ModelError(f"expected one output of shape (batch, classes); the model has {described}")
     return (None, *[int(d) for d in inputs[0][1:]]), int(outputs[0][1])
 
 
@@ -197,21 +314,29 @@ def _layers_flat(model):
 
 
 def _spatial(shape) -> int:
-    h, w = shape[1], shape[2]
-    return int(h or 1) * int(w or 1)
+    return int(shape[1] or 1) * int(shape[2] or 1)
+
+
+def _shapes(layer):
+    """(input shape, output shape) for single-tensor layers of tf_keras or Keras 3, else None."""
+    try:
+        in_shape, out_shape = layer.input.shape, layer.output.shape
+    except (AttributeError, RuntimeError, ValueError):
+        return None
+    if isinstance(layer.input, (list, tuple)) or isinstance(layer.output, (list, tuple)):
+        return None
+    return tuple(in_shape), tuple(out_shape)
 
 
 def count_macs(keras_model) -> int:
     """Multiply-accumulates per inference (batch 1), from layer shapes: conv and dense layers."""
     total = 0
     for layer in _layers_flat(keras_model):
+        shapes = _shapes(layer)
+        if shapes is None:
+            continue
+        in_shape, out_shape = shapes
         kind = type(layer).__name__
-        try:
-            in_shape, out_shape = layer.input_shape, layer.output_shape
-        except (AttributeError, RuntimeError):
-            continue
-        if isinstance(in_shape, list) or isinstance(out_shape, list):
-            continue
         if kind == "Conv2D":
             kh, kw = layer.kernel_size
             total += _spatial(out_shape) * out_shape[-1] * kh * kw * in_shape[-1] // layer.groups

@@ -40,6 +40,8 @@ class CompressOptions:
     outdir: Path | None = None
     force: bool = False
     seed: int = 0
+    trust_model: bool = False
+    custom_objects: str | None = None
 
     @property
     def precisions(self) -> list[str]:
@@ -83,7 +85,8 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
     started = time.perf_counter()
 
     with log.step(f"Load {opts.model}"):
-        model = load_model(Path(opts.model))
+        model = load_model(Path(opts.model), trust=opts.trust_model, custom_objects=opts.custom_objects)
+    _describe_model(model, log)
     calibration, validation = _load_data(opts, model, log)
     if opts.int8 and calibration is None:
         log.note("no --data: writing weight-only int8 (int8w); full int8 (weights and activations) needs --data CALIB")
@@ -91,7 +94,7 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
 
     with staged(outdir) as staging, tempfile.TemporaryDirectory(prefix="edgekit-scratch-") as scratch:
         request = ExportRequest(
-            keras_model=model.keras_model, image_shape=model.image_shape, stem=stem,
+            model=model, stem=stem,
             outdir=staging, scratch=Path(scratch), precisions=opts.precisions,
             calibration=None if calibration is None else calibration.x, io_dtype=opts.io_dtype,
         )
@@ -141,16 +144,26 @@ def _evidence(model: LoadedModel, calibration, validation, seed: int, log: StepL
         x = rng.uniform(0.0, 1.0, (RANDOM_CHECK_SAMPLES, *model.image_shape)).astype(np.float32)
         labels, source = None, "random"
         log.note("no --val or --data: artifacts are checked on random inputs, accuracy is not measured")
-    from edgekit.runtime.keras import KerasRunner
+    from edgekit.runtime.reference import ReferenceRunner
 
-    with log.step(f"Run the Keras reference on {len(x)} {source} inputs"):
-        reference = KerasRunner(model.keras_model).predict(x)
+    with log.step(f"Run the reference model on {len(x)} {source} inputs"):
+        reference = ReferenceRunner(model.forward).predict(x)
     return Evidence(x=x, labels=labels, reference=reference, source=source)
 
 
-def weight_sparsity(keras_model) -> float:
+def _describe_model(model: LoadedModel, log: StepLog) -> None:
+    bridge = model.bridge
+    if bridge and bridge["bridged"]:
+        log.note(f"Keras {model.file.keras_version} model rebuilt as tf_keras, outputs equal "
+                 f"(max |Δ| {bridge['max_abs_diff']:.1e} on random input)")
+    for note in model.notes:
+        log.note(note)
+
+
+def weight_sparsity(model: LoadedModel) -> float:
     """Fraction of exact zeros in the conv/dense kernels: what pruning would raise."""
-    kernels = [w.numpy() for w in keras_model.weights if "kernel" in w.name]
+    variables = getattr(model.trackable, "weights", None) or getattr(model.trackable, "variables", [])
+    kernels = [np.asarray(w) for w in variables if "kernel" in w.name]
     total = sum(k.size for k in kernels)
     return round(float(sum(np.count_nonzero(k == 0) for k in kernels)) / total, 6) if total else 0.0
 
@@ -163,14 +176,14 @@ def _build_report(opts, model: LoadedModel, calibration, validation, evidence, v
     from edgekit.evaluate import accuracy
 
     fp32_sizes = {v.artifact.format: v.artifact.size_bytes for v in verdicts if v.artifact.precision == "fp32"}
-    sparsity = weight_sparsity(model.keras_model)
+    sparsity = weight_sparsity(model)
     artifacts = [artifact_entry(v, fp32_sizes, sparsity) for v in verdicts]
     report = base_report()
     report.update({
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "source": {
             "path": str(opts.model), "sha256": model.file.sha256, "keras": model.file.keras,
-            "keras_version": model.file.keras_version, "format": model.file.format,
+            "keras_version": model.file.keras_version, "format": model.file.format, "bridge": model.bridge,
             "size_bytes": model.file.size_bytes, "params": model.params, "macs": model.macs,
             "input_shape": list(model.input_shape), "num_classes": model.num_classes,
         },

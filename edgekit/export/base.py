@@ -16,14 +16,29 @@ SUFFIXES = {"tflite": (".tflite",), "onnx": (".onnx",), "openvino": (".xml", ".b
 
 @dataclass
 class ExportRequest:
-    keras_model: Any
-    image_shape: tuple[int, int, int]
+    model: Any  # edgekit.model.LoadedModel
     stem: str
     outdir: Path  # the staging folder: artifacts only
     scratch: Path  # intermediates that are not artifacts
     precisions: list[str]  # e.g. ["fp32", "int8"] or ["fp32", "int8w"]
     calibration: np.ndarray | None  # preprocessed float32 NHWC, for "int8"
     io_dtype: str = "float32"  # TFLite integer I/O for accelerators
+
+    _frozen: "FrozenGraph | None" = field(default=None, init=False, repr=False)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.model.image_shape
+
+    def frozen(self) -> "FrozenGraph":
+        """The forward pass traced once and its variables folded into constants: the one
+        graph every converter starts from. Freezing makes tf_keras, Keras 3 and SavedModel
+        inputs look alike (Keras 3 variables are otherwise left as READ_VARIABLE ops in
+        TFLite, and tf2onnx misses some captured tf_keras variables), and it makes the
+        TFLite conversion of large models much faster."""
+        if self._frozen is None:
+            self._frozen = freeze(self.model.forward, self.image_shape)
+        return self._frozen
 
     def files(self, fmt: str, precision: str) -> list[Path]:
         return [self.outdir / f"{self.stem}.{precision}{s}" for s in SUFFIXES[fmt]]
@@ -48,6 +63,29 @@ class Artifact:
     @property
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.files)
+
+
+@dataclass(frozen=True)
+class FrozenGraph:
+    function: Any  # a ConcreteFunction with constants in place of variables
+    input_name: str  # tensor names, e.g. "input:0"
+    output_name: str
+
+    @property
+    def graph_def(self):
+        return self.function.graph.as_graph_def()
+
+
+def freeze(forward, image_shape) -> FrozenGraph:
+    from edgekit.keras_compat import tensorflow
+
+    tf = tensorflow()
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    spec = tf.TensorSpec((None, *image_shape), tf.float32, name="input")
+    concrete = tf.function(forward).get_concrete_function(spec)
+    frozen = convert_variables_to_constants_v2(concrete)
+    return FrozenGraph(frozen, frozen.inputs[0].name, frozen.outputs[0].name)
 
 
 class Exporter(Protocol):

@@ -1,4 +1,4 @@
-"""ONNX export: tf2onnx for fp32, then onnxruntime.quantization from that fp32 file.
+"""ONNX export: tf2onnx (from the shared frozen graph) for fp32, then onnxruntime.quantization from that fp32 file.
 
 Static int8 is QDQ with per-channel signed weights and unsigned activations (U8S8): on x86
 ORT's signed-activation kernels ran slower than fp32 (DESIGN.md, pitfalls), U8S8 faster.
@@ -10,11 +10,9 @@ import numpy as np
 
 from edgekit.errors import require
 from edgekit.export.base import Artifact, ExportRequest
-from edgekit.keras_compat import tensorflow
 from edgekit.progress import StepLog
 
 OPSET = 17
-INPUT_NAME = "input"
 CALIBRATION_BATCH = 32
 
 
@@ -47,18 +45,17 @@ class OnnxExporter:
 
     @staticmethod
     def _convert(request: ExportRequest, path) -> None:
-        tf = tensorflow()
         tf2onnx = require("tf2onnx", "compress")
-        spec = (tf.TensorSpec((None, *request.image_shape), tf.float32, name=INPUT_NAME),)
-        tf2onnx.convert.from_keras(request.keras_model, input_signature=spec, opset=OPSET,
-                                   output_path=str(path))
+        frozen = request.frozen()
+        tf2onnx.convert.from_graph_def(frozen.graph_def, input_names=[frozen.input_name],
+                                       output_names=[frozen.output_name], opset=OPSET, output_path=str(path))
 
     def _quantize_static(self, request: ExportRequest, prepared, log: StepLog) -> Artifact:
         quant = require("onnxruntime.quantization", "onnx")
         (path,) = request.files(self.format, "int8")
         with log.step(f"ONNX: calibrate and quantize int8 ({len(request.calibration)} samples)"):
             quant.quantize_static(
-                str(prepared), str(path), _CalibrationReader(request.calibration),
+                str(prepared), str(path), _CalibrationReader(request.calibration, request.frozen().input_name),
                 quant_format=quant.QuantFormat.QDQ, per_channel=True,
                 activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8,
                 calibrate_method=quant.CalibrationMethod.MinMax,
@@ -80,12 +77,13 @@ class OnnxExporter:
 class _CalibrationReader:
     """onnxruntime's CalibrationDataReader protocol over an in-memory array, in batches."""
 
-    def __init__(self, x: np.ndarray):
+    def __init__(self, x: np.ndarray, input_name: str):
         self._batches = iter([x[i:i + CALIBRATION_BATCH] for i in range(0, len(x), CALIBRATION_BATCH)])
+        self._input_name = input_name
 
     def get_next(self):
         batch = next(self._batches, None)
-        return None if batch is None else {INPUT_NAME: batch}
+        return None if batch is None else {self._input_name: batch}
 
     def rewind(self):  # not needed for MinMax, but part of the protocol
         pass

@@ -1,4 +1,4 @@
-"""OpenVINO IR export: openvino.convert_model once, NNCF for int8 on that converted model.
+"""OpenVINO IR export: openvino.convert_model once (from the shared frozen graph), NNCF for int8 on that converted model.
 
 NNCF 3 has no TensorFlow backend, so quantization runs on the OpenVINO model.
 fp32 IR is saved with compress_to_fp16=False (save_model's default would halve it to fp16).
@@ -17,7 +17,7 @@ class OpenVINOExporter:
     def export(self, request: ExportRequest, log: StepLog) -> list[Artifact]:
         ov = require("openvino", "openvino")
         with log.step("OpenVINO: convert fp32"):
-            model = ov.convert_model(request.keras_model, input=[(-1, *request.image_shape)])
+            model = ov.convert_model(request.frozen().graph_def, input=[(-1, *request.image_shape)])
             fp32_files = request.files(self.format, "fp32")
             ov.save_model(model, str(fp32_files[0]), compress_to_fp16=False)
         artifacts = [Artifact(self.format, "fp32", fp32_files)]

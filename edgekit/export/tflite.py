@@ -1,6 +1,7 @@
 """TFLite export with tf.lite.TFLiteConverter: fp32, full-integer int8, weight-only int8.
 
-The model is traced to a concrete function once; every precision converts from it.
+Every precision converts from the one frozen graph (ExportRequest.frozen) that the other
+formats share.
 Full-integer int8 uses per-channel weights (the converter's default) and calibrates the
 activations on the representative dataset.
 """
@@ -17,13 +18,13 @@ class TFLiteExporter:
 
     def export(self, request: ExportRequest, log: StepLog) -> list[Artifact]:
         tf = tensorflow()
-        with log.step("TFLite: trace the Keras model"):
-            spec = tf.TensorSpec((None, *request.image_shape), tf.float32, name="input")
-            concrete = tf.function(lambda x: request.keras_model(x, training=False)).get_concrete_function(spec)
+        with log.step("Trace and freeze the model's forward pass"):
+            frozen = request.frozen()
         artifacts = []
         for precision in request.precisions:
             with log.step(f"TFLite: convert {precision}"):
-                converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], request.keras_model)
+                converter = tf.lite.TFLiteConverter.from_concrete_functions(
+                    [frozen.function], tf.Module())  # frozen: no variables to track
                 io_dtype = self._configure(converter, precision, request)
                 (path,) = request.files(self.format, precision)
                 path.write_bytes(converter.convert())

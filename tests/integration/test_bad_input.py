@@ -71,19 +71,7 @@ def _case(name, tmp, digits):
         return [model, "--int8", "--data", digits["calib"], "--preprocess", "imagenet"], ["--preprocess", "unit"]
     if name == "integer I/O without calibration":
         return [model, "--int8", "--io-dtype", "int8"], ["--io-dtype", "--data"]
-    if name == "Keras 3 file":
-        return [_keras3_model(tmp), "--int8"], ["Keras 3", "tf_keras"]
     raise AssertionError(name)
-
-
-def _keras3_model(tmp):
-    """A Keras 3 .keras file, written by Keras 3 itself (it coexists with tf_keras)."""
-    import keras
-
-    model = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
-    path = tmp / "k3.keras"
-    model.save(path)
-    return path
 
 
 CASES = [
@@ -91,7 +79,7 @@ CASES = [
     "empty calibration folder", "calibration folder without class sub-folders", "class folders without images",
     "colour images for a greyscale model", "npz without x", "npz x of the wrong shape",
     "npz x of the wrong shape in --val", "unknown format", "unknown preprocess",
-    "integer I/O without calibration", "Keras 3 file",
+    "integer I/O without calibration",
 ]
 
 

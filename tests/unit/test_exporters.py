@@ -12,24 +12,29 @@ from edgekit.runtime import open_runner
 
 
 @pytest.fixture(scope="module")
-def keras_model(digits):
-    from edgekit.keras_compat import tf_keras
+def loaded(digits):
+    from edgekit.model import load_model
 
-    return tf_keras().models.load_model(digits["model"], compile=False)
+    return load_model(digits["model"])
 
 
-def _request(keras_model, digits, tmp_path, precisions):
+@pytest.fixture(scope="module")
+def keras_model(loaded):
+    return loaded.keras_model
+
+
+def _request(loaded, digits, tmp_path, precisions):
     calib = np.load(digits["calib"])["x"][:64]
     (tmp_path / "out").mkdir()
     (tmp_path / "scratch").mkdir()
-    return ExportRequest(keras_model=keras_model, image_shape=(8, 8, 1), stem="m", outdir=tmp_path / "out",
+    return ExportRequest(model=loaded, stem="m", outdir=tmp_path / "out",
                          scratch=tmp_path / "scratch", precisions=precisions, calibration=calib)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("precisions", [["fp32", "int8"], ["fp32", "int8w"]])
-def test_exporter_writes_runnable_artifacts(fmt, precisions, keras_model, digits, tmp_path):
-    request = _request(keras_model, digits, tmp_path, precisions)
+def test_exporter_writes_runnable_artifacts(fmt, precisions, loaded, keras_model, digits, tmp_path):
+    request = _request(loaded, digits, tmp_path, precisions)
     artifacts = exporter_for(fmt).export(request, StepLog(quiet=True))
     assert [a.precision for a in artifacts] == precisions
     x = digits["x_val"][:50]
@@ -46,12 +51,12 @@ def test_exporter_writes_runnable_artifacts(fmt, precisions, keras_model, digits
         f.name for a in artifacts for f in a.files)  # intermediates stay in scratch
 
 
-def test_onnx_and_openvino_convert_once_for_both_precisions(keras_model, digits, tmp_path, monkeypatch):
+def test_onnx_and_openvino_convert_once_for_both_precisions(loaded, digits, tmp_path, monkeypatch):
     import openvino
     import tf2onnx
 
     calls = {"tf2onnx": 0, "openvino": 0}
-    real_onnx, real_ov = tf2onnx.convert.from_keras, openvino.convert_model
+    real_onnx, real_ov = tf2onnx.convert.from_graph_def, openvino.convert_model
 
     def count(name, real):
         def wrapper(*a, **k):
@@ -59,9 +64,9 @@ def test_onnx_and_openvino_convert_once_for_both_precisions(keras_model, digits,
             return real(*a, **k)
         return wrapper
 
-    monkeypatch.setattr(tf2onnx.convert, "from_keras", count("tf2onnx", real_onnx))
+    monkeypatch.setattr(tf2onnx.convert, "from_graph_def", count("tf2onnx", real_onnx))
     monkeypatch.setattr(openvino, "convert_model", count("openvino", real_ov))
-    request = _request(keras_model, digits, tmp_path, ["fp32", "int8"])
+    request = _request(loaded, digits, tmp_path, ["fp32", "int8"])
     for fmt in ("onnx", "openvino"):
         exporter_for(fmt).export(request, StepLog(quiet=True))
     assert calls == {"tf2onnx": 1, "openvino": 1}

@@ -40,15 +40,13 @@ def test_macs_of_conv_depthwise_separable_dense():
 
 
 def test_classifier_checks_name_the_signature():
-    keras = _keras()
-    flat = keras.Sequential([keras.layers.Input((10,)), keras.layers.Dense(3)])
     with pytest.raises(ModelError, match=r"one input of shape \(batch, height, width, channels\).*\(None, 10\)"):
-        check_classifier(flat)
-    seg = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Conv2D(3, 1)])
+        check_classifier([(None, 10)], [(None, 3)])
     with pytest.raises(ModelError, match=r"one output of shape \(batch, classes\).*\(None, 8, 8, 3\)"):
-        check_classifier(seg)
-    ok = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(4)])
-    assert check_classifier(ok) == ((None, 8, 8, 1), 4)
+        check_classifier([(None, 8, 8, 1)], [(None, 8, 8, 3)])
+    with pytest.raises(ModelError, match=r"fixed height, width and channels"):
+        check_classifier([(None, None, None, 3)], [(None, 3)])
+    assert check_classifier([(None, 8, 8, 1)], [(None, 4)]) == ((None, 8, 8, 1), 4)
 
 
 def test_read_model_file_identifies_tf_keras_h5(digits):

@@ -34,7 +34,7 @@ def test_console_script_error_is_one_clean_line(tmp_path):
     result = _run(str(BIN / "edgekit"), "compress", str(tmp_path / "m.h5"), "--int8", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"error: {tmp_path / 'm.h5'} is not a Keras model file (no HDF5 signature); pass a .h5 saved by model.save()"]
+        f"error: {tmp_path / 'm.h5'} is not a Keras model file (no HDF5 signature); pass a .h5 or .keras saved by model.save()"]
     assert list(tmp_path.iterdir()) == [tmp_path / "m.h5"]
 
 

@@ -1,0 +1,145 @@
+"""Refuse dangerous model files before anything is deserialized.
+
+A Keras model file is a program: `Lambda` layers carry Python bytecode, custom classes run
+their own code, `TFSMLayer` loads another model from a path, and tf_keras' `TFOpLambda`
+names a TensorFlow function that is called on load. The config is read as plain JSON and
+scanned here; only Keras' built-in layers, and `TFOpLambda` calls to pure math/nn
+functions, pass without --trust-model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from edgekit.errors import ModelError
+
+# Keras' built-in layers (tf_keras and Keras 3) whose configs hold only data. Left out on
+# purpose: Lambda (bytecode), Layer (a bare base class), TFSMLayer (loads files),
+# TorchModuleWrapper (pickle), JaxLayer/FlaxLayer (arbitrary callables).
+BUILTIN_LAYERS = frozenset("""
+Activation ActivityRegularization Add AdditiveAttention AlphaDropout Attention Average
+AveragePooling1D AveragePooling2D AveragePooling3D AvgPool1D AvgPool2D AvgPool3D
+BatchNormalization Bidirectional CategoryEncoding CenterCrop Concatenate Conv1D
+Conv1DTranspose Conv2D Conv2DTranspose Conv3D Conv3DTranspose ConvLSTM1D ConvLSTM2D
+ConvLSTM3D Convolution1D Convolution2D Convolution3D Cropping1D Cropping2D Cropping3D Dense
+DepthwiseConv1D DepthwiseConv2D Discretization Dot Dropout ELU EinsumDense Embedding Flatten
+GRU GRUCell GaussianDropout GaussianNoise GlobalAveragePooling1D GlobalAveragePooling2D
+GlobalAveragePooling3D GlobalAvgPool1D GlobalAvgPool2D GlobalAvgPool3D GlobalMaxPool1D
+GlobalMaxPool2D GlobalMaxPool3D GlobalMaxPooling1D GlobalMaxPooling2D GlobalMaxPooling3D
+GroupNormalization Hashing Identity InputLayer IntegerLookup LSTM LSTMCell LayerNormalization
+LeakyReLU LocallyConnected1D LocallyConnected2D Masking MaxPool1D MaxPool2D MaxPool3D
+MaxPooling1D MaxPooling2D MaxPooling3D Maximum Minimum MultiHeadAttention Multiply
+Normalization PReLU Permute RNN RandomBrightness RandomContrast RandomCrop RandomFlip
+RandomHeight RandomRotation RandomTranslation RandomWidth RandomZoom ReLU RepeatVector
+Rescaling Reshape Resizing SeparableConv1D SeparableConv2D SeparableConvolution1D
+SeparableConvolution2D SimpleRNN SimpleRNNCell Softmax SpatialDropout1D SpatialDropout2D
+SpatialDropout3D StackedRNNCells Subtract ThresholdedReLU TimeDistributed UnitNormalization
+UpSampling1D UpSampling2D UpSampling3D ZeroPadding1D ZeroPadding2D ZeroPadding3D
+Functional Sequential Model
+""".split())
+
+# tf_keras writes TFOpLambda when a model calls TensorFlow ops directly; `function` names
+# the op. Pure tensor math only: nothing that touches files, Python or the runtime.
+TF_OP_ALLOWLIST = frozenset("""
+__operators__.add __operators__.getitem __operators__.sub __operators__.mul __operators__.truediv
+math.add math.add_n math.subtract math.multiply math.divide math.truediv math.negative
+math.maximum math.minimum math.abs math.square math.sqrt math.rsqrt math.pow math.exp
+math.log math.sigmoid math.tanh math.reduce_mean math.reduce_sum math.reduce_max
+math.reduce_min math.scalar_mul math.sign math.floor math.round
+nn.relu nn.relu6 nn.leaky_relu nn.elu nn.selu nn.gelu nn.silu nn.swish nn.sigmoid nn.softmax
+nn.log_softmax nn.bias_add nn.avg_pool2d nn.max_pool2d nn.depth_to_space nn.space_to_depth
+reshape transpose compat.v1.transpose concat stack squeeze expand_dims identity
+clip_by_value pad image.resize compat.v1.image.resize split tile cast zeros_like ones_like
+""".split())
+
+OPAQUE_CLASSES = {"Lambda": "runs stored Python bytecode",
+                  "TFSMLayer": "loads another model from a path",
+                  "TorchModuleWrapper": "unpickles a PyTorch module"}
+
+
+@dataclass(frozen=True)
+class LayerRef:
+    name: str
+    class_name: str
+    module: str | None
+    config: dict
+
+
+@dataclass
+class Scan:
+    layers: list[LayerRef] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # "name (Class: why)"
+
+    @property
+    def custom_classes(self) -> list[str]:
+        return sorted({ref.class_name for ref in self.layers if ref.class_name not in BUILTIN_LAYERS
+                       and ref.class_name not in ("TFOpLambda", "SlicingOpLambda")})
+
+
+def _malformed(why: str) -> ModelError:
+    return ModelError(f"the model config is malformed ({why}); the file is corrupted or not a Keras model")
+
+
+def iter_layers(config: Any, depth: int = 0) -> Iterator[LayerRef]:
+    """Every layer in a (possibly nested) Keras config, the model itself first."""
+    if depth > 64:
+        raise _malformed("nesting deeper than 64 levels")
+    if not isinstance(config, dict):
+        raise _malformed(f"expected an object, found {type(config).__name__}")
+    class_name = config.get("class_name")
+    inner = config.get("config", {})
+    if not isinstance(class_name, str) or not isinstance(inner, dict):
+        raise _malformed("a layer without class_name or config")
+    module = config.get("module")
+    name = inner.get("name", config.get("name", "?"))
+    yield LayerRef(str(name), class_name, module if isinstance(module, str) else None, inner)
+    children = inner.get("layers", [])
+    if not isinstance(children, list):
+        raise _malformed(f"`layers` of {name} is not a list")
+    for child in children:
+        yield from iter_layers(child, depth + 1)
+    for key in ("layer", "cell", "backward_layer"):  # wrappers: TimeDistributed, RNN, Bidirectional
+        if isinstance(inner.get(key), dict) and "class_name" in inner[key]:
+            yield from iter_layers(inner[key], depth + 1)
+    cells = inner.get("cells")
+    if isinstance(cells, list):  # StackedRNNCells
+        for cell in cells:
+            yield from iter_layers(cell, depth + 1)
+
+
+def scan(config: Any) -> Scan:
+    """Classify every layer: refused when it would run code that is not Keras' own."""
+    result = Scan()
+    for ref in iter_layers(config):
+        result.layers.append(ref)
+        why = _refusal(ref)
+        if why:
+            result.refused.append(f"{ref.name} ({ref.class_name}: {why})")
+    return result
+
+
+def _refusal(ref: LayerRef) -> str | None:
+    if ref.class_name in OPAQUE_CLASSES:
+        return OPAQUE_CLASSES[ref.class_name]
+    if ref.class_name == "TFOpLambda":
+        function = ref.config.get("function")
+        if function not in TF_OP_ALLOWLIST:
+            return f"calls tf.{function}, which is not on the allowlist of pure math/nn ops"
+        return None
+    if ref.class_name == "SlicingOpLambda":
+        return None if ref.config.get("function") == "__operators__.getitem" else "calls an unknown function"
+    if ref.module and not (ref.module == "keras" or ref.module.startswith(("keras.", "tf_keras."))):
+        return f"defined in module {ref.module}, not in Keras"
+    if ref.class_name not in BUILTIN_LAYERS:
+        return "a custom class, not a Keras built-in layer"
+    return None
+
+
+def check_safe(found: Scan, source: str, trust: bool) -> None:
+    if found.refused and not trust:
+        listed = ", ".join(found.refused[:5]) + (f" and {len(found.refused) - 5} more" if len(found.refused) > 5 else "")
+        raise ModelError(
+            f"{source} holds layers that run code on load: {listed}; refused — pass --trust-model "
+            "(with --custom-objects module.path for custom classes) only if you trust where the file came from"
+        )
