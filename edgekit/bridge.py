@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import ModelError
+from edgekit.safety import group_layers, iter_layers
 
 BRIDGEABLE = frozenset("""
 InputLayer Conv2D DepthwiseConv2D SeparableConv2D BatchNormalization ReLU LeakyReLU Activation
@@ -37,8 +38,9 @@ BASE_LAYER_KEYS = {"name", "trainable", "dtype", "batch_input_shape", "input_sha
 BRIDGE_TOLERANCE = 1e-5
 
 
-class BridgeUnavailable(Exception):
-    """This model cannot be rebuilt in tf_keras; the message names the layer and why."""
+class BridgeUnavailable(ModelError):
+    """This model cannot be rebuilt in tf_keras; the message names the layer and why.
+    The loader catches it and keeps the Keras 3 model for the PTQ/export path."""
 
 
 @dataclass
@@ -49,7 +51,6 @@ class BridgeResult:
 
 def unbridgeable_layers(config: dict) -> list[str]:
     """Layers the bridge cannot translate, as "name (Class)" or "name (activation x)"."""
-    from edgekit.safety import iter_layers
 
     problems = []
     for ref in iter_layers(config):
@@ -79,8 +80,12 @@ def translate(config: dict) -> dict:
     """A Keras 3 model config → the equivalent tf_keras config (built-in layers only)."""
     problems = unbridgeable_layers(config)
     if problems:
-        raise BridgeUnavailable(f"no tf_keras equivalent for {', '.join(problems[:5])}")
-    return _translate_layer(config)
+        raise BridgeUnavailable(f"no tf_keras equivalent for {group_layers(problems)}")
+    try:
+        return _translate_layer(config)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise BridgeUnavailable(f"the model config has an unexpected structure ({type(exc).__name__}: "
+                                f"{_first_line(exc)})") from None
 
 
 def _translate_layer(layer: dict) -> dict:

@@ -91,6 +91,27 @@ def compress(
 
 
 @app.command()
+def inspect(
+    model: Path = typer.Argument(..., help="Keras model: .h5 or .keras (tf_keras or Keras 3), or a SavedModel folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    trust_model: bool = typer.Option(False, "--trust-model", help="Load Lambda layers and custom classes (runs code from the file)."),
+    custom_objects: Optional[str] = typer.Option(None, "--custom-objects", help="Module that defines the model's custom classes."),
+):
+    """Show a model's format, Keras flavour, signature, size, MACs, and what QAT and the bridge cannot handle."""
+    import json
+
+    from edgekit.inspection import inspect_file
+    from edgekit.report import render_inspection
+
+    with _errors_to_exit_codes():
+        facts = inspect_file(model, trust=trust_model, custom_objects=custom_objects)
+        if as_json:
+            print(json.dumps(facts, indent=2))
+        else:
+            out_console.print(render_inspection(facts))
+
+
+@app.command()
 def demo(
     outdir: Path = typer.Option(Path("edgekit-demo"), "-o", "--output", help="Folder for the demo model, data and outputs."),
     force: bool = typer.Option(False, "--force", help="Overwrite an earlier demo's files."),

@@ -99,8 +99,10 @@ def read_model_file(path: Path) -> ModelFile:
         return _read_saved_model_dir(path)
     if path.stat().st_size == 0:
         raise ModelError(f"model file {path} is empty")
-    if zipfile.is_zipfile(path):
-        return _read_keras_zip(path)
+    with open(path, "rb") as f:
+        looks_like_zip = f.read(4) == b"PK\x03\x04"
+    if looks_like_zip or zipfile.is_zipfile(path):
+        return _read_keras_zip(path)  # a zip without its central directory fails there, clearly
     return _read_h5(path)
 
 
@@ -242,7 +244,7 @@ def _load_keras3(info: ModelFile, objects: dict, trust: bool) -> LoadedModel:
 def _from_keras_model(info: ModelFile, model, working) -> LoadedModel:
     inputs = [tuple(t.shape) for t in model.inputs]
     outputs = [tuple(t.shape) for t in model.outputs]
-    input_shape, num_classes = check_classifier(inputs, outputs)
+    input_shape, num_classes = check_classifier(inputs, outputs, str(info.path))
     return LoadedModel(
         file=info, forward=lambda x: model(x, training=False), trackable=model, keras_model=working,
         input_shape=input_shape, num_classes=num_classes, params=int(model.count_params()),
@@ -263,7 +265,7 @@ def _load_saved_model(info: ModelFile) -> LoadedModel:
     specs = list(args) + list(kwargs.values())
     outputs = signature.structured_outputs
     input_shape, num_classes = check_classifier([tuple(s.shape) for s in specs],
-                                                [tuple(o.shape) for o in outputs.values()])
+                                                [tuple(o.shape) for o in outputs.values()], str(info.path))
     input_name, output_name = next(iter(kwargs)), next(iter(outputs))
     variables = list(signature.variables)
     for var in variables:
@@ -290,18 +292,18 @@ def _signature(shapes) -> str:
     return ", ".join(str(tuple(s)) for s in shapes)
 
 
-def check_classifier(inputs: list[tuple], outputs: list[tuple]) -> tuple[tuple, int]:
+def check_classifier(inputs: list[tuple], outputs: list[tuple], source: str = "the model") -> tuple[tuple, int]:
     """An image classifier here: one rank-4 NHWC input, one (batch, classes) output."""
     described = f"inputs [{_signature(inputs)}] → outputs [{_signature(outputs)}]"
     if len(inputs) != 1 or len(inputs[0]) != 4:
         raise ModelError(
-            f"expected an image classifier with one input of shape (batch, height, width, channels); "
+            f"{source}: expected an image classifier with one input of shape (batch, height, width, channels); "
             f"the model has {described}"
         )
     if any(d is None for d in inputs[0][1:]):
-        raise ModelError(f"the model input needs a fixed height, width and channels; it has {described}")
+        raise ModelError(f"{source}: the model input needs a fixed height, width and channels; it has {described}")
     if len(outputs) != 1 or len(outputs[0]) != 2 or not outputs[0][1] or outputs[0][1] < 2:
-        raise ModelError(f"expected one output of shape (batch, classes); the model has {described}")
+        raise ModelError(f"{source}: expected one output of shape (batch, classes); the model has {described}")
     return (None, *[int(d) for d in inputs[0][1:]]), int(outputs[0][1])
 
 

@@ -56,6 +56,10 @@ def _pct(value) -> str:
     return "—" if value is None else f"{100 * value:.2f}%"
 
 
+def _count(n) -> str:
+    return "n/a" if n is None else f"{n:,}"
+
+
 def _size(n: int) -> str:
     return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
 
@@ -106,7 +110,7 @@ def render_markdown(report: dict) -> str:
         f"# edgekit report: `{src['path']}`",
         "",
         f"- Model: {src['keras']} ({src['format']}), input {src['input_shape']}, {src['num_classes']} classes, "
-        f"{src['params']:,} parameters, {src['macs']:,} MACs",
+        f"{src['params']:,} parameters, {_count(src['macs'])} MACs",
         f"- Calibration: {_describe_calibration(calib)}",
         f"- Keras reference top-1: {_pct(ref['top1']) if ref else 'not measured (no --val)'}",
         "",
@@ -120,3 +124,40 @@ def render_markdown(report: dict) -> str:
 
 def base_report() -> dict:
     return {"schema": SCHEMA, "edgekit_version": __version__}
+
+
+def _listing(items) -> str:
+    from edgekit.safety import group_layers
+
+    if items is None:
+        return "n/a"
+    return group_layers(items) if items else "none"
+
+
+def render_inspection(facts: dict) -> Table:
+    """`edgekit inspect` as a two-column table."""
+    table = Table(title=f"edgekit inspect: {facts['path']}", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    bridge = facts["bridge"]
+    if bridge is None:
+        bridged = "not needed" if facts["keras"] == "tf_keras" else "n/a"
+    else:
+        bridged = f"rebuilt as tf_keras (max |Δ| {bridge['max_abs_diff']:.1e})" if bridge["bridged"] else "not possible"
+    macs = "n/a (no Keras layers)" if facts["macs"] is None else _count(facts["macs"])
+    rows = [
+        ("format", f"{facts['format']} · {facts['keras']} {facts['keras_version'] or ''}".rstrip()),
+        ("file size", _size(facts["size_bytes"])),
+        ("input", str(tuple(facts["input_shape"]))),
+        ("output", str(tuple(facts["output_shape"]))),
+        ("classes", str(facts["num_classes"])),
+        ("parameters", f"{facts['params']:,}"),
+        ("MACs / inference", macs),
+        ("tf_keras bridge", bridged),
+        ("bridge cannot translate", _listing(facts["bridge_untranslatable"])),
+        ("pruning / QAT", "available" if facts["trainable_path"] else "not available (needs a tf_keras model)"),
+        ("QAT cannot quantize", _listing(facts["qat_unsupported"])),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    return table

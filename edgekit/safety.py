@@ -77,6 +77,19 @@ class Scan:
                        and ref.class_name not in ("TFOpLambda", "SlicingOpLambda")})
 
 
+def group_layers(items: list[str], shown: int = 3) -> str:
+    """["a (X)", "b (X)", "c (Y)"] → "X: a, b; Y: c" — long lists of like layers stay readable."""
+    groups: dict[str, list[str]] = {}
+    for item in items:
+        name, _, kind = item.partition(" (")
+        groups.setdefault(kind.rstrip(")") or "?", []).append(name)
+    parts = []
+    for kind, names in groups.items():
+        listed = ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+        parts.append(f"{kind}: {listed}")
+    return "; ".join(parts)
+
+
 def _malformed(why: str) -> ModelError:
     return ModelError(f"the model config is malformed ({why}); the file is corrupted or not a Keras model")
 
@@ -138,8 +151,7 @@ def _refusal(ref: LayerRef) -> str | None:
 
 def check_safe(found: Scan, source: str, trust: bool) -> None:
     if found.refused and not trust:
-        listed = ", ".join(found.refused[:5]) + (f" and {len(found.refused) - 5} more" if len(found.refused) > 5 else "")
         raise ModelError(
-            f"{source} holds layers that run code on load: {listed}; refused — pass --trust-model "
+            f"{source} holds layers that run code on load — {group_layers(found.refused)}; refused — pass --trust-model "
             "(with --custom-objects module.path for custom classes) only if you trust where the file came from"
         )

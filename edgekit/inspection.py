@@ -1,0 +1,79 @@
+"""`edgekit inspect`: what a model file is and what edgekit can do with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgekit.model import LoadedModel, load_model
+
+# tfmot folds a BatchNormalization into the convolution before it; anywhere else it has no
+# quantized implementation (DESIGN.md, pitfalls).
+_FOLDS_INTO = {"Conv2D", "DepthwiseConv2D"}
+# Not in tfmot's registry, but rewritten by its layout transforms before quantization
+# (SeparableConv2D → DepthwiseConv2D + Conv2D).
+_TRANSFORMED = {"SeparableConv2D"}
+
+
+def qat_unsupported_layers(keras_model) -> list[str]:
+    """Layers tfmot's default 8-bit scheme cannot quantize, as "name (Class)"."""
+    from edgekit.errors import require
+
+    require("tensorflow_model_optimization", "compress")
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_registry as registry_module,
+    )
+
+    registry = registry_module.Default8BitQuantizeRegistry()
+    unsupported = []
+    for layer in keras_model.layers:
+        kind = type(layer).__name__
+        if kind == "InputLayer" or kind in _TRANSFORMED or registry.supports(layer):
+            continue
+        if kind == "BatchNormalization" and type(_producer(layer)).__name__ in _FOLDS_INTO:
+            continue
+        unsupported.append(f"{layer.name} ({kind})")
+    return unsupported
+
+
+def _producer(layer):
+    """The layer feeding a single-input layer, or None."""
+    try:
+        node = layer.inbound_nodes[0]
+        inbound = node.inbound_layers
+    except (AttributeError, IndexError):
+        return None
+    return inbound if not isinstance(inbound, list) else (inbound[0] if len(inbound) == 1 else None)
+
+
+def describe(model: LoadedModel) -> dict:
+    info = model.file
+    bridge = model.bridge
+    untranslatable: list[str] = []
+    if bridge and not bridge["bridged"]:
+        from edgekit.bridge import unbridgeable_layers
+
+        untranslatable = unbridgeable_layers(info.config) or [bridge["reason"]]
+    qat = qat_unsupported_layers(model.keras_model) if model.keras_model is not None else None
+    return {
+        "path": str(info.path),
+        "format": info.format,
+        "keras": info.keras,
+        "keras_version": info.keras_version or None,
+        "size_bytes": info.size_bytes,
+        "sha256": info.sha256,
+        "input_shape": list(model.input_shape),
+        "output_shape": [None, model.num_classes],
+        "num_classes": model.num_classes,
+        "params": model.params,
+        "macs": model.macs,
+        "layers": len(model.scan.layers) - 1 if model.scan else None,
+        "bridge": bridge,
+        "bridge_untranslatable": untranslatable,
+        "trainable_path": model.keras_model is not None,  # pruning and QAT need tf_keras
+        "qat_unsupported": qat,
+        "notes": model.notes,
+    }
+
+
+def inspect_file(path: Path, trust: bool = False, custom_objects: str | None = None) -> dict:
+    return describe(load_model(path, trust=trust, custom_objects=custom_objects))
