@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import ModelError
-from edgekit.safety import group_layers, iter_layers
+from edgekit.safety import check_node_references, group_layers, has_own_input, iter_layers
 
 BRIDGEABLE = frozenset("""
 InputLayer Conv2D DepthwiseConv2D SeparableConv2D BatchNormalization ReLU LeakyReLU Activation
@@ -140,11 +140,18 @@ def _accepted_keys(class_name: str, cfg: dict) -> dict:
 
 def _translate_functional(cfg: dict) -> dict:
     cfg["layers"] = [_translate_layer(child) for child in cfg.get("layers", [])]
+    # Keras 3 numbers the calls of a nested model from 0; tf_keras from 1 when that model
+    # has its own Input (its first node is the internal one).
+    shifted = {child["config"]["name"] for child in cfg["layers"] if has_own_input(child)}
+    for child in cfg["layers"]:
+        for node in child.get("inbound_nodes", []):
+            for ref in node:
+                ref[1] += ref[0] in shifted
     for key in ("input_layers", "output_layers"):
         value = cfg.get(key, [])
         if value and isinstance(value[0], str):  # Keras 3 writes a lone tensor unnested
             value = [value]
-        cfg[key] = value
+        cfg[key] = [[name, index + (name in shifted), tensor] for name, index, tensor in value]
     return cfg
 
 
@@ -176,6 +183,7 @@ def bridge(keras3_model, seed: int = 0) -> BridgeResult:
 
     keras = tf_keras()
     tf_config = translate(_model_config(keras3_model))
+    check_node_references(tf_config, "the translated model")
     try:
         rebuilt = keras.models.model_from_json(json.dumps(tf_config))
     except (TypeError, ValueError, KeyError, IndexError) as exc:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgekit.errors import ModelError, require
-from edgekit.safety import Scan, check_safe, scan
+from edgekit.safety import Scan, check_node_references, check_safe, scan
 
 MAX_CONFIG_BYTES = 64 << 20  # a larger config is not a real classifier: refuse before parsing
 
@@ -177,6 +177,8 @@ def load_model(path: Path, trust: bool = False, custom_objects: str | None = Non
     found = scan(info.config) if info.config is not None else None
     if found is not None:
         check_safe(found, str(info.path), trust)
+        if info.keras == "tf_keras":
+            check_node_references(info.config, str(info.path))
     objects = import_custom_objects(custom_objects) if custom_objects else {}
     if info.format == "savedmodel":
         loaded = _load_saved_model(info)

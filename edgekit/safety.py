@@ -149,6 +149,58 @@ def _refusal(ref: LayerRef) -> str | None:
     return None
 
 
+# --- graph references ----------------------------------------------------------------------
+# tf_keras rebuilds a Functional graph by re-queueing nodes whose inputs do not exist yet; a
+# reference to a missing layer or call loops forever. Configs are checked here first.
+
+def has_own_input(layer: dict) -> bool:
+    """A nested model built on its own Input: tf_keras numbers its calls from 1, not 0."""
+    if layer.get("class_name") not in ("Functional", "Model", "Sequential"):
+        return False
+    children = layer.get("config", {}).get("layers") or []
+    return layer["class_name"] != "Sequential" or (
+        isinstance(children[0], dict) and children[0].get("class_name") == "InputLayer")
+
+
+def check_node_references(config: dict, source: str) -> None:
+    """Every inbound reference of a tf_keras-style Functional config names an existing call."""
+    inner = config.get("config", {})
+    layers = inner.get("layers", [])
+    if config.get("class_name") not in ("Functional", "Model") or not isinstance(layers, list):
+        return
+    try:
+        calls = {_layer_name(layer): (layer["class_name"], len(layer.get("inbound_nodes", [])), has_own_input(layer))
+                 for layer in layers}
+        for layer in layers:
+            check_node_references(layer, source)
+            for node in layer.get("inbound_nodes", []):
+                # A node lists its inputs; TFOpLambda writes its single input unnested.
+                for ref in ([node] if node and isinstance(node[0], str) else node):
+                    _check_reference(ref, calls, _layer_name(layer), source)
+        for key in ("input_layers", "output_layers"):
+            refs = inner.get(key, [])
+            for ref in ([refs] if refs and isinstance(refs[0], str) else refs):
+                _check_reference(ref, calls, key, source)
+    except (KeyError, TypeError, IndexError, AttributeError):
+        raise _malformed("unreadable layer connections") from None
+
+
+def _layer_name(layer: dict) -> str:
+    return layer.get("name") or layer["config"]["name"]
+
+
+def _check_reference(ref, calls, user: str, source: str) -> None:
+    name, node_index = ref[0], ref[1]
+    if name not in calls:
+        raise ModelError(f"{source}: {user} takes input from layer {name!r}, which the model does not have; "
+                         "the file is corrupted")
+    class_name, count, skips_first = calls[name]
+    first = 1 if skips_first else 0
+    if class_name != "InputLayer" and not first <= node_index < count + first:
+        raise ModelError(f"{source}: {user} takes call {node_index} of layer {name!r}, which is called "
+                         f"{count} time(s); the file is corrupted")
+
+
 def check_safe(found: Scan, source: str, trust: bool) -> None:
     if found.refused and not trust:
         raise ModelError(

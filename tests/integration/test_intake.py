@@ -391,7 +391,35 @@ def _zip_without_config(tmp, keras3_digits):
     return tmp / "empty.keras", ["empty.keras", "without config.json"]
 
 
-INTEGRITY = {"truncated .keras": _truncated_keras, "garbled config.json": _garbled_config_keras,
+def _functional_h5_with(tmp, old, new, name):
+    """A tf_keras Functional model whose stored connections were edited: tf_keras itself
+    would loop forever rebuilding it."""
+    keras = _tf_keras()
+    inp = keras.layers.Input((8, 8, 1), name="image")
+    x = keras.layers.Flatten(name="flat")(inp)
+    model = keras.Model(inp, keras.layers.Dense(10, name="probs")(x))
+    path = tmp / name
+    model.save(path)
+    with h5py.File(path, "r+") as f:
+        text = f.attrs["model_config"]
+        text = text.decode() if isinstance(text, bytes) else text
+        assert old in text
+        f.attrs["model_config"] = text.replace(old, new)
+    return path
+
+
+def _dangling_reference(tmp, keras3_digits):
+    path = _functional_h5_with(tmp, '[["flat", 0, 0, {}]]', '[["ghost", 0, 0, {}]]', "ghost.h5")
+    return path, ["ghost.h5", "probs takes input from layer 'ghost'", "corrupted"]
+
+
+def _call_out_of_range(tmp, keras3_digits):
+    path = _functional_h5_with(tmp, '[["flat", 0, 0, {}]]', '[["flat", 3, 0, {}]]', "call.h5")
+    return path, ["call.h5", "takes call 3 of layer 'flat'", "corrupted"]
+
+
+INTEGRITY = {"dangling layer reference": _dangling_reference, "call index out of range": _call_out_of_range,
+             "truncated .keras": _truncated_keras, "garbled config.json": _garbled_config_keras,
              "config.json over 64 MiB": _huge_config_keras, "NaN weights (tf_keras .h5)": _nan_weights_h5,
              "Inf weights (Keras 3 .keras)": _inf_weights_keras3, "input is not an image": _not_an_image_model,
              "zip without config.json": _zip_without_config}

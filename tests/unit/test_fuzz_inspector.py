@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from edgekit.bridge import translate, unbridgeable_layers
 from edgekit.errors import EdgekitError
 from edgekit.model import read_model_file
-from edgekit.safety import scan
+from edgekit.safety import check_node_references, scan
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-3, 300) | st.floats(allow_nan=False) | st.text(max_size=12)
@@ -66,8 +66,9 @@ def configs(digits, tmp_path_factory):
 
 def _inspect_config(config):
     found = scan(config)
+    check_node_references(config, "fuzzed")
     if not found.refused and not unbridgeable_layers(config):
-        translate(config)
+        check_node_references(translate(config), "translated")
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
