@@ -65,12 +65,18 @@ def _main(
 def compress(
     model: Path = typer.Argument(..., help="Keras model: .h5 or .keras (tf_keras or Keras 3), or a SavedModel folder."),
     int8: bool = typer.Option(False, "--int8", help="Quantize to int8 (full int8 with --data, else weights only)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Calibration data: image folder (one sub-folder per class) or .npz with x, y."),
+    fp16: bool = typer.Option(False, "--fp16", help="float16 TFLite and OpenVINO FP16 (for GPUs)."),
+    prune: Optional[float] = typer.Option(None, "--prune", help="Prune to this sparsity (0 < S < 1), fine-tuning on --data."),
+    prune_structure: Optional[str] = typer.Option(None, "--prune-structure", help="unstructured (default) or 2:4."),
+    qat: bool = typer.Option(False, "--qat", help="Quantization-aware training on --data, then int8 from its learned ranges."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Fine-tuning epochs for --prune/--qat (default 2)."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="A recipe YAML file or the name of a shipped one (edgekit recipes)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Calibration/training data: image folder (one sub-folder per class) or .npz with x, y."),
     val: Optional[Path] = typer.Option(None, "--val", help="Validation data, same forms as --data; gives accuracy."),
-    formats: str = typer.Option("tflite,onnx,openvino", "--formats", help="Comma-separated: tflite, onnx, openvino."),
+    formats: Optional[str] = typer.Option(None, "--formats", help="Comma-separated: tflite, onnx, openvino (default all)."),
     preprocess: Optional[str] = typer.Option(None, "--preprocess", help="unit (x/255, default for folders), symmetric (x/127.5-1), none (default for .npz)."),
-    calib_samples: int = typer.Option(200, "--calib-samples", help="Calibration samples, drawn at random (seeded) from --data."),
-    io_dtype: str = typer.Option("float32", "--io-dtype", help="TFLite int8 input/output type: float32, int8 or uint8."),
+    calib_samples: Optional[int] = typer.Option(None, "--calib-samples", help="Calibration samples, drawn at random (seeded) from --data (default 200)."),
+    io_dtype: Optional[str] = typer.Option(None, "--io-dtype", help="TFLite int8 input/output type: float32, int8 or uint8."),
     outdir: Optional[Path] = typer.Option(None, "-o", "--output", help="Output folder (default ./<model stem>-edgekit)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     seed: int = typer.Option(0, "--seed", help="Seed for calibration sampling."),
@@ -79,15 +85,27 @@ def compress(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
 ):
     """Export a Keras classifier to TFLite, ONNX and OpenVINO (fp32 and int8), verify, report."""
-    from edgekit.pipeline import CompressOptions, compress as run_compress, parse_formats
+    from edgekit.pipeline import CompressOptions, compress as run_compress
+    from edgekit.recipe_flags import recipe_from_flags
 
     with _errors_to_exit_codes():
-        opts = CompressOptions(model=model, int8=int8, data=data, val=val, formats=parse_formats(formats),
-                               preprocess=preprocess, calib_samples=calib_samples, io_dtype=io_dtype,
-                               outdir=outdir, force=force, seed=seed, trust_model=trust_model,
-                               custom_objects=custom_objects)
+        resolved = recipe_from_flags(recipe, int8=int8, fp16=fp16, prune=prune, prune_structure=prune_structure,
+                                     qat=qat, epochs=epochs, formats=formats, preprocess=preprocess,
+                                     calib_samples=calib_samples, io_dtype=io_dtype)
+        opts = CompressOptions(model=model, recipe=resolved, data=data, val=val, outdir=outdir, force=force,
+                               seed=seed, trust_model=trust_model, custom_objects=custom_objects, quiet=quiet)
         report = run_compress(opts, StepLog(quiet=quiet))
         _show(report)
+
+
+@app.command()
+def recipes():
+    """List the shipped recipes, one line each (use with --recipe NAME)."""
+    from edgekit.config import load_recipe, shipped_recipes
+
+    with _errors_to_exit_codes():
+        for name in shipped_recipes():
+            out_console.print(f"[bold]{name:<18}[/bold] {load_recipe(name).description or ''}", soft_wrap=True)
 
 
 @app.command()

@@ -74,10 +74,11 @@ def run_demo(outdir: Path, force: bool, log: StepLog) -> dict:
     from edgekit.export import FORMATS
     from edgekit.export.base import artifact_names
     from edgekit.outputs import check_output_folder
+    from edgekit.config import Recipe
     from edgekit.pipeline import CompressOptions, compress
 
     outdir = Path(outdir)
-    options = CompressOptions(model=outdir / "digits.h5", int8=True, data=outdir / "calib.npz",
+    options = CompressOptions(model=outdir / "digits.h5", recipe=Recipe(int8=True), data=outdir / "calib.npz",
                               val=outdir / "val.npz", outdir=outdir / "compressed", force=force)
     demo_files = ["digits.h5", "calib.npz", "val.npz"]
     check_output_folder(outdir, demo_files, force)

@@ -15,6 +15,12 @@ class EdgekitError(Exception):
     exit_code = EXIT_INTERNAL
 
 
+class GateFailure(EdgekitError):
+    """A check the user asked for found a regression (accuracy, latency, size)."""
+
+    exit_code = EXIT_GATE_FAILED
+
+
 class InputError(EdgekitError):
     """Bad input or usage: a file, option or data the user can fix."""
 

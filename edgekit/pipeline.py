@@ -1,4 +1,4 @@
-"""`edgekit compress`: load → read data → export per format → verify → report.
+"""`edgekit compress`: load → read data → (prune) → (QAT) → export per format → verify → report.
 
 Everything is checked that can be checked before the slow work starts (options, output
 folder, model file, data), and every output is staged so a failure leaves nothing behind.
@@ -6,15 +6,18 @@ folder, model file, data), and every output is staged so a failure leaves nothin
 
 from __future__ import annotations
 
+import gzip
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from edgekit.data import PREPROCESS_CHOICES, Dataset, load_dataset
-from edgekit.errors import InputError
+from edgekit.config import Recipe
+from edgekit.data import Dataset, load_dataset
+from edgekit.errors import GateFailure, InputError, ModelError
+from edgekit.evaluate import accuracy
 from edgekit.export import FORMATS, exporter_for
 from edgekit.export.base import ExportRequest, artifact_names
 from edgekit.model import LoadedModel, load_model
@@ -23,31 +26,29 @@ from edgekit.progress import StepLog
 from edgekit.report import artifact_entry, base_report, environment, render_markdown, write_json
 from edgekit.verify import Evidence, verify
 
-IO_DTYPES = ("float32", "int8", "uint8")
 RANDOM_CHECK_SAMPLES = 64
 
 
 @dataclass
 class CompressOptions:
     model: Path
-    int8: bool = False
+    recipe: Recipe = field(default_factory=Recipe)
     data: Path | None = None
     val: Path | None = None
-    formats: list[str] = field(default_factory=lambda: list(FORMATS))
-    preprocess: str | None = None
-    calib_samples: int = 200
-    io_dtype: str = "float32"
     outdir: Path | None = None
     force: bool = False
     seed: int = 0
     trust_model: bool = False
     custom_objects: str | None = None
+    quiet: bool = False
 
     @property
     def precisions(self) -> list[str]:
-        if not self.int8:
+        if self.recipe.fp16:
+            return ["fp32", "fp16"]
+        if not self.recipe.int8:
             return ["fp32"]
-        return ["fp32", "int8" if self.data else "int8w"]
+        return ["fp32", "int8" if self.data or self.recipe.qat else "int8w"]
 
     def resolved_outdir(self) -> Path:
         return Path(self.outdir) if self.outdir else Path(f"{Path(self.model).stem}-edgekit")
@@ -65,90 +66,64 @@ def parse_formats(text: str) -> list[str]:
 
 def validate_options(opts: CompressOptions) -> None:
     """Option errors that need no file: fail before anything is loaded."""
-    parse_formats(",".join(opts.formats))
-    if opts.preprocess is not None and opts.preprocess not in PREPROCESS_CHOICES:
-        raise InputError(f"--preprocess {opts.preprocess!r} is not one of: {', '.join(PREPROCESS_CHOICES)}")
-    if opts.io_dtype not in IO_DTYPES:
-        raise InputError(f"--io-dtype {opts.io_dtype!r} is not one of: {', '.join(IO_DTYPES)}")
-    if opts.io_dtype != "float32" and not (opts.int8 and opts.data):
-        raise InputError(f"--io-dtype {opts.io_dtype} needs full int8: pass --int8 with --data CALIB")
-    if opts.calib_samples < 1:
-        raise InputError(f"--calib-samples must be at least 1 (got {opts.calib_samples})")
+    recipe = opts.recipe
+    if recipe.io_dtype != "float32" and not (recipe.int8 and (opts.data or recipe.qat)):
+        raise InputError(f"--io-dtype {recipe.io_dtype} needs full int8: pass --int8 with --data CALIB")
+    if recipe.stages and not opts.data:
+        names = " and ".join(f"--{s.type}" for s in recipe.stages)
+        raise InputError(f"{names} fine-tune the model and need labelled training data: pass --data (image folder or .npz with x, y)")
+
+
+@dataclass
+class _Data:
+    train: Dataset | None  # all of --data: fine-tuning
+    calibration: Dataset | None  # the seeded subset of --data: PTQ
+    validation: Dataset | None
 
 
 def compress(opts: CompressOptions, log: StepLog) -> dict:
     """Run the whole pipeline; return the report (already written to the output folder)."""
     validate_options(opts)
+    recipe = opts.recipe
     outdir = opts.resolved_outdir()
     stem = Path(opts.model).stem
-    check_output_folder(outdir, artifact_names(stem, opts.formats, opts.precisions), opts.force)
+    check_output_folder(outdir, artifact_names(stem, recipe.formats, opts.precisions), opts.force)
     started = time.perf_counter()
 
     with log.step(f"Load {opts.model}"):
         model = load_model(Path(opts.model), trust=opts.trust_model, custom_objects=opts.custom_objects)
     _describe_model(model, log)
-    calibration, validation = _load_data(opts, model, log)
-    if opts.int8 and calibration is None:
+    if recipe.stages and model.keras_model is None:
+        raise ModelError(f"{opts.model}: pruning and QAT need a tf_keras model, and this one is not ({model.notes[0]})")
+    data = _load_data(opts, model, log)
+    if recipe.int8 and data.calibration is None and not recipe.qat:
         log.note("no --data: writing weight-only int8 (int8w); full int8 (weights and activations) needs --data CALIB")
-    evidence = _evidence(model, calibration, validation, opts.seed, log)
+    if "onnx" in recipe.formats and recipe.fp16:
+        log.note("ONNX has no fp16 export here: onnx gets fp32 only")
+    evidence = _evidence(model, data, opts.seed, log)
+    original_accuracy = accuracy(evidence.reference, evidence.labels)  # before any stage changes the model
+    exported, qat_forward, stages = _run_stages(opts, model, data, evidence, log)
+    if exported is not model:
+        evidence = _reference_outputs(exported, evidence, log, "the fine-tuned model")
 
     with staged(outdir) as staging, tempfile.TemporaryDirectory(prefix="edgekit-scratch-") as scratch:
         request = ExportRequest(
-            model=model, stem=stem,
-            outdir=staging, scratch=Path(scratch), precisions=opts.precisions,
-            calibration=None if calibration is None else calibration.x, io_dtype=opts.io_dtype,
+            model=exported, stem=stem, outdir=staging, scratch=Path(scratch), precisions=opts.precisions,
+            calibration=None if data.calibration is None else data.calibration.x, io_dtype=recipe.io_dtype,
+            qat_forward=qat_forward,
         )
-        artifacts = [a for fmt in opts.formats for a in exporter_for(fmt).export(request, log)]
+        artifacts = [a for fmt in recipe.formats for a in exporter_for(fmt).export(request, log)]
         verdicts = []
         for artifact in artifacts:
             with log.step(f"Verify {artifact.path.name}"):
                 verdicts.append(verify(artifact, evidence))
-        report = _build_report(opts, model, calibration, validation, evidence, verdicts, log)
+        report = _build_report(opts, model, exported, data, original_accuracy, verdicts, stages, log)
         report["timings_s"]["total"] = round(time.perf_counter() - started, 3)
         write_json(report, staging / "report.json")
         (staging / "report.md").write_text(render_markdown(report))
     report["output"] = str(outdir)
+    _check_tolerance(report, recipe)
     return report
-
-
-def _load_data(opts: CompressOptions, model: LoadedModel, log: StepLog):
-    calibration = validation = None
-    if opts.data and opts.int8:
-        with log.step(f"Read calibration data {opts.data}"):
-            full = load_dataset(opts.data, model.image_shape, opts.preprocess, "--data")
-            calibration = full.subset(opts.calib_samples, opts.seed)
-    elif opts.data:
-        log.note("--data is used for int8 calibration; without --int8 it is ignored")
-    if opts.val:
-        with log.step(f"Read validation data {opts.val}"):
-            validation = load_dataset(opts.val, model.image_shape, opts.preprocess, "--val", need_labels=True)
-        _check_labels(validation, model.num_classes)
-    return calibration, validation
-
-
-def _check_labels(ds: Dataset, num_classes: int) -> None:
-    if ds.y is not None and len(ds.y) and (ds.y.min() < 0 or ds.y.max() >= num_classes):
-        raise InputError(
-            f"--val {ds.source}: labels run from {ds.y.min()} to {ds.y.max()} but the model has {num_classes} classes"
-        )
-
-
-def _evidence(model: LoadedModel, calibration, validation, seed: int, log: StepLog) -> Evidence:
-    """Inputs to verify on: validation data, else calibration data, else seeded random images."""
-    if validation is not None:
-        x, labels, source = validation.x, validation.y, "validation"
-    elif calibration is not None:
-        x, labels, source = calibration.x, None, "calibration"
-    else:
-        rng = np.random.default_rng(seed)
-        x = rng.uniform(0.0, 1.0, (RANDOM_CHECK_SAMPLES, *model.image_shape)).astype(np.float32)
-        labels, source = None, "random"
-        log.note("no --val or --data: artifacts are checked on random inputs, accuracy is not measured")
-    from edgekit.runtime.reference import ReferenceRunner
-
-    with log.step(f"Run the reference model on {len(x)} {source} inputs"):
-        reference = ReferenceRunner(model.forward).predict(x)
-    return Evidence(x=x, labels=labels, reference=reference, source=source)
 
 
 def _describe_model(model: LoadedModel, log: StepLog) -> None:
@@ -160,24 +135,118 @@ def _describe_model(model: LoadedModel, log: StepLog) -> None:
         log.note(note)
 
 
+def _load_data(opts: CompressOptions, model: LoadedModel, log: StepLog) -> _Data:
+    recipe = opts.recipe
+    train = calibration = validation = None
+    if opts.data and (recipe.int8 or recipe.stages):
+        with log.step(f"Read training/calibration data {opts.data}"):
+            train = load_dataset(opts.data, model.image_shape, recipe.preprocess, "--data")
+        _check_labels(train, model.num_classes, "--data")
+        calibration = train.subset(recipe.calib_samples, opts.seed)
+    elif opts.data:
+        log.note("--data is used for int8 calibration and fine-tuning; without --int8 it is ignored")
+    if opts.val:
+        with log.step(f"Read validation data {opts.val}"):
+            validation = load_dataset(opts.val, model.image_shape, recipe.preprocess, "--val", need_labels=True)
+        _check_labels(validation, model.num_classes, "--val")
+    return _Data(train, calibration, validation)
+
+
+def _check_labels(ds: Dataset, num_classes: int, option: str) -> None:
+    if ds.y is not None and len(ds.y) and (ds.y.min() < 0 or ds.y.max() >= num_classes):
+        raise InputError(
+            f"{option} {ds.source}: labels run from {ds.y.min()} to {ds.y.max()} but the model has {num_classes} classes"
+        )
+
+
+def _evidence(model: LoadedModel, data: _Data, seed: int, log: StepLog) -> Evidence:
+    """Inputs to verify on: validation data, else calibration data, else seeded random images."""
+    if data.validation is not None:
+        x, labels, source = data.validation.x, data.validation.y, "validation"
+    elif data.calibration is not None:
+        x, labels, source = data.calibration.x, None, "calibration"
+    else:
+        rng = np.random.default_rng(seed)
+        x = rng.uniform(0.0, 1.0, (RANDOM_CHECK_SAMPLES, *model.image_shape)).astype(np.float32)
+        labels, source = None, "random"
+        log.note("no --val or --data: artifacts are checked on random inputs, accuracy is not measured")
+    return _reference_outputs(model, Evidence(x=x, labels=labels, reference=None, source=source), log,
+                              "the reference model")
+
+
+def _reference_outputs(model: LoadedModel, evidence: Evidence, log: StepLog, what: str) -> Evidence:
+    from edgekit.runtime.reference import ReferenceRunner
+
+    with log.step(f"Run {what} on {len(evidence.x)} {evidence.source} inputs"):
+        reference = ReferenceRunner(model.forward).predict(evidence.x)
+    return replace(evidence, reference=reference)
+
+
+def _run_stages(opts: CompressOptions, model: LoadedModel, data: _Data, evidence: Evidence, log: StepLog):
+    """Prune and/or QAT the tf_keras model. Returns (model to export, QAT forward, report)."""
+    recipe = opts.recipe
+    working, qat_forward, stages = model.keras_model, None, {}
+    if recipe.prune:
+        from edgekit.compress.prune import prune
+
+        with log.step(f"Prune to {recipe.prune.sparsity:.0%} sparsity ({recipe.prune.structure}), "
+                      f"fine-tune {recipe.prune.epochs} epoch(s)"):
+            result = prune(working, data.train, recipe.prune, recipe.batch_size, recipe.learning_rate, opts.seed,
+                           quiet=opts.quiet)
+        working = result.model
+        stages["prune"] = {"schedule": result.schedule, "sparsity": result.overall, "per_layer": result.per_layer}
+    if recipe.qat:
+        from edgekit.compress.qat import quantize_aware
+
+        with log.step(f"Quantization-aware training, {recipe.qat.epochs} epoch(s)"):
+            result = quantize_aware(working, data.train, recipe.qat, recipe.prune is not None, recipe.batch_size,
+                                    recipe.learning_rate, opts.seed, quiet=opts.quiet)
+        qat_model = result.model
+        qat_forward = lambda x: qat_model(x, training=False)  # noqa: E731
+        if result.unquantized:
+            from edgekit.safety import group_layers
+
+            log.note(f"QAT left these layers in float (tfmot cannot quantize them): {group_layers(result.unquantized)}")
+        stages["qat"] = {"scheme": result.scheme, "unquantized": result.unquantized}
+    if not stages:
+        return model, None, None
+    exported = replace(model, keras_model=working, forward=lambda x: working(x, training=False), trackable=working)
+    if evidence.labels is not None:
+        scores = np.asarray(working.predict(evidence.x, verbose=0))
+        stages["keras_accuracy_after"] = accuracy(scores, evidence.labels)
+    return exported, qat_forward, stages
+
+
 def weight_sparsity(model: LoadedModel) -> float:
-    """Fraction of exact zeros in the conv/dense kernels: what pruning would raise."""
+    """Fraction of exact zeros in the conv/dense kernels: what pruning raises."""
     variables = getattr(model.trackable, "weights", None) or getattr(model.trackable, "variables", [])
     kernels = [np.asarray(w) for w in variables if "kernel" in w.name]
     total = sum(k.size for k in kernels)
     return round(float(sum(np.count_nonzero(k == 0) for k in kernels)) / total, 6) if total else 0.0
 
 
+def gzip_size(files: list[Path]) -> int:
+    """What pruning pays in: the compressed size (zeros compress, dense kernels do not)."""
+    return sum(len(gzip.compress(f.read_bytes(), compresslevel=9)) for f in files)
+
+
 def _data_entry(ds: Dataset | None) -> dict | None:
     return None if ds is None else {"path": str(ds.source), "samples": len(ds), "preprocess": ds.preprocess}
 
 
-def _build_report(opts, model: LoadedModel, calibration, validation, evidence, verdicts, log) -> dict:
-    from edgekit.evaluate import accuracy
-
+def _build_report(opts, model: LoadedModel, exported: LoadedModel, data: _Data, original_accuracy, verdicts,
+                  stages, log) -> dict:
     fp32_sizes = {v.artifact.format: v.artifact.size_bytes for v in verdicts if v.artifact.precision == "fp32"}
-    sparsity = weight_sparsity(model)
-    artifacts = [artifact_entry(v, fp32_sizes, sparsity) for v in verdicts]
+    sparsity = weight_sparsity(exported)
+    artifacts = []
+    for verdict in verdicts:
+        entry = artifact_entry(verdict, fp32_sizes, sparsity)
+        entry["gzip_bytes"] = gzip_size(verdict.artifact.files) if stages and "prune" in stages else None
+        artifacts.append(entry)
+    recipe = opts.recipe.model_dump(mode="json")
+    recipe["precisions"] = opts.precisions
+    if recipe["preprocess"] is None:
+        recipe["preprocess"] = next((d.preprocess for d in (data.calibration, data.validation) if d is not None), None)
     report = base_report()
     report.update({
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -187,16 +256,27 @@ def _build_report(opts, model: LoadedModel, calibration, validation, evidence, v
             "size_bytes": model.file.size_bytes, "params": model.params, "macs": model.macs,
             "input_shape": list(model.input_shape), "num_classes": model.num_classes,
         },
-        "recipe": {
-            "int8": opts.int8, "precisions": opts.precisions, "formats": list(opts.formats),
-            "preprocess": next((d.preprocess for d in (calibration, validation) if d is not None),
-                               opts.preprocess),
-            "calib_samples": opts.calib_samples, "io_dtype": opts.io_dtype, "seed": opts.seed,
-        },
-        "data": {"calibration": _data_entry(calibration), "validation": _data_entry(validation)},
-        "reference": {"accuracy": accuracy(evidence.reference, evidence.labels)},
+        "recipe": recipe | {"seed": opts.seed},
+        "data": {"calibration": _data_entry(data.calibration), "validation": _data_entry(data.validation),
+                 "training": _data_entry(data.train) if stages else None},
+        "reference": {"accuracy": original_accuracy},
+        "stages": stages,
         "artifacts": artifacts,
         "timings_s": dict(log.times),
         "environment": environment(),
     })
     return report
+
+
+def _check_tolerance(report: dict, recipe: Recipe) -> None:
+    """The recipe's accuracy_tolerance: exit 1 (like a gate) when a quantized artifact lost more."""
+    ref = (report["reference"] or {}).get("accuracy")
+    if recipe.accuracy_tolerance is None or not ref:
+        return
+    over = [f"{a['id']} {100 * (ref['top1'] - a['accuracy']['top1']):.2f}"
+            for a in report["artifacts"]
+            if a["precision"] != "fp32" and a["accuracy"]
+            and 100 * (ref["top1"] - a["accuracy"]["top1"]) > recipe.accuracy_tolerance]
+    if over:
+        raise GateFailure(f"top-1 dropped more than the recipe's accuracy_tolerance of {recipe.accuracy_tolerance} "
+                          f"points: {', '.join(over)} points (the artifacts and report were written)")

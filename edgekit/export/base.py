@@ -12,6 +12,9 @@ from edgekit.progress import StepLog
 
 # File suffixes per format; the first one is the artifact's main file.
 SUFFIXES = {"tflite": (".tflite",), "onnx": (".onnx",), "openvino": (".xml", ".bin")}
+# Precisions each format writes (ONNX fp16 would need another converter: not offered).
+PRECISIONS = {"tflite": {"fp32", "fp16", "int8", "int8w"}, "onnx": {"fp32", "int8", "int8w"},
+              "openvino": {"fp32", "fp16", "int8", "int8w"}}
 
 
 @dataclass
@@ -23,8 +26,10 @@ class ExportRequest:
     precisions: list[str]  # e.g. ["fp32", "int8"] or ["fp32", "int8w"]
     calibration: np.ndarray | None  # preprocessed float32 NHWC, for "int8"
     io_dtype: str = "float32"  # TFLite integer I/O for accelerators
+    qat_forward: Any = None  # the QAT model's forward pass: int8 from its learned ranges
 
     _frozen: "FrozenGraph | None" = field(default=None, init=False, repr=False)
+    _frozen_qat: "FrozenGraph | None" = field(default=None, init=False, repr=False)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -39,6 +44,19 @@ class ExportRequest:
         if self._frozen is None:
             self._frozen = freeze(self.model.forward, self.image_shape)
         return self._frozen
+
+    @property
+    def from_qat(self) -> bool:
+        return self.qat_forward is not None
+
+    def frozen_qat(self) -> "FrozenGraph":
+        """The QAT model's graph (fake-quant ops with learned ranges), frozen once."""
+        if self._frozen_qat is None:
+            self._frozen_qat = freeze(self.qat_forward, self.image_shape)
+        return self._frozen_qat
+
+    def precisions_for(self, fmt: str) -> list[str]:
+        return [p for p in self.precisions if p in PRECISIONS[fmt]]
 
     def files(self, fmt: str, precision: str) -> list[Path]:
         return [self.outdir / f"{self.stem}.{precision}{s}" for s in SUFFIXES[fmt]]
@@ -96,4 +114,4 @@ class Exporter(Protocol):
 
 def artifact_names(stem: str, formats: list[str], precisions: list[str]) -> list[str]:
     """Every file name a run will write, to check the output folder before any work."""
-    return [f"{stem}.{p}{s}" for f in formats for p in precisions for s in SUFFIXES[f]]
+    return [f"{stem}.{p}{s}" for f in formats for p in precisions if p in PRECISIONS[f] for s in SUFFIXES[f]]

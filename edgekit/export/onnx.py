@@ -24,6 +24,9 @@ class OnnxExporter:
         with log.step("ONNX: convert fp32 (tf2onnx)"):
             self._convert(request, fp32_path)
         artifacts = [Artifact(self.format, "fp32", [fp32_path], settings={"opset": OPSET})]
+        if "int8" in request.precisions and request.from_qat:
+            artifacts.append(self._from_qat(request, log))
+            return artifacts
         if "int8" in request.precisions or "int8w" in request.precisions:
             with log.step("ONNX: prepare for quantization (quant_pre_process)"):
                 prepared = self._prepare(request, fp32_path)
@@ -43,10 +46,26 @@ class OnnxExporter:
         quant_pre_process(str(fp32_path), str(prepared))
         return prepared
 
+    def _from_qat(self, request: ExportRequest, log: StepLog) -> Artifact:
+        """The QAT graph's fake-quant ops become QDQ with the learned ranges; weights int8."""
+        import onnx
+
+        from edgekit.export.onnx_qdq import store_weights_int8
+
+        (path,) = request.files(self.format, "int8")
+        with log.step("ONNX: convert int8 from the QAT model (tf2onnx)"):
+            self._convert(request, path, request.frozen_qat())
+            model = onnx.load(str(path))
+            store_weights_int8(model)
+            onnx.save(model, str(path))
+        return Artifact(self.format, "int8", [path],
+                        settings={"method": "QAT (learned ranges)", "weights": "int8 per-channel",
+                                  "activations": "QDQ from tfmot ranges"})
+
     @staticmethod
-    def _convert(request: ExportRequest, path) -> None:
+    def _convert(request: ExportRequest, path, frozen=None) -> None:
         tf2onnx = require("tf2onnx", "compress")
-        frozen = request.frozen()
+        frozen = frozen or request.frozen()
         tf2onnx.convert.from_graph_def(frozen.graph_def, input_names=[frozen.input_name],
                                        output_names=[frozen.output_name], opset=OPSET, output_path=str(path))
 

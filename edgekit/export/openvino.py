@@ -21,7 +21,19 @@ class OpenVINOExporter:
             fp32_files = request.files(self.format, "fp32")
             ov.save_model(model, str(fp32_files[0]), compress_to_fp16=False)
         artifacts = [Artifact(self.format, "fp32", fp32_files)]
-        if "int8" in request.precisions:
+        if "fp16" in request.precisions:
+            files = request.files(self.format, "fp16")
+            with log.step("OpenVINO: save FP16"):
+                ov.save_model(model, str(files[0]), compress_to_fp16=True)
+            artifacts.append(Artifact(self.format, "fp16", files, settings={"method": "FP16 weights"}))
+        if "int8" in request.precisions and request.from_qat:
+            files = request.files(self.format, "int8")
+            with log.step("OpenVINO: convert int8 from the QAT model"):
+                quantized = ov.convert_model(request.frozen_qat().graph_def, input=[(-1, *request.image_shape)])
+                ov.save_model(quantized, str(files[0]), compress_to_fp16=False)
+            artifacts.append(Artifact(self.format, "int8", files,
+                                      settings={"method": "QAT (learned ranges): FakeQuantize"}))
+        elif "int8" in request.precisions:
             artifacts.append(self._quantize(model, request, log))
         if "int8w" in request.precisions:
             artifacts.append(self._compress_weights(model, request, log))

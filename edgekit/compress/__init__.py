@@ -1,0 +1,1 @@
+"""Training-time compression on the tf_keras working model: pruning and QAT (tfmot)."""

@@ -1,0 +1,136 @@
+"""Recipes: a compress pipeline as YAML, validated by pydantic (unknown keys are errors).
+
+    name: prune50-int8
+    stages:
+      - {type: prune, sparsity: 0.5, epochs: 2}
+    int8: true
+    formats: [tflite, onnx, openvino]
+
+`--recipe FILE` or `--recipe NAME` (a file in recipes/); CLI flags override recipe fields.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgekit.errors import InputError
+
+Format = Literal["tflite", "onnx", "openvino"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PruneStage(_Strict):
+    type: Literal["prune"]
+    sparsity: float = Field(gt=0, lt=1, description="final fraction of zero weights")
+    structure: Literal["unstructured", "2:4"] = "unstructured"
+    epochs: int = Field(2, ge=1)
+
+
+class QATStage(_Strict):
+    type: Literal["qat"]
+    epochs: int = Field(2, ge=1)
+
+
+Stage = Annotated[Union[PruneStage, QATStage], Field(discriminator="type")]
+
+
+class Recipe(_Strict):
+    name: Optional[str] = None
+    description: Optional[str] = None
+    stages: list[Stage] = Field(default_factory=list)
+    int8: bool = False
+    fp16: bool = False
+    formats: list[Format] = Field(default_factory=lambda: ["tflite", "onnx", "openvino"], min_length=1)
+    calib_samples: int = Field(200, ge=1)
+    io_dtype: Literal["float32", "int8", "uint8"] = "float32"
+    preprocess: Optional[Literal["unit", "symmetric", "none"]] = None
+    accuracy_tolerance: Optional[float] = Field(None, ge=0, description="max top-1 drop in points vs the fp32 model")
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(1e-4, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Recipe":
+        kinds = [s.type for s in self.stages]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError("each stage type may appear once")
+        if kinds == ["qat", "prune"]:
+            raise ValueError("prune must come before qat (prune-preserving QAT keeps the sparsity)")
+        if self.fp16 and self.int8:
+            raise ValueError("choose int8 or fp16, not both")
+        if "qat" in kinds and not self.int8:
+            self.int8 = True  # QAT exists to make int8 artifacts
+        return self
+
+    @property
+    def prune(self) -> PruneStage | None:
+        return next((s for s in self.stages if isinstance(s, PruneStage)), None)
+
+    @property
+    def qat(self) -> QATStage | None:
+        return next((s for s in self.stages if isinstance(s, QATStage)), None)
+
+
+def recipe_dirs() -> list[Path]:
+    """Where shipped recipes live: beside the package (a checkout or editable install),
+    or in <prefix>/share/edgekit/recipes (a wheel install)."""
+    return [Path(__file__).resolve().parent.parent / "recipes", Path(sys.prefix) / "share" / "edgekit" / "recipes"]
+
+
+def shipped_recipes() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for folder in recipe_dirs():
+        for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+            found.setdefault(path.stem, path)
+    return found
+
+
+def _describe(error: dict, flags: dict[str, str]) -> str:
+    where = ".".join(str(p) for p in error["loc"] if not (isinstance(p, str) and p in ("prune", "qat")))
+    field = str(error["loc"][0]) if error["loc"] else ""
+    if field in flags:  # set on the command line: name the flag, not the recipe field
+        return f"{flags[field]} {error['input']!r}: {error['msg'].lower()}"
+    if error["type"] == "extra_forbidden":
+        return f"unknown field {where!r} (allowed: {', '.join(Recipe.model_fields)} and, in stages, " \
+               f"{', '.join(sorted(set(PruneStage.model_fields) | set(QATStage.model_fields)))})"
+    if error["type"] == "union_tag_invalid":
+        return f"{where or 'stages'}: unknown stage type {error['input'].get('type')!r} (allowed: prune, qat)"
+    if error["type"] == "literal_error":
+        return f"{where} = {error['input']!r}: {error['msg'].lower()}"
+    return f"{where + ': ' if where else ''}{error['msg']}" + (
+        f" (got {error['input']!r})" if not isinstance(error.get("input"), (dict, list)) else "")
+
+
+def validate_recipe(data, source: str, flags: dict[str, str] | None = None) -> Recipe:
+    """`flags` maps the fields set by command-line flags to the flag names, for messages."""
+    if not isinstance(data, dict):
+        raise InputError(f"recipe {source} must be a YAML mapping of fields")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        detail = _describe(exc.errors()[0], flags or {})
+        raise InputError(detail if detail.startswith("--") else f"recipe {source}: {detail}") from None
+
+
+def load_recipe(spec: str) -> Recipe:
+    """--recipe FILE or NAME."""
+    import yaml
+
+    shipped = shipped_recipes()
+    path = Path(spec)
+    if not path.is_file():
+        if spec not in shipped:
+            raise InputError(f"--recipe {spec}: no such file or shipped recipe (shipped: {', '.join(shipped) or 'none'})")
+        path = shipped[spec]
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(f"recipe {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    recipe = validate_recipe(data, str(path))
+    return recipe.model_copy(update={"name": recipe.name or path.stem})

@@ -1,0 +1,42 @@
+"""Merge CLI flags over a recipe: flags win, and the result is validated like a recipe file."""
+
+from __future__ import annotations
+
+from edgekit.config import Recipe, load_recipe, validate_recipe
+from edgekit.errors import InputError
+
+
+def recipe_from_flags(spec: str | None, *, int8: bool, fp16: bool, prune: float | None,
+                      prune_structure: str | None, qat: bool, epochs: int | None, formats: str | None,
+                      preprocess: str | None, calib_samples: int | None, io_dtype: str | None) -> Recipe:
+    base = load_recipe(spec) if spec else Recipe()
+    data = base.model_dump(mode="json")
+    if prune is not None and not 0 < prune < 1:
+        raise InputError(f"--prune {prune}: the sparsity must be between 0 and 1, e.g. --prune 0.5")
+    if prune_structure is not None and prune is None and base.prune is None:
+        raise InputError("--prune-structure needs --prune S")
+    stages = {stage["type"]: stage for stage in data["stages"]}
+    if prune is not None or prune_structure is not None:
+        stages["prune"] = stages.get("prune", {"type": "prune"}) | (
+            {"sparsity": prune} if prune is not None else {}) | (
+            {"structure": prune_structure} if prune_structure is not None else {})
+    if qat:
+        stages.setdefault("qat", {"type": "qat"})
+    if epochs is not None:
+        for stage in stages.values():
+            stage["epochs"] = epochs
+    data["stages"] = [stages[k] for k in ("prune", "qat") if k in stages]
+    flags = {"int8": int8 or None, "fp16": fp16 or None, "preprocess": preprocess, "calib_samples": calib_samples,
+             "io_dtype": io_dtype, "formats": _formats(formats)}
+    given = {k: v for k, v in flags.items() if v is not None}
+    data.update(given)
+    names = {k: "--" + k.replace("_", "-") for k in given}
+    return validate_recipe(data, spec or "from the command line", names)
+
+
+def _formats(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    from edgekit.pipeline import parse_formats
+
+    return parse_formats(text)
