@@ -6,6 +6,7 @@ import json
 import platform
 from pathlib import Path
 
+from rich import box
 from rich.table import Table
 
 from edgekit import __version__
@@ -67,30 +68,60 @@ def _size(n: int) -> str:
 def _check(entry: dict) -> str:
     v = entry["verification"]
     if v["kind"] == "max_abs_diff":
-        return f"max|Δ| {v['max_abs_diff']:.1e}"
+        return f"Δ {v['max_abs_diff']:.1e}"  # max |Δ| vs Keras; no pipes: they break Markdown tables
     return f"agree {_pct(v['agreement'])}"
 
 
+def _has_gzip(report: dict) -> bool:
+    return any(a.get("gzip_bytes") for a in report["artifacts"])
+
+
+def _headers(report: dict) -> tuple:
+    return HEADERS[:4] + (("gzip",) if _has_gzip(report) else ()) + HEADERS[4:]
+
+
 def _rows(report: dict):
-    """(artifact, file, size, ×fp32, check, top-1, top-5) per artifact, shared by md and terminal."""
+    """(artifact, file, size, ×fp32, [gzip,] check, top-1, top-5) per artifact, for md and terminal."""
+    gzip = _has_gzip(report)
     for a in report["artifacts"]:
         acc = a["accuracy"] or {}
         ratio = "—" if a["size_vs_fp32"] is None else f"{a['size_vs_fp32']:.2f}×"
-        yield (a["id"], a["path"], _size(a["size_bytes"]), ratio, _check(a),
+        packed = (_size(a["gzip_bytes"]),) if gzip else ()
+        yield (a["id"], a["path"], _size(a["size_bytes"]), ratio, *packed, _check(a),
                _pct(acc.get("top1")), _pct(acc.get("top5")))
 
 
 HEADERS = ("artifact", "file", "size", "vs fp32", "check", "top-1", "top-5")
 
 
+def _stage_lines(report: dict) -> list[str]:
+    stages = report.get("stages") or {}
+    lines = []
+    if "prune" in stages:
+        p = stages["prune"]
+        lines.append(f"Pruned to {p['sparsity']:.1%} zeros ({p['schedule']['structure']}) in "
+                     f"{', '.join(f'{k} {v:.0%}' for k, v in p['per_layer'].items())}")
+    if "qat" in stages:
+        q = stages["qat"]
+        left = f"; left in float: {', '.join(q['unquantized'])}" if q["unquantized"] else ""
+        lines.append(f"QAT with {q['scheme']}{left}")
+    after = stages.get("keras_accuracy_after")
+    if after:
+        lines.append(f"Keras top-1 after fine-tuning: {_pct(after['top1'])}")
+    return lines
+
+
 def render_table(report: dict) -> Table:
     """The terminal table: like report.md without the file column (the id names it)."""
     ref = (report["reference"] or {}).get("accuracy")
     caption = f"Keras reference top-1 {_pct(ref['top1'])}" if ref else "no validation labels: accuracy not measured"
-    table = Table(title=f"edgekit: {report['source']['path']}", caption=caption)
-    for h in HEADERS:
+    caption = "\n".join([*_stage_lines(report), caption])
+    # box.SIMPLE: no vertical rules, so the table fits 80 columns with the gzip column too
+    table = Table(title=f"edgekit: {report['source']['path']}", caption=caption, box=box.SIMPLE,
+                  collapse_padding=True, pad_edge=False)
+    for h in _headers(report):
         if h != "file":
-            table.add_column(h, justify="left" if h in ("artifact", "check") else "right")
+            table.add_column(h, justify="left" if h in ("artifact", "check") else "right", no_wrap=True)
     for row in _rows(report):
         table.add_row(*row[:1], *row[2:])
     return table
@@ -113,9 +144,10 @@ def render_markdown(report: dict) -> str:
         f"{src['params']:,} parameters, {_count(src['macs'])} MACs",
         f"- Calibration: {_describe_calibration(calib)}",
         f"- Keras reference top-1: {_pct(ref['top1']) if ref else 'not measured (no --val)'}",
+        *[f"- {line}" for line in _stage_lines(report)],
         "",
-        "| " + " | ".join(HEADERS) + " |",
-        "|" + "|".join("---" for _ in HEADERS) + "|",
+        "| " + " | ".join(_headers(report)) + " |",
+        "|" + "|".join("---" for _ in _headers(report)) + "|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in _rows(report)]
     lines += ["", f"edgekit {report['edgekit_version']} · schema `{report['schema']}`", ""]
