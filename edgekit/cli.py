@@ -34,17 +34,17 @@ def _errors_to_exit_codes():
         if _state["debug"]:
             err_console.print_exception()
         err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-        raise typer.Exit(exc.exit_code)
+        raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err_console.print("[red]interrupted[/red]: nothing was written")
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     except Exception as exc:  # noqa: BLE001 - the last line of defence
         if _state["debug"]:
             err_console.print_exception()
         err_console.print(
             f"[red]internal error:[/red] {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
             "— this is a bug in edgekit; rerun with --debug and report the output", soft_wrap=True)
-        raise typer.Exit(EXIT_INTERNAL)
+        raise typer.Exit(EXIT_INTERNAL) from None
 
 
 def _version(value: bool):

@@ -247,27 +247,27 @@ def _rewrite_keras_config(src, dst, change):
     return dst
 
 
-def _foreign_module_keras3(tmp):
+def _plain_keras3_with(tmp, name, change):
+    """A small Keras 3 model whose stored config was edited by `change`, as a hostile file would be."""
     keras = _keras3()
     model = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
     model.save(tmp / "plain.keras")
+    return _rewrite_keras_config(tmp / "plain.keras", tmp / name, change)
 
+
+def _foreign_module_keras3(tmp):
     def point_at_os(config):
         config["config"]["layers"][1]["module"] = "os"
         config["config"]["layers"][1]["class_name"] = "system"
 
-    return _rewrite_keras_config(tmp / "plain.keras", tmp / "foreign.keras", point_at_os)
+    return _plain_keras3_with(tmp, "foreign.keras", point_at_os)
 
 
 def _tfsm_keras3(tmp):
-    keras = _keras3()
-    model = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
-    model.save(tmp / "plain.keras")
-
     def wrap_tfsm(config):
         config["config"]["layers"][1]["class_name"] = "TFSMLayer"
 
-    return _rewrite_keras_config(tmp / "plain.keras", tmp / "tfsm.keras", wrap_tfsm)
+    return _plain_keras3_with(tmp, "tfsm.keras", wrap_tfsm)
 
 
 REFUSALS = {
