@@ -35,6 +35,11 @@ def _errors_to_exit_codes():
             err_console.print_exception()
         err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
+    except BrokenPipeError:  # `edgekit ... --json | head`: the reader left; not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(0) from None
     except KeyboardInterrupt:
         err_console.print("[red]interrupted[/red]: nothing was written")
         raise typer.Exit(130) from None
@@ -96,6 +101,28 @@ def compress(
                                seed=seed, trust_model=trust_model, custom_objects=custom_objects, quiet=quiet)
         report = run_compress(opts, StepLog(quiet=quiet))
         _show(report)
+
+
+@app.command(name="eval")
+def evaluate(
+    artifacts: list[Path] = typer.Argument(..., help="Artifacts: .tflite, .onnx, OpenVINO .xml."),
+    data: Path = typer.Option(..., "--data", help="Labelled data: image folder (one sub-folder per class) or .npz with x, y."),
+    preprocess: Optional[str] = typer.Option(None, "--preprocess", help="unit, symmetric or none (default: unit for folders, none for .npz)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (with confusion matrices) instead of a table."),
+):
+    """Top-1/top-5 accuracy of each artifact on labelled data, and how often they agree."""
+    import json
+
+    from edgekit.evaluate import evaluate_artifacts
+    from edgekit.report import render_evaluation
+
+    with _errors_to_exit_codes():
+        result = evaluate_artifacts(artifacts, data, preprocess, threads)
+        if as_json:
+            print(json.dumps(result, indent=2))
+        else:
+            out_console.print(render_evaluation(result))
 
 
 @app.command()

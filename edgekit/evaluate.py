@@ -1,4 +1,8 @@
-"""Accuracy and agreement from class scores. No runtime here: runners produce the scores."""
+"""Accuracy, agreement and confusion from class scores, and `edgekit eval` over artifacts.
+
+Only numpy here and in the runners it opens: `edgekit eval` runs on a device with just one
+runtime installed.
+"""
 
 from __future__ import annotations
 
@@ -22,3 +26,40 @@ def accuracy(scores: np.ndarray, labels: np.ndarray | None) -> dict | None:
 def agreement(scores: np.ndarray, reference: np.ndarray) -> float:
     """Fraction of samples whose top-1 class equals the reference's."""
     return float(np.mean(np.argmax(scores, axis=1) == np.argmax(reference, axis=1)))
+
+
+def confusion(scores: np.ndarray, labels: np.ndarray, num_classes: int) -> list[list[int]]:
+    """rows: true class, columns: predicted class."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (labels, np.argmax(scores, axis=1)), 1)
+    return matrix.tolist()
+
+
+def evaluate_artifacts(paths, data_path, preprocess: str | None = None, threads: int | None = None) -> dict:
+    """Run every artifact on the same labelled data: accuracy, confusion, agreement."""
+    from pathlib import Path
+
+    from edgekit.data import load_dataset
+    from edgekit.errors import InputError
+    from edgekit.runtime import open_runner
+
+    runners = [open_runner(Path(p), threads) for p in paths]
+    shapes = {r.input_shape for r in runners}
+    if len(shapes) != 1:
+        raise InputError(f"the artifacts take different inputs ({', '.join(map(str, sorted(shapes)))}); "
+                         "evaluate models of one input shape together")
+    data = load_dataset(Path(data_path), runners[0].input_shape, preprocess, "--data", need_labels=True)
+    results, all_scores = [], []
+    for path, runner in zip(paths, runners):
+        scores = runner.predict(data.x)
+        if data.y.max() >= scores.shape[1]:
+            raise InputError(f"--data {data.source}: labels go up to {data.y.max()} but {path} has "
+                             f"{scores.shape[1]} classes")
+        all_scores.append(scores)
+        results.append({"path": str(path), "format": runner.format, "input": runner.input_spec,
+                        "accuracy": accuracy(scores, data.y),
+                        "confusion": confusion(scores, data.y, scores.shape[1])})
+    pairs = {f"{Path(paths[i]).name} vs {Path(paths[j]).name}": round(agreement(all_scores[i], all_scores[j]), 6)
+             for i in range(len(paths)) for j in range(i + 1, len(paths))}
+    return {"data": {"path": str(data.source), "samples": len(data), "preprocess": data.preprocess},
+            "artifacts": results, "agreement": pairs}

@@ -193,3 +193,16 @@ def render_inspection(facts: dict) -> Table:
     for key, value in rows:
         table.add_row(key, value)
     return table
+
+
+def render_evaluation(result: dict) -> Table:
+    data = result["data"]
+    agree = "; ".join(f"{k} {_pct(v)}" for k, v in result["agreement"].items()) or "one artifact"
+    table = Table(title=f"edgekit eval on {data['path']} ({data['samples']} samples)",
+                  caption=f"top-1 agreement: {agree}", box=box.SIMPLE, collapse_padding=True, pad_edge=False)
+    for h in ("artifact", "format", "input", "top-1", "top-5"):
+        table.add_column(h, justify="right" if h.startswith("top") else "left", no_wrap=True)
+    for a in result["artifacts"]:
+        table.add_row(a["path"], a["format"], a["input"]["dtype"], _pct(a["accuracy"]["top1"]),
+                      _pct(a["accuracy"]["top5"]))
+    return table

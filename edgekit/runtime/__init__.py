@@ -17,10 +17,13 @@ RUNNER_FOR_SUFFIX = {".tflite": "tflite", ".onnx": "onnx", ".xml": "openvino"}
 
 
 class Runner:
-    """Base: subclasses implement `_run(batch)`; `predict` chunks the input."""
+    """Base: subclasses implement `_run(batch)` and set `input_shape` (H, W, C) and
+    `input_spec` (dtype, scale, zero_point); `predict` chunks the input."""
 
     format = ""
     chunk = 64
+    input_shape: tuple[int, int, int]
+    input_spec: dict
 
     def _run(self, batch: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -30,20 +33,35 @@ class Runner:
         return np.concatenate(outputs, axis=0).astype(np.float32, copy=False)
 
 
-def open_runner(path: Path, threads: int | None = None) -> Runner:
-    """Open an artifact by its extension."""
-    path = Path(path)
-    kind = RUNNER_FOR_SUFFIX.get(path.suffix.lower())
+def _runner_class(kind: str):
     if kind == "tflite":
         from edgekit.runtime.tflite import TFLiteRunner
 
-        return TFLiteRunner(path, threads)
+        return TFLiteRunner
     if kind == "onnx":
         from edgekit.runtime.onnx import OnnxRunner
 
-        return OnnxRunner(path, threads)
-    if kind == "openvino":
-        from edgekit.runtime.openvino import OpenVINORunner
+        return OnnxRunner
+    from edgekit.runtime.openvino import OpenVINORunner
 
-        return OpenVINORunner(path, threads)
-    raise InputError(f"{path}: unknown artifact type; expected one of {', '.join(RUNNER_FOR_SUFFIX)}")
+    return OpenVINORunner
+
+
+def open_runner(path: Path, threads: int | None = None) -> Runner:
+    """Open an artifact by its extension; a file its runtime rejects is bad input (exit 2)."""
+    from edgekit.errors import EdgekitError
+
+    path = Path(path)
+    kind = RUNNER_FOR_SUFFIX.get(path.suffix.lower())
+    if kind is None:
+        raise InputError(f"{path}: unknown artifact type; expected one of {', '.join(RUNNER_FOR_SUFFIX)}")
+    if not path.is_file():
+        raise InputError(f"artifact {path} does not exist; check the path")
+    cls = _runner_class(kind)
+    try:
+        return cls(path, threads)
+    except EdgekitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - each runtime raises its own types for a bad file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise InputError(f"{path} cannot be loaded by {kind}: it is corrupt or not a {path.suffix} model ({first})") from None

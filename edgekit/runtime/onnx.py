@@ -20,7 +20,10 @@ class OnnxRunner(Runner):
             options.intra_op_num_threads = threads
         options.log_severity_level = 3
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        self.input_shape = tuple(int(d) for d in first.shape[1:])
+        self.input_spec = {"dtype": "float32", "scale": None, "zero_point": None}
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: batch.astype(np.float32, copy=False)})[0]

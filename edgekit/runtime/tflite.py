@@ -24,6 +24,10 @@ class TFLiteRunner(Runner):
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self._batch = 0
+        self.input_shape = tuple(int(d) for d in self.input["shape"][1:])
+        scale, zero_point = self.input["quantization"]
+        self.input_spec = {"dtype": np.dtype(self.input["dtype"]).name, "scale": float(scale),
+                           "zero_point": int(zero_point)}
 
     def _resize(self, batch: int) -> None:
         if batch != self._batch:
