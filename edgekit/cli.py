@@ -87,6 +87,7 @@ def compress(
     seed: int = typer.Option(0, "--seed", help="Seed for calibration sampling."),
     trust_model: bool = typer.Option(False, "--trust-model", help="Load Lambda layers and custom classes (runs code from the file)."),
     custom_objects: Optional[str] = typer.Option(None, "--custom-objects", help="Module that defines the model's custom classes (with --trust-model)."),
+    no_bench: bool = typer.Option(False, "--no-bench", help="Skip measuring each artifact's latency on this host."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
 ):
     """Export a Keras classifier to TFLite, ONNX and OpenVINO (fp32 and int8), verify, report."""
@@ -98,7 +99,8 @@ def compress(
                                      qat=qat, epochs=epochs, formats=formats, preprocess=preprocess,
                                      calib_samples=calib_samples, io_dtype=io_dtype)
         opts = CompressOptions(model=model, recipe=resolved, data=data, val=val, outdir=outdir, force=force,
-                               seed=seed, trust_model=trust_model, custom_objects=custom_objects, quiet=quiet)
+                               seed=seed, trust_model=trust_model, custom_objects=custom_objects, quiet=quiet,
+                               bench=not no_bench)
         report = run_compress(opts, StepLog(quiet=quiet))
         _show(report)
 
@@ -123,6 +125,33 @@ def evaluate(
             print(json.dumps(result, indent=2))
         else:
             out_console.print(render_evaluation(result))
+
+
+@app.command()
+def bench(
+    artifacts: list[Path] = typer.Argument(..., help="Artifacts: .tflite, .onnx, OpenVINO .xml."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads (default: the runtime's own)."),
+    runs: int = typer.Option(50, "--runs", help="At least this many measured runs."),
+    min_time: float = typer.Option(1.0, "--min-time", help="And at least this many seconds of measured runs."),
+    warmup: int = typer.Option(1, "--warmup", help="At least this many warm-up runs."),
+    warmup_time: float = typer.Option(0.5, "--warmup-time", help="And at least this many seconds of warm-up."),
+    timeout: float = typer.Option(300.0, "--timeout", help="Seconds before a hanging artifact is given up."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+):
+    """Latency of each artifact on this machine: batch 1, warm-up, then percentiles."""
+    import json
+
+    from edgekit.bench import BenchSettings, bench_local
+    from edgekit.report import render_bench
+
+    with _errors_to_exit_codes():
+        settings = BenchSettings(threads=threads, runs=runs, min_time_s=min_time, warmup_runs=warmup,
+                                 warmup_time_s=warmup_time, timeout_s=timeout)
+        results = bench_local(artifacts, settings)
+        if as_json:
+            print(json.dumps(results, indent=2))
+        else:
+            out_console.print(render_bench(results))
 
 
 @app.command()

@@ -41,6 +41,7 @@ class CompressOptions:
     trust_model: bool = False
     custom_objects: str | None = None
     quiet: bool = False
+    bench: bool = True  # measure every artifact's latency on this host
 
     @property
     def precisions(self) -> list[str]:
@@ -117,7 +118,9 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
         for artifact in artifacts:
             with log.step(f"Verify {artifact.path.name}"):
                 verdicts.append(verify(artifact, evidence))
+        latencies = _benchmark(artifacts, log) if opts.bench else None
         report = _build_report(opts, model, exported, data, original_accuracy, verdicts, stages, log)
+        _add_latencies(report, latencies)
         report["timings_s"]["total"] = round(time.perf_counter() - started, 3)
         write_json(report, staging / "report.json")
         (staging / "report.md").write_text(render_markdown(report))
@@ -215,6 +218,23 @@ def _run_stages(opts: CompressOptions, model: LoadedModel, data: _Data, evidence
         scores = np.asarray(working.predict(evidence.x, verbose=0))
         stages["keras_accuracy_after"] = accuracy(scores, evidence.labels)
     return exported, qat_forward, stages
+
+
+def _benchmark(artifacts, log: StepLog) -> list[dict]:
+    from edgekit.bench import BenchSettings, bench_local
+
+    with log.step(f"Benchmark {len(artifacts)} artifacts on this host (batch 1, ≥50 runs and ≥1 s each)"):
+        return bench_local([a.path for a in artifacts], BenchSettings())
+
+
+def _add_latencies(report: dict, latencies: list[dict] | None) -> None:
+    if latencies is None:
+        return
+    for entry, timing in zip(report["artifacts"], latencies):
+        entry["latency_ms"] = {k: timing[k] for k in ("mean", "std", "min", "p50", "p90", "p99", "max")}
+        entry["benchmark"] = {k: timing[k] for k in ("runs", "threads", "init_ms", "first_inference_ms",
+                                                      "throughput_per_s", "peak_rss_mb")}
+    report["host"] = latencies[0]["machine"] if latencies else None
 
 
 def weight_sparsity(model: LoadedModel) -> float:

@@ -87,11 +87,13 @@ def _rows(report: dict):
         acc = a["accuracy"] or {}
         ratio = "—" if a["size_vs_fp32"] is None else f"{a['size_vs_fp32']:.2f}×"
         packed = (_size(a["gzip_bytes"]),) if gzip else ()
+        latency = a.get("latency_ms") or {}
+        p50 = "—" if not latency else f"{latency['p50']:.3g}"
         yield (a["id"], a["path"], _size(a["size_bytes"]), ratio, *packed, _check(a),
-               _pct(acc.get("top1")), _pct(acc.get("top5")))
+               _pct(acc.get("top1")), _pct(acc.get("top5")), p50)
 
 
-HEADERS = ("artifact", "file", "size", "vs fp32", "check", "top-1", "top-5")
+HEADERS = ("artifact", "file", "size", "vs fp32", "check", "top-1", "top-5", "p50 ms")
 
 
 def _stage_lines(report: dict) -> list[str]:
@@ -205,4 +207,19 @@ def render_evaluation(result: dict) -> Table:
     for a in result["artifacts"]:
         table.add_row(a["path"], a["format"], a["input"]["dtype"], _pct(a["accuracy"]["top1"]),
                       _pct(a["accuracy"]["top5"]))
+    return table
+
+
+def render_bench(results: list[dict]) -> Table:
+    host = results[0]["machine"]
+    versions = ", ".join(f"{k} {v}" for k, v in host["runtimes"].items() if v)
+    table = Table(title=f"edgekit bench on {host['cpu']} ({host['arch']}; {' '.join(host['isa']) or 'no SIMD flags'})",
+                  caption=f"measured here, batch 1 · {versions}", box=box.SIMPLE, collapse_padding=True,
+                  pad_edge=False)
+    # mean, std, min, max and the first inference are in --json; the table keeps to 80 columns
+    for h in ("artifact", "runs", "init ms", "p50 ms", "p90 ms", "p99 ms", "per s", "RSS MB"):
+        table.add_column(h, justify="left" if h == "artifact" else "right", no_wrap=True)
+    for r in results:
+        table.add_row(Path(r["path"]).name, str(r["runs"]), f"{r['init_ms']:.3g}", f"{r['p50']:.3g}",
+                      f"{r['p90']:.3g}", f"{r['p99']:.3g}", f"{r['throughput_per_s']:.0f}", f"{r['peak_rss_mb']:.0f}")
     return table

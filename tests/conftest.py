@@ -28,13 +28,19 @@ def digits(tmp_path_factory):
 
 @pytest.fixture
 def cli():
-    """Run the edgekit CLI in-process; returns click's Result (exit_code, stdout, stderr)."""
+    """Run the edgekit CLI in-process; returns click's Result (exit_code, stdout, stderr).
+
+    `compress` gets --no-bench unless the test passes --bench-here: latency measurement costs
+    seconds per run and has its own tests (tests/integration/test_bench.py)."""
     from edgekit.cli import app
 
     runner = CliRunner()
 
     def invoke(*args):
-        return runner.invoke(app, [str(a) for a in args])
+        args = [str(a) for a in args]
+        if args and args[0] == "compress":
+            args = [a for a in args if a != "--bench-here"] if "--bench-here" in args else [*args, "--no-bench"]
+        return runner.invoke(app, args)
 
     return invoke
 

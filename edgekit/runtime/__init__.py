@@ -28,6 +28,10 @@ class Runner:
     def _run(self, batch: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def invoke(self, batch: np.ndarray) -> np.ndarray:
+        """One call of the runtime on one batch: what the latency harness times."""
+        return self._run(batch)
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         outputs = [self._run(x[i:i + self.chunk]) for i in range(0, len(x), self.chunk)]
         return np.concatenate(outputs, axis=0).astype(np.float32, copy=False)
@@ -47,6 +51,20 @@ def _runner_class(kind: str):
     return OpenVINORunner
 
 
+def sniff_format(path: Path) -> str | None:
+    """What the bytes say the file is: TFLite flatbuffers carry "TFL3" at offset 4, OpenVINO
+    IR is XML, an ONNX ModelProto starts with its ir_version field (tag 0x08)."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head[4:8] == b"TFL3":
+        return "tflite"
+    if head.lstrip().startswith(b"<"):
+        return "openvino"
+    if head[:1] == b"\x08":
+        return "onnx"
+    return None
+
+
 def open_runner(path: Path, threads: int | None = None) -> Runner:
     """Open an artifact by its extension; a file its runtime rejects is bad input (exit 2)."""
     from edgekit.errors import EdgekitError
@@ -57,6 +75,12 @@ def open_runner(path: Path, threads: int | None = None) -> Runner:
         raise InputError(f"{path}: unknown artifact type; expected one of {', '.join(RUNNER_FOR_SUFFIX)}")
     if not path.is_file():
         raise InputError(f"artifact {path} does not exist; check the path")
+    content = sniff_format(path)
+    if content is not None and content != kind:
+        right = {v: k for k, v in RUNNER_FOR_SUFFIX.items()}[content]
+        article = "an" if content == "onnx" else "a"
+        raise InputError(f"{path}: the extension says {kind} but the content is {article} {content} model; "
+                         f"rename it to {path.stem}{right}")
     cls = _runner_class(kind)
     try:
         return cls(path, threads)

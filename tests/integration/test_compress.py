@@ -231,3 +231,19 @@ def test_without_int8_writes_fp32_only(cli, digits, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert [a["id"] for a in report["artifacts"]] == ["onnx-fp32"]
+
+
+def test_compress_measures_latency_on_the_host(int8_run):
+    out, report, result = int8_run
+    for a in report["artifacts"]:
+        lat = a["latency_ms"]
+        assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+        assert a["benchmark"]["runs"] >= 50 and a["device"] == "host"
+    assert report["host"]["cpu"] and report["host"]["runtimes"]["ai-edge-litert"]
+    assert "p50 ms" in result.stdout and "| p50 ms |" in (out / "report.md").read_text()
+
+
+def test_no_bench_leaves_latency_null(cli, digits, tmp_path):
+    assert cli("compress", digits["model"], "--formats", "onnx", "-o", tmp_path / "out", "--no-bench").exit_code == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["artifacts"][0]["latency_ms"] is None and "host" not in report

@@ -20,7 +20,7 @@ def artifacts(digits, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("eval") / "out"
     result = CliRunner().invoke(app, ["compress", str(digits["model"]), "--int8", "--data", str(digits["calib"]),
-                                      "--val", str(digits["val"]), "-o", str(out), "-q"])
+                                      "--val", str(digits["val"]), "-o", str(out), "-q", "--no-bench"])
     assert result.exit_code == 0, result.output
     return out, json.loads((out / "report.json").read_text())
 
@@ -81,7 +81,7 @@ def _bad(name, tmp, out, digits):
         return [tmp / f"bad{suffix}"], [f"bad{suffix}", "cannot be loaded by", "corrupt"]
     if name == "extension does not match content":
         (tmp / "really_onnx.tflite").write_bytes((out / "digits.fp32.onnx").read_bytes())
-        return [tmp / "really_onnx.tflite"], ["really_onnx.tflite", "cannot be loaded by tflite"]
+        return [tmp / "really_onnx.tflite"], ["really_onnx.tflite", "the content is an onnx model"]
     if name == "data of another shape":
         np.savez(tmp / "big.npz", x=np.zeros((3, 16, 16, 1), np.float32), y=np.zeros(3, np.int64))
         return [out / "digits.int8.tflite", "--data", tmp / "big.npz"], ["big.npz", "(N, 8, 8, 1)"]

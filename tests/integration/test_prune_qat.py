@@ -44,7 +44,8 @@ def ptq(digits, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("ptq") / "out"
     result = CliRunner().invoke(app, ["compress", str(digits["model"]), "--int8", "--data", str(digits["calib"]),
-                                      "--val", str(digits["val"]), "--formats", "tflite", "-o", str(out), "-q"])
+                                      "--val", str(digits["val"]), "--formats", "tflite", "-o", str(out), "-q",
+                                      "--no-bench"])
     assert result.exit_code == 0, result.output
     return json.loads((out / "report.json").read_text())
 

@@ -1,0 +1,157 @@
+"""Latency harness, after TFLite's benchmark_model, OpenVINO's benchmark_app and MLPerf
+single-stream: batch 1, a warm-up (≥ N runs and ≥ T s), then ≥ N runs and ≥ T s measured.
+
+Each artifact runs in a child process (`python -m edgekit.bench '<json>'`) with a timeout, so
+a model file that crashes or hangs its runtime becomes a clear error instead of taking
+edgekit down. The child imports only the artifact's runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import EdgekitError, InputError
+
+ISA_FLAGS = {"avx2": "avx2", "avx512f": "avx512f", "avx512_vnni": "avx512_vnni", "avx_vnni": "avx_vnni",
+             "amx_int8": "amx", "asimd": "neon", "neon": "neon"}
+RUNTIME_DISTS = {"tflite": "ai-edge-litert", "onnx": "onnxruntime", "openvino": "openvino"}
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    threads: int | None = None
+    runs: int = 50
+    min_time_s: float = 1.0
+    warmup_runs: int = 1
+    warmup_time_s: float = 0.5
+    timeout_s: float = 300.0
+
+    def check(self) -> None:
+        if self.runs < 1:
+            raise InputError(f"--runs {self.runs}: at least 1 measured run is needed")
+        if self.warmup_runs < 0 or self.min_time_s < 0 or self.warmup_time_s < 0:
+            raise InputError("--warmup, --min-time and --warmup-time cannot be negative")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"--threads {self.threads}: at least 1 thread")
+        if self.timeout_s <= 0:
+            raise InputError(f"--timeout {self.timeout_s}: must be positive")
+
+
+def machine() -> dict:
+    """CPU model, ISA flags and runtime versions: latency means nothing without them."""
+    from importlib import metadata
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("model name", "Model", "Hardware") and model in ("", platform.machine(), platform.processor()):
+                model = value.strip()
+            elif key in ("flags", "Features"):
+                flags |= {ISA_FLAGS[f] for f in value.split() if f in ISA_FLAGS}
+    except OSError:
+        pass
+    versions = {}
+    for dist in RUNTIME_DISTS.values():
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    return {"hostname": platform.node(), "cpu": model, "arch": platform.machine(), "isa": sorted(flags),
+            "python": platform.python_version(), "runtimes": versions}
+
+
+def _percentile(times_ms: np.ndarray, q: float) -> float:
+    return round(float(np.percentile(times_ms, q)), 6)
+
+
+def measure(path: Path, settings: BenchSettings) -> dict:
+    """Run in this process: load, warm up, measure. Returns the timing record."""
+    from edgekit.runtime import open_runner
+
+    start = time.perf_counter()
+    runner = open_runner(path, settings.threads)
+    init_ms = (time.perf_counter() - start) * 1e3
+    x = np.random.default_rng(0).uniform(0, 1, (1, *runner.input_shape)).astype(np.float32)
+    start = time.perf_counter()
+    runner.invoke(x)
+    first_ms = (time.perf_counter() - start) * 1e3
+    _loop(runner, x, settings.warmup_runs, settings.warmup_time_s)
+    times = np.asarray(_loop(runner, x, settings.runs, settings.min_time_s)) * 1e3
+    return {
+        "path": str(path), "format": runner.format, "input": runner.input_spec, "batch": 1,
+        "threads": settings.threads, "init_ms": round(init_ms, 3), "first_inference_ms": round(first_ms, 4),
+        "runs": int(times.size), "mean": round(float(times.mean()), 6), "std": round(float(times.std()), 6),
+        "min": round(float(times.min()), 6), "p50": _percentile(times, 50), "p90": _percentile(times, 90),
+        "p99": _percentile(times, 99), "max": round(float(times.max()), 6),
+        "throughput_per_s": round(1e3 / float(times.mean()), 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "measured": True, "machine": machine(),
+    }
+
+
+def _loop(runner, x, min_runs: int, min_seconds: float) -> list[float]:
+    times, deadline_start = [], time.perf_counter()
+    while len(times) < min_runs or time.perf_counter() - deadline_start < min_seconds:
+        start = time.perf_counter()
+        runner.invoke(x)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def bench_local(paths: list[Path], settings: BenchSettings) -> list[dict]:
+    """measure() each artifact, one after another, in one child process with a timeout each."""
+    settings.check()
+    for path in paths:
+        if not Path(path).is_file():
+            raise InputError(f"artifact {path} does not exist; check the path")
+    command = [sys.executable, "-m", "edgekit.bench",
+               json.dumps({"paths": [str(p) for p in paths], **asdict(settings)})]
+    return run_child(command, settings.timeout_s * len(paths), ", ".join(str(p) for p in paths))["results"]
+
+
+def run_child(command: list[str], timeout_s: float, label: str) -> dict:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise InputError(f"{label}: the benchmark did not finish within {timeout_s:g} s (the model hangs its "
+                         "runtime, or raise --timeout)") from None
+    lines = done.stdout.strip().splitlines()
+    try:
+        result = json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:
+        result = None
+    if isinstance(result, dict) and "error" in result:
+        raise InputError(result["error"])
+    if done.returncode != 0 or not isinstance(result, dict):
+        how = f"signal {-done.returncode}" if done.returncode < 0 else f"exit status {done.returncode}"
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
+        raise InputError(f"{label}: the runtime crashed while benchmarking it ({how}: {tail})")
+    return result
+
+
+def main(argv: list[str]) -> int:
+    """The child: one JSON argument in, one JSON line out."""
+    try:
+        args = json.loads(argv[0])
+        paths = [Path(p) for p in args.pop("paths")]
+        settings = BenchSettings(**args)
+        print(json.dumps({"results": [measure(path, settings) for path in paths]}))
+        return 0
+    except EdgekitError as exc:
+        print(json.dumps({"error": str(exc)}))
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
