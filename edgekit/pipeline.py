@@ -72,7 +72,7 @@ def validate_options(opts: CompressOptions) -> None:
         raise InputError(f"--io-dtype {recipe.io_dtype} needs full int8: pass --int8 with --data CALIB")
     if recipe.stages and not opts.data:
         names = " and ".join(f"--{s.type}" for s in recipe.stages)
-        raise InputError(f"{names} fine-tune the model and need labelled training data: pass --data (image folder or .npz with x, y)")
+        raise InputError(f"{names}: fine-tuning needs labelled training data: pass --data (image folder or .npz with x, y)")
 
 
 @dataclass

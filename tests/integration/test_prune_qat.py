@@ -214,7 +214,7 @@ def test_bad_recipe_exits_2(name, cli, digits, tmp_path):
 def test_fine_tuning_needs_labelled_data(flag, cli, digits, tmp_path):
     before = snapshot(tmp_path)
     result = cli("compress", digits["model"], *flag, "-o", tmp_path / "out")
-    assert result.exit_code == 2 and "need labelled training data: pass --data" in result.stderr
+    assert result.exit_code == 2 and "fine-tuning needs labelled training data: pass --data" in result.stderr
     (tmp_path / "empty").mkdir()
     before = snapshot(tmp_path)
     result = cli("compress", digits["model"], *flag, "--data", tmp_path / "empty", "-o", tmp_path / "out")
