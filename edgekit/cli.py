@@ -136,9 +136,12 @@ def bench(
     warmup: int = typer.Option(1, "--warmup", help="At least this many warm-up runs."),
     warmup_time: float = typer.Option(0.5, "--warmup-time", help="And at least this many seconds of warm-up."),
     timeout: float = typer.Option(300.0, "--timeout", help="Seconds before a hanging artifact is given up."),
+    remote: Optional[str] = typer.Option(None, "--remote", help="Run on USER@HOST over SSH (key-based; edgekit installed there)."),
+    remote_python: str = typer.Option("python3", "--remote-python", help="The Python on the remote that has edgekit."),
+    ssh_option: list[str] = typer.Option([], "--ssh-option", help="Extra ssh/scp -o option, e.g. Port=2222 (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ):
-    """Latency of each artifact on this machine: batch 1, warm-up, then percentiles."""
+    """Latency of each artifact on this machine (or --remote): batch 1, warm-up, then percentiles."""
     import json
 
     from edgekit.bench import BenchSettings, bench_local
@@ -147,7 +150,12 @@ def bench(
     with _errors_to_exit_codes():
         settings = BenchSettings(threads=threads, runs=runs, min_time_s=min_time, warmup_runs=warmup,
                                  warmup_time_s=warmup_time, timeout_s=timeout)
-        results = bench_local(artifacts, settings)
+        if remote:
+            from edgekit.remote import bench_remote
+
+            results = bench_remote(artifacts, settings, remote, remote_python, ssh_option)
+        else:
+            results = bench_local(artifacts, settings)
         if as_json:
             print(json.dumps(results, indent=2))
         else:

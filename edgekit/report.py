@@ -213,8 +213,9 @@ def render_evaluation(result: dict) -> Table:
 def render_bench(results: list[dict]) -> Table:
     host = results[0]["machine"]
     versions = ", ".join(f"{k} {v}" for k, v in host["runtimes"].items() if v)
+    where = f"measured on {results[0]['remote']} ({host['hostname']})" if results[0].get("remote") else "measured here"
     table = Table(title=f"edgekit bench on {host['cpu']} ({host['arch']}; {' '.join(host['isa']) or 'no SIMD flags'})",
-                  caption=f"measured here, batch 1 · {versions}", box=box.SIMPLE, collapse_padding=True,
+                  caption=f"{where}, batch 1 · {versions}", box=box.SIMPLE, collapse_padding=True,
                   pad_edge=False)
     # mean, std, min, max and the first inference are in --json; the table keeps to 80 columns
     for h in ("artifact", "runs", "init ms", "p50 ms", "p90 ms", "p99 ms", "per s", "RSS MB"):

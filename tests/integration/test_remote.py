@@ -1,0 +1,116 @@
+"""`edgekit bench --remote` against a real OpenSSH server this test starts on 127.0.0.1,
+with host and user keys it makes. .ci/run installs Debian's openssh-server."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import snapshot
+
+SSHD = Path("/usr/sbin/sshd")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    if not SSHD.exists() or not shutil.which("ssh-keygen"):
+        pytest.skip("openssh-server is not installed here (.ci/run installs it)")
+    root = tmp_path_factory.mktemp("sshd")
+    for name in ("host_key", "user_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / name)], check=True)
+    (root / "authorized_keys").write_text((root / "user_key.pub").read_text())
+    port = _free_port()
+    (root / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root / 'host_key'}\n"
+        f"AuthorizedKeysFile {root / 'authorized_keys'}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        f"PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\nPidFile {root / 'sshd.pid'}\n"
+        "Subsystem sftp internal-sftp\n")  # scp speaks SFTP, as on any stock server
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation folder
+    server = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(root / "sshd_config")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        server.kill()
+        pytest.fail(f"sshd did not start: {server.stderr.read().decode()[-500:]}")
+    options = [f"Port={port}", f"IdentityFile={root / 'user_key'}", "StrictHostKeyChecking=no",
+               "UserKnownHostsFile=/dev/null", "LogLevel=ERROR"]
+    yield {"destination": f"{getpass.getuser()}@127.0.0.1", "options": options}
+    server.terminate()
+    server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def artifacts(digits, tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from edgekit.cli import app
+
+    out = tmp_path_factory.mktemp("remote") / "out"
+    result = CliRunner().invoke(app, ["compress", str(digits["model"]), "--int8", "--data", str(digits["calib"]),
+                                      "--formats", "tflite,openvino", "-o", str(out), "-q", "--no-bench"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _ssh_args(sshd):
+    return [arg for option in sshd["options"] for arg in ("--ssh-option", option)]
+
+
+def test_bench_over_ssh(cli, sshd, artifacts):
+    files = [artifacts / "digits.int8.tflite", artifacts / "digits.int8.xml"]  # the .xml travels with its .bin
+    result = cli("bench", *files, "--remote", sshd["destination"], "--remote-python", sys.executable,
+                 *_ssh_args(sshd), "--runs", "20", "--min-time", "0.2", "--json")
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.stdout)
+    assert [r["path"] for r in records] == [str(f) for f in files]
+    for r in records:
+        assert r["remote"] == sshd["destination"] and r["measured"] is True
+        assert r["runs"] >= 20 and 0 < r["p50"] <= r["p99"]
+        assert r["machine"]["hostname"] == socket.gethostname()  # described by the remote itself
+    table = cli("bench", files[0], "--remote", sshd["destination"], "--remote-python", sys.executable,
+                *_ssh_args(sshd), "--runs", "5", "--min-time", "0").stdout
+    assert f"measured on {sshd['destination']}" in table
+    # Nothing is left behind on the remote.
+    leftovers = subprocess.run(["bash", "-c", "ls -d /tmp/edgekit-bench.* 2>/dev/null || true"],
+                               capture_output=True, text=True).stdout.split()
+    assert leftovers == []
+
+
+def test_unreachable_remote_fails_fast_with_a_message(cli, artifacts, tmp_path):
+    closed = _free_port()
+    before = snapshot(tmp_path)
+    start = time.perf_counter()
+    result = cli("bench", artifacts / "digits.int8.tflite", "--remote", "nobody@127.0.0.1",
+                 "--ssh-option", f"Port={closed}")
+    assert result.exit_code == 2
+    assert time.perf_counter() - start < 20
+    (line,) = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+    assert "cannot reach nobody@127.0.0.1 over SSH" in line and "without a password" in line
+    assert snapshot(tmp_path) == before
+
+
+def test_remote_without_edgekit_is_named(cli, sshd, artifacts):
+    result = cli("bench", artifacts / "digits.int8.tflite", "--remote", sshd["destination"],
+                 "--remote-python", "/usr/bin/python3", *_ssh_args(sshd))
+    assert result.exit_code == 2
+    assert "edgekit is not importable by /usr/bin/python3" in result.stderr and "pip install" in result.stderr
