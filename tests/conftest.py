@@ -45,6 +45,15 @@ def cli():
     return invoke
 
 
+def refusal_line(result, words: list[str]) -> str:
+    """A bad-input run: exit 2 and exactly one `error:` line that holds every word."""
+    assert result.exit_code == 2, result.output
+    (line,) = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+    for word in words:
+        assert word in line, (word, line)
+    return line
+
+
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     """Every file under folder with its size and mtime: proof that nothing changed."""
     if not folder.exists():
