@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import ModelError
+from edgekit.errors import ModelError, first_line
 from edgekit.safety import check_node_references, group_layers, has_own_input, iter_layers
 
 BRIDGEABLE = frozenset("""
@@ -85,7 +85,7 @@ def translate(config: dict) -> dict:
         return _translate_layer(config)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise BridgeUnavailable(f"the model config has an unexpected structure ({type(exc).__name__}: "
-                                f"{_first_line(exc)})") from None
+                                f"{first_line(exc)})") from None
 
 
 def _translate_layer(layer: dict) -> dict:
@@ -187,7 +187,7 @@ def bridge(keras3_model, seed: int = 0) -> BridgeResult:
     try:
         rebuilt = keras.models.model_from_json(json.dumps(tf_config))
     except (TypeError, ValueError, KeyError, IndexError) as exc:
-        raise BridgeUnavailable(f"tf_keras could not build the translated config ({_first_line(exc)})") from None
+        raise BridgeUnavailable(f"tf_keras could not build the translated config ({first_line(exc)})") from None
     _copy_weights(keras3_model, rebuilt)
     diff = _prove(keras3_model, rebuilt, seed)
     return BridgeResult(model=rebuilt, max_abs_diff=diff)
@@ -197,11 +197,6 @@ def _model_config(model) -> dict:
     import keras
 
     return json.loads(json.dumps(keras.saving.serialize_keras_object(model)))
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:200] if lines else type(exc).__name__
 
 
 def _flat_layers(model) -> dict:

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from edgekit import __version__
-from edgekit.errors import EXIT_INTERNAL, EdgekitError
+from edgekit.errors import EXIT_INTERNAL, EdgekitError, first_line
 from edgekit.progress import StepLog, console as err_console
 
 app = typer.Typer(
@@ -47,7 +47,7 @@ def _errors_to_exit_codes():
         if _state["debug"]:
             err_console.print_exception()
         err_console.print(
-            f"[red]internal error:[/red] {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+            f"[red]internal error:[/red] {type(exc).__name__}: {first_line(exc) if str(exc).strip() else ''} "
             "— this is a bug in edgekit; rerun with --debug and report the output", soft_wrap=True)
         raise typer.Exit(EXIT_INTERNAL) from None
 
@@ -114,17 +114,12 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print JSON (with confusion matrices) instead of a table."),
 ):
     """Top-1/top-5 accuracy of each artifact on labelled data, and how often they agree."""
-    import json
-
     from edgekit.evaluate import evaluate_artifacts
     from edgekit.report import render_evaluation
 
     with _errors_to_exit_codes():
         result = evaluate_artifacts(artifacts, data, preprocess, threads)
-        if as_json:
-            print(json.dumps(result, indent=2))
-        else:
-            out_console.print(render_evaluation(result))
+        _emit(result, as_json, render_evaluation)
 
 
 @app.command()
@@ -142,8 +137,6 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ):
     """Latency of each artifact on this machine (or --remote): batch 1, warm-up, then percentiles."""
-    import json
-
     from edgekit.bench import BenchSettings, bench_local
     from edgekit.report import render_bench
 
@@ -156,10 +149,7 @@ def bench(
             results = bench_remote(artifacts, settings, remote, remote_python, ssh_option)
         else:
             results = bench_local(artifacts, settings)
-        if as_json:
-            print(json.dumps(results, indent=2))
-        else:
-            out_console.print(render_bench(results))
+        _emit(results, as_json, render_bench)
 
 
 @app.command()
@@ -180,17 +170,12 @@ def inspect(
     custom_objects: Optional[str] = typer.Option(None, "--custom-objects", help="Module that defines the model's custom classes."),
 ):
     """Show a model's format, Keras flavour, signature, size, MACs, and what QAT and the bridge cannot handle."""
-    import json
-
     from edgekit.inspection import inspect_file
     from edgekit.report import render_inspection
 
     with _errors_to_exit_codes():
         facts = inspect_file(model, trust=trust_model, custom_objects=custom_objects)
-        if as_json:
-            print(json.dumps(facts, indent=2))
-        else:
-            out_console.print(render_inspection(facts))
+        _emit(facts, as_json, render_inspection)
 
 
 @app.command()
@@ -205,6 +190,16 @@ def demo(
     with _errors_to_exit_codes():
         report = run_demo(outdir, force, StepLog(quiet=quiet))
         _show(report)
+
+
+def _emit(result, as_json: bool, render) -> None:
+    """--json: the result on stdout, alone; otherwise the rich table `render` makes of it."""
+    if as_json:
+        import json
+
+        print(json.dumps(result, indent=2))
+    else:
+        out_console.print(render(result))
 
 
 def _show(report: dict) -> None:

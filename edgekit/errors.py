@@ -47,6 +47,12 @@ class MissingDependencyError(InputError):
     """An optional dependency (an extra) is not installed."""
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message, for one-line errors (or its type name)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__
+
+
 def require(module: str, extra: str):
     """Import an optional module, or raise a clear error naming the extra that brings it."""
     import importlib

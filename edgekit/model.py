@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgekit.errors import ModelError, require
+from edgekit.errors import ModelError, first_line, require
 from edgekit.safety import Scan, check_node_references, check_safe, scan
 
 MAX_CONFIG_BYTES = 64 << 20  # a larger config is not a real classifier: refuse before parsing
@@ -85,11 +85,6 @@ def _keras_flavour(version: str) -> str:
     return "keras3" if version.startswith("3") else "tf_keras"
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
-
-
 def read_model_file(path: Path) -> ModelFile:
     """Identify the file and read its config, refusing anything that is not a Keras model."""
     path = Path(path)
@@ -135,7 +130,7 @@ def _read_h5(path: Path) -> ModelFile:
             version = _decode_attr(f.attrs.get("keras_version", ""))
             has_weights = "model_weights" in f
     except (OSError, RuntimeError, KeyError) as exc:
-        raise ModelError(f"{path} is truncated or corrupted and cannot be read ({_first_line(exc)})") from None
+        raise ModelError(f"{path} is truncated or corrupted and cannot be read ({first_line(exc)})") from None
     if raw_config is None:
         hint = " (it holds weights only: save the whole model with model.save())" if not has_weights else ""
         raise ModelError(f"{path} has no model config{hint}; pass a full Keras model file")
@@ -158,7 +153,7 @@ def _read_keras_zip(path: Path) -> ModelFile:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, json.JSONDecodeError, OSError, EOFError,
             UnicodeDecodeError, NotImplementedError) as exc:
-        raise ModelError(f"{path} is truncated or corrupted: not a readable .keras archive ({_first_line(exc)})") from None
+        raise ModelError(f"{path} is truncated or corrupted: not a readable .keras archive ({first_line(exc)})") from None
     version = str(meta.get("keras_version", "3")) if isinstance(meta, dict) else "3"
     return _model_file(path, "keras", version, _parse_config(raw, path))
 
@@ -195,13 +190,13 @@ def import_custom_objects(module_path: str) -> dict:
     try:
         module = importlib.import_module(module_path)
     except ImportError as exc:
-        raise ModelError(f"--custom-objects {module_path} cannot be imported ({_first_line(exc)})") from None
+        raise ModelError(f"--custom-objects {module_path} cannot be imported ({first_line(exc)})") from None
     return {name: obj for name, obj in vars(module).items() if not name.startswith("_") and callable(obj)}
 
 
 def _deserialization_error(info: ModelFile, exc: BaseException) -> ModelError:
     return ModelError(f"{info.path} could not be loaded: it is truncated, corrupted or uses unknown layers "
-                      f"({_first_line(exc)})")
+                      f"({first_line(exc)})")
 
 
 _LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, RuntimeError)

@@ -67,7 +67,7 @@ def sniff_format(path: Path) -> str | None:
 
 def open_runner(path: Path, threads: int | None = None) -> Runner:
     """Open an artifact by its extension; a file its runtime rejects is bad input (exit 2)."""
-    from edgekit.errors import EdgekitError
+    from edgekit.errors import EdgekitError, first_line
 
     path = Path(path)
     kind = RUNNER_FOR_SUFFIX.get(path.suffix.lower())
@@ -87,5 +87,5 @@ def open_runner(path: Path, threads: int | None = None) -> Runner:
     except EdgekitError:
         raise
     except Exception as exc:  # noqa: BLE001 - each runtime raises its own types for a bad file
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise InputError(f"{path} cannot be loaded by {kind}: it is corrupt or not a {path.suffix} model ({first})") from None
+        raise InputError(f"{path} cannot be loaded by {kind}: it is corrupt or not a {path.suffix} model "
+                         f"({first_line(exc, 200)})") from None
