@@ -34,6 +34,8 @@ class BenchSettings:
     warmup_runs: int = 1
     warmup_time_s: float = 0.5
     timeout_s: float = 300.0
+    providers: list[str] | None = None      # ONNX Runtime providers, from a device profile
+    openvino_device: str | None = None      # OpenVINO device, from a device profile
 
     def check(self) -> None:
         if self.runs < 1:
@@ -80,7 +82,7 @@ def measure(path: Path, settings: BenchSettings) -> dict:
     from edgekit.runtime import open_runner
 
     start = time.perf_counter()
-    runner = open_runner(path, settings.threads)
+    runner = open_runner(path, settings.threads, settings.providers, settings.openvino_device)
     init_ms = (time.perf_counter() - start) * 1e3
     x = np.random.default_rng(0).uniform(0, 1, (1, *runner.input_shape)).astype(np.float32)
     start = time.perf_counter()
@@ -89,7 +91,8 @@ def measure(path: Path, settings: BenchSettings) -> dict:
     _loop(runner, x, settings.warmup_runs, settings.warmup_time_s)
     times = np.asarray(_loop(runner, x, settings.runs, settings.min_time_s)) * 1e3
     return {
-        "path": str(path), "format": runner.format, "input": runner.input_spec, "batch": 1,
+        "path": str(path), "format": runner.format, "execution": runner.execution, "input": runner.input_spec,
+        "batch": 1,
         "threads": settings.threads, "init_ms": round(init_ms, 3), "first_inference_ms": round(first_ms, 4),
         "runs": int(times.size), "mean": round(float(times.mean()), 6), "std": round(float(times.std()), 6),
         "min": round(float(times.min()), 6), "p50": _percentile(times, 50), "p90": _percentile(times, 90),

@@ -134,22 +134,56 @@ def bench(
     remote: Optional[str] = typer.Option(None, "--remote", help="Run on USER@HOST over SSH (key-based; edgekit installed there)."),
     remote_python: str = typer.Option("python3", "--remote-python", help="The Python on the remote that has edgekit."),
     ssh_option: list[str] = typer.Option([], "--ssh-option", help="Extra ssh/scp -o option, e.g. Port=2222 (repeatable)."),
+    device: Optional[str] = typer.Option(None, "--device", help="A device profile (`edgekit devices`): estimated "
+                                         "unless --remote runs it there; host measures here."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ):
-    """Latency of each artifact on this machine (or --remote): batch 1, warm-up, then percentiles."""
+    """Latency of each artifact on this machine (or --remote): batch 1, warm-up, then percentiles.
+    With --device and no --remote: an estimate for that device, labelled as such."""
     from edgekit.bench import BenchSettings, bench_local
     from edgekit.report import render_bench
 
     with _errors_to_exit_codes():
-        settings = BenchSettings(threads=threads, runs=runs, min_time_s=min_time, warmup_runs=warmup,
-                                 warmup_time_s=warmup_time, timeout_s=timeout)
+        profile = None
+        if device:
+            from edgekit.devices import load_profile
+
+            profile = load_profile(device)
+            if not remote and not profile.measured_live:
+                from edgekit.estimate import estimate_all
+                from edgekit.report import render_estimates
+
+                _emit(estimate_all(artifacts, profile), as_json, render_estimates)
+                return
+        settings = BenchSettings(threads=threads or (profile.threads if profile and remote else None), runs=runs,
+                                 min_time_s=min_time, warmup_runs=warmup, warmup_time_s=warmup_time,
+                                 timeout_s=timeout, providers=profile.onnx_providers if profile else None,
+                                 openvino_device=profile.openvino_device if profile else None)
         if remote:
             from edgekit.remote import bench_remote
 
             results = bench_remote(artifacts, settings, remote, remote_python, ssh_option)
         else:
             results = bench_local(artifacts, settings)
+        for result in results:
+            result["device"] = profile.name if profile else result.get("remote", "host")
         _emit(results, as_json, render_bench)
+
+
+@app.command()
+def devices(
+    name: Optional[str] = typer.Argument(None, help="One profile to show in full."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+):
+    """List the device profiles, or show one: specs, constraints and the published latency it is calibrated on."""
+    from edgekit.devices import all_profiles, load_profile
+    from edgekit.report import render_device, render_devices
+
+    with _errors_to_exit_codes():
+        if name:
+            _emit(load_profile(name).model_dump(exclude_none=True), as_json, render_device)
+        else:
+            _emit([p.model_dump(exclude_none=True) for p in all_profiles()], as_json, render_devices)
 
 
 @app.command()

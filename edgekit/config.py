@@ -77,18 +77,22 @@ class Recipe(_Strict):
         return next((s for s in self.stages if isinstance(s, QATStage)), None)
 
 
-def recipe_dirs() -> list[Path]:
-    """Where shipped recipes live: beside the package (a checkout or editable install),
-    or in <prefix>/share/edgekit/recipes (a wheel install)."""
-    return [Path(__file__).resolve().parent.parent / "recipes", Path(sys.prefix) / "share" / "edgekit" / "recipes"]
+def shipped_dirs(kind: str) -> list[Path]:
+    """Where shipped YAML (`recipes`, `devices`) lives: beside the package (a checkout or
+    editable install), or in <prefix>/share/edgekit/<kind> (a wheel install)."""
+    return [Path(__file__).resolve().parent.parent / kind, Path(sys.prefix) / "share" / "edgekit" / kind]
 
 
-def shipped_recipes() -> dict[str, Path]:
+def shipped_files(kind: str) -> dict[str, Path]:
     found: dict[str, Path] = {}
-    for folder in recipe_dirs():
+    for folder in shipped_dirs(kind):
         for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
             found.setdefault(path.stem, path)
     return found
+
+
+def shipped_recipes() -> dict[str, Path]:
+    return shipped_files("recipes")
 
 
 def _describe(error: dict, flags: dict[str, str]) -> str:

@@ -214,6 +214,8 @@ def render_bench(results: list[dict]) -> Table:
     host = results[0]["machine"]
     versions = ", ".join(f"{k} {v}" for k, v in host["runtimes"].items() if v)
     where = f"measured on {results[0]['remote']} ({host['hostname']})" if results[0].get("remote") else "measured here"
+    if results[0].get("device") not in (None, "host", results[0].get("remote")):
+        where += f" as device {results[0]['device']}"
     table = Table(title=f"edgekit bench on {host['cpu']} ({host['arch']}; {' '.join(host['isa']) or 'no SIMD flags'})",
                   caption=f"{where}, batch 1 · {versions}", box=box.SIMPLE, collapse_padding=True,
                   pad_edge=False)
@@ -223,4 +225,51 @@ def render_bench(results: list[dict]) -> Table:
     for r in results:
         table.add_row(Path(r["path"]).name, str(r["runs"]), f"{r['init_ms']:.3g}", f"{r['p50']:.3g}",
                       f"{r['p90']:.3g}", f"{r['p99']:.3g}", f"{r['throughput_per_s']:.0f}", f"{r['peak_rss_mb']:.0f}")
+    return table
+
+
+def render_estimates(results: list[dict]) -> Table:
+    """Estimates get their own table, titled as such: never beside measured numbers."""
+    first = results[0]
+    table = Table(title=f"ESTIMATED latency on {first['device']} (not measured)",
+                  caption=f"{first['method']}\nefficiency {first['efficiency']:.3g}, {first['basis']}",
+                  box=box.SIMPLE, collapse_padding=True, pad_edge=False)
+    for h in ("artifact", "precision", "computes in", "MMACs", "bound", "estimate ms"):
+        table.add_column(h, justify="left" if h == "artifact" else "right", no_wrap=h != "artifact")
+    for r in results:
+        table.add_row(Path(r["path"]).name, r["precision"], r["computes_in"], f"{r['macs'] / 1e6:.3g}", r["bound"],
+                      f"{r['latency_ms']['estimate']:.3g}")
+    notes = [n for n in (first.get("toolchain"), first.get("gpu_runtime_here") and
+                         f"GPU runtime on this machine: {first['gpu_runtime_here']}") if n]
+    if notes:
+        table.caption += "\n" + "\n".join(notes)
+    return table
+
+
+def render_devices(profiles: list[dict]) -> Table:
+    table = Table(title="Device profiles (edgekit devices NAME for one in full)", box=box.SIMPLE,
+                  collapse_padding=True, pad_edge=False)
+    for h in ("name", "kind", "runtimes", "estimates"):  # precisions and the rest: `edgekit devices NAME`
+        table.add_column(h, no_wrap=True)
+    for p in profiles:
+        ref = p.get("reference")
+        basis = ("measured live" if p["name"] == "host" else
+                 f"calibrated ({ref['precision']} {ref['latency_ms']:g} ms)" if ref else "uncalibrated")
+        table.add_row(p["name"], p["kind"], ",".join(p["runtimes"]), basis)
+    return table
+
+
+def render_device(profile: dict) -> Table:
+    table = Table(title=f"{profile['name']}: {profile['title']}", box=box.SIMPLE, show_header=False,
+                  collapse_padding=True, pad_edge=False)
+    table.add_column("field", style="bold", no_wrap=True)
+    table.add_column("value")
+    for key, value in profile.items():
+        if key in ("name", "title"):
+            continue
+        if isinstance(value, dict):
+            value = "\n".join(f"{k}: {', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = ", ".join(map(str, value))
+        table.add_row(key, str(value).strip())
     return table

@@ -21,6 +21,7 @@ class Runner:
     `input_spec` (dtype, scale, zero_point); `predict` chunks the input."""
 
     format = ""
+    execution = ""  # which provider/device runs it, for the record
     chunk = 64
     input_shape: tuple[int, int, int]
     input_spec: dict
@@ -65,10 +66,8 @@ def sniff_format(path: Path) -> str | None:
     return None
 
 
-def open_runner(path: Path, threads: int | None = None) -> Runner:
-    """Open an artifact by its extension; a file its runtime rejects is bad input (exit 2)."""
-    from edgekit.errors import EdgekitError, first_line
-
+def artifact_format(path: Path) -> str:
+    """The runtime an artifact needs, from its extension, checked against its content."""
     path = Path(path)
     kind = RUNNER_FOR_SUFFIX.get(path.suffix.lower())
     if kind is None:
@@ -81,9 +80,25 @@ def open_runner(path: Path, threads: int | None = None) -> Runner:
         article = "an" if content == "onnx" else "a"
         raise InputError(f"{path}: the extension says {kind} but the content is {article} {content} model; "
                          f"rename it to {path.stem}{right}")
-    cls = _runner_class(kind)
+    return kind
+
+
+def open_runner(path: Path, threads: int | None = None, providers: list[str] | None = None,
+                openvino_device: str | None = None) -> Runner:
+    """Open an artifact by its extension; a file its runtime rejects is bad input (exit 2).
+    `providers` (ONNX Runtime) and `openvino_device` come from a device profile."""
+    path = Path(path)
+    kind = artifact_format(path)
+    options = {"onnx": {"providers": providers}, "openvino": {"device": openvino_device}}.get(kind, {})
+    return load_checked(path, kind, lambda: _runner_class(kind)(path, threads, **{k: v for k, v in options.items() if v}))
+
+
+def load_checked(path: Path, kind: str, load):
+    """Run `load`; a runtime's own exception for a bad file becomes one line, exit 2."""
+    from edgekit.errors import EdgekitError, first_line
+
     try:
-        return cls(path, threads)
+        return load()
     except EdgekitError:
         raise
     except Exception as exc:  # noqa: BLE001 - each runtime raises its own types for a bad file

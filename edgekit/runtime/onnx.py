@@ -1,4 +1,5 @@
-"""ONNX Runtime runner (CPU execution provider)."""
+"""ONNX Runtime runner: the execution providers a device profile asks for, where this
+install has them, and the CPU provider always last."""
 
 from __future__ import annotations
 
@@ -13,13 +14,16 @@ from edgekit.runtime import Runner
 class OnnxRunner(Runner):
     format = "onnx"
 
-    def __init__(self, path: Path, threads: int | None = None):
+    def __init__(self, path: Path, threads: int | None = None, providers: list[str] | None = None):
         ort = require("onnxruntime", "onnx")
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        available = ort.get_available_providers()
+        chosen = [p for p in providers or [] if p in available and p != "CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(path), options, providers=[*chosen, "CPUExecutionProvider"])
+        self.execution = ", ".join(self.session.get_providers())
         first = self.session.get_inputs()[0]
         self.input_name = first.name
         self.input_shape = tuple(int(d) for d in first.shape[1:])

@@ -23,6 +23,7 @@ class OpenVINORunner(Runner):
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         self.compiled = ov.Core().compile_model(str(path), device, config)
+        self.execution = f"OpenVINO {device}"
         shape = self.compiled.inputs[0].get_partial_shape()
         self.input_shape = tuple(int(shape[i].get_length()) for i in range(1, shape.rank.get_length()))
         self.input_spec = {"dtype": "float32", "scale": None, "zero_point": None}

@@ -21,6 +21,7 @@ class TFLiteRunner(Runner):
     def __init__(self, path: Path, threads: int | None = None):
         litert = require("ai_edge_litert.interpreter", "tflite")
         self.interpreter = litert.Interpreter(model_path=str(path), num_threads=threads)
+        self.execution = "LiteRT (XNNPACK)"
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self._batch = 0

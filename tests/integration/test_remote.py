@@ -79,9 +79,10 @@ def _ssh_args(sshd):
 def test_bench_over_ssh(cli, sshd, artifacts):
     files = [artifacts / "digits.int8.tflite", artifacts / "digits.int8.xml"]  # the .xml travels with its .bin
     result = cli("bench", *files, "--remote", sshd["destination"], "--remote-python", sys.executable,
-                 *_ssh_args(sshd), "--runs", "20", "--min-time", "0.2", "--json")
+                 *_ssh_args(sshd), "--runs", "20", "--min-time", "0.2", "--device", "rpi4", "--json")
     assert result.exit_code == 0, result.output
     records = json.loads(result.stdout)
+    assert all(r["device"] == "rpi4" and r["threads"] == 4 for r in records)  # threads from the profile
     assert [r["path"] for r in records] == [str(f) for f in files]
     for r in records:
         assert r["remote"] == sshd["destination"] and r["measured"] is True

@@ -1,0 +1,139 @@
+"""What an exported artifact is, read from the file itself with its own runtime's tools:
+precision, multiply-accumulates per inference, weight bytes, ops, I/O dtypes, dynamic dims.
+
+The device estimates need these for artifacts that have no Keras model beside them (a
+.tflite handed to `edgekit bench --device rpi4`). One rule counts MACs in every format:
+for a conv or fully-connected op, MACs = output elements x weight elements / output
+channels, which is (Cin/groups) x kh x kw per output element for any convolution
+(grouped and depthwise included) and the input width for a matrix multiply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import require
+
+
+@dataclass
+class ArtifactFacts:
+    path: str
+    format: str
+    precision: str                  # fp32 | fp16 | int8w | int8
+    macs: int
+    weight_bytes: int               # the file's size: every parameter is in it once
+    ops: list[str] = field(default_factory=list)
+    input_dtype: str = "float32"
+    output_dtype: str = "float32"
+    dynamic_dims: bool = False
+
+
+def _numel(shape) -> int:
+    return int(np.prod([max(int(d), 1) for d in shape]))  # unknown (batch) dims count as 1
+
+
+def read_facts(path: Path, fmt: str) -> ArtifactFacts:
+    reader = {"tflite": _tflite_facts, "onnx": _onnx_facts, "openvino": _openvino_facts}[fmt]
+    return reader(Path(path))
+
+
+# --- TFLite -------------------------------------------------------------------------------
+
+TFLITE_MAC_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
+
+
+def _tflite_facts(path: Path) -> ArtifactFacts:
+    litert = require("ai_edge_litert.interpreter", "tflite")
+    interpreter = litert.Interpreter(model_path=str(path))
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()  # the only API listing a model's ops and operands
+    macs, weight_types, result_types, fp16_weights = 0, set(), set(), False
+    for op in ops:
+        name = op["op_name"]
+        if name in TFLITE_MAC_OPS:
+            weight = tensors[int(op["inputs"][1])]
+            out = tensors[int(op["outputs"][0])]["shape"]
+            macs += _numel(out) * _numel(weight["shape"]) // max(int(out[-1]), 1)
+            weight_types.add(np.dtype(weight["dtype"]).name)
+            result_types.add(np.dtype(tensors[int(op["outputs"][0])]["dtype"]).name)
+        elif name == "DEQUANTIZE" and np.dtype(tensors[int(op["inputs"][0])]["dtype"]) == np.float16:
+            fp16_weights = True
+    precision = ("int8" if weight_types & {"int8", "uint8"} and result_types <= {"int8", "uint8"}
+                 else "int8w" if weight_types & {"int8", "uint8"} else "fp16" if fp16_weights else "fp32")
+    first_in, first_out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    return ArtifactFacts(
+        path=str(path), format="tflite", precision=precision, macs=int(macs), weight_bytes=path.stat().st_size,
+        ops=sorted({op["op_name"] for op in ops}), input_dtype=np.dtype(first_in["dtype"]).name,
+        output_dtype=np.dtype(first_out["dtype"]).name,
+        dynamic_dims=bool(np.any(np.asarray(first_in.get("shape_signature", first_in["shape"])) < 0)))
+
+
+# --- ONNX ---------------------------------------------------------------------------------
+
+ONNX_CONV_OPS = {"Conv", "ConvInteger", "QLinearConv"}
+ONNX_MATMUL_OPS = {"MatMul", "Gemm", "MatMulInteger", "QLinearMatMul"}
+ONNX_WEIGHT_INPUT = {"QLinearConv": 3, "QLinearMatMul": 3}  # (x, x_scale, x_zp, w, ...)
+
+
+def _onnx_facts(path: Path) -> ArtifactFacts:
+    onnx = require("onnx", "onnx")
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    graph = model.graph
+    shapes = {init.name: list(init.dims) for init in graph.initializer}
+    for info in [*graph.input, *graph.value_info, *graph.output]:
+        dims = info.type.tensor_type.shape.dim
+        shapes[info.name] = [d.dim_value if d.HasField("dim_value") else 0 for d in dims]
+    macs = 0
+    for node in graph.node:
+        if node.op_type in ONNX_CONV_OPS | ONNX_MATMUL_OPS:
+            weight = shapes.get(node.input[ONNX_WEIGHT_INPUT.get(node.op_type, 1)])
+            out = shapes.get(node.output[0])
+            if weight and out:
+                channels = out[1] if node.op_type in ONNX_CONV_OPS else out[-1]
+                macs += _numel(out) * _numel(weight) // max(channels, 1)
+    kinds = {node.op_type for node in graph.node}
+    float16 = onnx.TensorProto.FLOAT16
+    precision = ("int8w" if "DynamicQuantizeLinear" in kinds or ("DequantizeLinear" in kinds and "QuantizeLinear" not in kinds)
+                 else "int8" if kinds & {"QuantizeLinear", "QLinearConv", "QLinearMatMul"}
+                 else "fp16" if any(init.data_type == float16 for init in graph.initializer) else "fp32")
+    elem = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "uint8",
+            float16: "float16"}
+    first_in, first_out = graph.input[0].type.tensor_type, graph.output[0].type.tensor_type
+    return ArtifactFacts(
+        path=str(path), format="onnx", precision=precision, macs=int(macs), weight_bytes=path.stat().st_size,
+        ops=sorted(kinds), input_dtype=elem.get(first_in.elem_type, "other"),
+        output_dtype=elem.get(first_out.elem_type, "other"),
+        dynamic_dims=any(not d.HasField("dim_value") for d in first_in.shape.dim))
+
+
+# --- OpenVINO -----------------------------------------------------------------------------
+
+def _openvino_facts(path: Path) -> ArtifactFacts:
+    ov = require("openvino", "openvino")
+    model = ov.Core().read_model(str(path))
+    macs, kinds, constant_types = 0, set(), set()
+    for op in model.get_ordered_ops():
+        kind = op.get_type_name()
+        kinds.add(kind)
+        if kind == "Constant":
+            constant_types.add(op.get_output_element_type(0).get_type_name())
+        elif kind in ("Convolution", "GroupConvolution", "MatMul"):
+            weight, out = op.input(1).get_partial_shape(), op.output(0).get_partial_shape()
+            if weight.is_static:
+                dims = [d.get_length() if d.is_static else 1 for d in out]
+                channels = dims[1] if kind != "MatMul" else dims[-1]
+                macs += _numel(dims) * _numel(weight.to_shape()) // max(channels, 1)
+    precision = ("int8" if "FakeQuantize" in kinds
+                 else "int8w" if constant_types & {"i8", "u8", "i4", "u4"}
+                 else "fp16" if "f16" in constant_types else "fp32")
+    first_in = model.inputs[0]
+    bin_path = path.with_suffix(".bin")
+    return ArtifactFacts(
+        path=str(path), format="openvino", precision=precision, macs=int(macs),
+        weight_bytes=bin_path.stat().st_size if bin_path.is_file() else path.stat().st_size,
+        ops=sorted(kinds), input_dtype=first_in.get_element_type().get_type_name().replace("f32", "float32"),
+        output_dtype=model.outputs[0].get_element_type().get_type_name().replace("f32", "float32"),
+        dynamic_dims=first_in.get_partial_shape().is_dynamic)

@@ -1,0 +1,169 @@
+"""Device profiles: `edgekit devices`, `bench --device` estimates and compatibility checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from edgekit.artifact_facts import read_facts
+from edgekit.devices import all_profiles
+from tests.conftest import refusal_line
+
+REQUIRED = {"host", "rpi4", "rpi5", "jetson-nano", "jetson-orin-nano", "coral-edgetpu", "intel-npu", "hailo8",
+            "x86-avx2-laptop"}
+
+
+@pytest.fixture(scope="module")
+def artifacts(digits, tmp_path_factory):
+    """fp32 + int8 in every format, and the Edge TPU recipe's int8-I/O TFLite."""
+    from typer.testing import CliRunner
+
+    from edgekit.cli import app
+
+    out = tmp_path_factory.mktemp("devices")
+    for args, folder in ((["--int8"], "all"), (["--recipe", "edgetpu"], "edgetpu")):
+        result = CliRunner().invoke(app, ["compress", str(digits["model"]), *args, "--data", str(digits["calib"]),
+                                          "-o", str(out / folder), "-q", "--no-bench"])
+        assert result.exit_code == 0, result.output
+    return out
+
+
+def test_every_required_profile_is_shipped_and_sourced(cli):
+    result = cli("devices", "--json")
+    assert result.exit_code == 0, result.output
+    profiles = {p["name"]: p for p in json.loads(result.stdout)}
+    assert REQUIRED <= set(profiles)
+    for name, p in profiles.items():
+        if name == "host":
+            continue
+        assert p["peak_gmacs"] and p["specs_source"].startswith("https://"), name
+        ref = p.get("reference")
+        if ref:
+            assert ref["source"].startswith("https://") and ref["latency_ms"] > 0, name
+        else:
+            assert "borrow the efficiency" in " ".join(p["notes"].split()), name  # and say so
+    table = cli("devices").stdout
+    assert "rpi4" in table and "calibrated (fp32 44 ms)" in table and "uncalibrated" in table
+    one = cli("devices", "coral-edgetpu")
+    assert one.exit_code == 0 and "coral.ai/docs/edgetpu/benchmarks" in one.stdout
+
+
+def test_mac_count_read_from_each_file_matches_keras(artifacts):
+    report = json.loads((artifacts / "all" / "report.json").read_text())
+    for artifact in report["artifacts"]:
+        facts = read_facts(artifacts / "all" / artifact["path"], artifact["format"])
+        assert facts.macs == report["source"]["macs"], artifact["id"]
+        assert facts.precision == artifact["precision"], artifact["id"]
+
+
+def test_estimate_is_labelled_and_never_mixed_with_measurements(cli, artifacts):
+    files = [artifacts / "all" / "digits.fp32.tflite", artifacts / "all" / "digits.int8.onnx"]
+    result = cli("bench", *files, "--device", "rpi4", "--json")
+    assert result.exit_code == 0, result.output
+    for r in json.loads(result.stdout):
+        assert r["estimated"] is True and r["measured"] is False and r["device"] == "rpi4"
+        assert set(r["latency_ms"]) == {"estimate"} and "p50" not in r and r["latency_ms"]["estimate"] > 0
+        assert "roofline" in r["method"] and "calibrated on MobileNetV2" in r["basis"]
+        assert "github.com/google/XNNPACK" in r["basis"]
+    table = cli("bench", *files, "--device", "rpi4").stdout
+    assert "ESTIMATED latency on rpi4 (not measured)" in table
+
+
+def test_calibrated_on_its_own_reference_the_estimate_reproduces_it(artifacts, tmp_path):
+    """The calibration identity: a profile whose reference is this very model predicts its latency."""
+    from edgekit.devices import load_profile
+    from edgekit.estimate import estimate_all
+
+    report = json.loads((artifacts / "all" / "report.json").read_text())
+    profile = yaml.safe_load(load_profile("rpi4").model_dump_json())
+    profile["reference"].update(macs=report["source"]["macs"], params=report["source"]["params"], latency_ms=7.0)
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    (estimate,) = estimate_all([artifacts / "all" / "digits.fp32.tflite"], load_profile(str(path)))
+    assert estimate["latency_ms"]["estimate"] == pytest.approx(7.0, rel=0.02)
+    # int8 on the same device computes at the int8 peak: faster, never slower.
+    (int8,) = estimate_all([artifacts / "all" / "digits.int8.tflite"], load_profile(str(path)))
+    assert int8["latency_ms"]["estimate"] < estimate["latency_ms"]["estimate"]
+
+
+def test_uncalibrated_profiles_say_whose_efficiency_they_borrow(cli, artifacts):
+    result = cli("bench", artifacts / "all" / "digits.int8.tflite", "--device", "rpi5", "--json")
+    assert result.exit_code == 0, result.output
+    (r,) = json.loads(result.stdout)
+    assert r["basis"].startswith("uncalibrated") and "borrowed from rpi4" in r["basis"]
+
+
+def test_coral_takes_only_full_int8_with_integer_io(cli, artifacts):
+    fp32 = cli("bench", artifacts / "all" / "digits.fp32.tflite", "--device", "coral-edgetpu")
+    refusal_line(fp32, ["digits.fp32.tflite", "coral-edgetpu", "fp32 model", "int8/uint8 I/O", "edgetpu_compiler"])
+    float_io = cli("bench", artifacts / "all" / "digits.int8.tflite", "--device", "coral-edgetpu")
+    refusal_line(float_io, ["input is float32", "ops it cannot run: DEQUANTIZE"])
+    onnx = cli("bench", artifacts / "all" / "digits.int8.onnx", "--device", "coral-edgetpu")
+    refusal_line(onnx, ["onnx files do not run there"])
+    ready = cli("bench", artifacts / "edgetpu" / "digits.int8.tflite", "--device", "coral-edgetpu", "--json")
+    assert ready.exit_code == 0, ready.output
+    (r,) = json.loads(ready.stdout)
+    assert r["precision"] == "int8" and "coral.ai" in r["basis"]
+
+
+def test_intel_npu_needs_static_shapes(cli, artifacts, tmp_path):
+    import openvino as ov
+
+    dynamic = artifacts / "all" / "digits.int8.xml"
+    refusal_line(cli("bench", dynamic, "--device", "intel-npu"), ["dynamic (batch) dimension", "model.reshape"])
+    model = ov.Core().read_model(str(dynamic))
+    model.reshape([1, 8, 8, 1])  # the digits model's input, batch fixed to 1
+    static = tmp_path / "digits.static.xml"
+    ov.save_model(model, str(static))
+    result = cli("bench", static, "--device", "intel-npu", "--json")
+    assert result.exit_code == 0, result.output
+    (r,) = json.loads(result.stdout)
+    assert r["computes_in"] == "int8" and r["basis"].startswith("uncalibrated")
+
+
+def test_gpu_profiles_say_whether_a_gpu_runtime_is_here(cli, artifacts):
+    import onnxruntime
+
+    result = cli("bench", artifacts / "all" / "digits.fp32.onnx", "--device", "jetson-nano", "--json")
+    assert result.exit_code == 0, result.output
+    (r,) = json.loads(result.stdout)
+    has_gpu = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    assert r["gpu_runtime_here"].startswith("yes" if has_gpu else "no")
+    assert r["computes_in"] == "fp32"
+
+
+def test_host_is_measured_not_estimated(cli, artifacts):
+    result = cli("bench", artifacts / "all" / "digits.int8.tflite", "--device", "host", "--runs", "5",
+                 "--min-time", "0", "--json")
+    assert result.exit_code == 0, result.output
+    (r,) = json.loads(result.stdout)
+    assert r["measured"] is True and r["device"] == "host" and r["p50"] > 0
+
+
+@pytest.mark.parametrize("argv", [("bench", "ART", "--device", "nope"), ("devices", "nope")])
+def test_unknown_device_exits_2_naming_the_known_ones(cli, artifacts, argv):
+    argv = [str(artifacts / "all" / "digits.int8.tflite") if a == "ART" else a for a in argv]
+    refusal_line(cli(*argv), ["--device nope: unknown device", "rpi4", "coral-edgetpu"])
+
+
+def test_a_corrupt_artifact_is_exit_2_for_estimates_too(cli, tmp_path):
+    bad = tmp_path / "broken.tflite"
+    bad.write_bytes(b"\0\0\0\0TFL3" + b"\x07" * 100)
+    refusal_line(cli("bench", bad, "--device", "rpi4"), ["broken.tflite", "corrupt"])
+
+
+def test_a_bad_profile_file_names_the_field(cli, artifacts, tmp_path):
+    profile = tmp_path / "mine.yaml"
+    profile.write_text(yaml.safe_dump({**yaml.safe_load(all_profiles()[0].model_dump_json()), "speed": 3}))
+    refusal_line(cli("bench", artifacts / "all" / "digits.int8.tflite", "--device", str(profile)),
+                 ["mine.yaml", "speed", "extra inputs are not permitted"])
+
+
+def test_onnx_runner_falls_back_to_cpu_when_the_profile_asks_for_a_missing_provider(artifacts):
+    from edgekit.runtime import open_runner
+
+    runner = open_runner(artifacts / "all" / "digits.fp32.onnx", providers=["TensorrtExecutionProvider",
+                                                                           "CUDAExecutionProvider"])
+    assert runner.execution.endswith("CPUExecutionProvider")
