@@ -99,8 +99,17 @@ def measure(path: Path, settings: BenchSettings) -> dict:
         "p99": _percentile(times, 99), "max": round(float(times.max()), 6),
         "throughput_per_s": round(1e3 / float(times.mean()), 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "measured": True, "machine": machine(),
+        "measured": True, "machine": machine(), "samples_ms": _subsample(times, MAX_SAMPLES),
     }
+
+
+MAX_SAMPLES = 1000  # enough to draw the distribution; a fast model makes 100,000 runs
+
+
+def _subsample(times_ms: np.ndarray, limit: int) -> list[float]:
+    """Every k-th run, in run order, so drift over the run stays visible."""
+    step = max(1, -(-times_ms.size // limit))
+    return [round(float(t), 6) for t in times_ms[::step]]
 
 
 def _loop(runner, x, min_runs: int, min_seconds: float) -> list[float]:

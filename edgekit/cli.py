@@ -171,6 +171,34 @@ def bench(
 
 
 @app.command()
+def gate(
+    report: Path = typer.Argument(..., help="The new report.json (from compress)."),
+    baseline: Path = typer.Option(..., "--baseline", help="The baseline report.json to compare with."),
+    max_accuracy_drop: Optional[float] = typer.Option(None, "--max-accuracy-drop", help="Top-1 points [default: 0.5]."),
+    max_latency_increase: Optional[float] = typer.Option(None, "--max-latency-increase", help="p50, percent [default: 10]."),
+    max_size_increase: Optional[float] = typer.Option(None, "--max-size-increase", help="Percent [default: 5]."),
+    min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy", help="Top-1 floor in percent, for every artifact."),
+    allow_missing: bool = typer.Option(False, "--allow-missing", help="A baseline artifact missing from the report is skipped, not an error."),
+    config: Optional[Path] = typer.Option(None, "--config", help="gate.yaml with the same thresholds (flags win)."),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML: one testcase per check."),
+    summary: Optional[Path] = typer.Option(None, "--summary", help="Append a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+):
+    """Compare a report with a baseline: exit 1 if accuracy, latency or size regressed, 0 if not."""
+    from edgekit.gate import load_thresholds, raise_if_failed, run_gate
+    from edgekit.report import render_gate
+
+    with _errors_to_exit_codes():
+        limits = load_thresholds(config, {"max_accuracy_drop": max_accuracy_drop, "min_accuracy": min_accuracy,
+                                          "max_latency_increase": max_latency_increase,
+                                          "max_size_increase": max_size_increase,
+                                          "allow_missing": True if allow_missing else None})
+        result = run_gate(report, baseline, limits, junit, summary)
+        _emit(result, as_json, render_gate)
+        raise_if_failed(result)
+
+
+@app.command()
 def devices(
     name: Optional[str] = typer.Argument(None, help="One profile to show in full."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
@@ -240,7 +268,7 @@ def _show(report: dict) -> None:
     from edgekit.report import render_table
 
     out_console.print(render_table(report))
-    out_console.print(f"Wrote {report['output']}/report.json and report.md")
+    out_console.print(f"Wrote {report['output']}/report.json, report.md and report.html")
 
 
 def _silence_native_stderr() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from edgekit.errors import OutputError
 
-REPORT_FILES = ("report.md", "report.json")  # report.json last: it claims success
+REPORT_FILES = ("report.md", "report.html", "report.json")  # report.json last: it claims success
 
 
 def check_output_folder(outdir: Path, names: list[str], force: bool) -> None:
@@ -55,6 +55,7 @@ def _nearest_existing_folder(path: Path) -> Path:
 def _commit(staging: Path, outdir: Path) -> None:
     outdir.mkdir(parents=True, exist_ok=True)
     files = sorted(p for p in staging.iterdir() if p.is_file())
-    files.sort(key=lambda p: p.name in REPORT_FILES)  # artifacts first, reports last
+    # artifacts first, then the reports in REPORT_FILES order
+    files.sort(key=lambda p: REPORT_FILES.index(p.name) + 1 if p.name in REPORT_FILES else 0)
     for file in files:
         os.replace(file, outdir / file.name)

@@ -23,6 +23,7 @@ from edgekit.export.base import ExportRequest, artifact_names
 from edgekit.model import LoadedModel, load_model
 from edgekit.outputs import check_output_folder, staged
 from edgekit.progress import StepLog
+from edgekit.html_report import render_html
 from edgekit.report import artifact_entry, base_report, environment, render_markdown, write_json
 from edgekit.verify import Evidence, verify
 
@@ -122,8 +123,11 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
         report = _build_report(opts, model, exported, data, original_accuracy, verdicts, stages, log)
         _add_latencies(report, latencies)
         report["timings_s"]["total"] = round(time.perf_counter() - started, 3)
-        write_json(report, staging / "report.json")
-        (staging / "report.md").write_text(render_markdown(report))
+        with log.step("Write report.json, report.md and report.html"):
+            write_json(report, staging / "report.json")
+            (staging / "report.md").write_text(render_markdown(report))
+            samples = {entry["id"]: t["samples_ms"] for entry, t in zip(report["artifacts"], latencies or [])}
+            (staging / "report.html").write_text(render_html(report, samples))
     report["output"] = str(outdir)
     _check_tolerance(report, recipe)
     return report

@@ -273,3 +273,20 @@ def render_device(profile: dict) -> Table:
             value = ", ".join(map(str, value))
         table.add_row(key, str(value).strip())
     return table
+
+
+def render_gate(result: dict) -> Table:
+    from edgekit.gate import Check, describe
+
+    checks = result["checks"]
+    failed = sum(c["verdict"] == "fail" for c in checks)
+    skipped = sum(c["verdict"] == "skipped" for c in checks)
+    table = Table(title=f"edgekit gate: {'PASSED' if result['passed'] else 'FAILED'}",
+                  caption=f"{len(checks)} checks: {failed} failed, {skipped} skipped · baseline {result['baseline']}",
+                  box=box.SIMPLE, collapse_padding=True, pad_edge=False)
+    for h in ("artifact", "check", "verdict", "detail"):
+        table.add_column(h, no_wrap=h != "detail")
+    style = {"pass": "green", "fail": "bold red", "skipped": "yellow"}
+    for c in checks:
+        table.add_row(c["artifact"], c["check"], f"[{style[c['verdict']]}]{c['verdict']}[/]", describe(Check(**c)))
+    return table

@@ -162,5 +162,5 @@ def test_failed_run_creates_no_parent_folders(cli, tmp_path):
 def test_nested_output_folder_is_created_on_success(cli, digits, tmp_path):
     out = tmp_path / "a" / "b" / "out"
     assert cli("compress", digits["model"], "--formats", "tflite", "-o", out).exit_code == 0
-    assert sorted(p.name for p in out.iterdir()) == ["digits.fp32.tflite", "report.json", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["digits.fp32.tflite", "report.html", "report.json", "report.md"]
     assert sorted(p.name for p in (tmp_path / "a" / "b").iterdir()) == ["out"]  # no staging left

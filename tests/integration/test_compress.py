@@ -35,7 +35,7 @@ def test_writes_every_artifact_and_report(int8_run):
     assert names == sorted([
         "digits.fp32.tflite", "digits.int8.tflite", "digits.fp32.onnx", "digits.int8.onnx",
         "digits.fp32.xml", "digits.fp32.bin", "digits.int8.xml", "digits.int8.bin",
-        "report.json", "report.md",
+        "report.html", "report.json", "report.md",
     ])
     assert report["schema"] == "edgekit.report/1"
     assert [a["id"] for a in report["artifacts"]] == [
@@ -176,7 +176,7 @@ def test_without_val_agreement_on_calibration_inputs(cli, digits, tmp_path):
     assert int8["verification"] == {"kind": "agreement", "inputs": "calibration", "samples": 50,
                                     "agreement": int8["agreement"]}
     assert sorted(p.name for p in out.iterdir()) == [
-        "digits.fp32.tflite", "digits.int8.tflite", "report.json", "report.md"]
+        "digits.fp32.tflite", "digits.int8.tflite", "report.html", "report.json", "report.md"]
 
 
 @pytest.mark.parametrize("io_dtype, np_dtype", [("int8", np.int8), ("uint8", np.uint8)])

@@ -1,0 +1,250 @@
+"""`edgekit gate REPORT --baseline BASELINE`: fail a build when accuracy, latency or size regress.
+
+Every artifact of the baseline is matched by `id` in the new report and checked:
+accuracy drop in points, p50 latency increase in percent (only when both sides were measured
+on the same device and CPU), size increase in percent, and an absolute accuracy floor.
+A check that cannot be made is "skipped" with the reason, never silently passed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgekit.errors import GateFailure, InputError
+
+SCHEMA = "edgekit.report/1"
+
+
+class Thresholds(BaseModel):
+    """The limits, from flags or a gate.yaml (same names); unknown keys are errors."""
+    model_config = ConfigDict(extra="forbid")
+
+    max_accuracy_drop: float = Field(0.5, ge=0, description="top-1 points")
+    max_latency_increase: float = Field(10.0, ge=0, description="percent of the baseline p50")
+    max_size_increase: float = Field(5.0, ge=0, description="percent of the baseline size")
+    min_accuracy: Optional[float] = Field(None, ge=0, le=100, description="top-1 floor in percent")
+    allow_missing: bool = False
+
+
+@dataclass
+class Check:
+    artifact: str
+    check: str                                  # accuracy | min-accuracy | latency | size | presence
+    verdict: Literal["pass", "fail", "skipped"]
+    baseline: Optional[float] = None
+    new: Optional[float] = None
+    change: Optional[float] = None              # points (accuracy) or percent (latency, size)
+    limit: Optional[float] = None
+    note: str = ""
+
+
+def load_thresholds(path: Optional[Path], flags: dict) -> Thresholds:
+    """gate.yaml values, overridden by the flags actually given (None = not given)."""
+    import yaml
+
+    data = {}
+    if path is not None:
+        if not Path(path).is_file():
+            raise InputError(f"--config {path}: no such file")
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise InputError(f"gate config {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise InputError(f"gate config {path} must be a YAML mapping of thresholds")
+    data.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        return Thresholds.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(p) for p in error["loc"])
+        source = f"--{field.replace('_', '-')}" if field in flags and flags[field] is not None else f"gate config {path}: {field}"
+        allowed = f" (allowed: {', '.join(Thresholds.model_fields)})" if error["type"] == "extra_forbidden" else ""
+        raise InputError(f"{source}: {error['msg'].lower()}{allowed}") from None
+
+
+def load_report(path: Path, role: str) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{role} {path} does not exist")
+    try:
+        report = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{role} {path} is not JSON ({exc})") from None
+    schema = report.get("schema") if isinstance(report, dict) else None
+    if not isinstance(schema, str) or not schema.startswith("edgekit.report/"):
+        raise InputError(f"{role} {path} is not an edgekit report.json (no \"schema\": \"{SCHEMA}\")")
+    if schema != SCHEMA:
+        raise InputError(f"{role} {path} has schema {schema!r}; this edgekit reads {SCHEMA!r} (upgrade edgekit)")
+    artifacts = report.get("artifacts")
+    if not isinstance(artifacts, list) or not all(isinstance(a, dict) and "id" in a for a in artifacts):
+        raise InputError(f"{role} {path}: \"artifacts\" must be a list of objects with an \"id\"")
+    return report
+
+
+def _top1(artifact: dict) -> Optional[float]:
+    accuracy = artifact.get("accuracy") or {}
+    return None if accuracy.get("top1") is None else 100.0 * accuracy["top1"]
+
+
+def _p50(artifact: dict) -> Optional[float]:
+    return (artifact.get("latency_ms") or {}).get("p50")
+
+
+def _percent(base: float, new: float) -> float:
+    return (new / base - 1.0) * 100.0 if base else 0.0
+
+
+def accuracy_checks(aid: str, base: dict, new: dict, limits: Thresholds) -> list[Check]:
+    checks = []
+    b, n = _top1(base), _top1(new)
+    if b is None or n is None:
+        side = "baseline" if b is None else "new report"
+        checks.append(Check(aid, "accuracy", "skipped", b, n, note=f"no accuracy in the {side} (compress with --val)"))
+    else:
+        drop = b - n
+        checks.append(Check(aid, "accuracy", "fail" if drop > limits.max_accuracy_drop else "pass", round(b, 4),
+                            round(n, 4), round(-drop, 4), limits.max_accuracy_drop, "top-1 %, change in points"))
+    if limits.min_accuracy is not None:
+        if n is None:
+            checks.append(Check(aid, "min-accuracy", "fail", None, None, None, limits.min_accuracy,
+                                "no accuracy in the new report, so the floor cannot be shown to hold"))
+        else:
+            checks.append(Check(aid, "min-accuracy", "fail" if n < limits.min_accuracy else "pass", None,
+                                round(n, 4), None, limits.min_accuracy, "top-1 % floor"))
+    return checks
+
+
+def latency_check(aid: str, base: dict, new: dict, base_host: dict, new_host: dict, limits: Thresholds) -> Check:
+    b, n = _p50(base), _p50(new)
+    if b is None or n is None:
+        side = "baseline" if b is None else "new report"
+        return Check(aid, "latency", "skipped", b, n, note=f"no latency in the {side}")
+    if base.get("device") != new.get("device"):
+        return Check(aid, "latency", "skipped", b, n, note=f"devices differ ({base.get('device')} vs {new.get('device')})")
+    if base.get("device") == "host" and (base_host.get("cpu"), base_host.get("arch")) != (new_host.get("cpu"),
+                                                                                         new_host.get("arch")):
+        return Check(aid, "latency", "skipped", b, n,
+                     note=f"measured on different CPUs ({base_host.get('cpu')} vs {new_host.get('cpu')})")
+    change = _percent(b, n)
+    return Check(aid, "latency", "fail" if change > limits.max_latency_increase else "pass", b, n, round(change, 2),
+                 limits.max_latency_increase, "p50 ms, change in %")
+
+
+def size_check(aid: str, base: dict, new: dict, limits: Thresholds) -> Check:
+    b, n = base.get("size_bytes"), new.get("size_bytes")
+    if b is None or n is None:
+        return Check(aid, "size", "skipped", b, n, note="no size_bytes on one side")
+    change = _percent(b, n)
+    return Check(aid, "size", "fail" if change > limits.max_size_increase else "pass", b, n, round(change, 2),
+                 limits.max_size_increase, "bytes, change in %")
+
+
+def compare(new_report: dict, baseline: dict, limits: Thresholds) -> list[Check]:
+    new_by_id = {a["id"]: a for a in new_report["artifacts"]}
+    missing = [a["id"] for a in baseline["artifacts"] if a["id"] not in new_by_id]
+    if missing and not limits.allow_missing:
+        raise InputError(f"the new report has no {', '.join(missing)} (in the baseline); export it again, or pass "
+                         "--allow-missing if it was dropped on purpose")
+    checks = []
+    for base in baseline["artifacts"]:
+        aid = base["id"]
+        if aid not in new_by_id:
+            checks.append(Check(aid, "presence", "skipped", note="missing from the new report (--allow-missing)"))
+            continue
+        new = new_by_id[aid]
+        checks += accuracy_checks(aid, base, new, limits)
+        checks.append(latency_check(aid, base, new, baseline.get("host") or {}, new_report.get("host") or {}, limits))
+        checks.append(size_check(aid, base, new, limits))
+    base_ids = {a["id"] for a in baseline["artifacts"]}
+    for aid in new_by_id:
+        if aid not in base_ids:
+            checks.append(Check(aid, "presence", "skipped", note="new artifact, not in the baseline"))
+    return checks
+
+
+def run_gate(report_path: Path, baseline_path: Path, limits: Thresholds, junit: Optional[Path] = None,
+             summary: Optional[Path] = None) -> dict:
+    """Load, compare, write the JUnit/summary files asked for. Bad input raises before anything
+    is written; a regression is reported in the files, then `raise_if_failed` makes it exit 1."""
+    for option, path in (("--junit", junit), ("--summary", summary)):
+        if path is not None and not Path(path).resolve().parent.is_dir():
+            raise InputError(f"{option} {path}: the folder {Path(path).parent} does not exist")
+    new_report, baseline = load_report(report_path, "report"), load_report(baseline_path, "baseline")
+    checks = compare(new_report, baseline, limits)
+    result = {"report": str(report_path), "baseline": str(baseline_path), "thresholds": limits.model_dump(),
+              "checks": [asdict(c) for c in checks], "passed": not any(c.verdict == "fail" for c in checks)}
+    if junit:
+        _write_atomically(Path(junit), junit_xml(checks))
+    if summary:
+        with open(summary, "a") as f:
+            f.write(summary_markdown(result))
+    return result
+
+
+def raise_if_failed(result: dict) -> None:
+    failed = [c for c in result["checks"] if c["verdict"] == "fail"]
+    if failed:
+        names = ", ".join(f"{c['artifact']} {c['check']}" for c in failed)
+        raise GateFailure(f"gate failed: {len(failed)} of {len(result['checks'])} checks regressed ({names})")
+
+
+def junit_xml(checks: list[Check]) -> str:
+    from xml.etree import ElementTree as ET
+
+    failures = sum(c.verdict == "fail" for c in checks)
+    skipped = sum(c.verdict == "skipped" for c in checks)
+    suite = ET.Element("testsuite", name="edgekit gate", tests=str(len(checks)), failures=str(failures),
+                       errors="0", skipped=str(skipped))
+    for c in checks:
+        case = ET.SubElement(suite, "testcase", classname=f"edgekit.gate.{c.artifact}", name=c.check)
+        if c.verdict == "fail":
+            failure = ET.SubElement(case, "failure", message=describe(c))
+            failure.text = describe(c)
+        elif c.verdict == "skipped":
+            ET.SubElement(case, "skipped", message=c.note)
+    root = ET.Element("testsuites")
+    root.append(suite)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def describe(c: Check) -> str:
+    """One short line for the table and the JUnit failure message."""
+    if c.verdict == "skipped":
+        return c.note
+    if c.check == "min-accuracy":
+        return f"top-1 {c.new:.2f}% (floor {c.limit:g}%)" if c.new is not None else c.note
+    if c.check == "accuracy":
+        return f"top-1 {c.baseline:.2f}% -> {c.new:.2f}% ({c.change:+.2f} pts; limit -{c.limit:g})"
+    unit = "ms" if c.check == "latency" else "B"
+    return f"{_cell(c.baseline)} -> {_cell(c.new)} {unit} ({c.change:+.1f}%; limit +{c.limit:g}%)"
+
+
+def summary_markdown(result: dict) -> str:
+    checks = result["checks"]
+    failed = sum(c["verdict"] == "fail" for c in checks)
+    head = "passed" if result["passed"] else f"FAILED ({failed} regression{'s' if failed != 1 else ''})"
+    lines = [f"### edgekit gate: {head}", "",
+             f"`{result['report']}` against baseline `{result['baseline']}`", "",
+             "| artifact | check | baseline | new | change | limit | verdict |", "|---|---|---|---|---|---|---|"]
+    for c in checks:
+        cells = [c["artifact"], c["check"], *(_cell(c[k]) for k in ("baseline", "new", "change", "limit")),
+                 f"**{c['verdict']}**" if c["verdict"] == "fail" else c["verdict"] + (f" ({c['note']})" if
+                                                                                     c["verdict"] == "skipped" else "")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n"
+
+
+def _cell(value) -> str:
+    return "—" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

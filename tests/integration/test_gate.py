@@ -1,0 +1,193 @@
+"""`edgekit gate`: a pass, each kind of regression, thresholds, JUnit/summary files, bad input."""
+
+from __future__ import annotations
+
+import copy
+import json
+from xml.etree import ElementTree
+
+import pytest
+
+from tests.conftest import refusal_line
+
+
+@pytest.fixture(scope="module")
+def baseline(digits, tmp_path_factory):
+    """A real compress report, with validation accuracy and host latency."""
+    from typer.testing import CliRunner
+
+    from edgekit.cli import app
+
+    out = tmp_path_factory.mktemp("gate") / "out"
+    result = CliRunner().invoke(app, ["compress", str(digits["model"]), "--int8", "--data", str(digits["calib"]),
+                                      "--val", str(digits["val"]), "--formats", "tflite,onnx", "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    return json.loads((out / "report.json").read_text())
+
+
+def _write(tmp_path, name, report):
+    path = tmp_path / name
+    path.write_text(json.dumps(report))
+    return path
+
+
+def _changed(report, artifact_id, change):
+    new = copy.deepcopy(report)
+    change(next(a for a in new["artifacts"] if a["id"] == artifact_id))
+    return new
+
+
+def _gate(cli, tmp_path, baseline, new, *flags):
+    return cli("gate", _write(tmp_path, "new.json", new), "--baseline", _write(tmp_path, "base.json", baseline),
+               *flags, "--json")
+
+
+def test_an_unchanged_report_passes_every_check(cli, tmp_path, baseline):
+    result = _gate(cli, tmp_path, baseline, baseline)
+    assert result.exit_code == 0, result.output
+    checks = json.loads(result.stdout)["checks"]
+    assert len(checks) == 3 * len(baseline["artifacts"])  # accuracy, latency, size for each
+    assert {c["verdict"] for c in checks} == {"pass"}
+    table = cli("gate", _write(tmp_path, "a.json", baseline), "--baseline", _write(tmp_path, "b.json", baseline))
+    assert table.exit_code == 0 and "edgekit gate: PASSED" in table.stdout
+
+
+def _drop_accuracy(points):
+    return lambda a: a["accuracy"].update(top1=a["accuracy"]["top1"] - points / 100)
+
+
+def _slower(factor):
+    return lambda a: a["latency_ms"].update(p50=a["latency_ms"]["p50"] * factor)
+
+
+def _bigger(factor):
+    return lambda a: a.update(size_bytes=int(a["size_bytes"] * factor))
+
+
+@pytest.mark.parametrize("check, change, within", [
+    ("accuracy", _drop_accuracy(1.0), _drop_accuracy(0.4)),
+    ("latency", _slower(1.25), _slower(1.08)),
+    ("size", _bigger(1.10), _bigger(1.04)),
+])
+def test_each_regression_fails_with_exit_1_and_within_limits_passes(cli, tmp_path, baseline, check, change, within):
+    regressed = _gate(cli, tmp_path, baseline, _changed(baseline, "tflite-int8", change))
+    assert regressed.exit_code == 1, regressed.output
+    failed = [c for c in json.loads(regressed.stdout)["checks"] if c["verdict"] == "fail"]
+    assert [(c["artifact"], c["check"]) for c in failed] == [("tflite-int8", check)]
+    assert f"tflite-int8 {check}" in regressed.stderr and "gate failed" in regressed.stderr
+    ok = _gate(cli, tmp_path, baseline, _changed(baseline, "tflite-int8", within))
+    assert ok.exit_code == 0, ok.output
+
+
+def test_flags_move_the_limits(cli, tmp_path, baseline):
+    slower = _changed(baseline, "onnx-int8", _slower(1.5))
+    assert _gate(cli, tmp_path, baseline, slower).exit_code == 1
+    assert _gate(cli, tmp_path, baseline, slower, "--max-latency-increase", "60").exit_code == 0
+    floor = _gate(cli, tmp_path, baseline, baseline, "--min-accuracy", "99.9")
+    assert floor.exit_code == 1
+    assert {c["check"] for c in json.loads(floor.stdout)["checks"] if c["verdict"] == "fail"} == {"min-accuracy"}
+    assert _gate(cli, tmp_path, baseline, baseline, "--min-accuracy", "90").exit_code == 0
+
+
+@pytest.mark.parametrize("change, note", [
+    (lambda a: a.update(device="rpi4"), "devices differ"),
+    (lambda a: a.pop("latency_ms"), "no latency in the new report"),
+])
+def test_latency_that_cannot_be_compared_is_skipped_with_the_reason(cli, tmp_path, baseline, change, note):
+    result = _gate(cli, tmp_path, baseline, _changed(baseline, "tflite-fp32", change))
+    assert result.exit_code == 0, result.output
+    (latency,) = [c for c in json.loads(result.stdout)["checks"]
+                  if c["artifact"] == "tflite-fp32" and c["check"] == "latency"]
+    assert latency["verdict"] == "skipped" and note in latency["note"]
+
+
+def test_another_cpu_makes_host_latency_incomparable(cli, tmp_path, baseline):
+    other = copy.deepcopy(baseline)
+    other["host"]["cpu"] = "Some Other CPU"
+    result = _gate(cli, tmp_path, baseline, other)
+    assert result.exit_code == 0
+    latency = [c for c in json.loads(result.stdout)["checks"] if c["check"] == "latency"]
+    assert all(c["verdict"] == "skipped" and "different CPUs" in c["note"] for c in latency)
+
+
+def test_junit_and_summary_are_written_even_when_the_gate_fails(cli, tmp_path, baseline):
+    new = _changed(_changed(baseline, "tflite-int8", _drop_accuracy(2)), "onnx-fp32", _bigger(1.5))
+    new = _changed(new, "onnx-int8", lambda a: a.update(device="rpi4"))
+    junit, summary = tmp_path / "gate.xml", tmp_path / "summary.md"
+    summary.write_text("# earlier step\n")
+    result = _gate(cli, tmp_path, baseline, new, "--junit", junit, "--summary", summary)
+    assert result.exit_code == 1
+    suite = ElementTree.parse(junit).getroot().find("testsuite")
+    cases = suite.findall("testcase")
+    assert int(suite.get("tests")) == len(cases) == 3 * len(baseline["artifacts"])
+    assert int(suite.get("failures")) == 2 == sum(case.find("failure") is not None for case in cases)
+    assert int(suite.get("skipped")) == 1 == sum(case.find("skipped") is not None for case in cases)
+    failed = {(c.get("classname"), c.get("name")) for c in cases if c.find("failure") is not None}
+    assert failed == {("edgekit.gate.tflite-int8", "accuracy"), ("edgekit.gate.onnx-fp32", "size")}
+    text = summary.read_text()
+    assert text.startswith("# earlier step\n")  # appended, as $GITHUB_STEP_SUMMARY expects
+    assert "edgekit gate: FAILED (2 regressions)" in text and "| tflite-int8 | accuracy |" in text
+
+
+def test_thresholds_from_gate_yaml_and_flags_win(cli, tmp_path, baseline):
+    config = tmp_path / "gate.yaml"
+    config.write_text("max_latency_increase: 60\nmax_size_increase: 1\n")
+    slower = _changed(baseline, "onnx-int8", _slower(1.5))
+    assert _gate(cli, tmp_path, baseline, slower, "--config", config).exit_code == 0
+    assert _gate(cli, tmp_path, baseline, slower, "--config", config, "--max-latency-increase", "10").exit_code == 1
+
+
+@pytest.mark.parametrize("text, words", [
+    ("max_latency_increse: 60\n", ["gate.yaml", "max_latency_increse", "allowed: max_accuracy_drop"]),
+    ("max_size_increase: -3\n", ["gate.yaml", "max_size_increase", "greater than or equal to 0"]),
+    ("- 1\n- 2\n", ["gate.yaml", "mapping"]),
+])
+def test_a_bad_gate_yaml_is_exit_2_naming_the_field(cli, tmp_path, baseline, text, words):
+    config = tmp_path / "gate.yaml"
+    config.write_text(text)
+    refusal_line(_gate(cli, tmp_path, baseline, baseline, "--config", config), words)
+
+
+def _not_a_report(tmp_path, baseline):
+    return _write(tmp_path, "new.json", {"hello": 1})
+
+
+def _not_json(tmp_path, baseline):
+    path = tmp_path / "new.json"
+    path.write_text("{oops")
+    return path
+
+
+BAD_INPUT = {
+    "missing report": (lambda tmp, base: tmp / "nope.json", ["report", "nope.json", "does not exist"]),
+    "not JSON": (_not_json, ["is not JSON"]),
+    "not a report": (_not_a_report, ["is not an edgekit report.json"]),
+    "unknown schema": (lambda tmp, base: _write(tmp, "new.json", {**base, "schema": "edgekit.report/2"}),
+                       ["edgekit.report/2", "reads 'edgekit.report/1'"]),
+    "artifact missing": (lambda tmp, base: _write(tmp, "new.json", {**base, "artifacts": base["artifacts"][1:]}),
+                         ["has no tflite-fp32", "--allow-missing"]),
+}
+
+
+@pytest.mark.parametrize("name", BAD_INPUT)
+def test_bad_input_is_exit_2_and_writes_nothing(cli, tmp_path, baseline, name):
+    make, words = BAD_INPUT[name]
+    new = make(tmp_path, baseline)
+    junit, summary = tmp_path / "gate.xml", tmp_path / "summary.md"
+    result = cli("gate", new, "--baseline", _write(tmp_path, "base.json", baseline), "--junit", junit,
+                 "--summary", summary)
+    refusal_line(result, words)
+    assert not junit.exists() and not summary.exists()
+
+
+def test_missing_baseline_is_exit_2(cli, tmp_path, baseline):
+    refusal_line(cli("gate", _write(tmp_path, "new.json", baseline), "--baseline", tmp_path / "main.json"),
+                 ["baseline", "main.json", "does not exist"])
+
+
+def test_allow_missing_skips_a_dropped_artifact(cli, tmp_path, baseline):
+    fewer = {**baseline, "artifacts": baseline["artifacts"][1:]}
+    result = _gate(cli, tmp_path, baseline, fewer, "--allow-missing")
+    assert result.exit_code == 0, result.output
+    (presence,) = [c for c in json.loads(result.stdout)["checks"] if c["check"] == "presence"]
+    assert presence["artifact"] == "tflite-fp32" and presence["verdict"] == "skipped"

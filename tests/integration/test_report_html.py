@@ -1,0 +1,78 @@
+"""report.html: self-contained, with its plots, and rendered by a real browser (headless Chromium)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def html_run(digits, tmp_path_factory):
+    """compress with validation data and host latency: every plot has data."""
+    from typer.testing import CliRunner
+
+    from edgekit.cli import app
+
+    out = tmp_path_factory.mktemp("html") / "out"
+    result = CliRunner().invoke(app, ["compress", str(digits["model"]), "--int8", "--data", str(digits["calib"]),
+                                      "--val", str(digits["val"]), "--formats", "tflite,onnx", "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_report_html_is_self_contained_with_three_plots(html_run):
+    page = (html_run / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert "<script" not in page and not re.search(r"""(src|href)=["']?(https?:|//|file:)""", page)
+    plots = re.findall(r'<img alt="plot" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(plots) == 3 and all(len(p) > 5000 for p in plots)
+    for artifact_id in ("tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8"):
+        assert f"<td>{artifact_id}</td>" in page
+    assert "Keras fp32 reference top-1" in page
+
+
+def test_without_latency_the_page_says_what_is_missing(cli, digits, tmp_path):
+    out = tmp_path / "out"
+    assert cli("compress", digits["model"], "--formats", "tflite", "-o", out).exit_code == 0  # --no-bench
+    page = (out / "report.html").read_text()
+    assert "No latency was measured (--no-bench)." in page
+    assert page.count('<img alt="plot"') == 1  # only the size plot has data
+
+
+def test_report_json_is_moved_into_place_last(tmp_path, monkeypatch):
+    import os
+
+    from edgekit.outputs import staged
+
+    moved = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (moved.append(os.path.basename(dst)), real_replace(src, dst)))
+    with staged(tmp_path / "out") as staging:
+        for name in ("report.json", "report.html", "model.int8.tflite", "report.md"):
+            (staging / name).write_text(name)
+    assert moved == ["model.int8.tflite", "report.md", "report.html", "report.json"]
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (.ci/run installs it)")
+def test_report_html_renders_in_headless_chromium(html_run, tmp_path):
+    from matplotlib import image
+
+    shot = tmp_path / "report.png"
+    done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           f"--screenshot={shot}", "--window-size=1100,2000",
+                           (html_run / "report.html").resolve().as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
+    pixels = image.imread(shot)[..., :3]
+    assert pixels.shape[:2] == (2000, 1100)
+    # The page drew: dark text, and the plots' format colours (TFLite blue, ONNX orange) are on screen.
+    flat = (pixels.reshape(-1, 3) * 255).round().astype(int)
+    colours = {tuple(c) for c in flat[::7]}
+    assert (31, 119, 180) in colours and (255, 127, 14) in colours
+    assert (flat.sum(axis=1) < 150).mean() > 0.002  # text
