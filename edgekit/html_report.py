@@ -37,8 +37,10 @@ def render_html(report: dict, samples: dict[str, list[float]] | None = None) -> 
 def _summary(report: dict) -> str:
     source, reference = report["source"], (report.get("reference") or {}).get("accuracy") or {}
     host = report.get("host") or {}
-    items = [f"{source.get('params', 0):,} parameters, {source.get('macs', 0) / 1e6:.3g} M MACs, "
-             f"input {source.get('input_shape')}, {source.get('num_classes')} classes ({source.get('keras')})"]
+    macs = "MACs unknown" if source.get("macs") is None else f"{source['macs'] / 1e6:.3g} M MACs"
+    params = "parameters unknown" if source.get("params") is None else f"{source['params']:,} parameters"
+    items = [f"{params}, {macs}, input {source.get('input_shape')}, {source.get('num_classes')} classes "
+             f"({source.get('keras')})"]
     if reference.get("top1") is not None:
         items.append(f"Keras fp32 reference top-1: {100 * reference['top1']:.2f}%")
     if host:

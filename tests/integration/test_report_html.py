@@ -76,3 +76,14 @@ def test_report_html_renders_in_headless_chromium(html_run, tmp_path):
     colours = {tuple(c) for c in flat[::7]}
     assert (31, 119, 180) in colours and (255, 127, 14) in colours
     assert (flat.sum(axis=1) < 150).mean() > 0.002  # text
+
+
+def test_a_report_with_unknown_macs_still_renders():
+    """A SavedModel input has no Keras layers to count MACs from (source.macs is null)."""
+    from edgekit.html_report import render_html
+
+    report = {"schema": "edgekit.report/1", "source": {"path": "sm", "macs": None, "params": None},
+              "artifacts": [{"id": "tflite-fp32", "format": "tflite", "precision": "fp32", "path": "sm.fp32.tflite",
+                             "size_bytes": 1000, "accuracy": None, "agreement": None, "latency_ms": None}]}
+    page = render_html(report)
+    assert "MACs unknown" in page and "parameters unknown" in page and page.count('<img alt="plot"') == 1
