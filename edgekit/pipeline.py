@@ -20,10 +20,10 @@ from edgekit.errors import GateFailure, InputError, ModelError
 from edgekit.evaluate import accuracy
 from edgekit.export import FORMATS, exporter_for
 from edgekit.export.base import ExportRequest, artifact_names
+from edgekit.html_report import render_html
 from edgekit.model import LoadedModel, load_model
 from edgekit.outputs import check_output_folder, staged
 from edgekit.progress import StepLog
-from edgekit.html_report import render_html
 from edgekit.report import artifact_entry, base_report, environment, render_markdown, write_json
 from edgekit.verify import Evidence, verify
 

@@ -19,11 +19,16 @@ class OpenVINORunner(Runner):
 
     def __init__(self, path: Path, threads: int | None = None, device: str = "CPU"):
         ov = require("openvino", "openvino")
-        config = {"INFERENCE_PRECISION_HINT": "f32"}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = ov.Core().compile_model(str(path), device, config)
-        self.execution = f"OpenVINO {device}"
+        core = ov.Core()
+        missing = device not in core.available_devices  # a profile's NPU/GPU this machine lacks
+        self.execution = f"OpenVINO CPU ({device} not present)" if missing else f"OpenVINO {device}"
+        device = "CPU" if missing else device
+        config = {}
+        if device == "CPU":  # the NPU and GPU plugins choose their own precision and threads
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+            if threads:
+                config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = core.compile_model(str(path), device, config)
         shape = self.compiled.inputs[0].get_partial_shape()
         self.input_shape = tuple(int(shape[i].get_length()) for i in range(1, shape.rank.get_length()))
         self.input_spec = {"dtype": "float32", "scale": None, "zero_point": None}
