@@ -178,3 +178,18 @@ def test_openvino_runner_falls_back_to_cpu_when_the_profile_device_is_absent(art
         pytest.skip("this machine has an NPU")
     runner = open_runner(artifacts / "all" / "digits.int8.xml", openvino_device="NPU")
     assert runner.execution == "OpenVINO CPU (NPU not present)"
+
+
+def test_estimates_need_no_tensorflow(artifacts):
+    """On a Pi with only `edgekit[tflite]` or `[onnx]`, estimates still work."""
+    import subprocess
+    import sys
+
+    files = [artifacts / "all" / "digits.int8.tflite", artifacts / "all" / "digits.int8.onnx"]
+    code = ("import sys; from edgekit.devices import load_profile; from edgekit.estimate import estimate_all; "
+            f"r = estimate_all([r'{files[0]}', r'{files[1]}'], load_profile('rpi4')); "
+            "heavy = [m for m in ('tensorflow', 'tf_keras', 'tf2onnx', 'nncf') if m in sys.modules]; "
+            "print(heavy, len(r))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[] 2"
