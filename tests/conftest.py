@@ -26,6 +26,19 @@ def digits(tmp_path_factory):
             "x_val": x_val, "y_val": y_val}
 
 
+@pytest.fixture(scope="session")
+def validated_run(digits, tmp_path_factory):
+    """compress --int8 to TFLite and ONNX with validation data and host latency: a report with
+    every field filled (accuracy, latency, report.html plots). Returns the output folder."""
+    from edgekit.cli import app
+
+    out = tmp_path_factory.mktemp("validated") / "out"
+    result = CliRunner().invoke(app, ["compress", str(digits["model"]), "--int8", "--data", str(digits["calib"]),
+                                      "--val", str(digits["val"]), "--formats", "tflite,onnx", "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
 @pytest.fixture
 def cli():
     """Run the edgekit CLI in-process; returns click's Result (exit_code, stdout, stderr).

@@ -12,17 +12,9 @@ from tests.conftest import refusal_line
 
 
 @pytest.fixture(scope="module")
-def baseline(digits, tmp_path_factory):
+def baseline(validated_run):
     """A real compress report, with validation accuracy and host latency."""
-    from typer.testing import CliRunner
-
-    from edgekit.cli import app
-
-    out = tmp_path_factory.mktemp("gate") / "out"
-    result = CliRunner().invoke(app, ["compress", str(digits["model"]), "--int8", "--data", str(digits["calib"]),
-                                      "--val", str(digits["val"]), "--formats", "tflite,onnx", "-o", str(out), "-q"])
-    assert result.exit_code == 0, result.output
-    return json.loads((out / "report.json").read_text())
+    return json.loads((validated_run / "report.json").read_text())
 
 
 def _write(tmp_path, name, report):

@@ -9,22 +9,8 @@ import subprocess
 import pytest
 
 
-@pytest.fixture(scope="module")
-def html_run(digits, tmp_path_factory):
-    """compress with validation data and host latency: every plot has data."""
-    from typer.testing import CliRunner
-
-    from edgekit.cli import app
-
-    out = tmp_path_factory.mktemp("html") / "out"
-    result = CliRunner().invoke(app, ["compress", str(digits["model"]), "--int8", "--data", str(digits["calib"]),
-                                      "--val", str(digits["val"]), "--formats", "tflite,onnx", "-o", str(out), "-q"])
-    assert result.exit_code == 0, result.output
-    return out
-
-
-def test_report_html_is_self_contained_with_three_plots(html_run):
-    page = (html_run / "report.html").read_text()
+def test_report_html_is_self_contained_with_three_plots(validated_run):
+    page = (validated_run / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert "<script" not in page and not re.search(r"""(src|href)=["']?(https?:|//|file:)""", page)
     plots = re.findall(r'<img alt="plot" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
@@ -60,13 +46,13 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (.ci/run installs it)")
-def test_report_html_renders_in_headless_chromium(html_run, tmp_path):
+def test_report_html_renders_in_headless_chromium(validated_run, tmp_path):
     from matplotlib import image
 
     shot = tmp_path / "report.png"
     done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                            f"--screenshot={shot}", "--window-size=1100,2000",
-                           (html_run / "report.html").resolve().as_uri()],
+                           (validated_run / "report.html").resolve().as_uri()],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
     pixels = image.imread(shot)[..., :3]
