@@ -20,7 +20,7 @@ from edgekit.artifact_facts import ArtifactFacts, read_facts
 from edgekit.devices import DeviceProfile, all_profiles
 from edgekit.errors import InputError
 
-FP32_BYTES = 4
+BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "int8": 1, "int8w": 1}
 
 
 class Incompatible(InputError):
@@ -62,8 +62,7 @@ def ideal_ms(profile: DeviceProfile, macs: int, weight_bytes: float, precision: 
 
 def reference_weight_bytes(profile: DeviceProfile) -> float:
     ref = profile.reference
-    width = {"fp32": FP32_BYTES, "fp16": 2, "int8": 1, "int8w": 1}[ref.precision]
-    return ref.params * width
+    return ref.params * BYTES_PER_WEIGHT[ref.precision]
 
 
 def efficiency(profile: DeviceProfile) -> tuple[float, str]:

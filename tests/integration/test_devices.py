@@ -170,14 +170,11 @@ def test_onnx_runner_falls_back_to_cpu_when_the_profile_asks_for_a_missing_provi
 
 
 def test_openvino_runner_falls_back_to_cpu_when_the_profile_device_is_absent(artifacts):
-    import openvino as ov
-
     from edgekit.runtime import open_runner
 
-    if "NPU" in ov.Core().available_devices:
-        pytest.skip("this machine has an NPU")
-    runner = open_runner(artifacts / "all" / "digits.int8.xml", openvino_device="NPU")
-    assert runner.execution == "OpenVINO CPU (NPU not present)"
+    # A device name no machine has, so the fallback is exercised everywhere (no skip on NPU hosts).
+    runner = open_runner(artifacts / "all" / "digits.int8.xml", openvino_device="NO_SUCH_DEVICE")
+    assert runner.execution == "OpenVINO CPU (NO_SUCH_DEVICE not present)"
 
 
 def test_estimates_need_no_tensorflow(artifacts):
