@@ -26,6 +26,11 @@ GlobalAveragePooling2D GlobalMaxPooling2D ZeroPadding2D Cropping2D UpSampling2D 
 Flatten Permute Dense Add Subtract Multiply Average Maximum Minimum Concatenate
 LayerNormalization Identity Functional Sequential Model
 """.split())
+# Keras 3 layers that ship outside keras.layers (in keras.applications) and their tf_keras
+# twin: same constructor arguments, same weights, same math.
+SHIPPED_TWINS = {
+    ("keras.src.applications.convnext", "LayerScale"): ("tf_keras.src.applications.convnext", "LayerScale"),
+}
 # Activation names that mean the same function in both. Keras 3's hard_sigmoid is
 # relu6(x+3)/6 while tf_keras' is 0.2x+0.5, so it is deliberately absent.
 SAME_ACTIVATIONS = frozenset("relu sigmoid softmax tanh linear elu selu softplus softsign exponential gelu mish swish".split())
@@ -54,7 +59,7 @@ def unbridgeable_layers(config: dict) -> list[str]:
 
     problems = []
     for ref in iter_layers(config):
-        if ref.class_name not in BRIDGEABLE:
+        if ref.class_name not in BRIDGEABLE and (ref.module, ref.class_name) not in SHIPPED_TWINS:
             problems.append(f"{ref.name} ({ref.class_name})")
         elif _activation_name(ref.config.get("activation")) is None and "activation" in ref.config:
             if not (ref.class_name == "Activation" and ref.config.get("activation") == "relu6"):
@@ -90,6 +95,7 @@ def translate(config: dict) -> dict:
 
 def _translate_layer(layer: dict) -> dict:
     class_name = layer["class_name"]
+    module = layer.get("module")
     cfg = _clean(layer.get("config", {}))
     if class_name in ("Functional", "Model"):
         class_name = "Functional"
@@ -97,6 +103,8 @@ def _translate_layer(layer: dict) -> dict:
     elif class_name == "Sequential":
         cfg["layers"] = [_translate_layer(child) for child in cfg.get("layers", [])]
         cfg.pop("build_input_shape", None)
+    elif (module, class_name) in SHIPPED_TWINS:
+        cfg = _accepted_keys(_tf_keras_twin(module, class_name), cfg)
     else:
         class_name, cfg = _translate_builtin(class_name, cfg)
     out = {"class_name": class_name, "config": cfg}
@@ -126,14 +134,28 @@ def _translate_builtin(class_name: str, cfg: dict) -> tuple[str, dict]:
                                    "dtype": cfg.get("dtype"), "max_value": 6.0}
     elif "activation" in cfg:
         cfg["activation"] = _activation_name(cfg["activation"])
-    return class_name, _accepted_keys(class_name, cfg)
-
-
-def _accepted_keys(class_name: str, cfg: dict) -> dict:
-    """Drop keys the tf_keras layer's constructor would reject (Keras 3 added several)."""
     from edgekit.keras_compat import tf_keras
 
-    cls = getattr(tf_keras().layers, class_name)
+    return class_name, _accepted_keys(getattr(tf_keras().layers, class_name), cfg)
+
+
+def _tf_keras_twin(module: str, class_name: str):
+    import importlib
+
+    from edgekit.keras_compat import tf_keras
+
+    tf_keras()
+    twin_module, twin_name = SHIPPED_TWINS[(module, class_name)]
+    return getattr(importlib.import_module(twin_module), twin_name)
+
+
+def tf_keras_twins() -> dict:
+    """Every twin class by name: what loading a saved rebuilt model needs."""
+    return {name: _tf_keras_twin(module, name) for module, name in SHIPPED_TWINS}
+
+
+def _accepted_keys(cls, cfg: dict) -> dict:
+    """Drop keys the tf_keras layer's constructor would reject (Keras 3 added several)."""
     params = set(_inspect.signature(cls.__init__).parameters) | BASE_LAYER_KEYS
     return {k: v for k, v in cfg.items() if k in params}
 
@@ -182,10 +204,13 @@ def bridge(keras3_model, seed: int = 0) -> BridgeResult:
     from edgekit.keras_compat import tf_keras
 
     keras = tf_keras()
-    tf_config = translate(_model_config(keras3_model))
+    config = _model_config(keras3_model)
+    tf_config = translate(config)
     check_node_references(tf_config, "the translated model")
+    used = {(ref.module, ref.class_name) for ref in iter_layers(config)}
+    twins = {name: _tf_keras_twin(module, name) for module, name in SHIPPED_TWINS if (module, name) in used}
     try:
-        rebuilt = keras.models.model_from_json(json.dumps(tf_config))
+        rebuilt = keras.models.model_from_json(json.dumps(tf_config), custom_objects=twins)
     except (TypeError, ValueError, KeyError, IndexError) as exc:
         raise BridgeUnavailable(f"tf_keras could not build the translated config ({first_line(exc)})") from None
     _copy_weights(keras3_model, rebuilt)

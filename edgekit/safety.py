@@ -55,7 +55,12 @@ clip_by_value pad image.resize compat.v1.image.resize split tile cast zeros_like
 
 OPAQUE_CLASSES = {"Lambda": "runs stored Python bytecode",
                   "TFSMLayer": "loads another model from a path",
-                  "TorchModuleWrapper": "unpickles a PyTorch module"}
+                  "TorchModuleWrapper": "unpickles a PyTorch module",
+                  "JaxLayer": "calls an arbitrary function", "FlaxLayer": "calls an arbitrary module"}
+
+# Packages whose own classes are Keras' code, not the file's (e.g. keras.src.applications.
+# convnext.LayerScale): a class defined in one of them is as trusted as the built-in layers.
+KERAS_PACKAGES = ("keras", "tf_keras", "tensorflow")
 
 
 @dataclass(frozen=True)
@@ -70,11 +75,6 @@ class LayerRef:
 class Scan:
     layers: list[LayerRef] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # "name (Class: why)"
-
-    @property
-    def custom_classes(self) -> list[str]:
-        return sorted({ref.class_name for ref in self.layers if ref.class_name not in BUILTIN_LAYERS
-                       and ref.class_name not in ("TFOpLambda", "SlicingOpLambda")})
 
 
 def group_layers(items: list[str], shown: int = 3) -> str:
@@ -144,9 +144,36 @@ def _refusal(ref: LayerRef) -> str | None:
         return None if ref.config.get("function") == "__operators__.getitem" else "calls an unknown function"
     if ref.module and not (ref.module == "keras" or ref.module.startswith(("keras.", "tf_keras."))):
         return f"defined in module {ref.module}, not in Keras"
-    if ref.class_name not in BUILTIN_LAYERS:
+    if ref.class_name not in BUILTIN_LAYERS and not shipped_with_keras(ref.module, ref.class_name):
         return "a custom class, not a Keras built-in layer"
     return None
+
+
+def shipped_with_keras(module: str | None, class_name: str) -> bool:
+    """A layer class that the installed keras/tf_keras/tensorflow package itself defines in
+    `module`: importing that module runs only Keras' own code, and the class found there
+    must be a Keras layer defined in it (a look-alike name elsewhere does not count)."""
+    import importlib
+    import importlib.util
+
+    if not module or module.split(".")[0] not in KERAS_PACKAGES or class_name in OPAQUE_CLASSES:
+        return False
+    from edgekit.errors import MissingDependencyError
+    from edgekit.keras_compat import tensorflow
+
+    try:
+        tensorflow()  # TF_USE_LEGACY_KERAS must be set before Keras 3 pulls TensorFlow in
+    except MissingDependencyError:
+        return False
+    try:
+        if importlib.util.find_spec(module) is None:
+            return False
+        cls = getattr(importlib.import_module(module), class_name, None)
+    except (ImportError, ValueError, AttributeError):
+        return False
+    return (isinstance(cls, type) and cls.__module__ == module
+            and any(base.__name__ == "Layer" and base.__module__.split(".")[0] in KERAS_PACKAGES
+                    for base in cls.__mro__))
 
 
 # --- graph references ----------------------------------------------------------------------

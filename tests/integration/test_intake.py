@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.conftest import snapshot
+from tests.conftest import refusal_line, snapshot
 
 
 def _keras3():
@@ -469,3 +469,59 @@ def test_inspect_names_batchnorm_after_activation(cli, tmp_path):
     model.save(tmp_path / "bn.h5")
     facts = json.loads(cli("inspect", tmp_path / "bn.h5", "--json").stdout)
     assert facts["qat_unsupported"] == ["bn_after_relu (BatchNormalization)"]
+
+
+# --- classes that ship with Keras ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def layer_scale_model(digits, tmp_path_factory):
+    """A Keras 3 CNN holding ConvNeXt's LayerScale (keras.src.applications.convnext), trained on digits."""
+    keras = _keras3()
+    from keras.src.applications.convnext import LayerScale
+
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    inp = L.Input((8, 8, 1))
+    x = L.Conv2D(16, 3, activation="relu")(inp)
+    x = LayerScale(0.5, 16, name="layer_scale")(x)
+    out = L.Dense(10, activation="softmax")(L.GlobalAveragePooling2D()(x))
+    model = keras.Model(inp, out)
+    calib = np.load(digits["calib"])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    model.fit(calib["x"], calib["y"], epochs=20, verbose=0)  # trained past a flat softmax: agreement means something
+    path = tmp_path_factory.mktemp("layerscale") / "scaled.keras"
+    model.save(path)
+    return path
+
+
+def test_a_keras_shipped_class_loads_without_trust_and_is_bridged(layer_scale_model, digits, cli, tmp_path):
+    out = tmp_path / "out"
+    result = cli("compress", layer_scale_model, "--int8", "--data", digits["calib"], "--val", digits["val"],
+                 "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["source"]["bridge"]["bridged"] and report["source"]["bridge"]["max_abs_diff"] <= 1e-5
+    assert {a["id"] for a in report["artifacts"]} == {f"{f}-{p}" for f in ("tflite", "onnx", "openvino")
+                                                      for p in ("fp32", "int8")}
+    agreements = {a["id"]: a["agreement"] for a in report["artifacts"]}
+    assert all(agreements[f"{f}-fp32"] == 1.0 and agreements[f"{f}-int8"] >= 0.9
+               for f in ("tflite", "onnx", "openvino")), agreements
+
+
+@pytest.mark.parametrize("module,class_name", [
+    ("my_company.convnext", "LayerScale"),               # the same name from another module
+    ("keras.src.applications.convnext_fake", "LayerScale"),  # a module Keras does not have
+    ("keras.src.applications.convnext", "StochasticDepthX"),  # a class that module does not define
+    ("keras.src.applications.convnext", "Lambda"),        # opaque classes stay refused wherever they come from
+    ("keras.src.layers", "TFSMLayer"),
+    ("keras.src.applications.convnext", "np"),            # a name there that is not a layer class
+])
+def test_a_look_alike_of_a_shipped_class_is_refused(layer_scale_model, module, class_name, cli, tmp_path):
+    def impostor(config):
+        layer = next(l for l in config["config"]["layers"] if l["class_name"] == "LayerScale")
+        layer["module"], layer["class_name"] = module, class_name
+
+    path = _rewrite_keras_config(layer_scale_model, tmp_path / "impostor.keras", impostor)
+    out = tmp_path / "out"
+    refusal_line(cli("compress", path, "-o", out), ["impostor.keras", "layer_scale", "refused", "--trust-model"])
+    assert not out.exists()
