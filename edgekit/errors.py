@@ -43,6 +43,10 @@ class VerificationError(InputError):
     """An exported artifact does not reproduce the Keras model: the export is wrong."""
 
 
+class ConversionError(InputError):
+    """A converter cannot express the model in its format (e.g. unsupported ops): that format fails."""
+
+
 class MissingDependencyError(InputError):
     """An optional dependency (an extra) is not installed."""
 
