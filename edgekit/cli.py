@@ -33,6 +33,8 @@ def _errors_to_exit_codes():
     except EdgekitError as exc:
         if _state["debug"]:
             err_console.print_exception()
+            if getattr(exc, "child_traceback", None):  # a step that failed in its child process
+                err_console.print(exc.child_traceback, markup=False)
         err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except BrokenPipeError:  # `edgekit ... --json | head`: the reader left; not an error
@@ -287,7 +289,16 @@ def _silence_native_stderr() -> None:
         pass  # no usable fd 2 (unusual hosts): keep the noise rather than fail
 
 
+def _terminate_like_interrupt(signum, frame):
+    """SIGTERM (CI cancels, `kill`, container stop) unwinds like Ctrl-C: staging and scratch
+    folders are removed and a running step's child process is stopped."""
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate_like_interrupt)
     if "--debug" not in sys.argv[1:]:
         _silence_native_stderr()
     app(prog_name="edgekit")
