@@ -1,6 +1,6 @@
 """The hand-written path a user would take without edgekit, from each library's own docs.
 
-    python benchmarks/handwritten.py MODEL.h5 CALIB.npz OUTDIR
+    python benchmarks/handwritten.py MODEL.h5 CALIB.npz OUTDIR [FORMAT]
 
 Writes OUTDIR/model.{fp32,int8}.{tflite,onnx,xml}:
 - TFLite: TFLiteConverter.from_keras_model; int8 with Optimize.DEFAULT, a representative
@@ -63,16 +63,19 @@ def openvino(model, calib, out: Path) -> None:
     ov.save_model(quantized, str(out / "model.int8.xml"))
 
 
-def main(model_path: str, calib_path: str, outdir: str) -> None:
+def main(model_path: str, calib_path: str, outdir: str, fmt: str | None = None) -> None:
+    """Every format in this one process, or only FORMAT (tflite, onnx or openvino)."""
     import tf_keras
 
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     model = tf_keras.models.load_model(model_path)
     calib = np.load(calib_path)["x"].astype(np.float32)
-    for convert in (tflite, onnx, openvino):
-        convert(model, calib, out)
+    converters = {"tflite": tflite, "onnx": onnx, "openvino": openvino}
+    for name, convert in converters.items():
+        if fmt in (None, name):
+            convert(model, calib, out)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

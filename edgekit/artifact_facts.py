@@ -19,6 +19,17 @@ from edgekit.errors import require
 
 
 @dataclass
+class MacOp:
+    """One conv or fully-connected op as the file holds it."""
+
+    name: str
+    macs: int
+    weights: int  # weight elements
+    int8_weights: bool  # its weights are stored as 8-bit integers
+    int8_compute: bool  # its activations are 8-bit too: it runs as an integer kernel
+
+
+@dataclass
 class ArtifactFacts:
     path: str
     format: str
@@ -29,6 +40,26 @@ class ArtifactFacts:
     input_dtype: str = "float32"
     output_dtype: str = "float32"
     dynamic_dims: bool = False
+    mac_ops: list[MacOp] = field(default_factory=list, repr=False)
+
+    def quantization(self) -> dict:
+        """What share of the conv/dense weights and MACs the file really holds in int8, and
+        which of those ops it left in float: the report states this, not the recipe."""
+        weights = sum(op.weights for op in self.mac_ops)
+        macs = sum(op.macs for op in self.mac_ops)
+        float_ops = [op.name for op in self.mac_ops if not op.int8_compute]
+        return {
+            "int8_weight_share": round(sum(op.weights for op in self.mac_ops if op.int8_weights) / weights, 4)
+            if weights else None,
+            "int8_mac_share": round(sum(op.macs for op in self.mac_ops if op.int8_compute) / macs, 4) if macs else None,
+            "mac_ops": len(self.mac_ops),
+            "float_mac_ops": len(float_ops),
+            "float_mac_op_names": float_ops[:MAX_NAMED_OPS],
+        }
+
+
+MAX_NAMED_OPS = 20
+INT8_TYPES = {"int8", "uint8"}
 
 
 def _numel(shape) -> int:
@@ -50,15 +81,21 @@ def _tflite_facts(path: Path) -> ArtifactFacts:
     interpreter = litert.Interpreter(model_path=str(path))
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     ops = interpreter._get_ops_details()  # the only API listing a model's ops and operands
-    macs, weight_types, result_types, fp16_weights = 0, set(), set(), False
+    macs, weight_types, result_types, fp16_weights, mac_ops = 0, set(), set(), False, []
     for op in ops:
         name = op["op_name"]
         if name in TFLITE_MAC_OPS:
             weight = tensors[int(op["inputs"][1])]
-            out = tensors[int(op["outputs"][0])]["shape"]
-            macs += _numel(out) * _numel(weight["shape"]) // max(int(out[-1]), 1)
-            weight_types.add(np.dtype(weight["dtype"]).name)
-            result_types.add(np.dtype(tensors[int(op["outputs"][0])]["dtype"]).name)
+            output = tensors[int(op["outputs"][0])]
+            out = output["shape"]
+            op_macs = _numel(out) * _numel(weight["shape"]) // max(int(out[-1]), 1)
+            macs += op_macs
+            weight_type = np.dtype(weight["dtype"]).name
+            weight_types.add(weight_type)
+            result_types.add(np.dtype(output["dtype"]).name)
+            activation_type = np.dtype(tensors[int(op["inputs"][0])]["dtype"]).name
+            mac_ops.append(MacOp(output["name"], op_macs, _numel(weight["shape"]), weight_type in INT8_TYPES,
+                                 weight_type in INT8_TYPES and activation_type in INT8_TYPES))
         elif name == "DEQUANTIZE" and np.dtype(tensors[int(op["inputs"][0])]["dtype"]) == np.float16:
             fp16_weights = True
     precision = ("int8" if weight_types & {"int8", "uint8"} and result_types <= {"int8", "uint8"}
@@ -68,7 +105,8 @@ def _tflite_facts(path: Path) -> ArtifactFacts:
         path=str(path), format="tflite", precision=precision, macs=int(macs), weight_bytes=path.stat().st_size,
         ops=sorted({op["op_name"] for op in ops}), input_dtype=np.dtype(first_in["dtype"]).name,
         output_dtype=np.dtype(first_out["dtype"]).name,
-        dynamic_dims=bool(np.any(np.asarray(first_in.get("shape_signature", first_in["shape"])) < 0)))
+        dynamic_dims=bool(np.any(np.asarray(first_in.get("shape_signature", first_in["shape"])) < 0)),
+        mac_ops=mac_ops)
 
 
 # --- ONNX ---------------------------------------------------------------------------------
@@ -86,14 +124,22 @@ def _onnx_facts(path: Path) -> ArtifactFacts:
     for info in [*graph.input, *graph.value_info, *graph.output]:
         dims = info.type.tensor_type.shape.dim
         shapes[info.name] = [d.dim_value if d.HasField("dim_value") else 0 for d in dims]
-    macs = 0
+    macs, mac_ops = 0, []
+    producers = {out: node for node in graph.node for out in node.output}
+    int8_initializers = {init.name for init in graph.initializer
+                         if init.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)}
     for node in graph.node:
         if node.op_type in ONNX_CONV_OPS | ONNX_MATMUL_OPS:
-            weight = shapes.get(node.input[ONNX_WEIGHT_INPUT.get(node.op_type, 1)])
+            weight_name = node.input[ONNX_WEIGHT_INPUT.get(node.op_type, 1)]
+            weight = shapes.get(weight_name)
             out = shapes.get(node.output[0])
             if weight and out:
                 channels = out[1] if node.op_type in ONNX_CONV_OPS else out[-1]
-                macs += _numel(out) * _numel(weight) // max(channels, 1)
+                op_macs = _numel(out) * _numel(weight) // max(channels, 1)
+                macs += op_macs
+                int8_weights, int8_compute = _onnx_int8(node, producers, int8_initializers)
+                mac_ops.append(MacOp(node.name or node.output[0], op_macs, _numel(weight), int8_weights,
+                                     int8_compute))
     kinds = {node.op_type for node in graph.node}
     float16 = onnx.TensorProto.FLOAT16
     precision = ("int8w" if "DynamicQuantizeLinear" in kinds or ("DequantizeLinear" in kinds and "QuantizeLinear" not in kinds)
@@ -106,7 +152,25 @@ def _onnx_facts(path: Path) -> ArtifactFacts:
         path=str(path), format="onnx", precision=precision, macs=int(macs), weight_bytes=path.stat().st_size,
         ops=sorted(kinds), input_dtype=elem.get(first_in.elem_type, "other"),
         output_dtype=elem.get(first_out.elem_type, "other"),
-        dynamic_dims=any(not d.HasField("dim_value") for d in first_in.shape.dim))
+        dynamic_dims=any(not d.HasField("dim_value") for d in first_in.shape.dim), mac_ops=mac_ops)
+
+
+def _onnx_int8(node, producers: dict, int8_initializers: set) -> tuple[bool, bool]:
+    """(int8 weights, int8 compute) of a conv/matmul node: integer ops are both; a float op
+    is int8 in QDQ form when its weight comes from DequantizeLinear of an 8-bit initializer
+    and its input from DequantizeLinear (ONNX Runtime fuses the pattern into an int8 kernel)."""
+    if node.op_type in ("ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul"):
+        return True, True
+
+    def dequantized_int8(name: str) -> bool:
+        producer = producers.get(name)
+        while producer is not None and producer.op_type in ("Transpose", "Reshape", "Identity"):
+            producer = producers.get(producer.input[0])
+        return producer is not None and producer.op_type == "DequantizeLinear" and (
+            producer.input[0] in int8_initializers or producers.get(producer.input[0]) is not None)
+
+    weights = dequantized_int8(node.input[1])
+    return weights, weights and dequantized_int8(node.input[0])
 
 
 # --- OpenVINO -----------------------------------------------------------------------------
@@ -114,7 +178,7 @@ def _onnx_facts(path: Path) -> ArtifactFacts:
 def _openvino_facts(path: Path) -> ArtifactFacts:
     ov = require("openvino", "openvino")
     model = ov.Core().read_model(str(path))
-    macs, kinds, constant_types = 0, set(), set()
+    macs, kinds, constant_types, mac_ops = 0, set(), set(), []
     for op in model.get_ordered_ops():
         kind = op.get_type_name()
         kinds.add(kind)
@@ -125,7 +189,12 @@ def _openvino_facts(path: Path) -> ArtifactFacts:
             if weight.is_static:
                 dims = [d.get_length() if d.is_static else 1 for d in out]
                 channels = dims[1] if kind != "MatMul" else dims[-1]
-                macs += _numel(dims) * _numel(weight.to_shape()) // max(channels, 1)
+                op_macs = _numel(dims) * _numel(weight.to_shape()) // max(channels, 1)
+                macs += op_macs
+                int8_weights = _openvino_int8_source(op.input_value(1).get_node())
+                int8_compute = int8_weights and _openvino_fake_quantized(op.input_value(0).get_node())
+                mac_ops.append(MacOp(op.get_friendly_name(), op_macs, _numel(weight.to_shape()), int8_weights,
+                                     int8_compute))
     precision = ("int8" if "FakeQuantize" in kinds
                  else "int8w" if constant_types & {"i8", "u8", "i4", "u4"}
                  else "fp16" if "f16" in constant_types else "fp32")
@@ -136,4 +205,30 @@ def _openvino_facts(path: Path) -> ArtifactFacts:
         weight_bytes=bin_path.stat().st_size if bin_path.is_file() else path.stat().st_size,
         ops=sorted(kinds), input_dtype=first_in.get_element_type().get_type_name().replace("f32", "float32"),
         output_dtype=model.outputs[0].get_element_type().get_type_name().replace("f32", "float32"),
-        dynamic_dims=first_in.get_partial_shape().is_dynamic)
+        dynamic_dims=first_in.get_partial_shape().is_dynamic, mac_ops=mac_ops)
+
+
+OV_PASS_THROUGH = {"Convert", "Subtract", "Multiply", "Reshape", "Transpose", "Unsqueeze", "Squeeze"}
+
+
+def _openvino_int8_source(node, depth: int = 0) -> bool:
+    """Weights are int8 when an 8-bit constant (NNCF's compressed weights) or a FakeQuantize
+    feeds the op through decompression ops (Convert, Subtract, Multiply, reshapes)."""
+    kind = node.get_type_name()
+    if kind == "Constant":
+        return node.get_output_element_type(0).get_type_name() in ("i8", "u8")
+    if kind == "FakeQuantize":
+        return True
+    if kind in OV_PASS_THROUGH and depth < 6:
+        return any(_openvino_int8_source(node.input_value(i).get_node(), depth + 1) for i in range(node.get_input_size()))
+    return False
+
+
+def _openvino_fake_quantized(node, depth: int = 0) -> bool:
+    """Activations are int8 when a FakeQuantize precedes the op (reshapes aside)."""
+    kind = node.get_type_name()
+    if kind == "FakeQuantize":
+        return True
+    if kind in ("Reshape", "Transpose", "Squeeze", "Unsqueeze") and depth < 4:
+        return _openvino_fake_quantized(node.input_value(0).get_node(), depth + 1)
+    return False

@@ -7,8 +7,8 @@ folder, model file, data), and every output is staged so a failure leaves nothin
 from __future__ import annotations
 
 import gzip
-import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -16,13 +16,15 @@ import numpy as np
 
 from edgekit.config import Recipe
 from edgekit.data import Dataset, load_dataset
-from edgekit.errors import GateFailure, InputError, ModelError
+from edgekit.errors import ConversionError, GateFailure, InputError, ModelError
 from edgekit.evaluate import accuracy
 from edgekit.export import FORMATS, exporter_for
-from edgekit.export.base import ExportRequest, artifact_names
+from edgekit.export.base import ExportRequest, artifact_names, freeze
+from edgekit.export.source import forget_live, keras_source, write_graph
 from edgekit.html_report import render_html
+from edgekit.memory import check_all_steps_fit
 from edgekit.model import LoadedModel, load_model
-from edgekit.outputs import check_output_folder, staged
+from edgekit.outputs import check_output_folder, scratch_folder, staged
 from edgekit.progress import StepLog
 from edgekit.report import artifact_entry, base_report, environment, render_markdown, write_json
 from edgekit.verify import Evidence, verify
@@ -108,13 +110,12 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
     if exported is not model:
         evidence = _reference_outputs(exported, evidence, log, "the fine-tuned model")
 
-    with staged(outdir) as staging, tempfile.TemporaryDirectory(prefix="edgekit-scratch-") as scratch:
-        request = ExportRequest(
-            model=exported, stem=stem, outdir=staging, scratch=Path(scratch), precisions=opts.precisions,
-            calibration=None if data.calibration is None else data.calibration.x, io_dtype=recipe.io_dtype,
-            qat_forward=qat_forward,
-        )
-        artifacts = [a for fmt in recipe.formats for a in exporter_for(fmt).export(request, log)]
+    with staged(outdir) as staging, scratch_folder() as scratch:
+        request = _export_request(opts, model, exported, qat_forward, data, staging, scratch, log)
+        try:
+            artifacts = _export_all(request, log)
+        finally:
+            forget_live()
         verdicts = []
         for artifact in artifacts:
             with log.step(f"Verify {artifact.path.name}"):
@@ -123,6 +124,7 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
         report = _build_report(opts, model, exported, data, original_accuracy, verdicts, stages, log)
         _add_latencies(report, latencies)
         report["timings_s"]["total"] = round(time.perf_counter() - started, 3)
+        report["peak_rss_mb"]["largest step"] = max(log.peaks.values(), default=None)
         with log.step("Write report.json, report.md and report.html"):
             write_json(report, staging / "report.json")
             (staging / "report.md").write_text(render_markdown(report))
@@ -131,6 +133,65 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
     report["output"] = str(outdir)
     _check_tolerance(report, recipe)
     return report
+
+
+def _export_request(opts: CompressOptions, model: LoadedModel, exported: LoadedModel, qat_forward, data: _Data,
+                    staging: Path, scratch: Path, log: StepLog) -> ExportRequest:
+    """Everything the converters need, as files they can open in a child process."""
+    from edgekit.steps import isolate_steps
+
+    shape, weight_bytes = exported.image_shape, 4 * exported.params
+    isolate = isolate_steps(weight_bytes)
+    request = ExportRequest(
+        source=_export_source(opts, model, exported, scratch, isolate, log), image_shape=shape,
+        stem=Path(opts.model).stem, outdir=staging, scratch=scratch, precisions=opts.precisions,
+        io_dtype=opts.recipe.io_dtype, weight_bytes=weight_bytes, formats=opts.recipe.formats, isolate=isolate)
+    if data.calibration is not None and opts.recipe.int8:
+        request.calibration = str(scratch / "calibration.npy")
+        np.save(request.calibration, data.calibration.x)
+        request.calibration_samples = len(data.calibration)
+    if qat_forward is not None:
+        with log.step("Trace and freeze the QAT model"):
+            request.qat_source = write_graph(freeze(qat_forward, shape), scratch / "qat.pb", shape)
+    return request
+
+
+def _export_source(opts: CompressOptions, model: LoadedModel, exported: LoadedModel, scratch: Path, isolate: bool,
+                   log: StepLog) -> dict:
+    """The model to export as a file: the user's tf_keras file when it is exported unchanged,
+    the working model saved to scratch when a child must load it, or the frozen graph of a
+    model with no tf_keras form (SavedModel, Keras 3 without a rebuild)."""
+    shape = exported.image_shape
+    if exported.keras_model is None:
+        with log.step("Trace and freeze the model's forward pass"):
+            return write_graph(freeze(exported.forward, shape), scratch / "frozen.pb", shape)
+    if exported is model and model.file.keras == "tf_keras":
+        path = Path(opts.model).resolve()
+    else:
+        path = scratch / "working.h5"
+        if isolate:
+            with log.step("Save the working model for the conversion steps"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tf_keras calls HDF5 "legacy": it is what tf_keras loads fastest
+                exported.keras_model.save(path)
+    return keras_source(path, shape, opts.custom_objects, opts.trust_model, live=exported.keras_model)
+
+
+def _export_all(request: ExportRequest, log: StepLog) -> list:
+    """Every format; one whose converter cannot express the model fails, and the error
+    names its ops and the formats that did work, so the rerun is one flag away."""
+    check_all_steps_fit(request)
+    artifacts, failures = [], []
+    for fmt in request.formats:
+        try:
+            artifacts += exporter_for(fmt).export(request, log)
+        except ConversionError as exc:
+            failures.append(str(exc))
+    if failures:
+        failed = [f.split(":")[0] for f in failures]
+        worked = [f for f in request.formats if f not in failed]
+        way_out = f"; the other formats worked: rerun with --formats {','.join(worked)}" if worked else ""
+        raise ConversionError(f"{'; '.join(failures)}{way_out} (nothing was written)")
+    return artifacts
 
 
 def _describe_model(model: LoadedModel, log: StepLog) -> None:
@@ -254,6 +315,23 @@ def gzip_size(files: list[Path]) -> int:
     return sum(len(gzip.compress(f.read_bytes(), compresslevel=9)) for f in files)
 
 
+MOSTLY_FLOAT = 0.5  # an int8 artifact running less than this share of its MACs in int8 is flagged
+
+
+def _quantization_read_back(artifact, log: StepLog) -> dict:
+    """What the file really holds (int8 share of weights and MACs, conv/dense ops left in
+    float), read from the file: the recipe says what was asked, this says what happened."""
+    from edgekit.artifact_facts import read_facts
+
+    facts = read_facts(artifact.path, artifact.format).quantization()
+    share = facts["int8_mac_share"]
+    facts["mostly_float"] = bool(artifact.precision == "int8" and share is not None and share < MOSTLY_FLOAT)
+    if facts["mostly_float"]:
+        log.note(f"{artifact.path.name} was asked to be int8 but runs only {share:.0%} of its MACs in int8 "
+                 f"({facts['float_mac_ops']} of {facts['mac_ops']} conv/dense ops in float)")
+    return facts
+
+
 def _data_entry(ds: Dataset | None) -> dict | None:
     return None if ds is None else {"path": str(ds.source), "samples": len(ds), "preprocess": ds.preprocess}
 
@@ -266,6 +344,7 @@ def _build_report(opts, model: LoadedModel, exported: LoadedModel, data: _Data, 
     for verdict in verdicts:
         entry = artifact_entry(verdict, fp32_sizes, sparsity)
         entry["gzip_bytes"] = gzip_size(verdict.artifact.files) if stages and "prune" in stages else None
+        entry["quantization"] = _quantization_read_back(verdict.artifact, log)
         artifacts.append(entry)
     recipe = opts.recipe.model_dump(mode="json")
     recipe["precisions"] = opts.precisions
@@ -287,6 +366,7 @@ def _build_report(opts, model: LoadedModel, exported: LoadedModel, data: _Data, 
         "stages": stages,
         "artifacts": artifacts,
         "timings_s": dict(log.times),
+        "peak_rss_mb": dict(log.peaks),  # per step: a child's own peak, or this process's during the step
         "environment": environment(),
     })
     return report

@@ -89,7 +89,8 @@ def _rows(report: dict):
         packed = (_size(a["gzip_bytes"]),) if gzip else ()
         latency = a.get("latency_ms") or {}
         p50 = "—" if not latency else f"{latency['p50']:.3g}"
-        yield (a["id"], a["path"], _size(a["size_bytes"]), ratio, *packed, _check(a),
+        flag = " (mostly float)" if (a.get("quantization") or {}).get("mostly_float") else ""
+        yield (a["id"] + flag, a["path"], _size(a["size_bytes"]), ratio, *packed, _check(a),
                _pct(acc.get("top1")), _pct(acc.get("top5")), p50)
 
 

@@ -6,8 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
-
 from edgekit.progress import StepLog
 
 # File suffixes per format; the first one is the artifact's main file.
@@ -19,41 +17,53 @@ PRECISIONS = {"tflite": {"fp32", "fp16", "int8", "int8w"}, "onnx": {"fp32", "int
 
 @dataclass
 class ExportRequest:
-    model: Any  # edgekit.model.LoadedModel
+    """One run's export job. Converters reach the model only through `source` (a file, see
+    edgekit.export.source) and run each heavy step through `run`, in a child process when
+    `isolate` is set, so memory never adds up across steps."""
+
+    source: dict  # the model to export: a "keras" or "graph" source
+    image_shape: tuple[int, int, int]
     stem: str
     outdir: Path  # the staging folder: artifacts only
-    scratch: Path  # intermediates that are not artifacts
+    scratch: Path  # intermediates that are not artifacts; the children's working folder
     precisions: list[str]  # e.g. ["fp32", "int8"] or ["fp32", "int8w"]
-    calibration: np.ndarray | None  # preprocessed float32 NHWC, for "int8"
+    calibration: str | None = None  # .npy of preprocessed float32 NHWC samples, for "int8"
+    calibration_samples: int = 0
     io_dtype: str = "float32"  # TFLite integer I/O for accelerators
-    qat_forward: Any = None  # the QAT model's forward pass: int8 from its learned ranges
+    qat_source: dict | None = None  # the QAT model's frozen graph: int8 from its learned ranges
+    weight_bytes: int = 0  # for the memory estimates
+    formats: list[str] = field(default_factory=list)
+    isolate: bool = False
 
-    _frozen: "FrozenGraph | None" = field(default=None, init=False, repr=False)
-    _frozen_qat: "FrozenGraph | None" = field(default=None, init=False, repr=False)
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return self.model.image_shape
-
-    def frozen(self) -> "FrozenGraph":
-        """The forward pass traced once and its variables folded into constants: the one
-        graph every converter starts from. Freezing makes tf_keras, Keras 3 and SavedModel
-        inputs look alike (Keras 3 variables are otherwise left as READ_VARIABLE ops in
-        TFLite, and tf2onnx misses some captured tf_keras variables), and it makes the
-        TFLite conversion of large models much faster."""
-        if self._frozen is None:
-            self._frozen = freeze(self.model.forward, self.image_shape)
-        return self._frozen
+    _graph: dict | None = field(default=None, init=False, repr=False)
 
     @property
     def from_qat(self) -> bool:
-        return self.qat_forward is not None
+        return self.qat_source is not None
 
-    def frozen_qat(self) -> "FrozenGraph":
-        """The QAT model's graph (fake-quant ops with learned ranges), frozen once."""
-        if self._frozen_qat is None:
-            self._frozen_qat = freeze(self.qat_forward, self.image_shape)
-        return self._frozen_qat
+    def graph_source(self, log: StepLog) -> dict:
+        """The frozen, inlined graph that tf2onnx and OpenVINO convert: made once per run."""
+        if self.source["kind"] == "graph":
+            return self.source
+        if self._graph is None:
+            self._graph = self.run("freeze", "Trace and freeze the model's forward pass",
+                                   "edgekit.export.source:freeze_step",
+                                   {"source": self.source, "out": str(self.scratch / "frozen.pb")}, log)
+        return self._graph
+
+    def run(self, kind: str, label: str, target: str, kwargs: dict, log: StepLog):
+        """One heavy step: refused up front if it cannot fit, timed, its peak memory recorded."""
+        from edgekit.memory import check_fits, way_out
+        from edgekit.steps import StepKilled, run_step
+
+        check_fits(kind, label, self.weight_bytes, self.formats)
+        with log.step(label) as stats:
+            try:
+                done = run_step(target, kwargs, isolate=self.isolate, workdir=self.scratch, label=label)
+            except StepKilled as exc:
+                raise StepKilled(f"{exc}. Free memory, or leave it out: {way_out(kind, self.formats)}") from None
+            stats.peak_rss_mb = done.peak_rss_mb
+        return done.result
 
     def precisions_for(self, fmt: str) -> list[str]:
         return [p for p in self.precisions if p in PRECISIONS[fmt]]
@@ -85,16 +95,26 @@ class Artifact:
 
 @dataclass(frozen=True)
 class FrozenGraph:
-    function: Any  # a ConcreteFunction with constants in place of variables
+    """The forward pass as one self-contained GraphDef: variables folded into constants and
+    every function call inlined (edgekit.export.graph_fixes), so each converter sees plain ops."""
+
+    graph_def: Any
     input_name: str  # tensor names, e.g. "input:0"
     output_name: str
 
     @property
-    def graph_def(self):
-        return self.function.graph.as_graph_def()
+    def function(self):
+        """The graph as a ConcreteFunction (what TFLiteConverter.from_concrete_functions takes)."""
+        from edgekit.keras_compat import tensorflow
+
+        tf = tensorflow()
+        wrapped = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(self.graph_def, name=""), [])
+        graph = wrapped.graph
+        return wrapped.prune(graph.as_graph_element(self.input_name), graph.as_graph_element(self.output_name))
 
 
 def freeze(forward, image_shape) -> FrozenGraph:
+    from edgekit.export.graph_fixes import portable_graph
     from edgekit.keras_compat import tensorflow
 
     tf = tensorflow()
@@ -103,7 +123,7 @@ def freeze(forward, image_shape) -> FrozenGraph:
     spec = tf.TensorSpec((None, *image_shape), tf.float32, name="input")
     concrete = tf.function(forward).get_concrete_function(spec)
     frozen = convert_variables_to_constants_v2(concrete)
-    return FrozenGraph(frozen, frozen.inputs[0].name, frozen.outputs[0].name)
+    return FrozenGraph(portable_graph(frozen.graph.as_graph_def()), frozen.inputs[0].name, frozen.outputs[0].name)
 
 
 class Exporter(Protocol):

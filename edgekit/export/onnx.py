@@ -1,5 +1,7 @@
 """ONNX export: tf2onnx (from the shared frozen graph) for fp32, then onnxruntime.quantization from that fp32 file.
 
+Each conversion and quantization is a step (edgekit.steps): paths in, files out.
+
 Static int8 is QDQ with per-channel signed weights and unsigned activations (U8S8): on x86
 ORT's signed-activation kernels ran slower than fp32 (DESIGN.md, pitfalls), U8S8 faster.
 """
@@ -8,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.errors import require
+from pathlib import Path
+
+from edgekit.errors import ConversionError, require
 from edgekit.export.base import Artifact, ExportRequest
 from edgekit.progress import StepLog
 
@@ -30,76 +34,105 @@ class OnnxExporter:
 
     def export(self, request: ExportRequest, log: StepLog) -> list[Artifact]:
         (fp32_path,) = request.files(self.format, "fp32")
-        with log.step("ONNX: convert fp32 (tf2onnx)"):
-            self._convert(request, fp32_path)
+        graph = request.graph_source(log)
+        request.run("onnx-convert", "ONNX: convert fp32 (tf2onnx)", "edgekit.export.onnx:convert",
+                    {"source": graph, "out": str(fp32_path)}, log)
         artifacts = [Artifact(self.format, "fp32", [fp32_path], settings={"opset": OPSET})]
         if "int8" in request.precisions and request.from_qat:
-            artifacts.append(self._from_qat(request, log))
+            (path,) = request.files(self.format, "int8")
+            request.run("onnx-convert", "ONNX: convert int8 from the QAT model (tf2onnx)",
+                        "edgekit.export.onnx:convert_qat", {"source": request.qat_source, "out": str(path)}, log)
+            artifacts.append(Artifact(self.format, "int8", [path],
+                                      settings={"method": "QAT (learned ranges)", "weights": "int8 per-channel",
+                                                "activations": "QDQ from tfmot ranges"}))
             return artifacts
-        if "int8" in request.precisions or "int8w" in request.precisions:
-            with log.step("ONNX: prepare for quantization (quant_pre_process)"):
-                prepared = self._prepare(request, fp32_path)
         if "int8" in request.precisions:
-            artifacts.append(self._quantize_static(request, prepared, log))
+            (path,) = request.files(self.format, "int8")
+            request.run("onnx-quantize", f"ONNX: calibrate and quantize int8 ({request.calibration_samples} samples)",
+                        "edgekit.export.onnx:quantize_static",
+                        {"fp32": str(fp32_path), "out": str(path), "calibration": request.calibration,
+                         "input_name": graph["input_name"]}, log)
+            artifacts.append(Artifact(self.format, "int8", [path], settings={
+                "method": "static QDQ", "weights": "int8 per-channel", "activations": "uint8",
+                "calibration": "MinMax"}))
         if "int8w" in request.precisions:
-            artifacts.append(self._quantize_dynamic(request, prepared, log))
+            (path,) = request.files(self.format, "int8w")
+            request.run("onnx-quantize", "ONNX: quantize weights to int8 (dynamic)",
+                        "edgekit.export.onnx:quantize_dynamic", {"fp32": str(fp32_path), "out": str(path)}, log)
+            artifacts.append(Artifact(self.format, "int8w", [path],
+                                      settings={"method": "dynamic", "weights": "int8 per-channel"}))
         return artifacts
 
-    @staticmethod
-    def _prepare(request: ExportRequest, fp32_path):
-        """onnxruntime's recommended pre-pass (shape inference, graph optimization), once."""
-        require("onnxruntime.quantization", "onnx")
-        from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        prepared = request.scratch / "onnx-prepared.onnx"
-        quant_pre_process(str(fp32_path), str(prepared))
-        return prepared
+# --- steps (each may run in a child process: paths in, files out) -------------------------
 
-    def _from_qat(self, request: ExportRequest, log: StepLog) -> Artifact:
-        """The QAT graph's fake-quant ops become QDQ with the learned ranges; weights int8."""
-        import onnx
+def convert(source: dict, out: str) -> None:
+    """tf2onnx from a frozen graph, with the large weights kept out of the converter
+    (edgekit.export.onnx_weights); a graph with ops ONNX cannot express fails this format."""
+    tf2onnx = require("tf2onnx", "compress")
+    import onnx
 
-        from edgekit.export.onnx_qdq import store_weights_int8
+    from edgekit.export.onnx_weights import attach_weights, lift_large_constants
+    from edgekit.export.source import frozen_graph
 
-        (path,) = request.files(self.format, "int8")
-        with log.step("ONNX: convert int8 from the QAT model (tf2onnx)"):
-            self._convert(request, path, request.frozen_qat())
-            model = onnx.load(str(path))
-            store_weights_int8(model)
-            onnx.save(model, str(path))
-        return Artifact(self.format, "int8", [path],
-                        settings={"method": "QAT (learned ranges)", "weights": "int8 per-channel",
-                                  "activations": "QDQ from tfmot ranges"})
+    frozen = frozen_graph(source)
+    graph_def, weights = lift_large_constants(frozen.graph_def)
+    model, _ = tf2onnx.convert.from_graph_def(
+        graph_def, input_names=[frozen.input_name, *weights], output_names=[frozen.output_name], opset=OPSET)
+    del graph_def
+    attach_weights(model, weights)
+    onnx.save(model, out)
+    check_standard_ops(out)
 
-    @staticmethod
-    def _convert(request: ExportRequest, path, frozen=None) -> None:
-        tf2onnx = require("tf2onnx", "compress")
-        frozen = frozen or request.frozen()
-        tf2onnx.convert.from_graph_def(frozen.graph_def, input_names=[frozen.input_name],
-                                       output_names=[frozen.output_name], opset=OPSET, output_path=str(path))
 
-    def _quantize_static(self, request: ExportRequest, prepared, log: StepLog) -> Artifact:
-        quant = require("onnxruntime.quantization", "onnx")
-        (path,) = request.files(self.format, "int8")
-        with log.step(f"ONNX: calibrate and quantize int8 ({len(request.calibration)} samples)"):
-            quant.quantize_static(
-                str(prepared), str(path), _CalibrationReader(request.calibration, request.frozen().input_name),
-                quant_format=quant.QuantFormat.QDQ, per_channel=True,
-                activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8,
-                calibrate_method=quant.CalibrationMethod.MinMax,
-            )
-        settings = {"method": "static QDQ", "weights": "int8 per-channel", "activations": "uint8",
-                    "calibration": "MinMax"}
-        return Artifact(self.format, "int8", [path], settings=settings)
+def check_standard_ops(path: str) -> None:
+    """tf2onnx logs ops it cannot convert and copies them into the graph as they were:
+    such a file loads nowhere. Every node must be an op the ONNX standard defines."""
+    import onnx
 
-    def _quantize_dynamic(self, request: ExportRequest, prepared, log: StepLog) -> Artifact:
-        quant = require("onnxruntime.quantization", "onnx")
-        (path,) = request.files(self.format, "int8w")
-        with log.step("ONNX: quantize weights to int8 (dynamic)"):
-            quant.quantize_dynamic(str(prepared), str(path), weight_type=quant.QuantType.QInt8,
-                                   per_channel=True)
-        return Artifact(self.format, "int8w", [path],
-                        settings={"method": "dynamic", "weights": "int8 per-channel"})
+    model = onnx.load(path, load_external_data=False)
+    unknown = sorted({f"{n.domain + '.' if n.domain else ''}{n.op_type}" for n in model.graph.node
+                      if not onnx.defs.has(n.op_type, n.domain or "")})
+    if unknown:
+        raise ConversionError(f"onnx: tf2onnx cannot convert the ops {', '.join(unknown)}")
+
+
+def convert_qat(source: dict, out: str) -> None:
+    """The QAT graph's fake-quant ops become QDQ with the learned ranges; weights int8."""
+    import onnx
+
+    from edgekit.export.onnx_qdq import store_weights_int8
+
+    convert(source, out)
+    model = onnx.load(out)
+    store_weights_int8(model)
+    onnx.save(model, out)
+
+
+def _prepare(fp32: str) -> str:
+    """onnxruntime's recommended pre-pass (shape inference, graph optimization), into the
+    current folder: the step's scratch folder."""
+    require("onnxruntime.quantization", "onnx")
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = str(Path.cwd() / f"{Path(fp32).stem}-prepared.onnx")
+    quant_pre_process(fp32, prepared)
+    return prepared
+
+
+def quantize_static(fp32: str, out: str, calibration: str, input_name: str) -> None:
+    quant = require("onnxruntime.quantization", "onnx")
+    quant.quantize_static(
+        _prepare(fp32), out, _CalibrationReader(np.load(calibration), input_name),
+        quant_format=quant.QuantFormat.QDQ, per_channel=True,
+        activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8,
+        calibrate_method=quant.CalibrationMethod.MinMax,
+    )
+
+
+def quantize_dynamic(fp32: str, out: str) -> None:
+    quant = require("onnxruntime.quantization", "onnx")
+    quant.quantize_dynamic(_prepare(fp32), out, weight_type=quant.QuantType.QInt8, per_channel=True)
 
 
 class _CalibrationReader:

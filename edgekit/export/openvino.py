@@ -1,12 +1,14 @@
 """OpenVINO IR export: openvino.convert_model once (from the shared frozen graph), NNCF for int8 on that converted model.
 
-NNCF 3 has no TensorFlow backend, so quantization runs on the OpenVINO model.
-fp32 IR is saved with compress_to_fp16=False (save_model's default would halve it to fp16).
+Each conversion and quantization is a step (edgekit.steps): paths in, files out; the
+quantizers read the fp32 IR back. NNCF 3 has no TensorFlow backend, so quantization runs
+on the OpenVINO model. fp32 IR is saved with compress_to_fp16=False (save_model's default
+would halve it to fp16).
 """
 
 from __future__ import annotations
 
-from edgekit.errors import require
+from edgekit.errors import ConversionError, first_line, require
 from edgekit.export.base import Artifact, ExportRequest
 from edgekit.progress import StepLog
 
@@ -15,52 +17,71 @@ class OpenVINOExporter:
     format = "openvino"
 
     def export(self, request: ExportRequest, log: StepLog) -> list[Artifact]:
-        ov = require("openvino", "openvino")
-        with log.step("OpenVINO: convert fp32"):
-            model = ov.convert_model(request.frozen().graph_def, input=[(-1, *request.image_shape)])
-            fp32_files = request.files(self.format, "fp32")
-            ov.save_model(model, str(fp32_files[0]), compress_to_fp16=False)
+        fp32_files = request.files(self.format, "fp32")
+        fp16_files = request.files(self.format, "fp16") if "fp16" in request.precisions else None
+        request.run("openvino-convert", "OpenVINO: convert fp32" + (" and save FP16" if fp16_files else ""),
+                    "edgekit.export.openvino:convert",
+                    {"source": request.graph_source(log), "out": str(fp32_files[0]),
+                     "fp16_out": str(fp16_files[0]) if fp16_files else None}, log)
         artifacts = [Artifact(self.format, "fp32", fp32_files)]
-        if "fp16" in request.precisions:
-            files = request.files(self.format, "fp16")
-            with log.step("OpenVINO: save FP16"):
-                ov.save_model(model, str(files[0]), compress_to_fp16=True)
-            artifacts.append(Artifact(self.format, "fp16", files, settings={"method": "FP16 weights"}))
+        if fp16_files:
+            artifacts.append(Artifact(self.format, "fp16", fp16_files, settings={"method": "FP16 weights"}))
         if "int8" in request.precisions and request.from_qat:
             files = request.files(self.format, "int8")
-            with log.step("OpenVINO: convert int8 from the QAT model"):
-                quantized = ov.convert_model(request.frozen_qat().graph_def, input=[(-1, *request.image_shape)])
-                ov.save_model(quantized, str(files[0]), compress_to_fp16=False)
+            request.run("openvino-convert", "OpenVINO: convert int8 from the QAT model",
+                        "edgekit.export.openvino:convert", {"source": request.qat_source, "out": str(files[0])}, log)
             artifacts.append(Artifact(self.format, "int8", files,
                                       settings={"method": "QAT (learned ranges): FakeQuantize"}))
         elif "int8" in request.precisions:
-            artifacts.append(self._quantize(model, request, log))
+            files = request.files(self.format, "int8")
+            n = request.calibration_samples
+            request.run("openvino-quantize", f"OpenVINO: calibrate and quantize int8 with NNCF ({n} samples)",
+                        "edgekit.export.openvino:quantize",
+                        {"fp32": str(fp32_files[0]), "out": str(files[0]), "calibration": request.calibration}, log)
+            artifacts.append(Artifact(self.format, "int8", files,
+                                      settings={"method": "NNCF post-training quantization", "preset": "performance",
+                                                "subset_size": n}))
         if "int8w" in request.precisions:
-            artifacts.append(self._compress_weights(model, request, log))
+            files = request.files(self.format, "int8w")
+            request.run("openvino-quantize", "OpenVINO: compress weights to int8 (NNCF)",
+                        "edgekit.export.openvino:compress_weights", {"fp32": str(fp32_files[0]), "out": str(files[0])},
+                        log)
+            artifacts.append(Artifact(self.format, "int8w", files,
+                                      settings={"method": "NNCF weight compression", "mode": "INT8_ASYM"}))
         return artifacts
 
-    def _quantize(self, model, request: ExportRequest, log: StepLog) -> Artifact:
-        ov = require("openvino", "openvino")
-        with log.step(f"OpenVINO: calibrate and quantize int8 with NNCF ({len(request.calibration)} samples)"):
-            nncf = _quiet_nncf()
-            x = request.calibration
-            dataset = nncf.Dataset([x[i:i + 1] for i in range(len(x))])
-            quantized = nncf.quantize(model, dataset, subset_size=len(x))
-            files = request.files(self.format, "int8")
-            ov.save_model(quantized, str(files[0]), compress_to_fp16=False)
-        return Artifact(self.format, "int8", files,
-                        settings={"method": "NNCF post-training quantization", "preset": "performance",
-                                  "subset_size": len(x)})
 
-    def _compress_weights(self, model, request: ExportRequest, log: StepLog) -> Artifact:
-        ov = require("openvino", "openvino")
-        with log.step("OpenVINO: compress weights to int8 (NNCF)"):
-            nncf = _quiet_nncf()
-            compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
-            files = request.files(self.format, "int8w")
-            ov.save_model(compressed, str(files[0]), compress_to_fp16=False)
-        return Artifact(self.format, "int8w", files,
-                        settings={"method": "NNCF weight compression", "mode": "INT8_ASYM"})
+# --- steps (each may run in a child process: paths in, files out) -------------------------
+
+def convert(source: dict, out: str, fp16_out: str | None = None) -> None:
+    ov = require("openvino", "openvino")
+    from edgekit.export.source import frozen_graph
+
+    try:
+        model = ov.convert_model(frozen_graph(source).graph_def, input=[(-1, *source["image_shape"])])
+    except Exception as exc:  # noqa: BLE001 - OpConversionFailure and friends share no public base
+        if "Conversion" not in type(exc).__name__ and "conversion" not in str(exc).lower():
+            raise
+        raise ConversionError(f"openvino: convert_model cannot convert this model ({first_line(exc)})") from None
+    ov.save_model(model, out, compress_to_fp16=False)
+    if fp16_out:
+        ov.save_model(model, fp16_out, compress_to_fp16=True)
+
+
+def quantize(fp32: str, out: str, calibration: str) -> None:
+    import numpy as np
+
+    ov, nncf = require("openvino", "openvino"), _quiet_nncf()
+    x = np.load(calibration)
+    dataset = nncf.Dataset([x[i:i + 1] for i in range(len(x))])
+    quantized = nncf.quantize(ov.Core().read_model(fp32), dataset, subset_size=len(x))
+    ov.save_model(quantized, out, compress_to_fp16=False)
+
+
+def compress_weights(fp32: str, out: str) -> None:
+    ov, nncf = require("openvino", "openvino"), _quiet_nncf()
+    compressed = nncf.compress_weights(ov.Core().read_model(fp32), mode=nncf.CompressWeightsMode.INT8_ASYM)
+    ov.save_model(compressed, out, compress_to_fp16=False)
 
 
 def _quiet_nncf():

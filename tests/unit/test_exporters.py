@@ -23,18 +23,25 @@ def keras_model(loaded):
     return loaded.keras_model
 
 
-def _request(loaded, digits, tmp_path, precisions):
-    calib = np.load(digits["calib"])["x"][:64]
+def _request(loaded, digits, tmp_path, precisions, isolate=False):
+    from edgekit.export.source import keras_source
+
     (tmp_path / "out").mkdir()
     (tmp_path / "scratch").mkdir()
-    return ExportRequest(model=loaded, stem="m", outdir=tmp_path / "out",
-                         scratch=tmp_path / "scratch", precisions=precisions, calibration=calib)
+    calib = tmp_path / "scratch" / "calibration.npy"
+    np.save(calib, np.load(digits["calib"])["x"][:64])
+    source = keras_source(digits["model"], loaded.image_shape, live=None if isolate else loaded.keras_model)
+    return ExportRequest(source=source, image_shape=loaded.image_shape, stem="m", outdir=tmp_path / "out",
+                         scratch=tmp_path / "scratch", precisions=precisions, calibration=str(calib),
+                         calibration_samples=64, isolate=isolate, formats=list(FORMATS))
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("precisions", [["fp32", "int8"], ["fp32", "int8w"]])
-def test_exporter_writes_runnable_artifacts(fmt, precisions, loaded, keras_model, digits, tmp_path):
-    request = _request(loaded, digits, tmp_path, precisions)
+@pytest.mark.parametrize("precisions,isolate", [(["fp32", "int8"], False), (["fp32", "int8w"], False),
+                                                (["fp32", "int8"], True)])
+def test_exporter_writes_runnable_artifacts(fmt, precisions, isolate, loaded, keras_model, digits, tmp_path):
+    """In this process and with every step in a child process of its own: the same files."""
+    request = _request(loaded, digits, tmp_path, precisions, isolate)
     artifacts = exporter_for(fmt).export(request, StepLog(quiet=True))
     assert [a.precision for a in artifacts] == precisions
     x = digits["x_val"][:50]

@@ -1,0 +1,60 @@
+"""The models people bring: keras.applications in both Keras flavours (weights=None, small
+inputs) compress to int8 in all three formats with every fp32 file verified.
+
+Each model is built in a child process and compressed by the real `edgekit compress`
+command in another, as a user runs it. The conversion steps run in that process
+(EDGEKIT_STEP_PROCESSES=inline: the same step functions, without a TensorFlow start-up per
+step) except for one model that takes the child-process path that models of ≥ 32 MiB of
+weights take by default. The small grouped-convolution model is in test_memory_and_failures.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ZOO = [
+    ("keras3", "ResNet50", 32), ("keras3", "EfficientNetV2B0", 32), ("keras3", "DenseNet121", 32),
+    ("keras3", "ConvNeXtTiny", 32), ("keras3", "NASNetMobile", 32), ("keras3", "MobileNetV3Small", 32),
+    ("keras3", "Xception", 71), ("keras3", "InceptionV3", 75),
+    ("tf_keras", "ResNet50", 32), ("tf_keras", "EfficientNetB0", 32), ("tf_keras", "MobileNetV3Small", 32),
+    ("tf_keras", "DenseNet121", 32), ("tf_keras", "RegNetX002", 32),
+]
+FORMATS = ("tflite", "onnx", "openvino")
+CHILD_STEPS = ("tf_keras", "ResNet50")
+
+
+@pytest.mark.parametrize("flavour,name,size", ZOO, ids=[f"{f}-{n}" for f, n, _ in ZOO])
+def test_application_compresses_to_int8_in_all_formats(flavour, name, size, tmp_path):
+    built = subprocess.run([sys.executable, "-m", "tests.zoo_build", flavour, name, str(size), str(tmp_path)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-2000:]
+    model = Path(built.stdout.strip().splitlines()[-1])
+    out = tmp_path / "out"
+    mode = "child" if (flavour, name) == CHILD_STEPS else "inline"
+    run = subprocess.run([sys.executable, "-m", "edgekit", "compress", str(model), "--int8",
+                          "--data", str(tmp_path / "data.npz"), "-o", str(out), "--no-bench", "-q"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                         env={**os.environ, "EDGEKIT_STEP_PROCESSES": mode})
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    if flavour == "keras3":
+        assert report["source"]["bridge"]["bridged"], report["source"]["bridge"]
+    artifacts = {a["id"]: a for a in report["artifacts"]}
+    assert set(artifacts) == {f"{f}-{p}" for f in FORMATS for p in ("fp32", "int8")}
+    for fmt in FORMATS:
+        fp32, int8 = artifacts[f"{fmt}-fp32"], artifacts[f"{fmt}-int8"]
+        assert fp32["verification"]["max_abs_diff"] <= 1e-4
+        assert fp32["agreement"] == 1.0  # same top-1 as Keras on every input: outputs are distinct
+        assert not int8["quantization"]["mostly_float"], int8["quantization"]
+        assert int8["quantization"]["int8_mac_share"] >= 0.9, (fmt, int8["quantization"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", "data.npz", model.name])
+    if mode == "child":  # a child's peak is its own, not this process's
+        steps = report["peak_rss_mb"]
+        assert steps["TFLite: convert int8"] != steps["ONNX: convert fp32 (tf2onnx)"]
