@@ -111,7 +111,10 @@ def worker_command(job: Path) -> list[str]:
 def _run_in_child(target: str, kwargs: dict, workdir: Path, label: str) -> StepRun:
     index = len(list(workdir.glob("step-*.json")))
     job, result_file, log_file = (workdir / f"step-{index}{s}" for s in (".json", ".result", ".log"))
-    job.write_text(json.dumps({"target": target, "kwargs": kwargs, "result": str(result_file)}))
+    # The parent's import path as it is (a --custom-objects module found through PYTHONPATH
+    # is found by the child too): -I only stops the child adding its own folder to it.
+    path = [p for p in sys.path if p]
+    job.write_text(json.dumps({"target": target, "kwargs": kwargs, "result": str(result_file), "sys_path": path}))
     with open(log_file, "wb") as log:
         # cwd is the scratch folder: libraries that drop temporary files in the current
         # folder (onnxruntime's shape inference does) write nothing where the user stands
@@ -177,6 +180,7 @@ def _child_error(label: str, outcome: dict | None, log_file: Path, code: int) ->
 
 def _worker(job_path: str) -> int:
     job = json.loads(Path(job_path).read_text())
+    sys.path[:] = job.get("sys_path") or sys.path
     result = Path(job["result"])
     try:
         value = resolve(job["target"])(**job["kwargs"])

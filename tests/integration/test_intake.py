@@ -317,7 +317,11 @@ def test_allowlisted_tf_ops_load_without_trust(cli, digits, tmp_path):
     assert result.exit_code == 0, result.output
 
 
-def test_trust_model_loads_lambda_and_custom_classes(cli, digits, tmp_path):
+@pytest.mark.parametrize("steps", ["inline", "child"])
+def test_trust_model_loads_lambda_and_custom_classes(cli, digits, tmp_path, monkeypatch, steps):
+    """In child steps too: the child loads the trusted file and finds the --custom-objects
+    module on the parent's import path (tests/ is not in the current folder's reach of -I)."""
+    monkeypatch.setenv("EDGEKIT_STEP_PROCESSES", steps)
     lam = _lambda_h5(tmp_path / "l.h5")
     result = cli("compress", lam, "--trust-model", "--formats", "onnx", "-o", tmp_path / "out1")
     assert result.exit_code == 0, result.output
