@@ -224,11 +224,18 @@ def _openvino_int8_source(node, depth: int = 0) -> bool:
     return False
 
 
+# Ops that keep int8 activations int8: NNCF quantizes their inputs, not their output (a max
+# pool or a concatenation of int8 tensors with one scale is int8).
+OV_INT8_PRESERVING = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "MaxPool", "Concat"}
+
+
 def _openvino_fake_quantized(node, depth: int = 0) -> bool:
-    """Activations are int8 when a FakeQuantize precedes the op (reshapes aside)."""
+    """Activations are int8 when a FakeQuantize precedes the op, through int8-preserving ops."""
     kind = node.get_type_name()
     if kind == "FakeQuantize":
         return True
-    if kind in ("Reshape", "Transpose", "Squeeze", "Unsqueeze") and depth < 4:
-        return _openvino_fake_quantized(node.input_value(0).get_node(), depth + 1)
+    if kind in OV_INT8_PRESERVING and depth < 6:
+        inputs = [node.input_value(i).get_node() for i in range(node.get_input_size())]
+        data = inputs if kind == "Concat" else inputs[:1]  # the others are shapes and axes
+        return all(_openvino_fake_quantized(n, depth + 1) for n in data)
     return False

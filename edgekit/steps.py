@@ -103,8 +103,8 @@ def current_peak_rss_mb() -> float:
 # --- child processes -----------------------------------------------------------------------
 
 def worker_command(job: Path) -> list[str]:
-    """The child interpreter: isolated (-I), so nothing in the current folder or PYTHON*
-    variables is imported, and the worker of this installed edgekit."""
+    """The child interpreter, isolated (-I): it reads no PYTHON* variables and does not put
+    its own folder first on its import path; the worker sets the parent's path from the job."""
     return [sys.executable, "-I", "-m", "edgekit.steps", str(job)]
 
 
@@ -159,8 +159,11 @@ def _vm_hwm_mb(status_file: str) -> float | None:
 def _killed(label: str, signum: int, peak_mb: float) -> StepKilled:
     from edgekit.memory import available_mb
 
-    name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else f"signal {signum}"
-    why = (f"signal {signum} ({name}): out of memory, it had reached {peak_mb:,.0f} MiB and "
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = "unknown"
+    why = (f"signal {signum} ({name}), most likely out of memory: it had reached {peak_mb:,.0f} MiB and "
            f"{available_mb():,.0f} MiB are available now" if signum == signal.SIGKILL else f"signal {signum} ({name})")
     return StepKilled(f"step '{label}' was killed by the system, {why}; nothing was written")
 

@@ -32,10 +32,12 @@ def build(flavour: str, name: str, size: int, folder: Path) -> Path:
     model = getattr(keras.applications, name)(weights=None, classes=10, input_shape=(size, size, 3))
     rng = np.random.default_rng(0)
     x = rng.uniform(0.0, 255.0, (SAMPLES, size, size, 3)).astype(np.float32)
-    head = [layer for layer in model.layers if type(layer).__name__ == "Dense"][-1]
+    # the classifier: the last layer with a kernel (a Dense, or MobileNetV3's 1x1 Conv2D)
+    head = [layer for layer in model.layers if type(layer).__name__ in ("Dense", "Conv2D")][-1]
     features = np.asarray(keras.Model(model.inputs, head.input)(x, training=False))
     kernel, bias = head.get_weights()
-    scale = LOGIT_STD / (np.sqrt(kernel.shape[0]) * max(float(np.sqrt(np.mean(features ** 2))), 1e-6))
+    fan_in = int(np.prod(kernel.shape[:-1]))
+    scale = LOGIT_STD / (np.sqrt(fan_in) * max(float(np.sqrt(np.mean(features ** 2))), 1e-6))
     head.set_weights([rng.normal(0.0, scale, kernel.shape).astype(np.float32), np.zeros_like(bias)])
     path = folder / f"{name}.{'keras' if flavour == 'keras3' else 'h5'}"
     model.save(path)

@@ -28,6 +28,8 @@ ZOO = [
 ]
 FORMATS = ("tflite", "onnx", "openvino")
 CHILD_STEPS = ("tf_keras", "ResNet50")
+# Keras 3 models the tf_keras bridge cannot rebuild: int8 and export come from Keras 3 itself.
+NOT_BRIDGED = {"MobileNetV3Small": "the hard_silu activation has no tf_keras equivalent"}
 
 
 @pytest.mark.parametrize("flavour,name,size", ZOO, ids=[f"{f}-{n}" for f, n, _ in ZOO])
@@ -45,7 +47,7 @@ def test_application_compresses_to_int8_in_all_formats(flavour, name, size, tmp_
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     if flavour == "keras3":
-        assert report["source"]["bridge"]["bridged"], report["source"]["bridge"]
+        assert report["source"]["bridge"]["bridged"] == (name not in NOT_BRIDGED), report["source"]["bridge"]
     artifacts = {a["id"]: a for a in report["artifacts"]}
     assert set(artifacts) == {f"{f}-{p}" for f in FORMATS for p in ("fp32", "int8")}
     for fmt in FORMATS:
