@@ -188,3 +188,21 @@ def test_table_flags_a_mostly_float_int8_artifact():
              "quantization": {"mostly_float": True}}
     (row,) = _rows({"artifacts": [entry]})
     assert row[0] == "tflite-int8 (mostly float)"
+
+
+def test_a_reused_pid_does_not_keep_a_stale_folder_and_unowned_folders_wait(tmp_path):
+    """The owner file holds the process start time: a live pid that started at another time
+    is another process. A folder without an owner file is removed only after a grace period."""
+    from edgekit.outputs import OWNER_FILE, UNOWNED_GRACE_S, remove_stale
+
+    reused = tmp_path / ".out.edgekit-reused"
+    reused.mkdir()
+    (reused / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "started": "1"}))
+    fresh, old = tmp_path / ".out.edgekit-fresh", tmp_path / ".out.edgekit-old"
+    fresh.mkdir()
+    old.mkdir()
+    past = os.stat(old).st_mtime - UNOWNED_GRACE_S - 60
+    os.utime(old, (past, past))
+    removed = remove_stale(tmp_path, lambda name: ".edgekit-" in name)
+    assert sorted(p.name for p in removed) == [".out.edgekit-old", ".out.edgekit-reused"]
+    assert fresh.exists()
