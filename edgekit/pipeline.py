@@ -166,13 +166,14 @@ def _export_source(opts: CompressOptions, model: LoadedModel, exported: LoadedMo
         with log.step("Trace and freeze the model's forward pass"):
             return write_graph(freeze(exported.forward, shape), scratch / "frozen.pb", shape)
     if exported is model and model.file.keras == "tf_keras":
-        path = Path(opts.model).resolve()
-    else:
-        path = scratch / "working.h5"
-        if isolate:
-            with log.step("Save the working model for the conversion steps"), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # tf_keras calls HDF5 "legacy": it is what tf_keras loads fastest
-                exported.keras_model.save(path)
+        # a child reopens the user's file: it must still be the file that was scanned
+        return keras_source(Path(opts.model).resolve(), shape, opts.custom_objects, opts.trust_model,
+                            live=exported.keras_model, sha256=model.file.sha256)
+    path = scratch / "working.h5"
+    if isolate:
+        with log.step("Save the working model for the conversion steps"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tf_keras calls HDF5 "legacy": it is what tf_keras loads fastest
+            exported.keras_model.save(path)
     return keras_source(path, shape, opts.custom_objects, opts.trust_model, live=exported.keras_model)
 
 

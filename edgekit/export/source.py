@@ -15,15 +15,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from edgekit.errors import ModelError
+
 _live: dict[str, Any] = {}  # path → the object already loaded in this process
 
 
 def keras_source(path: Path, image_shape, custom_objects: str | None = None, trust: bool = False,
-                 live=None) -> dict:
+                 live=None, sha256: str | None = None) -> dict:
+    """sha256: the digest of the file as it was vetted; a step refuses a file that changed since."""
     if live is not None:
         _live[str(path)] = live
     return {"kind": "keras", "path": str(path), "image_shape": list(image_shape),
-            "custom_objects": custom_objects, "trust": trust}
+            "custom_objects": custom_objects, "trust": trust, "sha256": sha256}
 
 
 def graph_source(path: Path, image_shape, input_name: str, output_name: str, live=None) -> dict:
@@ -46,7 +49,11 @@ def keras_model(source: dict):
     from edgekit.model import import_custom_objects
 
     from edgekit.bridge import tf_keras_twins
+    from edgekit.model import sha256_of
 
+    if source.get("sha256") and sha256_of(Path(source["path"])) != source["sha256"]:
+        raise ModelError(f"{source['path']} changed while edgekit was converting it (it was checked before "
+                         "loading, and is not the file that was checked); rerun on a file nothing else writes")
     keras = tf_keras()
     objects = tf_keras_twins()  # Keras' own classes a rebuilt Keras 3 model may hold
     if source.get("custom_objects"):

@@ -206,3 +206,20 @@ def test_a_reused_pid_does_not_keep_a_stale_folder_and_unowned_folders_wait(tmp_
     removed = remove_stale(tmp_path, lambda name: ".edgekit-" in name)
     assert sorted(p.name for p in removed) == [".out.edgekit-old", ".out.edgekit-reused"]
     assert fresh.exists()
+
+
+def test_a_model_file_swapped_after_its_scan_is_refused_by_the_step(digits, tmp_path, monkeypatch):
+    """A child step reopens the user's file: if it is no longer the file that was scanned
+    (e.g. swapped for one holding a Lambda), the step refuses it instead of loading it."""
+    from edgekit.errors import ModelError
+    from edgekit.export.source import keras_model, keras_source
+    from edgekit.model import sha256_of
+
+    path = tmp_path / "m.h5"
+    path.write_bytes(digits["model"].read_bytes())
+    source = keras_source(path, (8, 8, 1), sha256=sha256_of(path))
+    assert keras_model(source).count_params() > 0  # unchanged: loads
+    with open(path, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ModelError, match="changed while edgekit was converting it"):
+        keras_model(source)
