@@ -8,9 +8,9 @@ ORT's signed-activation kernels ran slower than fp32 (DESIGN.md, pitfalls), U8S8
 
 from __future__ import annotations
 
-import numpy as np
-
 from pathlib import Path
+
+import numpy as np
 
 from edgekit.errors import ConversionError, require
 from edgekit.export.base import Artifact, ExportRequest
@@ -38,30 +38,31 @@ class OnnxExporter:
         request.run("onnx-convert", "ONNX: convert fp32 (tf2onnx)", "edgekit.export.onnx:convert",
                     {"source": graph, "out": str(fp32_path)}, log)
         artifacts = [Artifact(self.format, "fp32", [fp32_path], settings={"opset": OPSET})]
-        if "int8" in request.precisions and request.from_qat:
-            (path,) = request.files(self.format, "int8")
+        if "int8" in request.precisions:
+            artifacts.append(self._int8(request, fp32_path, graph["input_name"], log))
+        if "int8w" in request.precisions:
+            artifacts.append(self._int8w(request, fp32_path, log))
+        return artifacts
+
+    def _int8(self, request: ExportRequest, fp32_path, input_name: str, log: StepLog) -> Artifact:
+        (path,) = request.files(self.format, "int8")
+        if request.from_qat:
             request.run("onnx-convert", "ONNX: convert int8 from the QAT model (tf2onnx)",
                         "edgekit.export.onnx:convert_qat", {"source": request.qat_source, "out": str(path)}, log)
-            artifacts.append(Artifact(self.format, "int8", [path],
-                                      settings={"method": "QAT (learned ranges)", "weights": "int8 per-channel",
-                                                "activations": "QDQ from tfmot ranges"}))
-            return artifacts
-        if "int8" in request.precisions:
-            (path,) = request.files(self.format, "int8")
-            request.run("onnx-quantize", f"ONNX: calibrate and quantize int8 ({request.calibration_samples} samples)",
-                        "edgekit.export.onnx:quantize_static",
-                        {"fp32": str(fp32_path), "out": str(path), "calibration": request.calibration,
-                         "input_name": graph["input_name"]}, log)
-            artifacts.append(Artifact(self.format, "int8", [path], settings={
-                "method": "static QDQ", "weights": "int8 per-channel", "activations": "uint8",
-                "calibration": "MinMax"}))
-        if "int8w" in request.precisions:
-            (path,) = request.files(self.format, "int8w")
-            request.run("onnx-quantize", "ONNX: quantize weights to int8 (dynamic)",
-                        "edgekit.export.onnx:quantize_dynamic", {"fp32": str(fp32_path), "out": str(path)}, log)
-            artifacts.append(Artifact(self.format, "int8w", [path],
-                                      settings={"method": "dynamic", "weights": "int8 per-channel"}))
-        return artifacts
+            return Artifact(self.format, "int8", [path], settings={
+                "method": "QAT (learned ranges)", "weights": "int8 per-channel", "activations": "QDQ from tfmot ranges"})
+        request.run("onnx-quantize", f"ONNX: calibrate and quantize int8 ({request.calibration_samples} samples)",
+                    "edgekit.export.onnx:quantize_static",
+                    {"fp32": str(fp32_path), "out": str(path), "calibration": request.calibration,
+                     "input_name": input_name}, log)
+        return Artifact(self.format, "int8", [path], settings={
+            "method": "static QDQ", "weights": "int8 per-channel", "activations": "uint8", "calibration": "MinMax"})
+
+    def _int8w(self, request: ExportRequest, fp32_path, log: StepLog) -> Artifact:
+        (path,) = request.files(self.format, "int8w")
+        request.run("onnx-quantize", "ONNX: quantize weights to int8 (dynamic)",
+                    "edgekit.export.onnx:quantize_dynamic", {"fp32": str(fp32_path), "out": str(path)}, log)
+        return Artifact(self.format, "int8w", [path], settings={"method": "dynamic", "weights": "int8 per-channel"})
 
 
 # --- steps (each may run in a child process: paths in, files out) -------------------------

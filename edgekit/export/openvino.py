@@ -26,29 +26,31 @@ class OpenVINOExporter:
         artifacts = [Artifact(self.format, "fp32", fp32_files)]
         if fp16_files:
             artifacts.append(Artifact(self.format, "fp16", fp16_files, settings={"method": "FP16 weights"}))
-        if "int8" in request.precisions and request.from_qat:
-            files = request.files(self.format, "int8")
+        if "int8" in request.precisions:
+            artifacts.append(self._int8(request, fp32_files[0], log))
+        if "int8w" in request.precisions:
+            artifacts.append(self._int8w(request, fp32_files[0], log))
+        return artifacts
+
+    def _int8(self, request: ExportRequest, fp32, log: StepLog) -> Artifact:
+        files = request.files(self.format, "int8")
+        if request.from_qat:
             request.run("openvino-convert", "OpenVINO: convert int8 from the QAT model",
                         "edgekit.export.openvino:convert", {"source": request.qat_source, "out": str(files[0])}, log)
-            artifacts.append(Artifact(self.format, "int8", files,
-                                      settings={"method": "QAT (learned ranges): FakeQuantize"}))
-        elif "int8" in request.precisions:
-            files = request.files(self.format, "int8")
-            n = request.calibration_samples
-            request.run("openvino-quantize", f"OpenVINO: calibrate and quantize int8 with NNCF ({n} samples)",
-                        "edgekit.export.openvino:quantize",
-                        {"fp32": str(fp32_files[0]), "out": str(files[0]), "calibration": request.calibration}, log)
-            artifacts.append(Artifact(self.format, "int8", files,
-                                      settings={"method": "NNCF post-training quantization", "preset": "performance",
-                                                "subset_size": n}))
-        if "int8w" in request.precisions:
-            files = request.files(self.format, "int8w")
-            request.run("openvino-quantize", "OpenVINO: compress weights to int8 (NNCF)",
-                        "edgekit.export.openvino:compress_weights", {"fp32": str(fp32_files[0]), "out": str(files[0])},
-                        log)
-            artifacts.append(Artifact(self.format, "int8w", files,
-                                      settings={"method": "NNCF weight compression", "mode": "INT8_ASYM"}))
-        return artifacts
+            return Artifact(self.format, "int8", files, settings={"method": "QAT (learned ranges): FakeQuantize"})
+        n = request.calibration_samples
+        request.run("openvino-quantize", f"OpenVINO: calibrate and quantize int8 with NNCF ({n} samples)",
+                    "edgekit.export.openvino:quantize",
+                    {"fp32": str(fp32), "out": str(files[0]), "calibration": request.calibration}, log)
+        return Artifact(self.format, "int8", files, settings={
+            "method": "NNCF post-training quantization", "preset": "performance", "subset_size": n})
+
+    def _int8w(self, request: ExportRequest, fp32, log: StepLog) -> Artifact:
+        files = request.files(self.format, "int8w")
+        request.run("openvino-quantize", "OpenVINO: compress weights to int8 (NNCF)",
+                    "edgekit.export.openvino:compress_weights", {"fp32": str(fp32), "out": str(files[0])}, log)
+        return Artifact(self.format, "int8w", files, settings={"method": "NNCF weight compression",
+                                                               "mode": "INT8_ASYM"})
 
 
 # --- steps (each may run in a child process: paths in, files out) -------------------------
