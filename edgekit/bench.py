@@ -127,7 +127,9 @@ def bench_local(paths: list[Path], settings: BenchSettings) -> list[dict]:
     for path in paths:
         if not Path(path).is_file():
             raise InputError(f"artifact {path} does not exist; check the path")
-    command = [sys.executable, "-m", "edgekit.bench",
+    # -I: the child reads no PYTHON* variables and does not import from the current folder
+    # (a numpy.py where the user stands must not run)
+    command = [sys.executable, "-I", "-m", "edgekit.bench",
                json.dumps({"paths": [str(p) for p in paths], **asdict(settings)})]
     return run_child(command, settings.timeout_s * len(paths), ", ".join(str(p) for p in paths))["results"]
 

@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from edgekit import __version__
 from edgekit.errors import EXIT_INTERNAL, EdgekitError, first_line
@@ -21,7 +22,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out_console = Console(highlight=False)
+out_console = Console(highlight=False, markup=False)  # text from files prints as it is (see progress.py)
 _state = {"debug": False}
 
 
@@ -35,7 +36,7 @@ def _errors_to_exit_codes():
             err_console.print_exception()
             if getattr(exc, "child_traceback", None):  # a step that failed in its child process
                 err_console.print(exc.child_traceback, markup=False)
-        err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        err_console.print(Text.assemble(("error:", "red"), f" {exc}"), soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except BrokenPipeError:  # `edgekit ... --json | head`: the reader left; not an error
         import os
@@ -43,14 +44,14 @@ def _errors_to_exit_codes():
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise typer.Exit(0) from None
     except KeyboardInterrupt:
-        err_console.print("[red]interrupted[/red]: nothing was written")
+        err_console.print(Text.assemble(("interrupted", "red"), ": nothing was written"))
         raise typer.Exit(130) from None
     except Exception as exc:  # noqa: BLE001 - the last line of defence
         if _state["debug"]:
             err_console.print_exception()
-        err_console.print(
-            f"[red]internal error:[/red] {type(exc).__name__}: {first_line(exc) if str(exc).strip() else ''} "
-            "— this is a bug in edgekit; rerun with --debug and report the output", soft_wrap=True)
+        err_console.print(Text.assemble(
+            ("internal error:", "red"), f" {type(exc).__name__}: {first_line(exc) if str(exc).strip() else ''} "
+            "— this is a bug in edgekit; rerun with --debug and report the output"), soft_wrap=True)
         raise typer.Exit(EXIT_INTERNAL) from None
 
 
@@ -223,7 +224,8 @@ def recipes():
 
     with _errors_to_exit_codes():
         for name in shipped_recipes():
-            out_console.print(f"[bold]{name:<18}[/bold] {load_recipe(name).description or ''}", soft_wrap=True)
+            out_console.print(Text.assemble((f"{name:<18}", "bold"), f" {load_recipe(name).description or ''}"),
+                              soft_wrap=True)
 
 
 @app.command()

@@ -7,9 +7,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from rich.console import Console
+from rich.text import Text
 
-# Progress and messages go to stderr so --json output on stdout stays clean.
-console = Console(stderr=True, highlight=False)
+# Progress and messages go to stderr so --json output on stdout stays clean. markup=False:
+# paths, layer names and messages come from files and users, and "[/x]" in a file name must
+# print as it is, not be read as Rich markup (and crash the printer). Styles are Text spans.
+console = Console(stderr=True, highlight=False, markup=False)
 
 
 @dataclass
@@ -37,16 +40,16 @@ class StepLog:
         if self.quiet:
             yield stats
         else:
-            with console.status(f"{title}…"):
+            with console.status(Text(f"{title}…")):
                 yield stats
         elapsed = time.perf_counter() - start
         peak = stats.peak_rss_mb if stats.peak_rss_mb is not None else current_peak_rss_mb()
         self.times[title] = round(elapsed, 3)
         self.peaks[title] = peak
         if not self.quiet:
-            console.print(f"[green]✓[/green] {title} [dim]({elapsed:.1f} s, peak {peak:,.0f} MiB)[/dim]",
-                          soft_wrap=True)
+            console.print(Text.assemble(("✓", "green"), f" {title} ",
+                                        (f"({elapsed:.1f} s, peak {peak:,.0f} MiB)", "dim")), soft_wrap=True)
 
     def note(self, message: str) -> None:
         if not self.quiet:
-            console.print(f"[yellow]![/yellow] {message}", soft_wrap=True)
+            console.print(Text.assemble(("!", "yellow"), f" {message}"), soft_wrap=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from edgekit import __version__
 
@@ -289,5 +290,5 @@ def render_gate(result: dict) -> Table:
         table.add_column(h, no_wrap=h != "detail")
     style = {"pass": "green", "fail": "bold red", "skipped": "yellow"}
     for c in checks:
-        table.add_row(c["artifact"], c["check"], f"[{style[c['verdict']]}]{c['verdict']}[/]", describe(Check(**c)))
+        table.add_row(c["artifact"], c["check"], Text(c["verdict"], style=style[c["verdict"]]), describe(Check(**c)))
     return table

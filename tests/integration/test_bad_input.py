@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tests.conftest import snapshot
+from tests.conftest import refusal_line, snapshot
 
 
 def _make_two_output_model(path):
@@ -164,3 +164,17 @@ def test_nested_output_folder_is_created_on_success(cli, digits, tmp_path):
     assert cli("compress", digits["model"], "--formats", "tflite", "-o", out).exit_code == 0
     assert sorted(p.name for p in out.iterdir()) == ["digits.fp32.tflite", "report.html", "report.json", "report.md"]
     assert sorted(p.name for p in (tmp_path / "a" / "b").iterdir()) == ["out"]  # no staging left
+
+
+@pytest.mark.parametrize("name", ["[/x].h5", "[bold]x[/bold].h5", "a[red]b.h5"])
+def test_text_from_outside_prints_as_it_is_not_as_markup(name, cli, digits, tmp_path):
+    """A path with Rich markup in it: the error line shows it literally, exit 2 (not a crash)."""
+    result = cli("compress", tmp_path / name, "-o", tmp_path / "out")
+    line = refusal_line(result, [name, "does not exist"])
+    assert str(tmp_path / name) in line
+    model = tmp_path / f"ok-{name}"
+    model.parent.mkdir(parents=True, exist_ok=True)  # "[bold]x[/bold].h5" is a file in a folder "[bold]x["
+    model.write_bytes(digits["model"].read_bytes())
+    result = cli("compress", model, "--formats", "tflite", "-o", tmp_path / "out2")
+    assert result.exit_code == 0, result.output
+    assert f"Load {model}" in result.stderr  # progress lines print the name as it is

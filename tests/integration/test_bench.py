@@ -118,3 +118,13 @@ def test_bench_bad_input_exits_2(name, cli, artifacts, tmp_path):
     before = snapshot(tmp_path)
     refusal_line(cli("bench", *args), words)
     assert snapshot(tmp_path) == before
+
+
+def test_the_benchmark_child_imports_nothing_from_the_current_folder(cli, artifacts, tmp_path, monkeypatch):
+    """A numpy.py (or edgekit/) lying where the user runs `edgekit bench` is not executed."""
+    marker = tmp_path / "ran"
+    (tmp_path / "numpy.py").write_text(f"open({str(marker)!r}, 'w').write('numpy.py ran')\nraise SystemExit(9)\n")
+    monkeypatch.chdir(tmp_path)
+    result = cli("bench", artifacts / "digits.int8.tflite", "--runs", "50", "--json")
+    assert result.exit_code == 0, result.output
+    assert not marker.exists()
