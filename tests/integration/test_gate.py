@@ -183,3 +183,18 @@ def test_allow_missing_skips_a_dropped_artifact(cli, tmp_path, baseline):
     assert result.exit_code == 0, result.output
     (presence,) = [c for c in json.loads(result.stdout)["checks"] if c["check"] == "presence"]
     assert presence["artifact"] == "tflite-fp32" and presence["verdict"] == "skipped"
+
+
+def test_junit_is_not_written_through_a_planted_temporary_link(cli, tmp_path, baseline):
+    """A symlink waiting at the old predictable temporary name is left alone: the file is
+    written under a fresh exclusive name and moved into place."""
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (out / ".gate.xml.tmp").symlink_to(victim)
+    result = _gate(cli, tmp_path, baseline, baseline, "--junit", out / "gate.xml")
+    assert result.exit_code == 0, result.output
+    assert victim.read_text() == "precious\n"
+    assert ElementTree.parse(out / "gate.xml").getroot().find("testsuite") is not None
+    assert sorted(p.name for p in out.iterdir()) == [".gate.xml.tmp", "gate.xml"]  # no temporary left
