@@ -148,6 +148,10 @@ def bench(
 
     with _errors_to_exit_codes():
         profile = None
+        if remote is not None:  # checked first, "" included: nothing else runs on a bad destination
+            from edgekit.remote import parse_destination
+
+            parse_destination(remote)
         if device:
             from edgekit.devices import load_profile
 
@@ -162,7 +166,7 @@ def bench(
                                  min_time_s=min_time, warmup_runs=warmup, warmup_time_s=warmup_time,
                                  timeout_s=timeout, providers=profile.onnx_providers if profile else None,
                                  openvino_device=profile.openvino_device if profile else None)
-        if remote:
+        if remote is not None:
             from edgekit.remote import bench_remote
 
             results = bench_remote(artifacts, settings, remote, remote_python, ssh_option)

@@ -9,6 +9,7 @@ The results carry the remote machine's own description. The remote needs only
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 from dataclasses import asdict
@@ -19,6 +20,23 @@ from edgekit.errors import InputError
 
 CONNECT_TIMEOUT_S = 10
 SSH_UNREACHABLE = 255  # ssh's own exit status for connection and authentication failures
+
+
+# user@host[:port]: a user and host that cannot be read as an option (no leading "-"), a
+# hostname, IPv4 address or [IPv6] address, and a port number.
+DESTINATION = re.compile(r"(?:(?P<user>[A-Za-z0-9_][A-Za-z0-9._-]*)@)?"
+                         r"(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")
+
+
+def parse_destination(text: str) -> tuple[str, int | None]:
+    """--remote USER@HOST[:PORT] → ("user@host", port); anything else is refused (exit 2),
+    so a value like "-oProxyCommand=…" can never reach ssh as an option."""
+    match = DESTINATION.fullmatch(text)
+    port = int(match["port"]) if match and match["port"] else None
+    if not match or (port is not None and not 0 < port < 65536):
+        raise InputError(f"--remote {text!r}: expected USER@HOST or USER@HOST:PORT (a host name or address)")
+    host = match["host"].strip("[]")
+    return (f"{match['user']}@{host}" if match["user"] else host), port
 
 
 def ssh_base(options: list[str]) -> list[str]:
@@ -47,30 +65,40 @@ def bench_remote(paths: list[Path], settings: BenchSettings, destination: str, r
     for path in paths:
         if not Path(path).is_file():
             raise InputError(f"artifact {path} does not exist; check the path")
+    target, port = parse_destination(destination)
     base = ssh_base(ssh_options or [])
+    ssh = ["ssh", *base, *(["-p", str(port)] if port else []), "--", target]  # "--": target is never an option
+    scp = ["scp", "-q", *base, *(["-P", str(port)] if port else []), "--"]
     setup = settings.timeout_s
     python = shlex.quote(remote_python)
-    probe = f"{python} -c 'import edgekit.bench' && mktemp -d /tmp/edgekit-bench.XXXXXX"
+    probe = f"{python} -I -c 'import edgekit.bench' && mktemp -d /tmp/edgekit-bench.XXXXXX"
     try:
-        folder = _run(["ssh", *base, destination, probe], destination, "preparing the benchmark", setup).strip()
+        folder = _run([*ssh, probe], destination, "preparing the benchmark", setup).strip()
     except InputError as exc:
         if "cannot reach" in str(exc):
             raise
         raise InputError(f"{destination}: edgekit is not importable by {remote_python} there; install it with "
                          f"pip install \"edgekit[tflite]\" (or [onnx], [openvino]), or pass --remote-python") from None
     try:
-        _run(["scp", "-q", *base, *[str(p) for p in _with_companions(paths)], f"{destination}:{folder}/"],
+        _run([*scp, *[str(p) for p in _with_companions(paths)], f"{_scp_host(target)}:{folder}/"],
              destination, "copying the artifacts", setup)
         remote_paths = [f"{folder}/{Path(p).name}" for p in paths]
         payload = json.dumps({"paths": remote_paths, **asdict(settings)})
-        command = ["ssh", *base, destination, f"{python} -m edgekit.bench {shlex.quote(payload)}"]
+        command = [*ssh, f"{python} -I -m edgekit.bench {shlex.quote(payload)}"]
         results = run_child(command, settings.timeout_s * len(paths) + CONNECT_TIMEOUT_S,
                             f"{destination}: {', '.join(Path(p).name for p in paths)}")["results"]
     finally:
-        subprocess.run(["ssh", *base, destination, f"rm -rf {shlex.quote(folder)}"], capture_output=True, timeout=60)
+        subprocess.run([*ssh, f"rm -rf {shlex.quote(folder)}"], capture_output=True, timeout=60)
     for local, result in zip(paths, results):
         result["path"], result["remote"] = str(local), destination
     return results
+
+
+def _scp_host(destination: str) -> str:
+    """scp needs an IPv6 address in brackets before the ":folder" part."""
+    user, _, host = destination.rpartition("@")
+    host = f"[{host}]" if ":" in host else host
+    return f"{user}@{host}" if user else host
 
 
 def _with_companions(paths: list[Path]) -> list[Path]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import snapshot
+from tests.conftest import refusal_line, snapshot
 
 SSHD = Path("/usr/sbin/sshd")
 
@@ -115,3 +115,20 @@ def test_remote_without_edgekit_is_named(cli, sshd, artifacts):
                  "--remote-python", "/usr/bin/python3", *_ssh_args(sshd))
     assert result.exit_code == 2
     assert "edgekit is not importable by /usr/bin/python3" in result.stderr and "pip install" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["-oProxyCommand=touch /tmp/pwned", "user@-oProxyCommand=x", "user@host:99999",
+                                   "user@host;rm -rf /", "user name@host", "@host", "user@", ""])
+def test_remote_values_that_are_not_user_at_host_are_refused(value, cli, artifacts):
+    result = cli("bench", artifacts / "digits.int8.tflite", f"--remote={value}")
+    refusal_line(result, ["--remote", "USER@HOST"])
+
+
+def test_remote_destination_parsing():
+    from edgekit.remote import _scp_host, parse_destination
+
+    assert parse_destination("pi@raspberrypi.local") == ("pi@raspberrypi.local", None)
+    assert parse_destination("pi@10.0.0.7:2222") == ("pi@10.0.0.7", 2222)
+    assert parse_destination("jetson") == ("jetson", None)
+    assert parse_destination("root@[fe80::1]:22") == ("root@fe80::1", 22)
+    assert _scp_host("root@fe80::1") == "root@[fe80::1]"
