@@ -262,12 +262,25 @@ def demo(
         _show(report)
 
 
+def _finite(value):
+    """Strict JSON has no NaN or Infinity: a number that is not finite is printed as null."""
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _emit(result, as_json: bool, render) -> None:
     """--json: the result on stdout, alone; otherwise the rich table `render` makes of it."""
     if as_json:
         import json
 
-        print(json.dumps(result, indent=2))
+        print(json.dumps(_finite(result), indent=2, allow_nan=False))
     else:
         out_console.print(render(result))
 

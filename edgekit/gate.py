@@ -17,7 +17,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgekit.errors import GateFailure, InputError
+from edgekit.errors import GateFailure, InputError, first_line
 
 SCHEMA = "edgekit.report/1"
 
@@ -71,21 +71,26 @@ def load_thresholds(path: Optional[Path], flags: dict) -> Thresholds:
 
 
 def load_report(path: Path, role: str) -> dict:
+    """A report read strictly (edgekit.report_schema): anything the gate cannot trust is exit 2
+    naming the field, never a check that passes by default."""
+    from edgekit.report_schema import ReportError, parse_strict_json, validate_report
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{role} {path} does not exist")
     try:
-        report = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{role} {path} is not JSON ({exc})") from None
+        report = parse_strict_json(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ReportError) as exc:
+        raise InputError(f"{role} {path} is not JSON ({first_line(exc)})") from None
     schema = report.get("schema") if isinstance(report, dict) else None
     if not isinstance(schema, str) or not schema.startswith("edgekit.report/"):
         raise InputError(f"{role} {path} is not an edgekit report.json (no \"schema\": \"{SCHEMA}\")")
     if schema != SCHEMA:
         raise InputError(f"{role} {path} has schema {schema!r}; this edgekit reads {SCHEMA!r} (upgrade edgekit)")
-    artifacts = report.get("artifacts")
-    if not isinstance(artifacts, list) or not all(isinstance(a, dict) and "id" in a for a in artifacts):
-        raise InputError(f"{role} {path}: \"artifacts\" must be a list of objects with an \"id\"")
+    try:
+        validate_report(report)
+    except ReportError as exc:
+        raise InputError(f"{role} {path} breaks the report schema at {exc}") from None
     return report
 
 
@@ -99,7 +104,7 @@ def _p50(artifact: dict) -> Optional[float]:
 
 
 def _percent(base: float, new: float) -> float:
-    return (new / base - 1.0) * 100.0 if base else 0.0
+    return (new / base - 1.0) * 100.0  # base > 0: the schema refuses a zero size or p50
 
 
 def accuracy_checks(aid: str, base: dict, new: dict, limits: Thresholds) -> list[Check]:

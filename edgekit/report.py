@@ -51,7 +51,11 @@ def environment() -> dict:
 
 
 def write_json(report: dict, path: Path) -> None:
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    """Through the schema `gate` reads with, as strict JSON: a report edgekit writes is one it accepts."""
+    from edgekit.report_schema import validate_report
+
+    validate_report(report)
+    path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
 
 
 def _pct(value) -> str:

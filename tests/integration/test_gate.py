@@ -198,3 +198,48 @@ def test_junit_is_not_written_through_a_planted_temporary_link(cli, tmp_path, ba
     assert victim.read_text() == "precious\n"
     assert ElementTree.parse(out / "gate.xml").getroot().find("testsuite") is not None
     assert sorted(p.name for p in out.iterdir()) == [".gate.xml.tmp", "gate.xml"]  # no temporary left
+
+
+def _set(field, value):
+    def change(report):
+        report = copy.deepcopy(report)
+        target = report["artifacts"][0]
+        *path, last = field.split(".")
+        for key in path:
+            target = target[key]
+        target[last] = value
+        return report
+    return change
+
+
+HOSTILE = {  # the gate must fail closed: each of these passed before, or crashed (exit 3)
+    "NaN accuracy": (_set("accuracy.top1", float("nan")), ["NaN is not a JSON number"]),
+    "infinite latency": (_set("latency_ms.p50", float("inf")), ["Infinity is not a JSON number"]),
+    "size 0": (_set("size_bytes", 0), ["artifacts[0].size_bytes", "greater than 0"]),
+    "negative size": (_set("size_bytes", -5), ["artifacts[0].size_bytes"]),
+    "size as a string": (_set("size_bytes", "123"), ["artifacts[0].size_bytes", "integer"]),
+    "top1 true": (_set("accuracy.top1", True), ["artifacts[0].accuracy.top1"]),
+    "top1 above 1": (_set("accuracy.top1", 97.0), ["artifacts[0].accuracy.top1", "less than or equal to 1"]),
+    "duplicate id, bad copy first": (
+        lambda r: {**r, "artifacts": [_set("size_bytes", 1)(r)["artifacts"][0], *r["artifacts"]]},
+        ["artifacts", "appears more than once"]),
+    "empty id": (_set("id", ""), ["artifacts[0].id"]),
+}
+
+
+@pytest.mark.parametrize("side", ["report", "baseline"])
+@pytest.mark.parametrize("name", HOSTILE)
+def test_a_report_that_breaks_the_schema_is_exit_2_naming_the_field(cli, tmp_path, baseline, name, side):
+    make, words = HOSTILE[name]
+    bad = make(baseline)
+    new, base = (bad, baseline) if side == "report" else (baseline, bad)
+    junit = tmp_path / "gate.xml"
+    result = _gate(cli, tmp_path, base, new, "--min-accuracy", "99.9", "--junit", junit)
+    refusal_line(result, [side, *words])
+    assert not junit.exists()
+
+
+def test_reports_compress_writes_satisfy_the_strict_schema(validated_run):
+    from edgekit.report_schema import parse_strict_json, validate_report
+
+    validate_report(parse_strict_json((validated_run / "report.json").read_text()))

@@ -1,0 +1,93 @@
+"""report.json (`edgekit.report/1`) as pydantic models: what `gate` reads, strictly.
+
+A gate must fail closed: a report whose numbers are NaN, strings, booleans, negative, or
+whose artifact ids repeat would otherwise pass checks it never made. Every field the gate
+compares is typed here with its range; fields it does not read are kept as they are
+(extra="allow": reports grow fields, DESIGN.md). `compress` validates its own report
+through the same models before writing it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SCHEMA = "edgekit.report/1"
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0, strict=True, allow_inf_nan=False)]
+Milliseconds = Annotated[float, Field(ge=0.0, strict=True, allow_inf_nan=False)]
+Bytes = Annotated[int, Field(gt=0, strict=True)]
+Text = Annotated[str, Field(min_length=1, strict=True)]
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class Accuracy(_Open):
+    top1: Fraction
+    top5: Optional[Fraction] = None
+
+
+class Latency(_Open):
+    p50: Annotated[float, Field(gt=0.0, strict=True, allow_inf_nan=False)]
+    mean: Optional[Milliseconds] = None
+    p90: Optional[Milliseconds] = None
+    p99: Optional[Milliseconds] = None
+
+
+class ArtifactEntry(_Open):
+    id: Text
+    format: Text
+    precision: Text
+    size_bytes: Bytes
+    accuracy: Optional[Accuracy] = None
+    agreement: Optional[Fraction] = None
+    latency_ms: Optional[Latency] = None
+    device: Text = "host"
+
+
+class Host(_Open):
+    cpu: Optional[str] = None
+    arch: Optional[str] = None
+
+
+class Report(_Open):
+    schema_: Literal["edgekit.report/1"] = Field(alias="schema")
+    artifacts: list[ArtifactEntry]
+    host: Optional[Host] = None
+
+    @field_validator("artifacts")
+    @classmethod
+    def _unique_ids(cls, artifacts: list[ArtifactEntry]) -> list[ArtifactEntry]:
+        seen = set()
+        for artifact in artifacts:
+            if artifact.id in seen:
+                raise ValueError(f"artifact id {artifact.id!r} appears more than once")
+            seen.add(artifact.id)
+        return artifacts
+
+
+class ReportError(ValueError):
+    """The first field that breaks the schema, as "artifacts[2].accuracy.top1: why"."""
+
+
+def parse_strict_json(text: str):
+    """JSON as the standard defines it: NaN and Infinity are not numbers there."""
+    def refuse(constant: str):
+        raise ReportError(f"{constant} is not a JSON number")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def validate_report(data) -> Report:
+    try:
+        return Report.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
+        raise ReportError(f"{where or 'the report'}: {error['msg'][0].lower()}{error['msg'][1:]}"
+                          .replace("Value error, ", "").replace("value error, ", "")) from None
+
