@@ -79,7 +79,23 @@ def load_dataset(path: Path, image_shape: tuple[int, int, int], preprocess: str 
         )
     if need_labels and y is None:
         raise DataError(f"{option} {path} has no labels (array `y`); validation needs them")
+    _check_finite(x, path, option)
     return Dataset(apply_preprocess(x, mode), y, path, mode, names)
+
+
+def _check_finite(x: np.ndarray, path: Path, option: str) -> None:
+    """NaN or Inf in the inputs poisons calibration ranges and is later blamed on the export."""
+    if np.issubdtype(x.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(x).reshape(len(x), -1).all(axis=1)))
+        if bad:
+            raise DataError(f"{option} {path}: {bad} of {len(x)} samples hold NaN or Inf; remove or fix them")
+
+
+def check_labels(ds: Dataset, num_classes: int, option: str) -> None:
+    """Labels are class indices 0 … num_classes-1 (a -1 is not "the last class")."""
+    if ds.y is not None and len(ds.y) and (ds.y.min() < 0 or ds.y.max() >= num_classes):
+        raise DataError(f"{option} {ds.source}: labels run from {ds.y.min()} to {ds.y.max()} but the model has "
+                        f"{num_classes} classes (0 … {num_classes - 1})")
 
 
 def _read_npz(path: Path, image_shape, option: str):
@@ -115,6 +131,8 @@ def _read_npz(path: Path, image_shape, option: str):
                 f"{option} {path}: `y` must hold one integer class index per sample "
                 f"(got shape {y.shape}, dtype {y.dtype} for {len(x)} samples)"
             )
+        if np.issubdtype(y.dtype, np.unsignedinteger) and len(y) and y.max() > np.iinfo(np.int64).max:
+            raise DataError(f"{option} {path}: `y` holds class indices up to {y.max()}, beyond any class")
         y = y.astype(np.int64)
     return x, y
 

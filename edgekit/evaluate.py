@@ -39,7 +39,7 @@ def evaluate_artifacts(paths, data_path, preprocess: str | None = None, threads:
     """Run every artifact on the same labelled data: accuracy, confusion, agreement."""
     from pathlib import Path
 
-    from edgekit.data import load_dataset
+    from edgekit.data import check_labels, load_dataset
     from edgekit.errors import InputError
     from edgekit.runtime import open_runner
 
@@ -52,9 +52,7 @@ def evaluate_artifacts(paths, data_path, preprocess: str | None = None, threads:
     results, all_scores = [], []
     for path, runner in zip(paths, runners):
         scores = runner.predict(data.x)
-        if data.y.max() >= scores.shape[1]:
-            raise InputError(f"--data {data.source}: labels go up to {data.y.max()} but {path} has "
-                             f"{scores.shape[1]} classes")
+        check_labels(data, scores.shape[1], f"--data (for {path})")
         all_scores.append(scores)
         results.append({"path": str(path), "format": runner.format, "input": runner.input_spec,
                         "accuracy": accuracy(scores, data.y),

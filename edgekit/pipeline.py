@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.config import Recipe
-from edgekit.data import Dataset, load_dataset
+from edgekit.data import Dataset, check_labels, load_dataset
 from edgekit.errors import ConversionError, GateFailure, InputError, ModelError
 from edgekit.evaluate import accuracy
 from edgekit.export import FORMATS, exporter_for
@@ -210,22 +210,15 @@ def _load_data(opts: CompressOptions, model: LoadedModel, log: StepLog) -> _Data
     if opts.data and (recipe.int8 or recipe.stages):
         with log.step(f"Read training/calibration data {opts.data}"):
             train = load_dataset(opts.data, model.image_shape, recipe.preprocess, "--data")
-        _check_labels(train, model.num_classes, "--data")
+        check_labels(train, model.num_classes, "--data")
         calibration = train.subset(recipe.calib_samples, opts.seed)
     elif opts.data:
         log.note("--data is used for int8 calibration and fine-tuning; without --int8 it is ignored")
     if opts.val:
         with log.step(f"Read validation data {opts.val}"):
             validation = load_dataset(opts.val, model.image_shape, recipe.preprocess, "--val", need_labels=True)
-        _check_labels(validation, model.num_classes, "--val")
+        check_labels(validation, model.num_classes, "--val")
     return _Data(train, calibration, validation)
-
-
-def _check_labels(ds: Dataset, num_classes: int, option: str) -> None:
-    if ds.y is not None and len(ds.y) and (ds.y.min() < 0 or ds.y.max() >= num_classes):
-        raise InputError(
-            f"{option} {ds.source}: labels run from {ds.y.min()} to {ds.y.max()} but the model has {num_classes} classes"
-        )
 
 
 def _evidence(model: LoadedModel, data: _Data, seed: int, log: StepLog) -> Evidence:

@@ -71,6 +71,18 @@ def _case(name, tmp, digits):
         return [model, "--int8", "--data", digits["calib"], "--preprocess", "imagenet"], ["--preprocess", "unit"]
     if name == "integer I/O without calibration":
         return [model, "--int8", "--io-dtype", "int8"], ["--io-dtype", "--data"]
+    if name in ("NaN in calibration data", "Inf in validation data"):
+        x = np.load(digits["calib"])["x"][:20].copy()
+        x[3, 0, 0, 0], x[7, 2, 2, 0] = (np.nan, np.nan) if name.startswith("NaN") else (np.inf, -np.inf)
+        np.savez(tmp / "poisoned.npz", x=x, y=np.zeros(20, np.int64))
+        option = "--data" if name.startswith("NaN") else "--val"
+        return [model, "--int8", option, tmp / "poisoned.npz"], [option, "2 of 20 samples hold NaN or Inf"]
+    if name == "label -1 in validation data":
+        np.savez(tmp / "neg.npz", x=np.zeros((4, 8, 8, 1), np.float32), y=np.array([0, 1, -1, 2]))
+        return [model, "--val", tmp / "neg.npz"], ["--val", "labels run from -1", "0 … 9"]
+    if name == "uint64 labels past int64":
+        np.savez(tmp / "huge.npz", x=np.zeros((2, 8, 8, 1), np.float32), y=np.array([1, 2 ** 63], np.uint64))
+        return [model, "--val", tmp / "huge.npz"], ["--val", "huge.npz", "class indices up to 9223372036854775808"]
     raise AssertionError(name)
 
 
@@ -79,7 +91,8 @@ CASES = [
     "empty calibration folder", "calibration folder without class sub-folders", "class folders without images",
     "colour images for a greyscale model", "npz without x", "npz x of the wrong shape",
     "npz x of the wrong shape in --val", "unknown format", "unknown preprocess",
-    "integer I/O without calibration",
+    "integer I/O without calibration", "NaN in calibration data", "Inf in validation data",
+    "label -1 in validation data", "uint64 labels past int64",
 ]
 
 

@@ -88,11 +88,18 @@ def _bad(name, tmp, out, digits):
     if name == "data without labels":
         np.savez(tmp / "nolabels.npz", x=np.zeros((3, 8, 8, 1), np.float32))
         return [out / "digits.int8.tflite", "--data", tmp / "nolabels.npz"], ["nolabels.npz", "no labels"]
+    if name == "label -1":  # was counted as class 9 in the confusion matrix
+        np.savez(tmp / "neg.npz", x=np.zeros((3, 8, 8, 1), np.float32), y=np.array([0, -1, 2]))
+        return [out / "digits.int8.tflite", "--data", tmp / "neg.npz"], ["neg.npz", "labels run from -1"]
+    if name == "NaN in the data":
+        np.savez(tmp / "nan.npz", x=np.full((3, 8, 8, 1), np.nan, np.float32), y=np.zeros(3, np.int64))
+        return [out / "digits.int8.tflite", "--data", tmp / "nan.npz"], ["nan.npz", "3 of 3 samples hold NaN or Inf"]
     raise AssertionError(name)
 
 
 BAD = ["missing artifact", "unknown extension", "corrupt .tflite", "corrupt .onnx", "corrupt .xml",
-       "extension does not match content", "data of another shape", "data without labels"]
+       "extension does not match content", "data of another shape", "data without labels", "label -1",
+       "NaN in the data"]
 
 
 @pytest.mark.parametrize("name", BAD)
