@@ -40,12 +40,31 @@ class BenchSettings:
     def check(self) -> None:
         if self.runs < 1:
             raise InputError(f"--runs {self.runs}: at least 1 measured run is needed")
-        if self.warmup_runs < 0 or self.min_time_s < 0 or self.warmup_time_s < 0:
-            raise InputError("--warmup, --min-time and --warmup-time cannot be negative")
-        if self.threads is not None and self.threads < 1:
-            raise InputError(f"--threads {self.threads}: at least 1 thread")
-        if self.timeout_s <= 0:
-            raise InputError(f"--timeout {self.timeout_s}: must be positive")
+        if self.warmup_runs < 0:
+            raise InputError(f"--warmup {self.warmup_runs}: cannot be negative")
+        for option, value in (("--min-time", self.min_time_s), ("--warmup-time", self.warmup_time_s)):
+            check_seconds(option, value, allow_zero=True)
+        check_seconds("--timeout", self.timeout_s)
+        check_threads(self.threads)
+
+
+MAX_THREADS = 1024  # more is a typo, and ONNX Runtime crashes on 99999
+MAX_SECONDS = 7 * 24 * 3600
+
+
+def check_threads(threads: int | None) -> None:
+    if threads is not None and not 1 <= threads <= MAX_THREADS:
+        raise InputError(f"--threads {threads}: choose 1 to {MAX_THREADS} (or leave it out for the runtime's default)")
+
+
+def check_seconds(option: str, value: float, allow_zero: bool = False) -> None:
+    """A duration: a finite number of seconds, positive (or zero where that means "none"), at most a week."""
+    import math
+
+    low_ok = value >= 0 if allow_zero else value > 0
+    if not (math.isfinite(value) and low_ok and value <= MAX_SECONDS):
+        floor = "0" if allow_zero else "more than 0"
+        raise InputError(f"{option} {value}: expected a number of seconds from {floor} to {MAX_SECONDS:g}")
 
 
 def machine() -> dict:

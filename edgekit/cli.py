@@ -162,7 +162,9 @@ def bench(
 
                 _emit(estimate_all(artifacts, profile), as_json, render_estimates)
                 return
-        settings = BenchSettings(threads=threads or (profile.threads if profile and remote else None), runs=runs,
+        if threads is None and profile and remote:
+            threads = profile.threads
+        settings = BenchSettings(threads=threads, runs=runs,
                                  min_time_s=min_time, warmup_runs=warmup, warmup_time_s=warmup_time,
                                  timeout_s=timeout, providers=profile.onnx_providers if profile else None,
                                  openvino_device=profile.openvino_device if profile else None)

@@ -43,6 +43,9 @@ def evaluate_artifacts(paths, data_path, preprocess: str | None = None, threads:
     from edgekit.errors import InputError
     from edgekit.runtime import open_runner
 
+    from edgekit.bench import check_threads
+
+    check_threads(threads)
     runners = [open_runner(Path(p), threads) for p in paths]
     shapes = {r.input_shape for r in runners}
     if len(shapes) != 1:

@@ -71,6 +71,8 @@ def parse_formats(text: str) -> list[str]:
 def validate_options(opts: CompressOptions) -> None:
     """Option errors that need no file: fail before anything is loaded."""
     recipe = opts.recipe
+    if not 0 <= opts.seed < 2 ** 32:
+        raise InputError(f"--seed {opts.seed}: choose a whole number from 0 to {2 ** 32 - 1}")
     if recipe.io_dtype != "float32" and not (recipe.int8 and (opts.data or recipe.qat)):
         raise InputError(f"--io-dtype {recipe.io_dtype} needs full int8: pass --int8 with --data CALIB")
     if recipe.stages and not opts.data:

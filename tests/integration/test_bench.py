@@ -128,3 +128,27 @@ def test_the_benchmark_child_imports_nothing_from_the_current_folder(cli, artifa
     result = cli("bench", artifacts / "digits.int8.tflite", "--runs", "50", "--json")
     assert result.exit_code == 0, result.output
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("flags,words", [
+    (["--timeout", "nan"], ["--timeout nan", "number of seconds"]),
+    (["--timeout", "inf"], ["--timeout inf"]),
+    (["--timeout", "1e308"], ["--timeout 1e+308"]),
+    (["--min-time", "nan"], ["--min-time nan"]),
+    (["--min-time", "-1"], ["--min-time -1"]),
+    (["--threads", "0"], ["--threads 0", "1 to 1024"]),
+    (["--threads", "-2"], ["--threads -2"]),
+    (["--threads", "99999"], ["--threads 99999"]),
+])
+def test_out_of_range_numbers_are_exit_2_naming_the_option(flags, words, cli, artifacts):
+    refusal_line(cli("bench", artifacts / "digits.int8.tflite", *flags), words)
+
+
+def test_eval_threads_out_of_range_is_exit_2_before_any_runtime_starts(cli, artifacts, digits):
+    refusal_line(cli("eval", artifacts / "digits.int8.tflite", "--data", digits["val"], "--threads", "99999"),
+                 ["--threads 99999"])
+
+
+def test_compress_seed_out_of_range_is_exit_2(cli, digits, tmp_path):
+    refusal_line(cli("compress", digits["model"], "--seed", "-1", "-o", tmp_path / "out"), ["--seed -1"])
+    assert not (tmp_path / "out").exists()
