@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import EdgekitError, InputError
+from edgekit.errors import EdgekitError, InputError, regular_file
 
 ISA_FLAGS = {"avx2": "avx2", "avx512f": "avx512f", "avx512_vnni": "avx512_vnni", "avx_vnni": "avx_vnni",
              "amx_int8": "amx", "asimd": "neon", "neon": "neon"}
@@ -144,8 +144,7 @@ def bench_local(paths: list[Path], settings: BenchSettings) -> list[dict]:
     """measure() each artifact, one after another, in one child process with a timeout each."""
     settings.check()
     for path in paths:
-        if not Path(path).is_file():
-            raise InputError(f"artifact {path} does not exist; check the path")
+        regular_file(path, "artifact")
     # -I: the child reads no PYTHON* variables and does not import from the current folder
     # (a numpy.py where the user stands must not run)
     command = [sys.executable, "-I", "-m", "edgekit.bench",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import DataError
+from edgekit.errors import DataError, regular_file
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 PREPROCESS_CHOICES = ("unit", "symmetric", "none")
@@ -71,7 +71,7 @@ def load_dataset(path: Path, image_shape: tuple[int, int, int], preprocess: str 
     if path.is_dir():
         x, y, names = _read_image_folder(path, image_shape, option)
     elif path.suffix.lower() == ".npz":
-        x, y = _read_npz(path, image_shape, option)
+        x, y = _read_npz(regular_file(path, option, DataError), image_shape, option)
         names = None
     else:
         raise DataError(
@@ -161,6 +161,7 @@ def _read_image_folder(path: Path, image_shape, option: str):
         for file in sorted(folder.iterdir()):
             if file.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
+            regular_file(file, option, DataError)  # a FIFO named x.png would hang the decoder
             try:
                 with Image.open(file) as img:
                     _check_channels(img.mode, channels, file, option)

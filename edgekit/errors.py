@@ -67,3 +67,23 @@ def require(module: str, extra: str):
         raise MissingDependencyError(
             f"{module} is not installed ({exc}); install it with: pip install \"edgekit[{extra}]\""
         ) from exc
+
+
+def regular_file(path, what: str, error: type[InputError] = InputError):
+    """The path, if it names a regular file; else one line saying what it is instead. A FIFO
+    named model.tflite would hang a reader, /dev/zero never ends, a folder is not a file."""
+    import stat
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist; check the path") from None
+    except OSError as exc:  # too long a name, a loop of links, no permission
+        raise error(f"{what} {path} cannot be read ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(mode):
+        kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket or other special file")
+        raise error(f"{what} {path} is not a regular file (it is {kind})")
+    return path

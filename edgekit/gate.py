@@ -17,7 +17,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgekit.errors import GateFailure, InputError, first_line
+from edgekit.errors import GateFailure, InputError, first_line, regular_file
 
 SCHEMA = "edgekit.report/1"
 
@@ -75,9 +75,7 @@ def load_report(path: Path, role: str) -> dict:
     naming the field, never a check that passes by default."""
     from edgekit.report_schema import ReportError, parse_strict_json, validate_report
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{role} {path} does not exist")
+    path = regular_file(path, role)
     try:
         report = parse_strict_json(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ReportError) as exc:

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgekit.errors import ModelError, first_line, require
+from edgekit.errors import ModelError, first_line, regular_file, require
 from edgekit.safety import Scan, check_node_references, check_safe, scan
 
 MAX_CONFIG_BYTES = 64 << 20  # a larger config is not a real classifier: refuse before parsing
@@ -92,6 +92,7 @@ def read_model_file(path: Path) -> ModelFile:
         raise ModelError(f"model file {path} does not exist; check the path")
     if path.is_dir():
         return _read_saved_model_dir(path)
+    regular_file(path, "model file", ModelError)
     if path.stat().st_size == 0:
         raise ModelError(f"model file {path} is empty")
     with open(path, "rb") as f:

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from edgekit.bench import BenchSettings, run_child
-from edgekit.errors import InputError
+from edgekit.errors import InputError, regular_file
 
 CONNECT_TIMEOUT_S = 10
 SSH_UNREACHABLE = 255  # ssh's own exit status for connection and authentication failures
@@ -63,8 +63,7 @@ def bench_remote(paths: list[Path], settings: BenchSettings, destination: str, r
                  ssh_options: list[str] | None = None) -> list[dict]:
     settings.check()
     for path in paths:
-        if not Path(path).is_file():
-            raise InputError(f"artifact {path} does not exist; check the path")
+        regular_file(path, "artifact")
     target, port = parse_destination(destination)
     base = ssh_base(ssh_options or [])
     ssh = ["ssh", *base, *(["-p", str(port)] if port else []), "--", target]  # "--": target is never an option

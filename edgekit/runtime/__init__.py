@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import InputError
+from edgekit.errors import InputError, regular_file
 
 RUNNER_FOR_SUFFIX = {".tflite": "tflite", ".onnx": "onnx", ".xml": "openvino"}
 
@@ -76,8 +76,7 @@ def artifact_format(path: Path) -> str:
     kind = RUNNER_FOR_SUFFIX.get(path.suffix.lower())
     if kind is None:
         raise InputError(f"{path}: unknown artifact type; expected one of {', '.join(RUNNER_FOR_SUFFIX)}")
-    if not path.is_file():
-        raise InputError(f"artifact {path} does not exist; check the path")
+    regular_file(path, "artifact")
     content = sniff_format(path)
     if content is not None and content != kind:
         right = {v: k for k, v in RUNNER_FOR_SUFFIX.items()}[content]

@@ -3,7 +3,9 @@ the fix, no traceback, and nothing new (or changed) in the output folder."""
 
 from __future__ import annotations
 
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,3 +193,36 @@ def test_text_from_outside_prints_as_it_is_not_as_markup(name, cli, digits, tmp_
     result = cli("compress", model, "--formats", "tflite", "-o", tmp_path / "out2")
     assert result.exit_code == 0, result.output
     assert f"Load {model}" in result.stderr  # progress lines print the name as it is
+
+
+def _special_paths(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    return {"a FIFO": fifo, "a device": Path("/dev/zero"), "a folder": folder}
+
+
+@pytest.mark.parametrize("kind", ["a FIFO", "a device", "a folder"])
+@pytest.mark.parametrize("command", ["compress", "bench", "eval", "gate"])
+def test_non_regular_files_are_named_as_such_and_never_read(kind, command, cli, digits, tmp_path):
+    """A FIFO named model.tflite hangs a reader and /dev/zero never ends: refused by kind, exit 2."""
+    special = _special_paths(tmp_path)[kind]
+    suffix = {"compress": ".h5", "bench": ".tflite", "eval": ".onnx", "gate": ".json"}[command]
+    target = tmp_path / f"thing{suffix}"
+    target.symlink_to(special)  # the right extension, the wrong kind of file
+    args = {"compress": ["compress", target, "-o", tmp_path / "out"], "bench": ["bench", target],
+            "eval": ["eval", target, "--data", digits["val"]], "gate": ["gate", target, "--baseline", target]}
+    if kind == "a folder" and command == "compress":
+        words = ["folder without saved_model.pb"]  # a folder is how a SavedModel comes
+    else:
+        words = [f"thing{suffix}", "is not a regular file", kind.split(" (")[0]]
+    refusal_line(cli(*args[command]), words)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_fifo_in_an_image_folder_is_refused_not_waited_on(cli, digits, tmp_path):
+    _write_png(tmp_path / "calib" / "zero" / "a.png", "L")
+    os.mkfifo(tmp_path / "calib" / "zero" / "b.png")
+    refusal_line(cli("compress", digits["model"], "--int8", "--data", tmp_path / "calib", "-o", tmp_path / "out"),
+                 ["b.png", "is not a regular file", "FIFO"])
