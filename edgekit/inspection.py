@@ -66,7 +66,7 @@ def describe(model: LoadedModel) -> dict:
         "num_classes": model.num_classes,
         "params": model.params,
         "macs": model.macs,
-        "layers": len(model.scan.layers) - 1 if model.scan else None,
+        "layers": len(model.scan.layers) - 1 if model.scan and model.scan.layers else None,
         "bridge": bridge,
         "bridge_untranslatable": untranslatable,
         "trainable_path": model.keras_model is not None,  # pruning and QAT need tf_keras

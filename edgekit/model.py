@@ -18,10 +18,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgekit.errors import ModelError, first_line, regular_file, require
-from edgekit.safety import Scan, check_node_references, check_safe, scan
+from edgekit.errors import ModelError, check_path_name, first_line, regular_file, require
+from edgekit.safety import Scan, check_declared_parameters, check_node_references, check_safe, scan
+from edgekit.saved_model_scan import scan_saved_model
 
 MAX_CONFIG_BYTES = 64 << 20  # a larger config is not a real classifier: refuse before parsing
+MAX_METADATA_BYTES = 1 << 20  # metadata.json holds a version and a date
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ def _keras_flavour(version: str) -> str:
 def read_model_file(path: Path) -> ModelFile:
     """Identify the file and read its config, refusing anything that is not a Keras model."""
     path = Path(path)
+    check_path_name(path, "model file", ModelError)
     if not path.exists():
         raise ModelError(f"model file {path} does not exist; check the path")
     if path.is_dir():
@@ -110,13 +113,21 @@ def _model_file(path: Path, fmt: str, version: str, config, keras: str | None = 
 def _parse_config(raw, path: Path) -> dict:
     if len(raw) > MAX_CONFIG_BYTES:
         raise ModelError(f"{path}: the model config is {len(raw) >> 20} MiB, over the 64 MiB limit; refused")
-    try:
-        config = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        raise ModelError(f"{path} has a model config that is not valid JSON: the file is corrupted") from None
+    config = _parse_json(raw, path, "model config")
     if not isinstance(config, dict):
         raise ModelError(f"{path} has a model config that is not an object: the file is corrupted")
+    check_declared_parameters(config, _size_of(path), path)
     return config
+
+
+def _parse_json(raw: bytes, path: Path, what: str):
+    """JSON from inside a model file: UTF-8, nesting and number sizes bounded, else corrupted."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ValueError):
+        # ValueError: also Python's limit on the digits of an integer (5000-digit numbers)
+        raise ModelError(f"{path} has a {what} that is not valid JSON (or not UTF-8, or nested too deeply): "
+                         "the file is corrupted") from None
 
 
 def _read_h5(path: Path) -> ModelFile:
@@ -130,12 +141,15 @@ def _read_h5(path: Path) -> ModelFile:
             raw_config = f.attrs.get("model_config")
             version = _decode_attr(f.attrs.get("keras_version", ""))
             has_weights = "model_weights" in f
-    except (OSError, RuntimeError, KeyError) as exc:
+    except UnicodeDecodeError:
+        raise ModelError(f"{path} has a model config that is not valid UTF-8: the file is corrupted") from None
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
         raise ModelError(f"{path} is truncated or corrupted and cannot be read ({first_line(exc)})") from None
     if raw_config is None:
         hint = " (it holds weights only: save the whole model with model.save())" if not has_weights else ""
         raise ModelError(f"{path} has no model config{hint}; pass a full Keras model file")
-    raw = raw_config if isinstance(raw_config, bytes) else str(raw_config).encode()
+    # h5py hands back undecodable UTF-8 as surrogates: turn them back into the bytes they were
+    raw = raw_config if isinstance(raw_config, bytes) else str(raw_config).encode("utf-8", "surrogateescape")
     return _model_file(path, "h5", version, _parse_config(raw, path))
 
 
@@ -145,18 +159,24 @@ def _read_keras_zip(path: Path) -> ModelFile:
             names = set(zf.namelist())
             if "config.json" not in names:
                 raise ModelError(f"{path} is a zip archive without config.json: not a .keras model")
-            size = zf.getinfo("config.json").file_size
-            if size > MAX_CONFIG_BYTES:
-                raise ModelError(f"{path}: config.json is {size >> 20} MiB, over the 64 MiB limit; refused")
-            meta = json.loads(zf.read("metadata.json")) if "metadata.json" in names else {}
-            raw = zf.read("config.json")
+            raw = _read_member(zf, "config.json", MAX_CONFIG_BYTES, path)
+            meta_raw = _read_member(zf, "metadata.json", MAX_METADATA_BYTES, path) if "metadata.json" in names else b"{}"
     except ModelError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, json.JSONDecodeError, OSError, EOFError,
-            UnicodeDecodeError, NotImplementedError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError) as exc:
         raise ModelError(f"{path} is truncated or corrupted: not a readable .keras archive ({first_line(exc)})") from None
+    meta = _parse_json(meta_raw, path, "metadata.json")
     version = str(meta.get("keras_version", "3")) if isinstance(meta, dict) else "3"
     return _model_file(path, "keras", version, _parse_config(raw, path))
+
+
+def _read_member(zf: zipfile.ZipFile, name: str, limit: int, path: Path) -> bytes:
+    """A zip member, inflated to at most `limit` bytes whatever its header claims."""
+    with zf.open(name) as member:
+        data = member.read(limit + 1)
+    if len(data) > limit:
+        raise ModelError(f"{path}: {name} inflates to over {limit >> 20} MiB, beyond any real model's; refused")
+    return data
 
 
 def _read_saved_model_dir(path: Path) -> ModelFile:
@@ -170,11 +190,14 @@ def _read_saved_model_dir(path: Path) -> ModelFile:
 def load_model(path: Path, trust: bool = False, custom_objects: str | None = None) -> LoadedModel:
     """Identify, vet, load and check a classifier. Raises ModelError with a one-line reason."""
     info = read_model_file(path)
-    found = scan(info.config) if info.config is not None else None
-    if found is not None:
+    if info.config is not None:
+        found = scan(info.config)
         check_safe(found, str(info.path), trust)
         if info.keras == "tf_keras":
             check_node_references(info.config, str(info.path))
+    else:
+        found = scan_saved_model(info.path)
+        check_safe(found, str(info.path), trust, what="ops that touch files or run code, not just compute")
     objects = import_custom_objects(custom_objects) if custom_objects else {}
     if info.format == "savedmodel":
         loaded = _load_saved_model(info)

@@ -9,6 +9,7 @@ functions, pass without --trust-model.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -137,7 +138,7 @@ def _refusal(ref: LayerRef) -> str | None:
         return OPAQUE_CLASSES[ref.class_name]
     if ref.class_name == "TFOpLambda":
         function = ref.config.get("function")
-        if function not in TF_OP_ALLOWLIST:
+        if not isinstance(function, str) or function not in TF_OP_ALLOWLIST:
             return f"calls tf.{function}, which is not on the allowlist of pure math/nn ops"
         return None
     if ref.class_name == "SlicingOpLambda":
@@ -193,7 +194,12 @@ def check_node_references(config: dict, source: str) -> None:
     """Every inbound reference of a tf_keras-style Functional config names an existing call."""
     inner = config.get("config", {})
     layers = inner.get("layers", [])
-    if config.get("class_name") not in ("Functional", "Model") or not isinstance(layers, list):
+    if not isinstance(layers, list):
+        return
+    if config.get("class_name") not in ("Functional", "Model"):
+        for layer in layers:  # a Sequential (or wrapper) can hold Functional models at any depth
+            if isinstance(layer, dict):
+                check_node_references(layer, source)
         return
     try:
         calls = {_layer_name(layer): (layer["class_name"], len(layer.get("inbound_nodes", [])), has_own_input(layer))
@@ -228,9 +234,56 @@ def _check_reference(ref, calls, user: str, source: str) -> None:
                          f"{count} time(s); the file is corrupted")
 
 
-def check_safe(found: Scan, source: str, trust: bool) -> None:
+def check_safe(found: Scan, source: str, trust: bool, what: str = "layers that run code on load") -> None:
     if found.refused and not trust:
         raise ModelError(
-            f"{source} holds layers that run code on load — {group_layers(found.refused)}; refused — pass --trust-model "
+            f"{source} holds {what} — {group_layers(found.refused)}; refused — pass --trust-model "
             "(with --custom-objects module.path for custom classes) only if you trust where the file came from"
         )
+
+
+# --- declared sizes --------------------------------------------------------------------------
+# Keras allocates every weight when it builds a layer: a config declaring Dense(units=10**12)
+# would take the machine down before any weight is read. The least number of parameters each
+# layer must have (input sizes unknown: taken as 1) is summed from the config first.
+
+def _positive_ints(*values) -> list[int] | None:
+    flat = []
+    for value in values:
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in items):
+            return None
+        flat.extend(items)
+    return flat
+
+
+def _least_parameters(ref: LayerRef) -> int:
+    c = ref.config
+    counts = {
+        "units": lambda: _positive_ints(c.get("units")),
+        "filters": lambda: _positive_ints(c.get("filters"), c.get("kernel_size", 1)),
+        "depthwise": lambda: _positive_ints(c.get("kernel_size", 1), c.get("depth_multiplier", 1)),
+        "embedding": lambda: _positive_ints(c.get("input_dim"), c.get("output_dim")),
+    }
+    kind = ("embedding" if ref.class_name == "Embedding" else
+            "depthwise" if ref.class_name.startswith("DepthwiseConv") else
+            "filters" if "filters" in c else "units" if "units" in c else None)
+    factors = counts[kind]() if kind else None
+    return math.prod(factors) if factors else 0
+
+
+def declared_parameters(config: Any) -> int:
+    """A lower bound on the model's parameter count, from its config alone."""
+    return sum(_least_parameters(ref) for ref in iter_layers(config))
+
+
+def check_declared_parameters(config: Any, file_bytes: int, source) -> None:
+    from edgekit.memory import available_mb
+
+    least = declared_parameters(config)
+    room = available_mb() * (1 << 20)
+    if least * 4 > room:
+        raise ModelError(f"{source} declares layers with at least {least:,} parameters "
+                         f"({least * 4 / (1 << 30):,.1f} GiB as float32) in a {file_bytes / (1 << 20):,.1f} MiB file, "
+                         f"more than the {room / (1 << 30):,.1f} GiB of memory available; the file is corrupted or "
+                         "hostile, refused before building it")

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from edgekit.bridge import translate, unbridgeable_layers
 from edgekit.errors import EdgekitError
 from edgekit.model import read_model_file
-from edgekit.safety import check_node_references, scan
+from edgekit.safety import check_declared_parameters, check_node_references, scan
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-3, 300) | st.floats(allow_nan=False) | st.text(max_size=12)
@@ -65,6 +65,7 @@ def configs(digits, tmp_path_factory):
 
 
 def _inspect_config(config):
+    check_declared_parameters(config, 1 << 20, "fuzzed")
     found = scan(config)
     check_node_references(config, "fuzzed")
     if not found.refused and not unbridgeable_layers(config):
