@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.text import Text
 
 from edgekit import __version__
-from edgekit.errors import EXIT_INTERNAL, EdgekitError, first_line
+from edgekit.errors import EXIT_INTERNAL, EdgekitError, first_line, printable
 from edgekit.progress import StepLog, console as err_console
 
 app = typer.Typer(
@@ -36,7 +36,7 @@ def _errors_to_exit_codes():
             err_console.print_exception()
             if getattr(exc, "child_traceback", None):  # a step that failed in its child process
                 err_console.print(exc.child_traceback, markup=False)
-        err_console.print(Text.assemble(("error:", "red"), f" {exc}"), soft_wrap=True)
+        err_console.print(Text.assemble(("error:", "red"), f" {printable(str(exc))}"), soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except BrokenPipeError:  # `edgekit ... --json | head`: the reader left; not an error
         import os
@@ -50,7 +50,7 @@ def _errors_to_exit_codes():
         if _state["debug"]:
             err_console.print_exception()
         err_console.print(Text.assemble(
-            ("internal error:", "red"), f" {type(exc).__name__}: {first_line(exc) if str(exc).strip() else ''} "
+            ("internal error:", "red"), f" {type(exc).__name__}: {printable(first_line(exc)) if str(exc).strip() else ''} "
             "— this is a bug in edgekit; rerun with --debug and report the output"), soft_wrap=True)
         raise typer.Exit(EXIT_INTERNAL) from None
 
@@ -114,6 +114,7 @@ def evaluate(
     data: Path = typer.Option(..., "--data", help="Labelled data: image folder (one sub-folder per class) or .npz with x, y."),
     preprocess: Optional[str] = typer.Option(None, "--preprocess", help="unit, symmetric or none (default: unit for folders, none for .npz)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads."),
+    timeout: float = typer.Option(600.0, "--timeout", help="Seconds before a hanging evaluation is given up."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (with confusion matrices) instead of a table."),
 ):
     """Top-1/top-5 accuracy of each artifact on labelled data, and how often they agree."""
@@ -121,7 +122,7 @@ def evaluate(
     from edgekit.report import render_evaluation
 
     with _errors_to_exit_codes():
-        result = evaluate_artifacts(artifacts, data, preprocess, threads)
+        result = evaluate_artifacts(artifacts, data, preprocess, threads, timeout)
         _emit(result, as_json, render_evaluation)
 
 

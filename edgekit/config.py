@@ -23,19 +23,19 @@ Format = Literal["tflite", "onnx", "openvino"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class PruneStage(_Strict):
     type: Literal["prune"]
     sparsity: float = Field(gt=0, lt=1, description="final fraction of zero weights")
     structure: Literal["unstructured", "2:4"] = "unstructured"
-    epochs: int = Field(2, ge=1)
+    epochs: int = Field(2, ge=1, le=10_000)
 
 
 class QATStage(_Strict):
     type: Literal["qat"]
-    epochs: int = Field(2, ge=1)
+    epochs: int = Field(2, ge=1, le=10_000)
 
 
 Stage = Annotated[Union[PruneStage, QATStage], Field(discriminator="type")]
@@ -48,12 +48,12 @@ class Recipe(_Strict):
     int8: bool = False
     fp16: bool = False
     formats: list[Format] = Field(default_factory=lambda: ["tflite", "onnx", "openvino"], min_length=1)
-    calib_samples: int = Field(200, ge=1)
+    calib_samples: int = Field(200, ge=1, le=10_000_000)
     io_dtype: Literal["float32", "int8", "uint8"] = "float32"
     preprocess: Optional[Literal["unit", "symmetric", "none"]] = None
-    accuracy_tolerance: Optional[float] = Field(None, ge=0, description="max top-1 drop in points vs the fp32 model")
-    batch_size: int = Field(32, ge=1)
-    learning_rate: float = Field(1e-4, gt=0)
+    accuracy_tolerance: Optional[float] = Field(None, ge=0, le=100, description="max top-1 drop in points vs the fp32 model")
+    batch_size: int = Field(32, ge=1, le=65_536)
+    learning_rate: float = Field(1e-4, gt=0, le=10)
 
     @model_validator(mode="after")
     def _consistent(self) -> "Recipe":
@@ -124,7 +124,7 @@ def validate_recipe(data, source: str, flags: dict[str, str] | None = None) -> R
 
 def load_recipe(spec: str) -> Recipe:
     """--recipe FILE or NAME."""
-    import yaml
+    from edgekit.untrusted import load_yaml
 
     shipped = shipped_recipes()
     path = Path(spec)
@@ -132,9 +132,6 @@ def load_recipe(spec: str) -> Recipe:
         if spec not in shipped:
             raise InputError(f"--recipe {spec}: no such file or shipped recipe (shipped: {', '.join(shipped) or 'none'})")
         path = shipped[spec]
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise InputError(f"recipe {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = load_yaml(path, "recipe")
     recipe = validate_recipe(data, str(path))
     return recipe.model_copy(update={"name": recipe.name or path.stem})

@@ -7,15 +7,19 @@ allow_pickle=False.
 
 from __future__ import annotations
 
+import math
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import DataError, regular_file
+from edgekit.errors import DataError, check_path_name, regular_file
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 PREPROCESS_CHOICES = ("unit", "symmetric", "none")
+MAX_IMAGE_PIXELS = 64_000_000  # a 64 MP photo is already far beyond any classifier's input
 # PIL mode to decode into, per model channel count. Grey images feed a 3-channel model as
 # Keras does (replicated); colour images are refused by a 1-channel model rather than
 # silently converted, since that changes what the model sees.
@@ -66,21 +70,28 @@ def load_dataset(path: Path, image_shape: tuple[int, int, int], preprocess: str 
     mode = preprocess or default_preprocess(path)
     if mode not in PREPROCESS_CHOICES:
         raise DataError(f"--preprocess {mode!r} is not one of: {', '.join(PREPROCESS_CHOICES)}")
-    if not path.exists():
-        raise DataError(f"{option} {path} does not exist; pass an image folder or an .npz file")
+    check_data_path(path, option)
     if path.is_dir():
         x, y, names = _read_image_folder(path, image_shape, option)
-    elif path.suffix.lower() == ".npz":
-        x, y = _read_npz(regular_file(path, option, DataError), image_shape, option)
-        names = None
     else:
-        raise DataError(
-            f"{option} {path} is neither a folder of class sub-folders nor an .npz file"
-        )
+        x, y = _read_npz(path, image_shape, option)
+        names = None
     if need_labels and y is None:
         raise DataError(f"{option} {path} has no labels (array `y`); validation needs them")
     _check_finite(x, path, option)
     return Dataset(apply_preprocess(x, mode), y, path, mode, names)
+
+
+def check_data_path(path: Path, option: str) -> None:
+    """A data path that can be read: checked before the model is loaded, and again on reading."""
+    path = Path(path)
+    check_path_name(path, option, DataError)
+    if not path.exists():
+        raise DataError(f"{option} {path} does not exist; pass an image folder or an .npz file")
+    if not path.is_dir():
+        if path.suffix.lower() != ".npz":
+            raise DataError(f"{option} {path} is neither a folder of class sub-folders nor an .npz file")
+        regular_file(path, option, DataError)
 
 
 def _check_finite(x: np.ndarray, path: Path, option: str) -> None:
@@ -99,20 +110,13 @@ def check_labels(ds: Dataset, num_classes: int, option: str) -> None:
 
 
 def _read_npz(path: Path, image_shape, option: str):
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            keys = set(npz.files)
-            if "x" not in keys:
-                found = ", ".join(sorted(keys)) or "none"
-                raise DataError(
-                    f"{option} {path} has no array `x` (found: {found}); save it with np.savez(path, x=images, y=labels)"
-                )
-            x = npz["x"]
-            y = npz["y"] if "y" in keys else None
-    except DataError:
-        raise
-    except (ValueError, OSError) as exc:
-        raise DataError(f"{option} {path} is not a readable .npz ({exc}); object arrays are refused") from None
+    arrays = read_npz_arrays(path, option, wanted=("x", "y"))
+    if "x" not in arrays:
+        found = ", ".join(sorted(arrays["names"])) or "none"
+        raise DataError(
+            f"{option} {path} has no array `x` (found: {found}); save it with np.savez(path, x=images, y=labels)"
+        )
+    x, y = arrays["x"], arrays.get("y")
     if x.ndim == 3 and image_shape[-1] == 1:
         x = x[..., None]
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(image_shape):
@@ -135,6 +139,73 @@ def _read_npz(path: Path, image_shape, option: str):
             raise DataError(f"{option} {path}: `y` holds class indices up to {y.max()}, beyond any class")
         y = y.astype(np.int64)
     return x, y
+
+
+# --- .npz: every claim of the file checked before memory is allocated for it ------------------
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def read_npz_arrays(path: Path, option: str, wanted: tuple[str, ...]) -> dict:
+    """The wanted arrays of an .npz, plus "names" (every array in it). Each array's header is read
+    first and its claimed size checked against the archive and the free memory, so a header
+    that claims 10^12 samples is refused, not allocated; object (pickle) arrays are refused."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {name[:-4]: name for name in archive.namelist() if name.endswith(".npy")}
+            arrays: dict = {"names": list(members)}
+            for key in wanted:
+                if key in members:
+                    arrays[key] = _read_npy_member(archive, members[key], path, option)
+            return arrays
+    except zipfile.BadZipFile as exc:
+        raise DataError(_not_npz(path, option, exc)) from None
+    except (OSError, EOFError, ValueError, zipfile.LargeZipFile, NotImplementedError) as exc:
+        raise DataError(f"{option} {path} is not a readable .npz ({exc}); it is truncated or corrupted") from None
+
+
+def _not_npz(path: Path, option: str, exc: Exception) -> str:
+    with open(path, "rb") as f:
+        head = f.read(len(NPY_MAGIC))
+    what = "a single .npy array" if head == NPY_MAGIC else "empty" if not head else "not a zip archive"
+    return (f"{option} {path} is not an .npz: it is {what} ({exc}); "
+            "save the data with np.savez(path, x=images, y=labels)")
+
+
+def _read_npy_member(archive: zipfile.ZipFile, name: str, path: Path, option: str) -> np.ndarray:
+    info = archive.getinfo(name)
+    with archive.open(info) as member:
+        shape, fortran, dtype, header_bytes = _npy_header(member, f"{path}:{name}", option)
+    claimed = header_bytes + math.prod(shape) * dtype.itemsize
+    if claimed != info.file_size:
+        raise DataError(f"{option} {path}: array {name[:-4]}'s header claims shape {shape} of {dtype} "
+                        f"({claimed:,} bytes) but the archive holds {info.file_size:,}; the file is corrupted")
+    _check_room(claimed, path, option)
+    with archive.open(info) as member:
+        return np.lib.format.read_array(member, allow_pickle=False)
+
+
+def _npy_header(stream, where: str, option: str):
+    try:
+        version = np.lib.format.read_magic(stream)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(stream)
+    except Exception as exc:  # noqa: BLE001 - numpy parses the header as Python literals: any error
+        # of that parser (ValueError, SyntaxError, tokenize.TokenError, …) means a bad header
+        raise DataError(f"{option} {where} has a bad .npy header ({exc}); the file is corrupted") from None
+    if dtype.hasobject:
+        raise DataError(f"{option} {where} holds Python objects (dtype {dtype}); object arrays are refused "
+                        "(they need pickle, which runs code)")
+    return shape, fortran, dtype, stream.tell()
+
+
+def _check_room(claimed: int, path: Path, option: str) -> None:
+    from edgekit.memory import available_mb
+
+    room = available_mb() * (1 << 20)
+    if claimed > room / 2:  # it is converted to float32 after loading: leave room for the copy
+        raise DataError(f"{option} {path}: an array of {claimed / (1 << 30):,.1f} GiB does not fit in the "
+                        f"{room / (1 << 30):,.1f} GiB of memory available; pass a smaller subset")
 
 
 def _class_folders(path: Path, option: str) -> list[Path]:
@@ -163,11 +234,17 @@ def _read_image_folder(path: Path, image_shape, option: str):
                 continue
             regular_file(file, option, DataError)  # a FIFO named x.png would hang the decoder
             try:
-                with Image.open(file) as img:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # _check_pixels decides
+                    img = Image.open(file)  # reads the header only; pixels are decoded below
+                with img:
+                    _check_pixels(img.size, file, option)
                     _check_channels(img.mode, channels, file, option)
                     img = img.convert(_PIL_MODE[channels]).resize((width, height), Image.BILINEAR)
                     array = np.asarray(img, dtype=np.float32)
-            except (UnidentifiedImageError, OSError) as exc:
+            except Image.DecompressionBombError:
+                raise DataError(_too_many_pixels(file, option)) from None
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
                 raise DataError(f"{option}: {file} is not a readable image ({exc})") from None
             images.append(array.reshape(height, width, channels))
             labels.append(index)
@@ -176,6 +253,18 @@ def _read_image_folder(path: Path, image_shape, option: str):
             f"{option} {path} has class sub-folders but no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
         )
     return np.stack(images), np.asarray(labels, dtype=np.int64), [c.name for c in classes]
+
+
+def _check_pixels(size: tuple[int, int], file: Path, option: str) -> None:
+    """A header can claim any size; a 15000×15000 PNG of a few KB would decode to 675 MB."""
+    if size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise DataError(_too_many_pixels(file, option, size))
+
+
+def _too_many_pixels(file: Path, option: str, size: tuple[int, int] | None = None) -> str:
+    claimed = f" claims {size[0]}×{size[1]} pixels," if size else ""
+    return (f"{option}: {file}{claimed} over the {MAX_IMAGE_PIXELS // 10**6} megapixel limit for one image "
+            "(a decompression bomb, or a photo far larger than any classifier input); resize it first")
 
 
 def _check_channels(mode: str, channels: int, file: Path, option: str) -> None:

@@ -16,7 +16,7 @@ Validated by pydantic like recipes: an unknown key is an error, not silently ign
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -28,7 +28,7 @@ Format = Literal["tflite", "onnx", "openvino"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Reference(_Strict):
@@ -61,7 +61,7 @@ class DeviceProfile(_Strict):
     runs_as: dict[Precision, Precision] = Field(default_factory=dict)
     threads: Optional[int] = Field(None, ge=1)
     memory_mb: Optional[int] = Field(None, gt=0)
-    peak_gmacs: dict[Precision, float] = Field(default_factory=dict)
+    peak_gmacs: dict[Precision, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
     memory_gbps: Optional[float] = Field(None, gt=0)
     on_chip_mb: Optional[float] = Field(None, gt=0)
     specs_source: Optional[str] = None
@@ -84,7 +84,7 @@ def shipped_devices() -> dict[str, Path]:
 
 def load_profile(name: str) -> DeviceProfile:
     """--device NAME (a shipped profile) or a path to a profile YAML."""
-    import yaml
+    from edgekit.untrusted import load_yaml
 
     shipped = shipped_devices()
     path = Path(name)
@@ -93,10 +93,7 @@ def load_profile(name: str) -> DeviceProfile:
             raise InputError(f"--device {name}: unknown device (known: {', '.join(shipped) or 'none'}; "
                              "`edgekit devices` lists them)")
         path = shipped[name]
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise InputError(f"device profile {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = load_yaml(path, "device profile")
     if not isinstance(data, dict):
         raise InputError(f"device profile {path} must be a YAML mapping of fields")
     try:

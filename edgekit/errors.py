@@ -76,6 +76,7 @@ def regular_file(path, what: str, error: type[InputError] = InputError):
     from pathlib import Path
 
     path = Path(path)
+    check_path_name(path, what, error)
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
@@ -87,3 +88,28 @@ def regular_file(path, what: str, error: type[InputError] = InputError):
                 else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket or other special file")
         raise error(f"{what} {path} is not a regular file (it is {kind})")
     return path
+
+
+MAX_NAME_BYTES, MAX_PATH_BYTES = 255, 4096  # Linux's NAME_MAX and PATH_MAX
+
+
+def printable(text: str) -> str:
+    """Text whose undecodable bytes (a non-UTF-8 file name arrives as surrogates) show as \\xNN:
+    printing it can never fail."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def check_path_name(path, what: str, error: type[InputError] = InputError) -> None:
+    """A path the tools downstream can take: UTF-8 (TensorFlow and h5py encode names as UTF-8),
+    names within 255 bytes and the whole within 4096, said before any file call fails on it."""
+    text = str(path)
+    shown = printable(text if len(text) <= 80 else f"{text[:40]}…{text[-30:]}")
+    if printable(text) != text:
+        raise error(f"{what} {shown}: the path is not valid UTF-8; rename it")
+    if len(text.encode()) > MAX_PATH_BYTES:
+        raise error(f"{what} {shown}: the path is over {MAX_PATH_BYTES} bytes")
+    if any(len(part.encode()) > MAX_NAME_BYTES for part in text.split("/")):
+        raise error(f"{what} {shown}: a name in the path is over {MAX_NAME_BYTES} bytes")

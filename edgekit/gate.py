@@ -8,7 +8,6 @@ A check that cannot be made is "skipped" with the reason, never silently passed.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass
@@ -17,14 +16,14 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgekit.errors import GateFailure, InputError, first_line, regular_file
+from edgekit.errors import GateFailure, InputError, OutputError
 
 SCHEMA = "edgekit.report/1"
 
 
 class Thresholds(BaseModel):
     """The limits, from flags or a gate.yaml (same names); unknown keys are errors."""
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_accuracy_drop: float = Field(0.5, ge=0, description="top-1 points")
     max_latency_increase: float = Field(10.0, ge=0, description="percent of the baseline p50")
@@ -47,16 +46,13 @@ class Check:
 
 def load_thresholds(path: Optional[Path], flags: dict) -> Thresholds:
     """gate.yaml values, overridden by the flags actually given (None = not given)."""
-    import yaml
+    from edgekit.untrusted import load_yaml
 
     data = {}
     if path is not None:
-        if not Path(path).is_file():
+        if not Path(path).exists():
             raise InputError(f"--config {path}: no such file")
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise InputError(f"gate config {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+        data = load_yaml(Path(path), "gate config") or {}
         if not isinstance(data, dict):
             raise InputError(f"gate config {path} must be a YAML mapping of thresholds")
     data.update({k: v for k, v in flags.items() if v is not None})
@@ -74,12 +70,9 @@ def load_report(path: Path, role: str) -> dict:
     """A report read strictly (edgekit.report_schema): anything the gate cannot trust is exit 2
     naming the field, never a check that passes by default."""
     from edgekit.report_schema import ReportError, parse_strict_json, validate_report
+    from edgekit.untrusted import load_json
 
-    path = regular_file(path, role)
-    try:
-        report = parse_strict_json(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ReportError) as exc:
-        raise InputError(f"{role} {path} is not JSON ({first_line(exc)})") from None
+    report = load_json(path, role, parse=parse_strict_json)
     schema = report.get("schema") if isinstance(report, dict) else None
     if not isinstance(schema, str) or not schema.startswith("edgekit.report/"):
         raise InputError(f"{role} {path} is not an edgekit report.json (no \"schema\": \"{SCHEMA}\")")
@@ -177,9 +170,11 @@ def run_gate(report_path: Path, baseline_path: Path, limits: Thresholds, junit: 
              summary: Optional[Path] = None) -> dict:
     """Load, compare, write the JUnit/summary files asked for. Bad input raises before anything
     is written; a regression is reported in the files, then `raise_if_failed` makes it exit 1."""
+    from edgekit.outputs import check_writable_file
+
     for option, path in (("--junit", junit), ("--summary", summary)):
-        if path is not None and not Path(path).resolve().parent.is_dir():
-            raise InputError(f"{option} {path}: the folder {Path(path).parent} does not exist")
+        if path is not None:
+            check_writable_file(Path(path), option)
     new_report, baseline = load_report(report_path, "report"), load_report(baseline_path, "baseline")
     checks = compare(new_report, baseline, limits)
     result = {"report": str(report_path), "baseline": str(baseline_path), "thresholds": limits.model_dump(),
@@ -187,9 +182,16 @@ def run_gate(report_path: Path, baseline_path: Path, limits: Thresholds, junit: 
     if junit:
         _write_atomically(Path(junit), junit_xml(checks))
     if summary:
-        with open(summary, "a") as f:
-            f.write(summary_markdown(result))
+        _append(Path(summary), summary_markdown(result))
     return result
+
+
+def _append(path: Path, text: str) -> None:
+    try:
+        with open(path, "a") as f:
+            f.write(text)
+    except OSError as exc:  # a disk that filled up since the start
+        raise OutputError(f"--summary {path} could not be written ({exc.strerror or exc})") from None
 
 
 def raise_if_failed(result: dict) -> None:
@@ -257,6 +259,8 @@ def _write_atomically(path: Path, text: str) -> None:
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputError(f"--junit {path} could not be written ({exc.strerror or exc})") from None
         raise

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.config import Recipe
-from edgekit.data import Dataset, check_labels, load_dataset
+from edgekit.data import Dataset, check_data_path, check_labels, load_dataset
 from edgekit.errors import ConversionError, GateFailure, InputError, ModelError
 from edgekit.evaluate import accuracy
 from edgekit.export import FORMATS, exporter_for
@@ -94,6 +94,9 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
     outdir = opts.resolved_outdir()
     stem = Path(opts.model).stem
     check_output_folder(outdir, artifact_names(stem, recipe.formats, opts.precisions), opts.force)
+    for option, path in (("--data", opts.data), ("--val", opts.val)):
+        if path is not None:
+            check_data_path(Path(path), option)
     started = time.perf_counter()
 
     with log.step(f"Load {opts.model}"):

@@ -12,7 +12,7 @@ import tempfile
 import numpy as np
 import pytest
 
-from tests.conftest import refusal_line, snapshot
+from tests.conftest import refusal_line
 
 
 @pytest.fixture(scope="module")
