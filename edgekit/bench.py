@@ -152,11 +152,13 @@ def bench_local(paths: list[Path], settings: BenchSettings) -> list[dict]:
     return run_child(command, settings.timeout_s * len(paths), ", ".join(str(p) for p in paths))["results"]
 
 
-def run_child(command: list[str], timeout_s: float, label: str) -> dict:
+def run_child(command: list[str], timeout_s: float, label: str, work: str = "benchmark") -> dict:
+    """Run a child that prints one JSON line: its result, or {"error": message}. A hang past
+    timeout_s, a crash or a signal is exit 2 naming the artifacts, never edgekit's own crash."""
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        raise InputError(f"{label}: the benchmark did not finish within {timeout_s:g} s (the model hangs its "
+        raise InputError(f"{label}: the {work} did not finish within {timeout_s:g} s (the model hangs its "
                          "runtime, or raise --timeout)") from None
     lines = done.stdout.strip().splitlines()
     try:
@@ -168,7 +170,7 @@ def run_child(command: list[str], timeout_s: float, label: str) -> dict:
     if done.returncode != 0 or not isinstance(result, dict):
         how = f"signal {-done.returncode}" if done.returncode < 0 else f"exit status {done.returncode}"
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
-        raise InputError(f"{label}: the runtime crashed while benchmarking it ({how}: {tail})")
+        raise InputError(f"{label}: the runtime crashed during the {work} ({how}: {tail})")
     return result
 
 

@@ -35,7 +35,29 @@ def confusion(scores: np.ndarray, labels: np.ndarray, num_classes: int) -> list[
     return matrix.tolist()
 
 
-def evaluate_artifacts(paths, data_path, preprocess: str | None = None, threads: int | None = None) -> dict:
+def evaluate_artifacts(paths, data_path, preprocess: str | None = None, threads: int | None = None,
+                       timeout_s: float = 600.0) -> dict:
+    """`edgekit eval`: options checked here, the artifacts run in a child interpreter with a
+    timeout (an ONNX Loop that never ends, or a runtime that crashes, is exit 2, not a hang)."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from edgekit.bench import check_seconds, check_threads, run_child
+    from edgekit.data import check_data_path
+    from edgekit.runtime import artifact_format
+
+    check_threads(threads)
+    check_seconds("--timeout", timeout_s)
+    for path in paths:
+        artifact_format(Path(path))
+    check_data_path(Path(data_path), "--data")
+    job = {"paths": [str(p) for p in paths], "data_path": str(data_path), "preprocess": preprocess, "threads": threads}
+    command = [sys.executable, "-I", "-m", "edgekit.evaluate", json.dumps(job)]  # -I: see bench_local
+    return run_child(command, timeout_s, ", ".join(str(p) for p in paths), work="evaluation")
+
+
+def evaluate_here(paths, data_path, preprocess: str | None = None, threads: int | None = None) -> dict:
     """Run every artifact on the same labelled data: accuracy, confusion, agreement."""
     from pathlib import Path
 
@@ -43,9 +65,6 @@ def evaluate_artifacts(paths, data_path, preprocess: str | None = None, threads:
     from edgekit.errors import InputError
     from edgekit.runtime import open_runner
 
-    from edgekit.bench import check_threads
-
-    check_threads(threads)
     runners = [open_runner(Path(p), threads) for p in paths]
     shapes = {r.input_shape for r in runners}
     if len(shapes) != 1:
@@ -64,3 +83,23 @@ def evaluate_artifacts(paths, data_path, preprocess: str | None = None, threads:
              for i in range(len(paths)) for j in range(i + 1, len(paths))}
     return {"data": {"path": str(data.source), "samples": len(data), "preprocess": data.preprocess},
             "artifacts": results, "agreement": pairs}
+
+
+def main(argv: list[str]) -> int:
+    """The child: one JSON job in, one JSON line out (the result, or {"error": message})."""
+    import json
+
+    from edgekit.errors import EdgekitError
+
+    try:
+        print(json.dumps(evaluate_here(**json.loads(argv[0]))))
+        return 0
+    except EdgekitError as exc:
+        print(json.dumps({"error": str(exc)}))
+        return 2
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

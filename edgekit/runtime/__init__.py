@@ -28,6 +28,7 @@ class Runner:
     chunk_elements = 1 << 20
     input_shape: tuple[int, int, int]
     input_spec: dict
+    fixed_batch: int | None = None  # set when the model takes only batches of this size
 
     def _run(self, batch: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -37,9 +38,17 @@ class Runner:
         return self._run(batch)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        size = max(1, min(self.chunk, self.chunk_elements // max(1, int(np.prod(x.shape[1:])))))
-        outputs = [self._run(x[i:i + size]) for i in range(0, len(x), size)]
+        size = self.fixed_batch or max(1, min(self.chunk, self.chunk_elements // max(1, int(np.prod(x.shape[1:])))))
+        outputs = [self._run_padded(x[i:i + size], size) for i in range(0, len(x), size)]
         return np.concatenate(outputs, axis=0).astype(np.float32, copy=False)
+
+    def _run_padded(self, batch: np.ndarray, size: int) -> np.ndarray:
+        """A model exported with a static batch takes exactly that many: the last, short batch is
+        padded with copies of its last sample, and their scores dropped."""
+        if not self.fixed_batch or len(batch) == size:
+            return self._run(batch)
+        padding = np.repeat(batch[-1:], size - len(batch), axis=0)
+        return self._run(np.concatenate([batch, padding]))[:len(batch)]
 
 
 def _runner_class(kind: str):
@@ -92,13 +101,15 @@ def open_runner(path: Path, threads: int | None = None, providers: list[str] | N
     `providers` (ONNX Runtime) and `openvino_device` come from a device profile."""
     path = Path(path)
     kind = artifact_format(path)
+    if kind == "openvino":
+        regular_file(path.with_suffix(".bin"), f"{path} needs its weights beside it:", InputError)
     options = {"onnx": {"providers": providers}, "openvino": {"device": openvino_device}}.get(kind, {})
     return load_checked(path, kind, lambda: _runner_class(kind)(path, threads, **{k: v for k, v in options.items() if v}))
 
 
 def load_checked(path: Path, kind: str, load):
     """Run `load`; a runtime's own exception for a bad file becomes one line, exit 2."""
-    from edgekit.errors import EdgekitError, first_line
+    from edgekit.errors import EdgekitError
 
     try:
         return load()
@@ -106,4 +117,14 @@ def load_checked(path: Path, kind: str, load):
         raise
     except Exception as exc:  # noqa: BLE001 - each runtime raises its own types for a bad file
         raise InputError(f"{path} cannot be loaded by {kind}: it is corrupt or not a {path.suffix} model "
-                         f"({first_line(exc, 200)})") from None
+                         f"({runtime_reason(exc)})") from None
+
+
+def runtime_reason(exc: BaseException) -> str:
+    """The line of a runtime's message that says what is wrong: OpenVINO puts a stack of
+    "Exception from src/…cpp:NN:" and "Check … failed at …" lines before it."""
+    from edgekit.errors import first_line
+
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    said = [line for line in lines if not line.startswith(("Exception from ", "Check '"))]
+    return (said[0][:200] if said else first_line(exc, 200))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import require
+from edgekit.errors import InputError, require
 from edgekit.runtime import Runner
 
 
@@ -26,7 +26,11 @@ class OnnxRunner(Runner):
         self.execution = ", ".join(self.session.get_providers())
         first = self.session.get_inputs()[0]
         self.input_name = first.name
-        self.input_shape = tuple(int(d) for d in first.shape[1:])
+        if len(first.shape) != 4 or not all(isinstance(d, int) and d > 0 for d in first.shape[1:]):
+            raise InputError(f"{path}: input {first.name} has shape {first.shape}; edgekit runs image models "
+                             "with a fixed (batch, height, width, channels) input")
+        self.input_shape = tuple(first.shape[1:])
+        self.fixed_batch = first.shape[0] if isinstance(first.shape[0], int) and first.shape[0] > 0 else None
         self.input_spec = {"dtype": "float32", "scale": None, "zero_point": None}
 
     def _run(self, batch: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import require
+from edgekit.errors import InputError, require
 from edgekit.runtime import Runner
 
 
@@ -30,7 +30,11 @@ class OpenVINORunner(Runner):
                 config["INFERENCE_NUM_THREADS"] = threads
         self.compiled = core.compile_model(str(path), device, config)
         shape = self.compiled.inputs[0].get_partial_shape()
-        self.input_shape = tuple(int(shape[i].get_length()) for i in range(1, shape.rank.get_length()))
+        if shape.rank.is_dynamic or shape.rank.get_length() != 4 or any(shape[i].is_dynamic for i in (1, 2, 3)):
+            raise InputError(f"{path}: input shape {shape}; edgekit runs image models with a fixed "
+                             "(batch, height, width, channels) input")
+        self.input_shape = tuple(int(shape[i].get_length()) for i in range(1, 4))
+        self.fixed_batch = int(shape[0].get_length()) if shape[0].is_static else None
         self.input_spec = {"dtype": "float32", "scale": None, "zero_point": None}
 
     def _run(self, batch: np.ndarray) -> np.ndarray:

@@ -92,7 +92,7 @@ def test_harness_p50_agrees_with_a_bare_loop(conv_tflite):
 
 def test_a_crashing_runtime_is_exit_2_not_a_crash():
     crash = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"]
-    with pytest.raises(InputError, match="the runtime crashed while benchmarking it \\(signal 11"):
+    with pytest.raises(InputError, match="the runtime crashed during the benchmark \\(signal 11"):
         run_child(crash, 30, "model.tflite")
     hang = [sys.executable, "-c", "import time; time.sleep(30)"]
     with pytest.raises(InputError, match="did not finish within 1 s"):

@@ -61,8 +61,8 @@ def test_eval_integer_io_artifact(cli, digits, tmp_path):
 
 def test_eval_needs_no_tensorflow(artifacts, digits):
     out, _ = artifacts
-    code = ("import sys; from edgekit.evaluate import evaluate_artifacts; "
-            f"r = evaluate_artifacts([r'{out / 'digits.int8.tflite'}', r'{out / 'digits.fp32.onnx'}'], r'{digits['val']}'); "
+    code = ("import sys; from edgekit.evaluate import evaluate_here; "
+            f"r = evaluate_here([r'{out / 'digits.int8.tflite'}', r'{out / 'digits.fp32.onnx'}'], r'{digits['val']}'); "
             "heavy = [m for m in ('tensorflow', 'tf_keras', 'tf2onnx', 'nncf') if m in sys.modules]; "
             "print(heavy); sys.exit(1 if heavy or r['artifacts'][0]['accuracy']['top1'] < 0.9 else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -78,6 +78,7 @@ def _bad(name, tmp, out, digits):
     if name in ("corrupt .tflite", "corrupt .onnx", "corrupt .xml"):
         suffix = name.split()[-1]
         (tmp / f"bad{suffix}").write_bytes(b"\x00garbage" * 100)
+        (tmp / "bad.bin").write_bytes(b"\x00" * 16)  # an .xml comes with its weights
         return [tmp / f"bad{suffix}"], [f"bad{suffix}", "cannot be loaded by", "corrupt"]
     if name == "extension does not match content":
         (tmp / "really_onnx.tflite").write_bytes((out / "digits.fp32.onnx").read_bytes())
