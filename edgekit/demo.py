@@ -83,5 +83,23 @@ def run_demo(outdir: Path, force: bool, log: StepLog) -> dict:
     demo_files = ["digits.h5", "calib.npz", "val.npz"]
     check_output_folder(outdir, demo_files, force)
     check_output_folder(options.resolved_outdir(), artifact_names("digits", list(FORMATS), options.precisions), force)
-    prepare_demo(outdir, log)
-    return compress(options, log)
+    created = [p for p in [*reversed(outdir.parents), outdir] if not p.exists()]
+    kept = {name for name in demo_files if (outdir / name).exists()}  # with --force: replaced on success
+    try:
+        prepare_demo(outdir, log)
+        return compress(options, log)
+    except BaseException:  # a failure, Ctrl-C or SIGTERM: the demo's inputs go with it
+        _remove_inputs(outdir, [n for n in demo_files if n not in kept], created)
+        raise
+
+
+def _remove_inputs(outdir: Path, names: list[str], created: list[Path]) -> None:
+    """The files this run wrote, and the folders it created (if they are empty again), so the
+    demo can simply be rerun."""
+    for name in names:
+        (outdir / name).unlink(missing_ok=True)
+    for folder in reversed(created):
+        try:
+            folder.rmdir()
+        except OSError:
+            break

@@ -30,3 +30,16 @@ def test_demo_twice_needs_force(cli, tmp_path):
     assert again.exit_code == 2 and "--force" in again.stderr
     assert snapshot(tmp_path) == before
     assert cli("demo", "-o", tmp_path / "demo", "-q", "--force").exit_code == 0
+
+
+def test_interrupted_demo_leaves_nothing_and_can_simply_be_rerun(cli, tmp_path, monkeypatch):
+    from edgekit import pipeline
+
+    def interrupted(options, log):
+        assert (tmp_path / "demo" / "nested" / "digits.h5").is_file()  # the inputs were written …
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "compress", interrupted)
+    result = cli("demo", "-o", tmp_path / "demo" / "nested", "-q")
+    assert result.exit_code == 130, result.output
+    assert list(tmp_path.iterdir()) == []  # … and went with the run, folders it created too

@@ -28,11 +28,14 @@ def test_without_latency_the_page_says_what_is_missing(cli, digits, tmp_path):
     assert page.count('<img alt="plot"') == 1  # only the size plot has data
 
 
-def test_report_json_is_moved_into_place_last(tmp_path, monkeypatch):
+def test_report_json_is_moved_into_place_last_when_files_move_one_by_one(tmp_path, monkeypatch):
+    """The fallback commit (outdir holds a sub-folder, which cannot be carried over as a hard
+    link): report.json, which claims success, arrives last."""
     import os
 
     from edgekit.outputs import staged
 
+    (tmp_path / "out" / "sub").mkdir(parents=True)
     moved = []
     real_replace = os.replace
     monkeypatch.setattr(os, "replace", lambda src, dst: (moved.append(os.path.basename(dst)), real_replace(src, dst)))
@@ -40,6 +43,7 @@ def test_report_json_is_moved_into_place_last(tmp_path, monkeypatch):
         for name in ("report.json", "report.html", "model.int8.tflite", "report.md"):
             (staging / name).write_text(name)
     assert moved == ["model.int8.tflite", "report.md", "report.html", "report.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([*moved, "sub"])
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
