@@ -102,6 +102,14 @@ def _check_finite(x: np.ndarray, path: Path, option: str) -> None:
             raise DataError(f"{option} {path}: {bad} of {len(x)} samples hold NaN or Inf; remove or fix them")
 
 
+def check_varied(ds: Dataset, option: str) -> None:
+    """Calibration measures the range each activation takes: samples that are all the same image
+    give every range a width of zero, and an int8 file that is only right on that image."""
+    if len(ds) and np.all(ds.x == ds.x[:1]):
+        raise DataError(f"{option} {ds.source}: all {len(ds)} calibration samples are the same image; "
+                        "calibrate on real, varied inputs")
+
+
 def check_labels(ds: Dataset, num_classes: int, option: str) -> None:
     """Labels are class indices 0 … num_classes-1 (a -1 is not "the last class")."""
     if ds.y is not None and len(ds.y) and (ds.y.min() < 0 or ds.y.max() >= num_classes):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.config import Recipe
-from edgekit.data import Dataset, check_data_path, check_labels, load_dataset
+from edgekit.data import Dataset, check_data_path, check_labels, check_varied, load_dataset
 from edgekit.errors import ConversionError, GateFailure, InputError, ModelError
 from edgekit.evaluate import accuracy
 from edgekit.export import FORMATS, exporter_for
@@ -217,6 +217,7 @@ def _load_data(opts: CompressOptions, model: LoadedModel, log: StepLog) -> _Data
             train = load_dataset(opts.data, model.image_shape, recipe.preprocess, "--data")
         check_labels(train, model.num_classes, "--data")
         calibration = train.subset(recipe.calib_samples, opts.seed)
+        check_varied(calibration, "--data")
     elif opts.data:
         log.note("--data is used for int8 calibration and fine-tuning; without --int8 it is ignored")
     if opts.val:

@@ -85,6 +85,9 @@ def _case(name, tmp, digits):
     if name == "uint64 labels past int64":
         np.savez(tmp / "huge.npz", x=np.zeros((2, 8, 8, 1), np.float32), y=np.array([1, 2 ** 63], np.uint64))
         return [model, "--val", tmp / "huge.npz"], ["--val", "huge.npz", "class indices up to 9223372036854775808"]
+    if name == "constant calibration data":
+        np.savez(tmp / "flat.npz", x=np.full((30, 8, 8, 1), 0.5, np.float32), y=np.zeros(30, np.int64))
+        return [model, "--int8", "--data", tmp / "flat.npz"], ["--data", "all 30 calibration samples are the same image"]
     raise AssertionError(name)
 
 
@@ -94,7 +97,7 @@ CASES = [
     "colour images for a greyscale model", "npz without x", "npz x of the wrong shape",
     "npz x of the wrong shape in --val", "unknown format", "unknown preprocess",
     "integer I/O without calibration", "NaN in calibration data", "Inf in validation data",
-    "label -1 in validation data", "uint64 labels past int64",
+    "label -1 in validation data", "uint64 labels past int64", "constant calibration data",
 ]
 
 
