@@ -6,9 +6,10 @@ from pathlib import Path
 
 from edgekit.model import LoadedModel, load_model
 
-# tfmot folds a BatchNormalization into the convolution before it; anywhere else it has no
-# quantized implementation (DESIGN.md, pitfalls).
-_FOLDS_INTO = {"Conv2D", "DepthwiseConv2D"}
+# tfmot folds a BatchNormalization into the layer before it when that layer is one of these,
+# has a linear activation and feeds nothing else (its layout transforms match exactly that);
+# anywhere else a BatchNormalization has no quantized implementation (DESIGN.md, pitfalls).
+_FOLDS_INTO = {"Conv2D", "DepthwiseConv2D", "Dense"}
 # Not in tfmot's registry, but rewritten by its layout transforms before quantization
 # (SeparableConv2D → DepthwiseConv2D + Conv2D).
 _TRANSFORMED = {"SeparableConv2D"}
@@ -29,10 +30,21 @@ def qat_unsupported_layers(keras_model) -> list[str]:
         kind = type(layer).__name__
         if kind == "InputLayer" or kind in _TRANSFORMED or registry.supports(layer):
             continue
-        if kind == "BatchNormalization" and type(_producer(layer)).__name__ in _FOLDS_INTO:
+        if kind == "BatchNormalization" and _folds(_producer(layer)):
             continue
         unsupported.append(f"{layer.name} ({kind})")
     return unsupported
+
+
+def _folds(producer) -> bool:
+    """Whether tfmot's Conv/Dense + BatchNormalization transform matches: a Conv2D(activation=
+    "relu") → BatchNormalization is not folded, and quantizing that BN fails."""
+    if producer is None or type(producer).__name__ not in _FOLDS_INTO:
+        return False
+    activation = getattr(producer, "activation", None)
+    if getattr(activation, "__name__", None) != "linear":
+        return False
+    return len(producer.outbound_nodes) == 1
 
 
 def _producer(layer):

@@ -108,15 +108,19 @@ def _stage_lines(report: dict) -> list[str]:
     if "prune" in stages:
         p = stages["prune"]
         lines.append(f"Pruned to {p['sparsity']:.1%} zeros ({p['schedule']['structure']}) in "
-                     f"{', '.join(f'{k} {v:.0%}' for k, v in p['per_layer'].items())}")
+                     f"{', '.join(f'{k} {v:.0%}' for k, v in p['per_layer'].items())}{_top1_of(p, 'pruned model')}")
     if "qat" in stages:
         q = stages["qat"]
         left = f"; left in float: {', '.join(q['unquantized'])}" if q["unquantized"] else ""
-        lines.append(f"QAT with {q['scheme']}{left}")
-    after = stages.get("keras_accuracy_after")
-    if after:
-        lines.append(f"Keras top-1 after fine-tuning: {_pct(after['top1'])}")
+        lines.append(f"QAT with {q['scheme']}{left}{_top1_of(q, 'QAT model (fake-quant)')}")
+        if q.get("fp32_artifacts"):
+            lines.append(f"fp32 files: {q['fp32_artifacts']}")
     return lines
+
+
+def _top1_of(stage: dict, what: str) -> str:
+    measured = stage.get("keras_accuracy")
+    return f"; {what} top-1 {_pct(measured['top1'])}" if measured else ""
 
 
 def render_table(report: dict) -> Table:

@@ -18,6 +18,7 @@ from edgekit.runtime import open_runner
 
 FLOAT_TOLERANCE = 1e-4
 FLOAT_CHECK_SAMPLES = 32
+QAT_MIN_AGREEMENT = 0.98  # top-1 agreement of a QAT int8 file with the QAT model's own forward
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Evidence:
     labels: np.ndarray | None
     reference: np.ndarray
     source: str  # "validation" | "calibration" | "random"
+    int8_reference: np.ndarray | None = None  # a QAT run: the QAT model's fake-quant outputs
 
 
 @dataclass
@@ -43,9 +45,25 @@ def verify(artifact: Artifact, evidence: Evidence) -> Verdict:
     if artifact.precision == "fp32":
         return _verify_float(artifact, runner, evidence)
     scores = runner.predict(evidence.x)
+    if artifact.precision == "int8" and evidence.int8_reference is not None:
+        return _verify_qat(artifact, scores, evidence)
     agree = agreement(scores, evidence.reference)
     check = {"kind": "agreement", "inputs": evidence.source, "samples": len(evidence.x),
              "agreement": round(agree, 6)}
+    return Verdict(artifact, check, accuracy(scores, evidence.labels), agree)
+
+
+def _verify_qat(artifact: Artifact, scores: np.ndarray, evidence: Evidence) -> Verdict:
+    """An int8 file from QAT must compute what the QAT model computes: it holds the same
+    weights and ranges, so disagreement beyond rounding is an export bug, not a result."""
+    agree = agreement(scores, evidence.int8_reference)
+    if agree < QAT_MIN_AGREEMENT:
+        raise VerificationError(
+            f"{artifact.path.name} agrees with the QAT model it was exported from on only {agree:.1%} of "
+            f"{len(evidence.x)} {evidence.source} inputs (at least {QAT_MIN_AGREEMENT:.0%} expected); "
+            f"the {artifact.format} export of the QAT model is wrong")
+    check = {"kind": "agreement", "inputs": evidence.source, "samples": len(evidence.x),
+             "agreement": round(agree, 6), "against": "qat_model", "min_agreement": QAT_MIN_AGREEMENT}
     return Verdict(artifact, check, accuracy(scores, evidence.labels), agree)
 
 

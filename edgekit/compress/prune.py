@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgekit.compress.finetune import finetune, require_labelled, steps_per_epoch
+from edgekit.compress.finetune import finetune, outputs_probabilities, require_labelled, steps_per_epoch
 from edgekit.config import PruneStage
 from edgekit.data import Dataset
 from edgekit.errors import require
@@ -66,8 +66,10 @@ def prune(model, data: Dataset | None, stage: PruneStage, batch_size: int, learn
 
     keras.utils.set_random_seed(seed)
     wrapped = keras.models.clone_model(model, clone_function=wrap)
+    # the loss follows the original model's output: the wrapper around a softmax Dense hides it
     finetune(wrapped, data, stage.epochs, batch_size, learning_rate, seed, "prune",
-             callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], quiet=quiet)
+             callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], from_logits=not outputs_probabilities(model),
+             quiet=quiet)
     stripped = tfmot.sparsity.keras.strip_pruning(wrapped)
     per_layer, overall = kernel_sparsity(stripped)
     return PruneResult(stripped, per_layer, overall, params | {"structure": stage.structure})

@@ -48,3 +48,26 @@ def quantize_aware(model, data: Dataset | None, stage: QATStage, preserve_sparsi
     finetune(qat_model, data, stage.epochs, batch_size, learning_rate, seed, "qat", from_logits=from_logits,
              quiet=quiet)
     return QATResult(qat_model, unsupported, scheme_name)
+
+
+def float_model_after_qat(qat_model, float_model):
+    """The float model with the weights QAT trained (no fake quantization), and what the fp32
+    artifacts are. tfmot's wrappers keep each layer's variables under their own names
+    ("conv1/kernel", "bn1/gamma"); where a layout transform replaced a layer (SeparableConv2D
+    → DepthwiseConv2D + Conv2D) they cannot be mapped back, and the fp32 files keep the model
+    from before QAT."""
+    keras = tf_keras()
+    trained = {_variable_name(w): w for w in qat_model.weights}
+    result = keras.models.clone_model(float_model)
+    values = []
+    for weight in float_model.weights:
+        source = trained.get(_variable_name(weight))
+        if source is None or tuple(source.shape) != tuple(weight.shape):
+            return float_model, f"the model before QAT (QAT rewrote {_variable_name(weight)})"
+        values.append(source.numpy())
+    result.set_weights(values)
+    return result, "the QAT-trained weights without fake quantization"
+
+
+def _variable_name(weight) -> str:
+    return weight.name.split(":")[0]

@@ -75,7 +75,10 @@ def test_qat_int8_not_worse_than_ptq(cli, digits, tmp_path, ptq):
     qat = _artifact(report, "tflite-int8")
     assert qat["accuracy"]["top1"] >= ptq_top1 - 0.003
     assert qat["settings"]["method"] == "QAT (learned ranges)"
-    assert report["stages"]["qat"] == {"scheme": "Default8BitQuantizeScheme", "unquantized": []}
+    stage = report["stages"]["qat"]
+    assert (stage["scheme"], stage["unquantized"]) == ("Default8BitQuantizeScheme", [])
+    assert stage["fp32_artifacts"] == "the QAT-trained weights without fake quantization"
+    assert abs(stage["keras_accuracy"]["top1"] - qat["accuracy"]["top1"]) <= 0.01  # the QAT model's own score
     assert report["data"]["calibration"]["samples"] == 200  # QAT itself does not re-calibrate
     for fmt in ("onnx", "openvino"):  # QAT int8 in every format, small and close to the Keras QAT model
         entry = _artifact(report, f"{fmt}-int8")
