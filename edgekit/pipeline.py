@@ -154,7 +154,7 @@ def _export_request(opts: CompressOptions, model: LoadedModel, exported: LoadedM
         source=_export_source(opts, model, exported, scratch, isolate, log), image_shape=shape,
         stem=Path(opts.model).stem, outdir=staging, scratch=scratch, precisions=opts.precisions,
         io_dtype=opts.recipe.io_dtype, weight_bytes=weight_bytes, formats=opts.recipe.formats, isolate=isolate)
-    if data.calibration is not None and opts.recipe.int8:
+    if data.calibration is not None and "int8" in opts.precisions:  # QAT too: see export/tflite.py
         request.calibration = str(scratch / "calibration.npy")
         np.save(request.calibration, data.calibration.x)
         request.calibration_samples = len(data.calibration)

@@ -99,14 +99,15 @@ def check_standard_ops(path: str) -> None:
 
 
 def convert_qat(source: dict, out: str) -> None:
-    """The QAT graph's fake-quant ops become QDQ with the learned ranges; weights int8."""
+    """The QAT graph's fake-quant ops become QDQ with the learned ranges; weights int8, biases
+    int32, Dense as Gemm (edgekit.export.onnx_qdq)."""
     import onnx
 
-    from edgekit.export.onnx_qdq import store_weights_int8
+    from edgekit.export.onnx_qdq import make_integer_ready
 
     convert(source, out)
     model = onnx.load(out)
-    store_weights_int8(model)
+    make_integer_ready(model)
     onnx.save(model, out)
 
 

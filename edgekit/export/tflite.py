@@ -81,16 +81,19 @@ def _configure(converter, precision: str, calibration: str | None, io_dtype: str
         return "float32"
     if precision == "int8w":  # dynamic-range quantization: int8 weights, float activations
         return "float32"
-    if qat:  # the fake-quant ranges learned in training; nothing to calibrate
-        return _integer_io(converter, io_dtype)
-    samples = np.load(calibration)
+    if calibration is not None:
+        samples = np.load(calibration)
 
-    def representative_dataset():
-        for i in range(len(samples)):
-            yield [samples[i:i + 1]]
+        def representative_dataset():
+            for i in range(len(samples)):
+                yield [samples[i:i + 1]]
 
-    converter.representative_dataset = representative_dataset
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        # With QAT the learned fake-quant ranges win; calibration fills in the tensors tfmot put
+        # no fake-quant on (after the float Multiply of a squeeze-excite block, say), which the
+        # converter otherwise leaves in float (EfficientNetB0: 33 of 82 conv ops).
+        converter.representative_dataset = representative_dataset
+    if not qat:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     return _integer_io(converter, io_dtype)
 
 

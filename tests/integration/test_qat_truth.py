@@ -134,3 +134,59 @@ def test_pruning_prints_no_softmax_logits_warning(cli, digits, tmp_path):
                  "-o", tmp_path / "out", "--epochs", "1")
     assert result.exit_code == 0, result.output
     assert "from_logits" not in result.stderr and "Measure the compressed (gzip) size" in result.stderr
+
+
+# --- QAT int8 runs on integer kernels, like PTQ int8 -------------------------------------------
+
+FLOAT_KERNELS = {"Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul"}
+
+
+def _ort_float_kernels(path, tmp_path) -> list[str]:
+    """The float Conv/Gemm/MatMul kernels left after ONNX Runtime's own graph optimization:
+    what really runs, not what the file suggests."""
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / f"{path.stem}.optimized.onnx")
+    options.log_severity_level = 3
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node if n.op_type in FLOAT_KERNELS]
+
+
+def test_qat_int8_has_no_more_float_compute_than_ptq_int8(cli, digits, tmp_path):
+    qat, _ = _compress(cli, digits["model"], digits, tmp_path / "qat", "--qat")
+    ptq, _ = _compress(cli, digits["model"], digits, tmp_path / "ptq", "--int8")
+    for fmt in ("tflite", "onnx", "openvino"):
+        q, p = _artifact(qat, f"{fmt}-int8")["quantization"], _artifact(ptq, f"{fmt}-int8")["quantization"]
+        assert q["float_mac_ops"] <= p["float_mac_ops"] == 0, (fmt, q, p)
+    assert _ort_float_kernels(tmp_path / "qat" / "digits.int8.onnx", tmp_path) == []  # QLinearConv, QGemm
+    assert _ort_float_kernels(tmp_path / "ptq" / "digits.int8.onnx", tmp_path) == []
+
+
+def _float_weight_ops(path) -> tuple[int, int]:
+    """(ops whose weights are stored as float, all conv/depthwise/fully-connected ops) of a .tflite."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path))
+    details = {t["index"]: t for t in interp.get_tensor_details()}
+    ops = [op for op in interp._get_ops_details() if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
+    return sum(details[op["inputs"][1]]["dtype"] == np.float32 for op in ops), len(ops)
+
+
+def test_qat_on_efficientnet_is_int8_where_the_report_says(cli, tmp_path):
+    """Where tfmot put no fake-quant (after the float Multiply of squeeze-excite blocks), the
+    converter's calibration fills in the ranges: all 82 conv ops int8, read from the file."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "tests.zoo_build", "tf_keras", "EfficientNetB0", "64", str(tmp_path)],
+                   check=True, capture_output=True, timeout=600)
+    result = cli("compress", tmp_path / "EfficientNetB0.h5", "--qat", "--data", tmp_path / "data.npz",
+                 "--formats", "tflite", "--epochs", "1", "-o", tmp_path / "out", "-q")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    facts = _artifact(report, "tflite-int8")["quantization"]
+    float_ops, ops = _float_weight_ops(tmp_path / "out" / "EfficientNetB0.int8.tflite")
+    assert (facts["float_mac_ops"], facts["mac_ops"]) == (float_ops, ops) == (0, 82)
+    assert _artifact(report, "tflite-int8")["size_vs_fp32"] < 0.35
