@@ -26,13 +26,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from sections import markers, write_section
+
 HERE = Path(__file__).resolve().parent
 MODELS = {"VGG16": 224, "ResNet50": 224, "MobileNetV2": 224}
 FORMATS = ("tflite", "onnx", "openvino")
 CALIBRATION_SAMPLES = 32
 TARGETS_MIB = {"VGG16": 12 * 1024, "ResNet50": 4 * 1024}
 TARGET_WALL_RATIO = 1.3
-BEGIN, END = "<!-- memory.py: begin -->", "<!-- memory.py: end -->"
+BEGIN, END = markers("memory.py")
 
 
 def tree_rss_mib(pid: int) -> float:
@@ -163,15 +165,6 @@ def _kind(step: str, model: str) -> str:
     return " ".join(w.replace(f"{model}.", "") for w in step.split() if not w.startswith("/"))
 
 
-def write_section(section: str, path: Path) -> None:
-    text = path.read_text() if path.exists() else ""
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
@@ -192,7 +185,7 @@ def main() -> None:
             for leftover in root.iterdir():
                 if leftover.is_dir():
                     subprocess.run(["rm", "-rf", str(leftover)], check=False)
-    write_section(render(rows), args.out)
+    write_section("memory.py", render(rows), args.out)
     (HERE / "memory.json").write_text(json.dumps(rows, indent=2) + "\n")
     print(render(rows))
 

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from statistics import median
 
+from sections import kept_sections
+
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
@@ -218,13 +220,6 @@ def plot(results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _kept_memory_section(path: Path) -> str:
-    """The section benchmarks/memory.py writes into the same file survives a rerun of this one."""
-    text = path.read_text() if path.exists() else ""
-    begin, end = "<!-- memory.py: begin -->", "<!-- memory.py: end -->"
-    return f"\n{text[text.index(begin):text.index(end) + len(end)]}\n" if begin in text and end in text else ""
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="digits only, one repeat, short timings (CI smoke)")
@@ -239,7 +234,7 @@ def main() -> None:
         results = [run_case(case, root / str(i), repeats, args.quick) for i, case in enumerate(cases)]
         scale = scaling(root / "scaling") if args.scaling else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(results, scale, repeats) + _kept_memory_section(args.out))
+    args.out.write_text(render(results, scale, repeats) + kept_sections(args.out))
     plot(results, args.out.with_suffix(".png"))
     args.out.with_suffix(".json").write_text(json.dumps({"results": results, "scaling": scale}, indent=2))
     print(args.out.read_text())
