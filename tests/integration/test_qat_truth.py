@@ -76,8 +76,9 @@ def test_qat_on_conv_activation_bn_exports_what_the_qat_model_computes(key, cli,
     assert qat["keras_accuracy"]["top1"] > 0.85
 
 
-def test_prune_then_qat_on_conv_activation_bn(cli, conv_bn_models, digits, tmp_path):
-    report, _ = _compress(cli, conv_bn_models[("tf_keras", "softmax")], digits, tmp_path / "out",
+@pytest.mark.parametrize("flavour", ["tf_keras", "keras3"])
+def test_prune_then_qat_on_conv_activation_bn(flavour, cli, conv_bn_models, digits, tmp_path):
+    report, _ = _compress(cli, conv_bn_models[(flavour, "softmax")], digits, tmp_path / "out",
                           "--prune", "0.5", "--qat", formats="tflite")
     assert report["stages"]["prune"]["sparsity"] >= 0.45
     assert all(a["verification"]["agreement"] >= 0.98 for a in _int8(report))
