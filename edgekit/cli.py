@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.text import Text
 
 from edgekit import __version__
-from edgekit.errors import EXIT_INTERNAL, EdgekitError, first_line, printable
+from edgekit.errors import EXIT_INTERNAL, EdgekitError, GateFailure, first_line, printable
 from edgekit.progress import StepLog, console as err_console
 
 app = typer.Typer(
@@ -21,8 +21,17 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: no `<bool>` after flags, `[default: …]` in help texts kept
 )
 out_console = Console(highlight=False, markup=False)  # text from files prints as it is (see progress.py)
+PIPE_WIDTH = 1000
+
+
+def _print(renderable) -> None:
+    """A result on stdout. Where stdout is not a terminal (a pipe, a CI log) tables keep their
+    natural width instead of Rich's default 80 columns, which cut key numbers to `97.2…`."""
+    out_console.width = None if out_console.is_terminal else PIPE_WIDTH
+    out_console.print(renderable)
 _state = {"debug": False}
 
 
@@ -66,7 +75,10 @@ def _main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
 ):
+    from edgekit.library_output import configure
+
     _state["debug"] = debug
+    configure(debug, quiet_on=False)  # a command's -q turns it on
 
 
 @app.command()
@@ -97,6 +109,9 @@ def compress(
     from edgekit.pipeline import CompressOptions, compress as run_compress
     from edgekit.recipe_flags import recipe_from_flags
 
+    from edgekit.library_output import configure
+
+    configure(_state["debug"], quiet)
     with _errors_to_exit_codes():
         resolved = recipe_from_flags(recipe, int8=int8, fp16=fp16, prune=prune, prune_structure=prune_structure,
                                      qat=qat, epochs=epochs, formats=formats, preprocess=preprocess,
@@ -104,7 +119,12 @@ def compress(
         opts = CompressOptions(model=model, recipe=resolved, data=data, val=val, outdir=outdir, force=force,
                                seed=seed, trust_model=trust_model, custom_objects=custom_objects, quiet=quiet,
                                bench=not no_bench)
-        report = run_compress(opts, StepLog(quiet=quiet))
+        try:
+            report = run_compress(opts, StepLog(quiet=quiet))
+        except GateFailure as failure:  # accuracy_tolerance: the results were written; show them first
+            if getattr(failure, "report", None):
+                _show(failure.report)
+            raise
         _show(report)
 
 
@@ -219,7 +239,7 @@ def devices(
 
     with _errors_to_exit_codes():
         if name:
-            _emit(load_profile(name).model_dump(exclude_none=True), as_json, render_device)
+            _emit(load_profile(name, option="device").model_dump(exclude_none=True), as_json, render_device)
         else:
             _emit([p.model_dump(exclude_none=True) for p in all_profiles()], as_json, render_devices)
 
@@ -259,7 +279,9 @@ def demo(
 ):
     """Train a small CNN on scikit-learn's digits, then compress it to int8 in every format."""
     from edgekit.demo import run_demo
+    from edgekit.library_output import configure
 
+    configure(_state["debug"], quiet)
     with _errors_to_exit_codes():
         report = run_demo(outdir, force, StepLog(quiet=quiet))
         _show(report)
@@ -285,14 +307,14 @@ def _emit(result, as_json: bool, render) -> None:
 
         print(json.dumps(_finite(result), indent=2, allow_nan=False))
     else:
-        out_console.print(render(result))
+        _print(render(result))
 
 
 def _show(report: dict) -> None:
     from edgekit.report import render_table
 
-    out_console.print(render_table(report))
-    out_console.print(f"Wrote {report['output']}/report.json, report.md and report.html")
+    _print(render_table(report))
+    _print(f"Wrote {report['output']}/report.json, report.md and report.html")
 
 
 def _silence_native_stderr() -> None:
@@ -317,13 +339,24 @@ def _terminate_like_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def debug_first(args: list[str]) -> list[str]:
+    """`--debug` wherever it is typed (every error says "rerun with --debug", and people add it
+    at the end): moved in front of the subcommand, where it is defined. After a `--`, an
+    argument named --debug is left alone."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" not in args[:end]:
+        return args
+    return ["--debug", *[a for a in args[:end] if a != "--debug"], *args[end:]]
+
+
 def main() -> None:
     import signal
 
     signal.signal(signal.SIGTERM, _terminate_like_interrupt)
-    if "--debug" not in sys.argv[1:]:
+    args = debug_first(sys.argv[1:])
+    if "--debug" not in args:
         _silence_native_stderr()
-    app(prog_name="edgekit")
+    app(args=args, prog_name="edgekit")
 
 
 if __name__ == "__main__":

@@ -99,16 +99,28 @@ def _describe(error: dict, flags: dict[str, str]) -> str:
     where = ".".join(str(p) for p in error["loc"] if not (isinstance(p, str) and p in ("prune", "qat")))
     field = str(error["loc"][0]) if error["loc"] else ""
     if field in flags:  # set on the command line: name the flag, not the recipe field
-        return f"{flags[field]} {error['input']!r}: {error['msg'].lower()}"
+        return f"{flags[field]} {error['input']!r}: {_message(error)}"
     if error["type"] == "extra_forbidden":
         return f"unknown field {where!r} (allowed: {', '.join(Recipe.model_fields)} and, in stages, " \
                f"{', '.join(sorted(set(PruneStage.model_fields) | set(QATStage.model_fields)))})"
     if error["type"] == "union_tag_invalid":
         return f"{where or 'stages'}: unknown stage type {error['input'].get('type')!r} (allowed: prune, qat)"
     if error["type"] == "literal_error":
-        return f"{where} = {error['input']!r}: {error['msg'].lower()}"
-    return f"{where + ': ' if where else ''}{error['msg']}" + (
+        return f"{where} = {error['input']!r}: {_message(error)}"
+    return f"{where + ': ' if where else ''}{_message(error)}" + (
         f" (got {error['input']!r})" if not isinstance(error.get("input"), (dict, list)) else "")
+
+
+def _message(error: dict) -> str:
+    """pydantic's message in our voice: no "Value error, " prefix, lower-case start."""
+    text = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return text[:1].lower() + text[1:]
+
+
+def _first_error(errors: list[dict]) -> dict:
+    """The error to show: a misspelled key ("sparsty") is the cause, and the "field required"
+    that pydantic lists for the key it replaced only follows from it."""
+    return next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
 
 
 def validate_recipe(data, source: str, flags: dict[str, str] | None = None) -> Recipe:
@@ -118,7 +130,7 @@ def validate_recipe(data, source: str, flags: dict[str, str] | None = None) -> R
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
-        detail = _describe(exc.errors()[0], flags or {})
+        detail = _describe(_first_error(exc.errors()), flags or {})
         raise InputError(detail if detail.startswith("--") else f"recipe {source}: {detail}") from None
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ class Dataset:
     source: Path
     preprocess: str
     class_names: list[str] | None = None
+    notes: list[str] = field(default_factory=list)  # what was done to the data for the user
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -44,7 +45,7 @@ class Dataset:
             return self
         idx = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
         y = None if self.y is None else self.y[idx]
-        return Dataset(self.x[idx], y, self.source, self.preprocess, self.class_names)
+        return Dataset(self.x[idx], y, self.source, self.preprocess, self.class_names, self.notes)
 
 
 def default_preprocess(path: Path) -> str:
@@ -71,15 +72,20 @@ def load_dataset(path: Path, image_shape: tuple[int, int, int], preprocess: str 
     if mode not in PREPROCESS_CHOICES:
         raise DataError(f"--preprocess {mode!r} is not one of: {', '.join(PREPROCESS_CHOICES)}")
     check_data_path(path, option)
+    notes: list[str] = []
     if path.is_dir():
-        x, y, names = _read_image_folder(path, image_shape, option)
+        x, y, names, sizes = _read_image_folder(path, image_shape, option)
+        resized = sorted(f"{w}×{h}" for w, h in sizes if (h, w) != tuple(image_shape[:2]))
+        if resized:
+            notes.append(f"{option}: images of {', '.join(resized[:3])}{' …' if len(resized) > 3 else ''} were resized "
+                         f"to the model's {image_shape[1]}×{image_shape[0]}")
     else:
         x, y = _read_npz(path, image_shape, option)
         names = None
     if need_labels and y is None:
         raise DataError(f"{option} {path} has no labels (array `y`); validation needs them")
     _check_finite(x, path, option)
-    return Dataset(apply_preprocess(x, mode), y, path, mode, names)
+    return Dataset(apply_preprocess(x, mode), y, path, mode, names, notes)
 
 
 def check_data_path(path: Path, option: str) -> None:
@@ -234,7 +240,7 @@ def _read_image_folder(path: Path, image_shape, option: str):
             f"{option} {path}: the model takes {channels}-channel input, which image files cannot supply; "
             "pass an .npz with x of shape (N, H, W, C)"
         )
-    images, labels = [], []
+    images, labels, sizes = [], [], set()
     classes = _class_folders(path, option)
     for index, folder in enumerate(classes):
         for file in sorted(folder.iterdir()):
@@ -247,6 +253,7 @@ def _read_image_folder(path: Path, image_shape, option: str):
                     img = Image.open(file)  # reads the header only; pixels are decoded below
                 with img:
                     _check_pixels(img.size, file, option)
+                    sizes.add(img.size)
                     _check_channels(img.mode, channels, file, option)
                     img = img.convert(_PIL_MODE[channels]).resize((width, height), Image.BILINEAR)
                     array = np.asarray(img, dtype=np.float32)
@@ -260,7 +267,7 @@ def _read_image_folder(path: Path, image_shape, option: str):
         raise DataError(
             f"{option} {path} has class sub-folders but no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
         )
-    return np.stack(images), np.asarray(labels, dtype=np.int64), [c.name for c in classes]
+    return np.stack(images), np.asarray(labels, dtype=np.int64), [c.name for c in classes], sizes
 
 
 def _check_pixels(size: tuple[int, int], file: Path, option: str) -> None:

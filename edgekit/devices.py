@@ -82,15 +82,16 @@ def shipped_devices() -> dict[str, Path]:
     return shipped_files("devices")
 
 
-def load_profile(name: str) -> DeviceProfile:
-    """--device NAME (a shipped profile) or a path to a profile YAML."""
+def load_profile(name: str, option: str = "--device") -> DeviceProfile:
+    """--device NAME (a shipped profile) or a path to a profile YAML; `option` is how the
+    command line named it, for messages."""
     from edgekit.untrusted import load_yaml
 
     shipped = shipped_devices()
     path = Path(name)
     if not (path.suffix in (".yaml", ".yml") and path.is_file()):
         if name not in shipped:
-            raise InputError(f"--device {name}: unknown device (known: {', '.join(shipped) or 'none'}; "
+            raise InputError(f"{option} {name}: unknown device (known: {', '.join(shipped) or 'none'}; "
                              "`edgekit devices` lists them)")
         path = shipped[name]
     data = load_yaml(path, "device profile")

@@ -9,9 +9,19 @@ from __future__ import annotations
 import numpy as np
 
 
+def ranked(scores: np.ndarray) -> np.ndarray:
+    """Classes from most to least likely; among equal scores the lower class first (as
+    np.argmax picks), so accuracy, agreement and confusion all break ties the same way."""
+    return np.argsort(-scores, axis=1, kind="stable")
+
+
+def top1(scores: np.ndarray) -> np.ndarray:
+    return ranked(scores)[:, 0]
+
+
 def top_k_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
     k = min(k, scores.shape[1])
-    top = np.argsort(-scores, axis=1)[:, :k]
+    top = ranked(scores)[:, :k]
     return float(np.mean(np.any(top == labels[:, None], axis=1)))
 
 
@@ -25,13 +35,13 @@ def accuracy(scores: np.ndarray, labels: np.ndarray | None) -> dict | None:
 
 def agreement(scores: np.ndarray, reference: np.ndarray) -> float:
     """Fraction of samples whose top-1 class equals the reference's."""
-    return float(np.mean(np.argmax(scores, axis=1) == np.argmax(reference, axis=1)))
+    return float(np.mean(top1(scores) == top1(reference)))
 
 
 def confusion(scores: np.ndarray, labels: np.ndarray, num_classes: int) -> list[list[int]]:
     """rows: true class, columns: predicted class."""
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (labels, np.argmax(scores, axis=1)), 1)
+    np.add.at(matrix, (labels, top1(scores)), 1)
     return matrix.tolist()
 
 
@@ -72,17 +82,28 @@ def evaluate_here(paths, data_path, preprocess: str | None = None, threads: int 
                          "evaluate models of one input shape together")
     data = load_dataset(Path(data_path), runners[0].input_shape, preprocess, "--data", need_labels=True)
     results, all_scores = [], []
-    for path, runner in zip(paths, runners):
+    names = unique_names([Path(p) for p in paths])
+    for path, name, runner in zip(paths, names, runners):
         scores = runner.predict(data.x)
         check_labels(data, scores.shape[1], f"--data (for {path})")
         all_scores.append(scores)
-        results.append({"path": str(path), "format": runner.format, "input": runner.input_spec,
+        results.append({"name": name, "path": str(path), "format": runner.format, "input": runner.input_spec,
                         "accuracy": accuracy(scores, data.y),
                         "confusion": confusion(scores, data.y, scores.shape[1])})
-    pairs = {f"{Path(paths[i]).name} vs {Path(paths[j]).name}": round(agreement(all_scores[i], all_scores[j]), 6)
+    pairs = {f"{names[i]} vs {names[j]}": round(agreement(all_scores[i], all_scores[j]), 6)
              for i in range(len(paths)) for j in range(i + 1, len(paths))}
     return {"data": {"path": str(data.source), "samples": len(data), "preprocess": data.preprocess},
             "artifacts": results, "agreement": pairs}
+
+
+def unique_names(paths: list) -> list[str]:
+    """Each artifact's file name, with as many parent folders as it takes to tell apart
+    files of the same name (a/digits.int8.tflite, b/digits.int8.tflite)."""
+    for depth in range(1, max(len(p.parts) for p in paths) + 1):
+        names = ["/".join(p.parts[-depth:]) for p in paths]
+        if len(set(names)) == len(names):
+            return names
+    return [str(p) for p in paths]  # the same file given twice: its path, twice
 
 
 def main(argv: list[str]) -> int:

@@ -218,7 +218,11 @@ def _load_data(opts: CompressOptions, model: LoadedModel, log: StepLog) -> _Data
     if opts.data and (recipe.int8 or recipe.stages):
         with log.step(f"Read training/calibration data {opts.data}"):
             train = load_dataset(opts.data, model.image_shape, recipe.preprocess, "--data")
+        _say(train.notes, log)
         check_labels(train, model.num_classes, "--data")
+        if recipe.int8 and recipe.calib_samples > len(train):
+            log.note(f"--calib-samples {recipe.calib_samples}: --data holds {len(train)} samples; "
+                     f"calibrating on all {len(train)}")
         calibration = train.subset(recipe.calib_samples, opts.seed)
         check_varied(calibration, "--data")
     elif opts.data:
@@ -226,8 +230,14 @@ def _load_data(opts: CompressOptions, model: LoadedModel, log: StepLog) -> _Data
     if opts.val:
         with log.step(f"Read validation data {opts.val}"):
             validation = load_dataset(opts.val, model.image_shape, recipe.preprocess, "--val", need_labels=True)
+        _say(validation.notes, log)
         check_labels(validation, model.num_classes, "--val")
     return _Data(train, calibration, validation)
+
+
+def _say(notes: list[str], log: StepLog) -> None:
+    for note in notes:
+        log.note(note)
 
 
 def _evidence(model: LoadedModel, data: _Data, seed: int, log: StepLog) -> Evidence:
@@ -423,5 +433,7 @@ def _check_tolerance(report: dict, recipe: Recipe) -> None:
             if a["precision"] != "fp32" and a["accuracy"]
             and 100 * (ref["top1"] - a["accuracy"]["top1"]) > recipe.accuracy_tolerance]
     if over:
-        raise GateFailure(f"top-1 dropped more than the recipe's accuracy_tolerance of {recipe.accuracy_tolerance} "
-                          f"points: {', '.join(over)} points (the artifacts and report were written)")
+        failure = GateFailure(f"top-1 dropped more than the recipe's accuracy_tolerance of {recipe.accuracy_tolerance} "
+                              f"points: {', '.join(over)} points (the artifacts and report were written)")
+        failure.report = report  # the CLI shows the table before the verdict
+        raise failure

@@ -45,7 +45,14 @@ def ssh_base(options: list[str]) -> list[str]:
     return ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}", *extra]
 
 
-def _run(command: list[str], destination: str, what: str, timeout_s: float) -> str:
+def _try_command(target: str, port: int | None, options: list[str]) -> str:
+    """The ssh command a user can paste to try the connection: with their options and port."""
+    parts = ["ssh", *[item for option in options for item in ("-o", option)], *(["-p", str(port)] if port else []),
+             target]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _run(command: list[str], destination: str, what: str, timeout_s: float, try_it: str = "") -> str:
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -54,7 +61,7 @@ def _run(command: list[str], destination: str, what: str, timeout_s: float) -> s
         reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1][:200]
         if done.returncode == SSH_UNREACHABLE:
             raise InputError(f"cannot reach {destination} over SSH ({reason}); check the host and user, and that "
-                             f"`ssh {destination}` works without a password")
+                             f"`{try_it or 'ssh ' + destination}` works without a password")
         raise InputError(f"{destination}: {what} failed ({reason})")
     return done.stdout
 
@@ -72,7 +79,8 @@ def bench_remote(paths: list[Path], settings: BenchSettings, destination: str, r
     python = shlex.quote(remote_python)
     probe = f"{python} -I -c 'import edgekit.bench' && mktemp -d /tmp/edgekit-bench.XXXXXX"
     try:
-        folder = _run([*ssh, probe], destination, "preparing the benchmark", setup).strip()
+        folder = _run([*ssh, probe], destination, "preparing the benchmark", setup,
+                      try_it=_try_command(target, port, ssh_options or [])).strip()
     except InputError as exc:
         if "cannot reach" in str(exc):
             raise

@@ -58,8 +58,10 @@ def isolate_steps(weight_bytes: int) -> bool:
 
 def run_step(target: str, kwargs: dict, *, isolate: bool, workdir: Path, label: str) -> StepRun:
     """Call `module:function(**kwargs)` (JSON-able kwargs) in a child or here; return its result."""
+    from edgekit.library_output import step_output
+
     if not isolate:
-        with _working_folder(workdir):
+        with _working_folder(workdir), step_output():
             return StepRun(resolve(target)(**kwargs), None)
     return _run_in_child(target, kwargs, Path(workdir), label)
 
@@ -185,8 +187,11 @@ def _worker(job_path: str) -> int:
     job = json.loads(Path(job_path).read_text())
     sys.path[:] = job.get("sys_path") or sys.path
     result = Path(job["result"])
+    from edgekit.library_output import step_output
+
     try:
-        value = resolve(job["target"])(**job["kwargs"])
+        with step_output():
+            value = resolve(job["target"])(**job["kwargs"])
         result.write_text(json.dumps({"value": value, "peak_rss_mb": current_peak_rss_mb()}))
         return 0
     except EdgekitError as exc:

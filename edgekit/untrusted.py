@@ -27,16 +27,39 @@ def read_text(path: Path, what: str, error: type[InputError] = InputError) -> st
 
 
 def load_yaml(path: Path, what: str, error: type[InputError] = InputError):
-    """Plain data only (safe_load: no tags that build Python objects)."""
+    """Plain data only (a safe loader: no tags that build Python objects), and no base-60
+    numbers: YAML 1.1 reads an unquoted `structure: 2:4` as 124, YAML 1.2 and people read "2:4"."""
     import yaml
 
     text = read_text(path, what, error)
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_loader())
     except yaml.YAMLError as exc:
         raise error(f"{what} {path} is not valid YAML ({first_line(exc)})") from None
     except (RecursionError, ValueError) as exc:
         raise error(f"{what} {path} cannot be read ({_why(exc)})") from None
+
+
+_INT = r"[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+"
+_FLOAT = (r"[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
+          r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)")
+
+
+def _loader():
+    """yaml.SafeLoader with PyYAML's int and float rules minus their sexagesimal forms."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    numbers = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+    Loader.yaml_implicit_resolvers = {first: [(tag, rx) for tag, rx in rules if tag not in numbers]
+                                      for first, rules in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(f"^(?:{_INT})$"), list("-+0123456789"))
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(f"^(?:{_FLOAT})$"), list("-+0123456789."))
+    return Loader
 
 
 def load_json(path: Path, what: str, error: type[InputError] = InputError, parse=None):

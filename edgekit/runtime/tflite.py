@@ -27,8 +27,9 @@ class TFLiteRunner(Runner):
         self._batch = 0
         self.input_shape = tuple(int(d) for d in self.input["shape"][1:])
         scale, zero_point = self.input["quantization"]
-        self.input_spec = {"dtype": np.dtype(self.input["dtype"]).name, "scale": float(scale),
-                           "zero_point": int(zero_point)}
+        quantized = np.dtype(self.input["dtype"]).kind in "iu" and scale > 0  # float input: no scale (as ONNX)
+        self.input_spec = {"dtype": np.dtype(self.input["dtype"]).name, "scale": float(scale) if quantized else None,
+                           "zero_point": int(zero_point) if quantized else None}
 
     def _resize(self, batch: int) -> None:
         if batch != self._batch:

@@ -142,10 +142,12 @@ def test_host_is_measured_not_estimated(cli, artifacts):
     assert r["measured"] is True and r["device"] == "host" and r["p50"] > 0
 
 
-@pytest.mark.parametrize("argv", [("bench", "ART", "--device", "nope"), ("devices", "nope")])
-def test_unknown_device_exits_2_naming_the_known_ones(cli, artifacts, argv):
+@pytest.mark.parametrize("argv, named", [(("bench", "ART", "--device", "nope"), "--device nope"),
+                                         (("devices", "nope"), "device nope")])  # the argument, as typed
+def test_unknown_device_exits_2_naming_the_known_ones(cli, artifacts, argv, named):
     argv = [str(artifacts / "all" / "digits.int8.tflite") if a == "ART" else a for a in argv]
-    refusal_line(cli(*argv), ["--device nope: unknown device", "rpi4", "coral-edgetpu"])
+    line = refusal_line(cli(*argv), [f"{named}: unknown device", "rpi4", "coral-edgetpu"])
+    assert line.startswith(f"error: {named}:")
 
 
 def test_a_corrupt_artifact_is_exit_2_for_estimates_too(cli, tmp_path):

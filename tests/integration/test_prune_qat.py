@@ -261,6 +261,7 @@ def test_accuracy_tolerance_fails_with_exit_1(cli, digits, tmp_path, monkeypatch
     result = cli("compress", digits["model"], "--recipe", recipe, "--data", digits["calib"], "--val", digits["val"],
                  "-o", tmp_path / "out")
     assert result.exit_code == 1, result.output
+    assert "tflite-int8" in result.stdout and "Wrote" in result.stdout  # the results first, then the verdict
     assert "accuracy_tolerance of 1.0 points: tflite-fp32" not in result.stderr  # fp32 is not judged
     assert "tflite-int8" in result.stderr
     assert (tmp_path / "out" / "report.json").exists()

@@ -130,11 +130,19 @@ def _artifact(report, artifact_id):
     return entry
 
 
-def test_pruning_prints_no_softmax_logits_warning(cli, digits, tmp_path):
+def test_pruning_fine_tunes_a_softmax_model_with_the_probability_loss(cli, digits, tmp_path, monkeypatch):
+    """The pruning wrapper hides the softmax of the last Dense: the loss must still be the one
+    for probabilities (it was from_logits=True, with tf_keras' warning on every --prune run)."""
+    from edgekit.compress import finetune, prune
+
+    seen = []
+    real = finetune.finetune
+    monkeypatch.setattr(prune, "finetune", lambda *a, **k: (seen.append(k.get("from_logits")), real(*a, **k))[1])
     result = cli("compress", digits["model"], "--prune", "0.5", "--data", digits["calib"], "--formats", "tflite",
                  "-o", tmp_path / "out", "--epochs", "1")
     assert result.exit_code == 0, result.output
-    assert "from_logits" not in result.stderr and "Measure the compressed (gzip) size" in result.stderr
+    assert seen == [False]
+    assert "Measure the compressed (gzip) size" in result.stderr
 
 
 # --- QAT int8 runs on integer kernels, like PTQ int8 -------------------------------------------

@@ -107,6 +107,7 @@ def test_unreachable_remote_fails_fast_with_a_message(cli, artifacts, tmp_path):
     assert time.perf_counter() - start < 20
     (line,) = [l for l in result.stderr.splitlines() if l.startswith("error:")]
     assert "cannot reach nobody@127.0.0.1 over SSH" in line and "without a password" in line
+    assert f"`ssh -o Port={closed} nobody@127.0.0.1` works" in line  # the hint keeps the user's options
     assert snapshot(tmp_path) == before
 
 
