@@ -24,7 +24,8 @@ def render_html(report: dict, samples: dict[str, list[float]] | None = None) -> 
     source = report["source"]
     title = f"edgekit report: {html.escape(str(source['path']))}"
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>",
-             f"<style>{STYLE}</style></head><body>", f"<h1>{title}</h1>", _summary(report), _table(report)]
+             f"<style>{STYLE}</style></head><body>", f"<h1>{title}</h1>", _summary(report), _stages(report),
+             _table(report)]
     for caption, figure in (("Accuracy against latency: up and to the left is better", _tradeoff_plot(report)),
                             ("Size of each artifact", _size_plot(report)),
                             ("Latency of the measured runs: box p25-p75, line p50, whiskers p1-p99 (batch 1, this host)", _distribution_plot(report, samples))):
@@ -48,13 +49,26 @@ def _summary(report: dict) -> str:
     return "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>"
 
 
+def _stages(report: dict) -> str:
+    """Pruning and QAT, as report.md shows them: sparsity per layer, scheme, layers left in
+    float, the accuracy after each stage; gzip sizes are in the table."""
+    from edgekit.report import stage_lines
+
+    lines = stage_lines(report)
+    if not lines:
+        return ""
+    return "<h2>Stages</h2><ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"
+
+
 def _table(report: dict) -> str:
-    rows = ["<tr><th>artifact</th><th>file</th><th>size KB</th><th>top-1 %</th><th>agreement %</th>"
-            "<th>p50 ms</th><th>p90 ms</th></tr>"]
+    gzip = any(a.get("gzip_bytes") for a in report["artifacts"])
+    rows = ["<tr><th>artifact</th><th>file</th><th>size KB</th>" + ("<th>gzip KB</th>" if gzip else "") +
+            "<th>top-1 %</th><th>agreement %</th><th>p50 ms</th><th>p90 ms</th></tr>"]
     for a in report["artifacts"]:
         acc, lat = a.get("accuracy") or {}, a.get("latency_ms") or {}
-        cells = [a["id"], a["path"], f"{a['size_bytes'] / 1024:.1f}", _pct(acc.get("top1")), _pct(a.get("agreement")),
-                 _ms(lat.get("p50")), _ms(lat.get("p90"))]
+        packed = [f"{a['gzip_bytes'] / 1024:.1f}" if a.get("gzip_bytes") else "—"] if gzip else []
+        cells = [a["id"], a["path"], f"{a['size_bytes'] / 1024:.1f}", *packed, _pct(acc.get("top1")),
+                 _pct(a.get("agreement")), _ms(lat.get("p50")), _ms(lat.get("p90"))]
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     return "<table>" + "".join(rows) + "</table>"
 
@@ -90,32 +104,47 @@ def _missing(why: str) -> str:
     return f"<p class=\"muted\">{html.escape(why)}</p>"
 
 
+ACCURACY_HALF_SPAN = 1.0  # points: a narrower axis makes 0.2 points of noise look like a cliff
+
+
 def _tradeoff_plot(report: dict) -> str:
+    points = tradeoff_points(report)
+    if not points:
+        return _missing(_why_no_tradeoff(report))
+    return _figure(lambda ax: draw_tradeoff(ax, points))
+
+
+def tradeoff_points(report: dict) -> list[tuple[dict, float, float]]:
     points = [(a, (a.get("latency_ms") or {}).get("p50"), (a.get("accuracy") or {}).get("top1"))
               for a in report["artifacts"]]
-    points = [(a, x, 100 * y) for a, x, y in points if x is not None and y is not None]
-    if not points:
-        return _missing("Needs validation data (--val or --data) and latency (without --no-bench).")
-
-    def draw(ax):
-        for a, x, y in points:
-            ax.scatter(x, y, s=60, color=FORMAT_COLOURS.get(a["format"], "grey"),
-                       marker="o" if a["precision"] == "fp32" else "s")
-            ax.annotate(a["id"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-        ax.set_xlabel("p50 latency, ms (batch 1)")
-        ax.set_ylabel("top-1 accuracy, %")
-        ax.grid(alpha=0.3)
-        _legend(ax)
-    return _figure(draw)
+    return [(a, x, 100 * y) for a, x, y in points if x is not None and y is not None]
 
 
-def _legend(ax) -> None:
-    from matplotlib.lines import Line2D
+def _why_no_tradeoff(report: dict) -> str:
+    has_accuracy = any(a.get("accuracy") for a in report["artifacts"])
+    has_latency = any(a.get("latency_ms") for a in report["artifacts"])
+    missing = ([] if has_accuracy else ["accuracy (pass --val with labelled validation data)"]) + \
+              ([] if has_latency else ["latency (the run used --no-bench)"])
+    return "No accuracy-against-latency plot: it needs " + " and ".join(missing) + "."
 
-    handles = [Line2D([], [], color=c, marker="o", linestyle="", label=f) for f, c in FORMAT_COLOURS.items()]
-    handles += [Line2D([], [], color="grey", marker=m, linestyle="", label=label)
-                for m, label in (("o", "fp32"), ("s", "quantized"))]
-    ax.legend(handles=handles, fontsize=8, loc="best")
+
+def draw_tradeoff(ax, points) -> None:
+    """One marker per artifact (colour: format, shape: precision), named in a legend beside the
+    plot: no text on the plot itself, so no label can overlap another, however many there are."""
+    for a, x, y in points:
+        ax.scatter(x, y, s=60, color=FORMAT_COLOURS.get(a["format"], "grey"),
+                   marker=PRECISION_MARKERS.get(a["precision"], "D"), label=a["id"], edgecolors="black",
+                   linewidths=0.5)
+    ys = [y for _, _, y in points]
+    middle, half = (max(ys) + min(ys)) / 2, max((max(ys) - min(ys)) / 2 * 1.15, ACCURACY_HALF_SPAN)
+    ax.set_ylim(middle - half, middle + half)
+    ax.set_xlabel("p50 latency, ms (batch 1)")
+    ax.set_ylabel("top-1 accuracy, %")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
+
+
+PRECISION_MARKERS = {"fp32": "o", "fp16": "^", "int8w": "v", "int8": "s"}
 
 
 def _size_plot(report: dict) -> str:
@@ -132,7 +161,7 @@ def _size_plot(report: dict) -> str:
 def _distribution_plot(report: dict, samples: dict[str, list[float]]) -> str:
     series = [(a["id"], samples[a["id"]]) for a in report["artifacts"] if samples.get(a["id"])]
     if not series:
-        return _missing("No latency was measured (--no-bench).")
+        return _missing("No latency distribution: the run used --no-bench, so no latency was measured.")
 
     def draw(ax):
         ax.boxplot([s for _, s in series], whis=(1, 99), showfliers=False)  # whiskers: p1 to p99

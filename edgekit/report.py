@@ -102,7 +102,7 @@ def _rows(report: dict):
 HEADERS = ("artifact", "file", "size", "vs fp32", "check", "top-1", "top-5", "p50 ms")
 
 
-def _stage_lines(report: dict) -> list[str]:
+def stage_lines(report: dict) -> list[str]:
     stages = report.get("stages") or {}
     lines = []
     if "prune" in stages:
@@ -127,7 +127,7 @@ def render_table(report: dict) -> Table:
     """The terminal table: like report.md without the file column (the id names it)."""
     ref = (report["reference"] or {}).get("accuracy")
     caption = f"Keras reference top-1 {_pct(ref['top1'])}" if ref else "no validation labels: accuracy not measured"
-    caption = "\n".join([*_stage_lines(report), caption])
+    caption = "\n".join([*stage_lines(report), caption])
     # box.SIMPLE: no vertical rules, so the table fits 80 columns with the gzip column too
     table = Table(title=f"edgekit: {report['source']['path']}", caption=caption, box=box.SIMPLE,
                   collapse_padding=True, pad_edge=False)
@@ -156,7 +156,7 @@ def render_markdown(report: dict) -> str:
         f"{src['params']:,} parameters, {_count(src['macs'])} MACs",
         f"- Calibration: {_describe_calibration(calib)}",
         f"- Keras reference top-1: {_pct(ref['top1']) if ref else 'not measured (no --val)'}",
-        *[f"- {line}" for line in _stage_lines(report)],
+        *[f"- {line}" for line in stage_lines(report)],
         "",
         "| " + " | ".join(_headers(report)) + " |",
         "|" + "|".join("---" for _ in _headers(report)) + "|",
@@ -178,6 +178,18 @@ def _listing(items) -> str:
     return group_layers(items) if items else "none"
 
 
+def describe_format(facts: dict) -> str:
+    """What wrote the file, as far as the file says: a SavedModel has no Keras version, and a
+    Keras 2 version number alone does not tell tf_keras from standalone Keras 2."""
+    if facts["format"] == "savedmodel":
+        return "TensorFlow SavedModel"
+    suffix = {"h5": ".h5 (HDF5)", "keras": ".keras (zip)"}.get(facts["format"], facts["format"])
+    version = facts.get("keras_version") or ""
+    if facts["keras"] == "keras3":
+        return f"{suffix} · written by Keras {version or '3'}"
+    return f"{suffix} · written by Keras {version or '2'} (tf_keras or standalone Keras 2), read with tf_keras"
+
+
 def render_inspection(facts: dict) -> Table:
     """`edgekit inspect` as a two-column table."""
     table = Table(title=f"edgekit inspect: {facts['path']}", show_header=False)
@@ -190,7 +202,7 @@ def render_inspection(facts: dict) -> Table:
         bridged = f"rebuilt as tf_keras (max |Δ| {bridge['max_abs_diff']:.1e})" if bridge["bridged"] else "not possible"
     macs = "n/a (no Keras layers)" if facts["macs"] is None else _count(facts["macs"])
     rows = [
-        ("format", f"{facts['format']} · {facts['keras']} {facts['keras_version'] or ''}".rstrip()),
+        ("format", describe_format(facts)),
         ("file size", _size(facts["size_bytes"])),
         ("input", str(tuple(facts["input_shape"]))),
         ("output", str(tuple(facts["output_shape"]))),
@@ -209,13 +221,14 @@ def render_inspection(facts: dict) -> Table:
 
 def render_evaluation(result: dict) -> Table:
     data = result["data"]
-    agree = "; ".join(f"{k} {_pct(v)}" for k, v in result["agreement"].items()) or "one artifact"
+    agree = "; ".join(f"{k} {_pct(v)}" for k, v in result["agreement"].items())
     table = Table(title=f"edgekit eval on {data['path']} ({data['samples']} samples)",
-                  caption=f"top-1 agreement: {agree}", box=box.SIMPLE, collapse_padding=True, pad_edge=False)
+                  caption=f"top-1 agreement: {agree}" if agree else None, box=box.SIMPLE, collapse_padding=True,
+                  pad_edge=False)
     for h in ("artifact", "format", "input", "top-1", "top-5"):
         table.add_column(h, justify="right" if h.startswith("top") else "left", no_wrap=True)
     for a in result["artifacts"]:
-        table.add_row(a["path"], a["format"], a["input"]["dtype"], _pct(a["accuracy"]["top1"]),
+        table.add_row(a["name"], a["format"], a["input"]["dtype"], _pct(a["accuracy"]["top1"]),
                       _pct(a["accuracy"]["top5"]))
     return table
 

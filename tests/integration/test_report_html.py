@@ -24,7 +24,8 @@ def test_without_latency_the_page_says_what_is_missing(cli, digits, tmp_path):
     out = tmp_path / "out"
     assert cli("compress", digits["model"], "--formats", "tflite", "-o", out).exit_code == 0  # --no-bench
     page = (out / "report.html").read_text()
-    assert "No latency was measured (--no-bench)." in page
+    assert "No latency distribution: the run used --no-bench" in page
+    assert "it needs accuracy (pass --val with labelled validation data) and latency (the run used --no-bench)" in page
     assert page.count('<img alt="plot"') == 1  # only the size plot has data
 
 
@@ -44,6 +45,76 @@ def test_report_json_is_moved_into_place_last_when_files_move_one_by_one(tmp_pat
             (staging / name).write_text(name)
     assert moved == ["model.int8.tflite", "report.md", "report.html", "report.json"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([*moved, "sub"])
+
+
+def _synthetic_report(count: int, top1_spread: float = 0.002) -> dict:
+    """A report with `count` artifacts close together in latency and accuracy: the worst case
+    for labels on a plot."""
+    formats, precisions = ["tflite", "onnx", "openvino"], ["fp32", "int8", "fp16", "int8w"]
+    artifacts = []
+    for i in range(count):
+        fmt, precision = formats[i % 3], precisions[(i // 3) % 4]
+        artifacts.append({"id": f"{fmt}-{precision}" + (f"-{i}" if i >= 12 else ""), "format": fmt,
+                          "precision": precision, "path": f"m.{i}", "size_bytes": 1000 + i,
+                          "accuracy": {"top1": 0.97 + top1_spread * (i % 2)}, "agreement": 1.0,
+                          "latency_ms": {"p50": 0.01 + 0.0001 * i, "p90": 0.02}})
+    return {"artifacts": artifacts}
+
+
+def _tradeoff_figure(report):
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    from matplotlib import pyplot as plt
+
+    from edgekit.html_report import draw_tradeoff, tradeoff_points
+
+    fig, ax = plt.subplots(figsize=(8, 4.2), dpi=100)
+    draw_tradeoff(ax, tradeoff_points(report))
+    fig.tight_layout()
+    fig.canvas.draw()
+    return fig, ax
+
+
+@pytest.mark.parametrize("count", [2, 6, 12, 18])
+def test_no_two_labels_of_the_tradeoff_plot_overlap(count):
+    """Every artifact is named once, in a legend beside the axes: the text boxes, read from
+    the drawn figure, overlap neither each other nor the plotting area, and stay on the page."""
+    from matplotlib import pyplot as plt
+
+    fig, ax = _tradeoff_figure(_synthetic_report(count))
+    try:
+        renderer = fig.canvas.get_renderer()
+        texts = ax.get_legend().get_texts()
+        assert sorted(t.get_text() for t in texts) == sorted(a["id"] for a in _synthetic_report(count)["artifacts"])
+        boxes = [t.get_window_extent(renderer) for t in texts]
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1:]:
+                assert not a.overlaps(b), (a, b)
+            assert not a.overlaps(ax.get_window_extent(renderer))
+            assert fig.bbox.x0 <= a.x0 and a.x1 <= fig.bbox.x1 and fig.bbox.y0 <= a.y0 and a.y1 <= fig.bbox.y1
+        assert [t for t in ax.texts] == []  # nothing written on the plot itself
+    finally:
+        plt.close(fig)
+
+
+def test_accuracy_axis_spans_at_least_one_point_each_side():
+    from matplotlib import pyplot as plt
+
+    fig, ax = _tradeoff_figure(_synthetic_report(4, top1_spread=0.002))  # 0.2 points apart
+    low, high = ax.get_ylim()
+    plt.close(fig)
+    assert high - low >= 2.0 and low <= 97.0 and high >= 97.2
+
+
+def test_stages_and_gzip_sizes_are_on_the_page(cli, digits, tmp_path):
+    out = tmp_path / "out"
+    result = cli("compress", digits["model"], "--prune", "0.5", "--int8", "--data", digits["calib"], "--val",
+                 digits["val"], "--epochs", "1", "--formats", "tflite", "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    page = (out / "report.html").read_text()
+    assert "<h2>Stages</h2>" in page and "Pruned to 50.0% zeros" in page and "pruned model top-1" in page
+    assert "<th>gzip KB</th>" in page
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
