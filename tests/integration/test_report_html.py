@@ -120,17 +120,37 @@ def test_stages_and_gzip_sizes_are_on_the_page(cli, digits, tmp_path):
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (.ci/run installs it)")
-def test_report_html_renders_in_headless_chromium(validated_run, tmp_path):
+def _screenshot(page, shot):
     from matplotlib import image
 
-    shot = tmp_path / "report.png"
     done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                           f"--screenshot={shot}", "--window-size=1100,2000",
-                           (validated_run / "report.html").resolve().as_uri()],
+                           f"--screenshot={shot}", "--window-size=1100,2000", page.resolve().as_uri()],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
-    pixels = image.imread(shot)[..., :3]
+    return image.imread(shot)[..., :3]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (.ci/run installs it)")
+@pytest.mark.parametrize("count", [3, 9, 18])
+def test_pages_with_many_artifacts_render_in_headless_chromium(count, tmp_path):
+    """Screenshots at several artifact counts: the page draws, every format's colour is on
+    screen, and the trade-off plot (legend beside it) fits the page width."""
+    from edgekit.html_report import render_html
+
+    report = _synthetic_report(count)
+    report.update({"schema": "edgekit.report/1", "source": {"path": "m.h5", "macs": 1, "params": 1}})
+    page = tmp_path / "report.html"
+    page.write_text(render_html(report, {a["id"]: [0.01, 0.011, 0.012] for a in report["artifacts"]}))
+    pixels = _screenshot(page, tmp_path / "report.png")
+    flat = (pixels.reshape(-1, 3) * 255).round().astype(int)
+    colours = {tuple(c) for c in flat[::3]}
+    assert {(31, 119, 180), (255, 127, 14), (44, 160, 44)} <= colours
+    assert not (pixels[:, -40:] < 0.5).any()  # nothing runs off the right edge
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (.ci/run installs it)")
+def test_report_html_renders_in_headless_chromium(validated_run, tmp_path):
+    pixels = _screenshot(validated_run / "report.html", tmp_path / "report.png")
     assert pixels.shape[:2] == (2000, 1100)
     # The page drew: dark text, and the plots' format colours (TFLite blue, ONNX orange) are on screen.
     flat = (pixels.reshape(-1, 3) * 255).round().astype(int)
