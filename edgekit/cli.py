@@ -32,6 +32,8 @@ def _print(renderable) -> None:
     natural width instead of Rich's default 80 columns, which cut key numbers to `97.2…`."""
     out_console.width = None if out_console.is_terminal else PIPE_WIDTH
     out_console.print(renderable)
+
+
 _state = {"debug": False}
 
 
@@ -106,10 +108,9 @@ def compress(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
 ):
     """Export a Keras classifier to TFLite, ONNX and OpenVINO (fp32 and int8), verify, report."""
+    from edgekit.library_output import configure
     from edgekit.pipeline import CompressOptions, compress as run_compress
     from edgekit.recipe_flags import recipe_from_flags
-
-    from edgekit.library_output import configure
 
     configure(_state["debug"], quiet)
     with _errors_to_exit_codes():

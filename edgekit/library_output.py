@@ -15,7 +15,6 @@ behave the same way as the parent.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import sys
@@ -54,7 +53,8 @@ def hush_libraries() -> None:
 def step_output():
     """Around a library call: its stdout to stderr (a progress bar is progress, not a result),
     or to nowhere with -q; its warnings and logs as hush_libraries decides."""
-    target = io.StringIO() if quiet() else sys.stderr
     hush_libraries()
-    with contextlib.redirect_stdout(target):
+    with contextlib.ExitStack() as stack:
+        target = stack.enter_context(open(os.devnull, "w")) if quiet() else sys.stderr
+        stack.enter_context(contextlib.redirect_stdout(target))
         yield
