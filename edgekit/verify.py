@@ -57,11 +57,14 @@ def _verify_qat(artifact: Artifact, scores: np.ndarray, evidence: Evidence) -> V
     """An int8 file from QAT must compute what the QAT model computes: it holds the same
     weights and ranges, so disagreement beyond rounding is an export bug, not a result."""
     agree = agreement(scores, evidence.int8_reference)
-    if agree < QAT_MIN_AGREEMENT:
+    n = len(evidence.x)
+    allowed = max(1, int((1 - QAT_MIN_AGREEMENT) * n))  # on 16 inputs one rounding flip is 94%, not a bug
+    differ = round((1 - agree) * n)
+    if differ > allowed:
         raise VerificationError(
             f"{artifact.path.name} agrees with the QAT model it was exported from on only {agree:.1%} of "
-            f"{len(evidence.x)} {evidence.source} inputs (at least {QAT_MIN_AGREEMENT:.0%} expected); "
-            f"the {artifact.format} export of the QAT model is wrong")
+            f"{n} {evidence.source} inputs ({differ} differ, at most {allowed} expected: "
+            f"{QAT_MIN_AGREEMENT:.0%}); the {artifact.format} export of the QAT model is wrong")
     check = {"kind": "agreement", "inputs": evidence.source, "samples": len(evidence.x),
              "agreement": round(agree, 6), "against": "qat_model", "min_agreement": QAT_MIN_AGREEMENT}
     return Verdict(artifact, check, accuracy(scores, evidence.labels), agree)
