@@ -174,17 +174,25 @@ def run_child(command: list[str], timeout_s: float, label: str, work: str = "ben
     return result
 
 
-def main(argv: list[str]) -> int:
-    """The child: one JSON argument in, one JSON line out."""
+def child_main(work, argv: list[str]) -> int:
+    """A child of run_child: one JSON job in (argv[0]), one JSON line out, work(job)'s result
+    or {"error": message} for edgekit's own errors (a crash is left to show as one)."""
     try:
-        args = json.loads(argv[0])
-        paths = [Path(p) for p in args.pop("paths")]
-        settings = BenchSettings(**args)
-        print(json.dumps({"results": [measure(path, settings) for path in paths]}))
+        print(json.dumps(work(json.loads(argv[0]))))
         return 0
     except EdgekitError as exc:
         print(json.dumps({"error": str(exc)}))
         return 2
+
+
+def _measure_job(job: dict) -> dict:
+    paths = [Path(p) for p in job.pop("paths")]
+    settings = BenchSettings(**job)
+    return {"results": [measure(path, settings) for path in paths]}
+
+
+def main(argv: list[str]) -> int:
+    return child_main(_measure_job, argv)
 
 
 if __name__ == "__main__":

@@ -107,17 +107,10 @@ def unique_names(paths: list) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    """The child: one JSON job in, one JSON line out (the result, or {"error": message})."""
-    import json
+    """The child of evaluate_artifacts (see bench.child_main)."""
+    from edgekit.bench import child_main
 
-    from edgekit.errors import EdgekitError
-
-    try:
-        print(json.dumps(evaluate_here(**json.loads(argv[0]))))
-        return 0
-    except EdgekitError as exc:
-        print(json.dumps({"error": str(exc)}))
-        return 2
+    return child_main(lambda job: evaluate_here(**job), argv)
 
 
 if __name__ == "__main__":

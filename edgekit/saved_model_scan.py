@@ -137,14 +137,7 @@ def _saver_nodes(graph) -> set[str]:
     wanted = [t.split(":")[0].lstrip("^") for t in (saver.save_tensor_name, saver.restore_op_name,
                                                        saver.filename_tensor_name) if t]
     by_name = {n.name: n for n in graph.graph_def.node}
-    found: set[str] = set()
-    while wanted:
-        name = wanted.pop()
-        if name in found or name not in by_name:
-            continue
-        found.add(name)
-        wanted.extend(i.split(":")[0].lstrip("^") for i in by_name[name].input)
-    return found
+    return _closure(wanted, by_name, lambda node: (i.split(":")[0].lstrip("^") for i in node.input))
 
 
 def _object_graph_functions(graph) -> list[str]:
@@ -157,15 +150,20 @@ def _reachable(functions: dict, nodes: list, extra: list[str] = ()) -> set[str]:
     names = list(extra)
     for node in nodes:
         names.extend(_callees(node, functions))
-    seen: set[str] = set()
-    while names:
-        name = names.pop()
-        if name in seen or name not in functions:
+    return _closure(names, functions,
+                    lambda function: (c for node in function.node_def for c in _callees(node, functions)))
+
+
+def _closure(start: list[str], known: dict, neighbours) -> set[str]:
+    """The names in `known` reachable from `start`, following neighbours(known[name])."""
+    todo, found = list(start), set()
+    while todo:
+        name = todo.pop()
+        if name in found or name not in known:
             continue
-        seen.add(name)
-        for node in functions[name].node_def:
-            names.extend(_callees(node, functions))
-    return seen
+        found.add(name)
+        todo.extend(neighbours(known[name]))
+    return found
 
 
 def _callees(node, functions: dict) -> list[str]:

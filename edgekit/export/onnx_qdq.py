@@ -203,7 +203,7 @@ def fuse_matmul_add(model) -> int:
 def quantize_biases(model) -> int:
     """Float biases of Conv/Gemm whose input and weight come through DequantizeLinear become
     int32 (scale = input scale × weight scale, zero point 0) behind a DequantizeLinear."""
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
@@ -224,18 +224,23 @@ def quantize_biases(model) -> int:
         value = numpy_helper.to_array(bias).astype(np.float64)
         scale = (x_scale.reshape(()) * w_scale * np.ones_like(value)).astype(np.float32)
         q = np.clip(np.round(value / scale), -(2 ** 31), 2 ** 31 - 1).astype(np.int32)
-        base = f"{bias.name}_int32"
-        graph.initializer.extend([numpy_helper.from_array(q, base), numpy_helper.from_array(scale, f"{base}_scale"),
-                                  numpy_helper.from_array(np.zeros(q.size, np.int32), f"{base}_zero_point")])
-        nodes.append(helper.make_node("DequantizeLinear", [base, f"{base}_scale", f"{base}_zero_point"],
-                                      [f"{base}_dequantized"], axis=0))
-        node.input[2] = f"{base}_dequantized"
-        nodes.append(node)
+        dequantize = _dequantized(graph, f"{bias.name}_int32", q, scale, axis=0)
+        node.input[2] = dequantize.output[0]
+        nodes.extend([dequantize, node])
         rewritten += 1
-    _drop_unused_initializers(graph, nodes)
-    del graph.node[:]
-    graph.node.extend(nodes)
+    _keep_nodes(graph, nodes)
     return rewritten
+
+
+def _dequantized(graph, base: str, q: np.ndarray, scale: np.ndarray, axis: int):
+    """Store integer values q (zero point 0) with their scale; return the DequantizeLinear
+    node that gives them back as float, named `{base}_dequantized`."""
+    from onnx import helper, numpy_helper
+
+    graph.initializer.extend([numpy_helper.from_array(q, base), numpy_helper.from_array(scale, f"{base}_scale"),
+                              numpy_helper.from_array(np.zeros(scale.size, q.dtype), f"{base}_zero_point")])
+    return helper.make_node("DequantizeLinear", [base, f"{base}_scale", f"{base}_zero_point"],
+                            [f"{base}_dequantized"], axis=axis)
 
 
 def _is_dq(node) -> bool:
@@ -250,7 +255,7 @@ def _per_channel_scale(weight: np.ndarray, axis: int) -> np.ndarray:
 def store_weights_int8(model) -> int:
     """Rewrite float weight initializers of Conv/MatMul as int8 + DequantizeLinear, in place.
     Return how many weights were rewritten."""
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
@@ -267,18 +272,11 @@ def store_weights_int8(model) -> int:
         shape = [1] * weight.ndim
         shape[axis] = scale.size
         q = np.clip(np.round(weight / scale.reshape(shape)), -127, 127).astype(np.int8)
-        base = f"{init.name}_int8"
-        graph.initializer.extend([numpy_helper.from_array(q, base),
-                                  numpy_helper.from_array(scale, f"{base}_scale"),
-                                  numpy_helper.from_array(np.zeros(scale.size, np.int8), f"{base}_zero_point")])
-        new_nodes.append(helper.make_node("DequantizeLinear", [base, f"{base}_scale", f"{base}_zero_point"],
-                                          [f"{base}_dequantized"], axis=axis))
-        node.input[1] = f"{base}_dequantized"
-        new_nodes.append(node)
+        dequantize = _dequantized(graph, f"{init.name}_int8", q, scale, axis=axis)
+        node.input[1] = dequantize.output[0]
+        new_nodes.extend([dequantize, node])
         rewritten += 1
-    _drop_unused_initializers(graph, new_nodes)
-    del graph.node[:]
-    graph.node.extend(new_nodes)
+    _keep_nodes(graph, new_nodes)
     return rewritten
 
 
