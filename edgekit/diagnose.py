@@ -1,0 +1,238 @@
+"""Per-layer quantization error: each conv/dense layer's output in an exported file against
+the Keras float model's, on the same inputs, with the activation ranges that explain it.
+
+For every unit (edgekit.layer_graph) and file:
+- SQNR (dB) = −10·log10 of the mean over channels of Σ (file − float)² / Σ float² (each
+  channel against its own scale, see _Stats), and the relative RMSE, the root of that mean;
+- added (dB): the SQNR of the layer's inputs minus its own, i.e. what this layer costs.
+  Error flows downstream, so every layer after a bad one looks bad too; layers are ranked
+  by what they add. A first layer's input is taken at the 8-bit ideal (INPUT_SQNR_DB);
+- the float activation range (min, max) and the outlier ratio: the largest channel's peak
+  |value| over the median channel's. Per-tensor int8 spends its 256 steps on that peak.
+
+Only the files' own runtimes run them: LiteRT keeps every tensor (preserve_all_tensors),
+ONNX Runtime and OpenVINO get the chain ends added as outputs. Statistics are accumulated
+batch by batch, so memory does not grow with the sample count.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.layer_graph import Chain, Unit, file_chains, keras_tap_model, keras_units, match, to_keras_layout
+
+INPUT_SQNR_DB = round(6.02 * 8 + 1.76, 2)  # a full-scale signal on an ideal 8-bit grid
+MAX_SQNR_DB = 150.0  # identical outputs: JSON has no infinity
+DIAGNOSE_SAMPLES = 64  # SQNR sums over every element: 64 images settle it to ~0.1 dB
+BATCH = 16
+
+
+@dataclass
+class _Stats:
+    """Per-channel sums: a channel hundreds of times larger than the rest holds nearly all
+    of a tensor's energy, so a tensor-wide SQNR would hide the other channels being rounded
+    to nothing. Each channel's error is taken relative to its own signal, then averaged."""
+
+    signal: np.ndarray | None = None  # Σ float² per channel
+    error: np.ndarray | None = None  # Σ (file − float)² per channel
+    low: float = math.inf
+    high: float = -math.inf
+    peak: np.ndarray | None = None  # max |float| per channel
+
+    def add(self, ref: np.ndarray, got: np.ndarray) -> None:
+        channels = ref.shape[-1]
+        ref64 = ref.astype(np.float64).reshape(-1, channels)
+        err64 = got.astype(np.float64).reshape(-1, channels) - ref64
+        signal, error, peak = np.sum(ref64 ** 2, axis=0), np.sum(err64 ** 2, axis=0), np.abs(ref64).max(axis=0)
+        if self.signal is None:
+            self.signal, self.error, self.peak = signal, error, peak
+        else:
+            self.signal, self.error, self.peak = self.signal + signal, self.error + error, np.maximum(self.peak, peak)
+        self.low, self.high = min(self.low, float(ref.min())), max(self.high, float(ref.max()))
+
+    @property
+    def noise_ratio(self) -> float:
+        """Mean over live channels of error energy / signal energy (dead channels: no signal to lose)."""
+        live = self.signal > 0
+        return float(np.mean(self.error[live] / self.signal[live])) if live.any() else 0.0
+
+    @property
+    def sqnr_db(self) -> float:
+        ratio = self.noise_ratio
+        if ratio == 0:
+            return MAX_SQNR_DB
+        return float(min(MAX_SQNR_DB, max(-MAX_SQNR_DB, -10 * math.log10(ratio))))
+
+    @property
+    def outlier_ratio(self) -> float | None:
+        median = float(np.median(self.peak))
+        return round(float(self.peak.max()) / median, 2) if median > 0 else None
+
+
+# --- tapping each runtime ----------------------------------------------------------------
+
+class _TFLiteTaps:
+    def __init__(self, path: Path, chains: list[Chain]):
+        from edgekit.errors import require
+
+        litert = require("ai_edge_litert.interpreter", "tflite")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "preserve_all_tensors is for debugging": it is
+            self.interpreter = litert.Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.details = {d["index"]: d for d in self.interpreter.get_tensor_details()}
+        self.chains = chains
+
+    def run(self, batch: np.ndarray) -> list[list[np.ndarray]]:
+        from edgekit.runtime.tflite import quantize
+
+        outputs = [[] for _ in self.chains]
+        for sample in batch:  # batch 1: every intermediate tensor of this invoke stays readable
+            x = sample[None]
+            dtype = self.input["dtype"]
+            if np.issubdtype(dtype, np.integer):
+                x = quantize(x, dtype, *self.input["quantization"])
+            self.interpreter.set_tensor(self.input["index"], x.astype(dtype, copy=False))
+            self.interpreter.invoke()
+            for i, chain in enumerate(self.chains):
+                outputs[i].append(self._read(chain.tap))
+        return [np.concatenate(o) for o in outputs]
+
+    def _read(self, index: int) -> np.ndarray:
+        value = self.interpreter.get_tensor(index)
+        if np.issubdtype(value.dtype, np.integer):
+            scale, zero_point = self.details[index]["quantization"]
+            value = (value.astype(np.float32) - zero_point) * scale
+        return value.astype(np.float32, copy=False)
+
+
+class _OnnxTaps:
+    def __init__(self, path: Path, chains: list[Chain]):
+        import onnx
+        import onnxruntime as ort
+
+        model = onnx.load(str(path))
+        known = {o.name for o in model.graph.output}
+        for chain in chains:
+            if chain.tap not in known:
+                model.graph.output.append(onnx.helper.make_tensor_value_info(chain.tap, onnx.TensorProto.FLOAT, None))
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.names = [c.tap for c in chains]
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(self.names, {self.input_name: batch.astype(np.float32, copy=False)})
+
+
+class _OpenVINOTaps:
+    def __init__(self, model, chains: list[Chain]):
+        import openvino as ov
+
+        ports = model.add_outputs([c.tap for c in chains])  # the ports must belong to the model compiled
+        self.compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        first = len(self.compiled.outputs) - len(ports)
+        self.outputs = [self.compiled.output(first + i) for i in range(len(ports))]
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        result = self.compiled(batch.astype(np.float32, copy=False))
+        return [result[o] for o in self.outputs]
+
+
+def _open_taps(path: Path, fmt: str, units: list[Unit]):
+    """The runtime with the matched chain ends as readable outputs; the matched chains."""
+    source = path
+    if fmt == "openvino":
+        import openvino as ov
+
+        source = ov.Core().read_model(str(path))
+    paired = match(units, file_chains(source, fmt))
+    chains = [paired[u.name] for u in units if u.name in paired]
+    kind = {"tflite": _TFLiteTaps, "onnx": _OnnxTaps, "openvino": _OpenVINOTaps}[fmt]
+    return kind(source, chains), paired
+
+
+# --- the diagnosis -----------------------------------------------------------------------
+
+@dataclass
+class _FileRun:
+    name: str
+    path: Path
+    fmt: str
+    taps: object
+    paired: dict[str, Chain]
+    stats: dict[str, _Stats] = field(default_factory=dict)
+
+
+def diagnose_files(keras_model, files: list[tuple[str, Path, str]], x: np.ndarray,
+                   samples: int = DIAGNOSE_SAMPLES) -> list[dict]:
+    """`files`: (name, path, format). One entry per file, layers worst first."""
+    units = keras_units(keras_model)
+    if not units:
+        return [_empty(name, fmt, "the model has no conv/dense layers at its top level") for name, _, fmt in files]
+    tap_model = keras_tap_model(keras_model, units)
+    runs = []
+    for name, path, fmt in files:
+        taps, paired = _open_taps(Path(path), fmt, units)
+        runs.append(_FileRun(name, Path(path), fmt, taps, paired))
+    x = x[:samples]
+    for start in range(0, len(x), BATCH):
+        batch = x[start:start + BATCH]
+        reference = tap_model(batch, training=False)
+        reference = [np.asarray(r) for r in (reference if isinstance(reference, (list, tuple)) else [reference])]
+        for run in runs:
+            _accumulate(run, units, reference, batch)
+    return [_summary(run, units, len(x)) for run in runs]
+
+
+def _accumulate(run: _FileRun, units: list[Unit], reference: list[np.ndarray], batch: np.ndarray) -> None:
+    got = iter(run.taps.run(batch))
+    for unit, ref in zip(units, reference):
+        chain = run.paired.get(unit.name)
+        if chain is None:
+            continue
+        value = to_keras_layout(np.asarray(next(got)), chain.channels_first)
+        if value.shape != ref.shape:
+            value = value.reshape(ref.shape) if value.size == ref.size else None
+        if value is None:
+            continue
+        run.stats.setdefault(unit.name, _Stats()).add(ref, value)
+
+
+def _summary(run: _FileRun, units: list[Unit], samples: int) -> dict:
+    sqnr = {name: s.sqnr_db for name, s in run.stats.items()}
+    layers = []
+    for unit in units:
+        stats = run.stats.get(unit.name)
+        if stats is None:
+            continue
+        upstream = [sqnr[u] for u in unit.upstream if u in sqnr]
+        before = min(upstream) if upstream else INPUT_SQNR_DB
+        layers.append({
+            "layer": unit.name, "kind": unit.kind, "compared_at": unit.end + (" (before its activation)"
+                                                                              if unit.linear_twin else ""),
+            "sqnr_db": round(stats.sqnr_db, 2), "added_db": round(max(0.0, before - stats.sqnr_db), 2),
+            "relative_rmse": round(math.sqrt(stats.noise_ratio), 6),
+            "float_range": [round(stats.low, 6), round(stats.high, 6)], "outlier_ratio": stats.outlier_ratio,
+            "macs": unit.macs,
+        })
+    layers.sort(key=lambda l: -l["added_db"])
+    unmatched = [u.name for u in units if u.name not in run.stats]
+    return {"artifact": run.name, "path": str(run.path), "format": run.fmt, "samples": samples,
+            "layers": layers, "not_compared": unmatched}
+
+
+def _empty(name: str, fmt: str, why: str) -> dict:
+    return {"artifact": name, "format": fmt, "samples": 0, "layers": [], "not_compared": [], "note": why}
+
+
+def ranking(diagnosis: dict) -> list[str]:
+    """Layers by the error they add, worst first: the order accuracy-aware int8 returns them to float."""
+    return [layer["layer"] for layer in diagnosis["layers"] if layer["added_db"] > 0]

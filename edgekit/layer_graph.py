@@ -1,0 +1,337 @@
+"""Which tensor of an exported file holds which Keras layer's output.
+
+Converters rename and fuse: TFLite folds BatchNormalization and ReLU into the conv and joins
+op names with ";", OpenVINO's transpose sinking drops the conv names altogether. Names are
+no guide, so layers are matched by structure, the same way in every format:
+
+- a *unit* is one conv/dense layer of the Keras model with the layers fused after it
+  (BatchNormalization, ReLU/ReLU6); its output is compared at the end of that chain;
+- in a file, a *chain* is one conv/fully-connected op with the ops fused after it
+  (bias/BN adds and multiplies by constants, ReLU/Clip, quantize/dequantize pairs);
+- units and chains are paired in execution order by the kernel's shape (its dimensions
+  other than 1, sorted: HWIO, OIHW and OHWI kernels of one layer give the same key).
+
+Activations that do not fuse (softmax, swish, sigmoid) end a chain before them; the Keras
+side then compares the layer's pre-activation output, computed by a linear twin of it.
+Layers inside a nested model are not units: their model is one opaque layer here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+MAC_LAYERS = {"Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "Dense", "Conv2DTranspose"}
+RELU_FAMILY = {"relu", "relu6", "linear"}
+# Layers that move or subsample values without computing new ones: a unit's output reaches
+# the next unit through them unchanged in kind (and quantized with the same range).
+PASS_THROUGH = {"Flatten", "Reshape", "Dropout", "MaxPooling1D", "MaxPooling2D", "AveragePooling2D",
+                "GlobalAveragePooling2D", "GlobalMaxPooling2D", "GlobalAveragePooling1D", "ZeroPadding2D"}
+
+
+@dataclass
+class Unit:
+    """A conv/dense layer of the Keras model and what is compared of it."""
+
+    name: str  # the conv/dense layer
+    kind: str
+    key: tuple[int, ...]  # the kernel's dimensions other than 1, sorted
+    macs: int
+    end: str  # the last layer of its fused chain: its output is the unit's output
+    linear_twin: bool = False  # its activation does not fuse: compare the pre-activation output
+    upstream: list[str] = field(default_factory=list)  # units whose outputs feed it
+    consumers: list[str] = field(default_factory=list)  # units that read its output
+
+
+@dataclass
+class Chain:
+    """A conv/fully-connected op of an exported file and the ops fused after it."""
+
+    key: tuple[int, ...]
+    nodes: list[str]  # node names (ONNX, OpenVINO) or output tensor names (TFLite), in order
+    tap: object  # where the chain's output can be read (format-specific)
+    channels_first: bool  # 4-D outputs are NCHW (ONNX, OpenVINO) rather than NHWC (TFLite)
+    head: object = None  # the conv/fc node itself (format-specific)
+
+
+def kernel_key(shape) -> tuple[int, ...]:
+    return tuple(sorted(int(d) for d in shape if int(d) != 1))
+
+
+# --- the Keras side --------------------------------------------------------------------------
+
+def keras_units(keras_model) -> list[Unit]:
+    """The top-level conv/dense layers in order, with their fused chains and neighbours."""
+    from edgekit.model import count_macs
+
+    layers = list(keras_model.layers)
+    units, end_of = [], {}
+    for layer in layers:
+        kind = type(layer).__name__
+        if kind not in MAC_LAYERS:
+            continue
+        kernel = getattr(layer, "depthwise_kernel", None) if kind == "DepthwiseConv2D" else getattr(layer, "kernel", None)
+        if kernel is None:
+            continue
+        unit = Unit(layer.name, kind, kernel_key(kernel.shape), _layer_macs(layer, count_macs), layer.name)
+        if _activation(layer) in RELU_FAMILY:
+            unit.end = _chain_end(layer).name
+        else:
+            unit.linear_twin = True
+        end_of[unit.end] = unit
+        units.append(unit)
+    by_name = {u.name: u for u in units}
+    for unit in units:
+        start = keras_model.get_layer(unit.name)
+        unit.upstream = [end_of[l.name].name for l in _reach(start, _producers) if l.name in end_of]
+        unit.consumers = [l.name for l in _reach(keras_model.get_layer(unit.end), _consumers) if l.name in by_name]
+    return units
+
+
+def _layer_macs(layer, count_macs) -> int:
+    class _One:  # count_macs walks .layers: give it just this one
+        layers = [layer]
+    return count_macs(_One)
+
+
+def _activation(layer) -> str | None:
+    kind = type(layer).__name__
+    if kind == "ReLU":
+        return "relu"
+    if kind == "BatchNormalization":
+        return "linear"
+    activation = getattr(layer, "activation", None)
+    return getattr(activation, "__name__", None) if activation is not None else None
+
+
+def _chain_end(layer):
+    """Follow single-consumer BatchNormalization / ReLU-family layers after `layer`."""
+    current = layer
+    while True:
+        after = _consumers(current)
+        if len(after) != 1 or len(_producers(after[0])) != 1:
+            return current
+        nxt = after[0]
+        if type(nxt).__name__ not in ("BatchNormalization", "ReLU", "Activation") or _activation(nxt) not in RELU_FAMILY:
+            return current
+        current = nxt
+
+
+def _producers(layer) -> list:
+    found = []
+    for node in getattr(layer, "_inbound_nodes", [])[:1]:
+        inbound = node.inbound_layers
+        found += inbound if isinstance(inbound, list) else [inbound]
+    return [l for l in found if type(l).__name__ != "InputLayer"]
+
+
+def _consumers(layer) -> list:
+    return [node.outbound_layer for node in getattr(layer, "_outbound_nodes", [])]
+
+
+def _reach(layer, step) -> list:
+    """Layers one step away, looking through pass-through layers (Flatten, pooling, …)."""
+    found, frontier, seen = [], step(layer), set()
+    while frontier:
+        nxt = frontier.pop(0)
+        if id(nxt) in seen:
+            continue
+        seen.add(id(nxt))
+        if type(nxt).__name__ in PASS_THROUGH:
+            frontier += step(nxt)
+        else:
+            found.append(nxt)
+    return found
+
+
+def keras_tap_model(keras_model, units: list[Unit]):
+    """A model with one output per unit: the end of its chain, or the pre-activation output
+    of a layer whose activation does not fuse (a linear twin sharing its weights)."""
+    from edgekit.keras_compat import tf_keras
+
+    keras = tf_keras()
+    outputs = []
+    for unit in units:
+        layer = keras_model.get_layer(unit.end)
+        if unit.linear_twin:
+            twin = type(layer).from_config({**layer.get_config(), "activation": "linear", "name": f"{layer.name}__linear"})
+            tensor = twin(layer.input)
+            twin.set_weights(layer.get_weights())
+            outputs.append(tensor)
+        else:
+            outputs.append(layer.output)
+    return keras.Model(keras_model.inputs, outputs)
+
+
+# --- the file side ---------------------------------------------------------------------------
+
+def file_chains(path, fmt: str) -> list[Chain]:
+    reader = {"tflite": _tflite_chains, "onnx": _onnx_chains, "openvino": _openvino_chains}[fmt]
+    return reader(path)
+
+
+def match(units: list[Unit], chains: list[Chain]) -> dict[str, Chain]:
+    """Pair each unit with the first unpaired chain of the same kernel key, in order."""
+    paired, used = {}, set()
+    for unit in units:
+        for i, chain in enumerate(chains):
+            if i not in used and chain.key == unit.key:
+                paired[unit.name] = chain
+                used.add(i)
+                break
+    return paired
+
+
+def _follow(start_tensor, consumers_of, fusable) -> tuple[list, object]:
+    """From a conv/fc output, follow single-consumer fusable nodes; return them and the last tensor."""
+    nodes, tensor = [], start_tensor
+    while True:
+        after = consumers_of(tensor)
+        if len(after) != 1 or not fusable(after[0]):
+            return nodes, tensor
+        node = after[0]
+        nodes.append(node)
+        tensor = node_output(node)
+
+
+def node_output(node):
+    return node["out"]
+
+
+# TFLite ----------------------------------------------------------------------------------
+
+TFLITE_MAC_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "CONV_3D", "TRANSPOSE_CONV"}
+TFLITE_UNARY = {"RELU", "RELU6", "RELU_N1_TO_1", "RELU_0_TO_1", "QUANTIZE", "DEQUANTIZE"}
+TFLITE_WITH_CONSTANT = {"ADD", "MUL", "SUB"}
+
+
+def _tflite_chains(path) -> list[Chain]:
+    from edgekit.errors import require
+
+    litert = require("ai_edge_litert.interpreter", "tflite")
+    interpreter = litert.Interpreter(model_path=str(path))
+    tensors = interpreter.get_tensor_details()
+    ops = interpreter._get_ops_details()  # noqa: SLF001 - the op list LiteRT's own tools read
+    produced = {int(t) for op in ops for t in op["outputs"]}
+    inputs = {int(d["index"]) for d in interpreter.get_input_details()}
+    constant = lambda t: t >= 0 and t not in produced and t not in inputs  # noqa: E731
+    nodes = [{"op": op["op_name"], "ins": [int(t) for t in op["inputs"]], "out": int(op["outputs"][0])}
+             for op in ops if len(op["outputs"]) == 1]
+    readers = _consumer_index(nodes)
+
+    def fusable(node) -> bool:
+        if node["op"] in TFLITE_UNARY:
+            return True
+        return node["op"] in TFLITE_WITH_CONSTANT and any(constant(t) for t in node["ins"])
+
+    chains = []
+    for node in nodes:
+        if node["op"] not in TFLITE_MAC_OPS:
+            continue
+        weights = node["ins"][1]
+        if not constant(weights):
+            continue
+        followed, end = _follow(node["out"], readers, fusable)
+        names = [tensors[n["out"]]["name"] for n in [node, *followed]]
+        chains.append(Chain(kernel_key(tensors[weights]["shape"]), names, end, channels_first=False, head=node))
+    return chains
+
+
+def _consumer_index(nodes: list[dict]):
+    readers: dict = {}
+    for node in nodes:
+        for t in node["ins"]:
+            readers.setdefault(t, []).append(node)
+    return lambda tensor: readers.get(tensor, [])
+
+
+# ONNX ------------------------------------------------------------------------------------
+
+ONNX_MAC_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+ONNX_UNARY = {"Relu", "Clip", "QuantizeLinear", "DequantizeLinear"}
+ONNX_WITH_CONSTANT = {"Add", "Mul", "Sub", "Div", "BatchNormalization"}
+
+
+def _onnx_chains(path_or_model) -> list[Chain]:
+    import onnx
+
+    model = path_or_model if isinstance(path_or_model, onnx.ModelProto) else onnx.load(str(path_or_model))
+    graph = model.graph
+    shapes = {init.name: list(init.dims) for init in graph.initializer}
+    constants = set(shapes) | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    nodes = []
+    for n in graph.node:
+        node = {"op": n.op_type, "name": n.name, "ins": list(n.input), "out": n.output[0] if n.output else None}
+        if n.op_type == "DequantizeLinear" and n.input and n.input[0] in constants:
+            constants.add(n.output[0])  # a dequantized weight is still a constant
+            shapes[n.output[0]] = shapes.get(n.input[0])
+        nodes.append(node)
+    readers = _consumer_index(nodes)
+
+    def fusable(node) -> bool:
+        if node["op"] in ONNX_UNARY:
+            return True
+        return node["op"] in ONNX_WITH_CONSTANT and all(t in constants for t in node["ins"][1:])
+
+    chains = []
+    for node in nodes:
+        if node["op"] not in ONNX_MAC_OPS or len(node["ins"]) < 2 or node["ins"][1] not in constants:
+            continue
+        if shapes.get(node["ins"][1]) is None:
+            continue
+        followed, end = _follow(node["out"], readers, fusable)
+        chains.append(Chain(kernel_key(shapes[node["ins"][1]]), [n["name"] for n in [node, *followed]], end,
+                            channels_first=True, head=node))
+    return chains
+
+
+# OpenVINO --------------------------------------------------------------------------------
+
+OPENVINO_MAC_OPS = {"Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData",
+                    "MatMul"}
+OPENVINO_UNARY = {"Relu", "Clamp", "FakeQuantize"}
+OPENVINO_WITH_CONSTANT = {"Add", "Multiply", "Subtract"}
+
+
+def _openvino_chains(path_or_model) -> list[Chain]:
+    from edgekit.errors import require
+
+    ov = require("openvino", "openvino")
+    model = path_or_model if isinstance(path_or_model, ov.Model) else ov.Core().read_model(str(path_or_model))
+    constant_ops: set[str] = set()
+    ordered = model.get_ordered_ops()
+    for op in ordered:  # a constant, or computed from constants only (NNCF's weight decompression)
+        ins = [i.get_source_output().get_node() for i in op.inputs()]
+        if op.get_type_name() == "Constant" or (ins and all(p.get_friendly_name() in constant_ops for p in ins)):
+            constant_ops.add(op.get_friendly_name())
+
+    def is_constant(port) -> bool:
+        return port.get_source_output().get_node().get_friendly_name() in constant_ops
+
+    def readers(output):
+        return [{"op": t.get_node().get_type_name(), "node": t.get_node(), "out": t.get_node().output(0)}
+                for t in output.get_target_inputs()]
+
+    def fusable(node) -> bool:
+        op = node["node"]
+        if node["op"] == "FakeQuantize" or node["op"] in OPENVINO_UNARY:
+            return True
+        return node["op"] in OPENVINO_WITH_CONSTANT and any(is_constant(i) for i in op.inputs())
+
+    chains = []
+    for op in ordered:
+        if op.get_type_name() not in OPENVINO_MAC_OPS or op.get_input_size() < 2 or not is_constant(op.input(1)):
+            continue
+        shape = op.input(1).get_partial_shape()
+        if shape.is_dynamic:
+            continue
+        followed, end = _follow(op.output(0), readers, fusable)
+        chains.append(Chain(kernel_key(shape.to_shape()), [op.get_friendly_name()] +
+                            [n["node"].get_friendly_name() for n in followed], end, channels_first=True, head=op))
+    return chains
+
+
+def to_keras_layout(value: np.ndarray, channels_first: bool) -> np.ndarray:
+    """NCHW → NHWC for 4-D outputs of channels-first formats."""
+    return np.transpose(value, (0, 2, 3, 1)) if channels_first and value.ndim == 4 else value
