@@ -99,6 +99,9 @@ def compress(
     preprocess: Optional[str] = typer.Option(None, "--preprocess", help="unit (x/255, default for folders), symmetric (x/127.5-1), none (default for .npz)."),
     calib_samples: Optional[int] = typer.Option(None, "--calib-samples", help="Calibration samples, drawn at random (seeded) from --data (default 200)."),
     io_dtype: Optional[str] = typer.Option(None, "--io-dtype", help="TFLite int8 input/output type: float32, int8 or uint8."),
+    max_accuracy_drop: Optional[float] = typer.Option(
+        None, "--max-accuracy-drop", help="With --int8 --data --val: where int8 loses more top-1 points than this, "
+        "keep the most sensitive layers in float until it does not."),
     outdir: Optional[Path] = typer.Option(None, "-o", "--output", help="Output folder (default ./<model stem>-edgekit)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     seed: int = typer.Option(0, "--seed", help="Seed for calibration sampling."),
@@ -116,7 +119,8 @@ def compress(
     with _errors_to_exit_codes():
         resolved = recipe_from_flags(recipe, int8=int8, fp16=fp16, prune=prune, prune_structure=prune_structure,
                                      qat=qat, epochs=epochs, formats=formats, preprocess=preprocess,
-                                     calib_samples=calib_samples, io_dtype=io_dtype)
+                                     calib_samples=calib_samples, io_dtype=io_dtype,
+                                     max_accuracy_drop=max_accuracy_drop)
         opts = CompressOptions(model=model, recipe=resolved, data=data, val=val, outdir=outdir, force=force,
                                seed=seed, trust_model=trust_model, custom_objects=custom_objects, quiet=quiet,
                                bench=not no_bench)
@@ -145,6 +149,32 @@ def evaluate(
     with _errors_to_exit_codes():
         result = evaluate_artifacts(artifacts, data, preprocess, threads, timeout)
         _emit(result, as_json, render_evaluation)
+
+
+@app.command()
+def diagnose(
+    model: Path = typer.Argument(..., help="The Keras model the files were exported from (.h5, .keras)."),
+    artifacts: list[Path] = typer.Argument(..., help="Exported files: .tflite, .onnx, OpenVINO .xml."),
+    data: Path = typer.Option(..., "--data", help="Inputs to compare on: image folder or .npz with x (labels unused)."),
+    samples: int = typer.Option(64, "--samples", help="Compare on the first N inputs."),
+    top: int = typer.Option(10, "--top", help="Layers shown per file in the table (--json has all)."),
+    preprocess: Optional[str] = typer.Option(None, "--preprocess", help="unit, symmetric or none (default: unit for folders, none for .npz)."),
+    trust_model: bool = typer.Option(False, "--trust-model", help="Load Lambda layers and custom classes (runs code from the file)."),
+    custom_objects: Optional[str] = typer.Option(None, "--custom-objects", help="Module that defines the model's custom classes (with --trust-model)."),
+    timeout: float = typer.Option(600.0, "--timeout", help="Seconds before a hanging diagnosis is given up."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (every layer) instead of a table."),
+):
+    """Per-layer int8 error of each file against the Keras model: SQNR, the error each layer adds, activation ranges."""
+    from edgekit.diagnose import diagnose_artifacts
+    from edgekit.report import render_diagnosis
+
+    with _errors_to_exit_codes():
+        if top < 1:
+            from edgekit.errors import InputError
+
+            raise InputError(f"--top {top}: show at least 1 layer per file")
+        result = diagnose_artifacts(model, artifacts, data, samples, preprocess, trust_model, custom_objects, timeout)
+        _emit(result, as_json, lambda r: render_diagnosis(r, top))
 
 
 @app.command()

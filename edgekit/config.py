@@ -41,6 +41,10 @@ class QATStage(_Strict):
 Stage = Annotated[Union[PruneStage, QATStage], Field(discriminator="type")]
 
 
+class AccuracyAware(_Strict):
+    max_drop: float = Field(ge=0, le=100, description="max top-1 drop in points of each int8 file vs the float model")
+
+
 class Recipe(_Strict):
     name: Optional[str] = None
     description: Optional[str] = None
@@ -51,6 +55,7 @@ class Recipe(_Strict):
     calib_samples: int = Field(200, ge=1, le=10_000_000)
     io_dtype: Literal["float32", "int8", "uint8"] = "float32"
     preprocess: Optional[Literal["unit", "symmetric", "none"]] = None
+    accuracy_aware: Optional[AccuracyAware] = None
     accuracy_tolerance: Optional[float] = Field(None, ge=0, le=100, description="max top-1 drop in points vs the fp32 model")
     batch_size: int = Field(32, ge=1, le=65_536)
     learning_rate: float = Field(1e-4, gt=0, le=10)
@@ -66,6 +71,10 @@ class Recipe(_Strict):
             raise ValueError("choose int8 or fp16, not both")
         if "qat" in kinds and not self.int8:
             self.int8 = True  # QAT exists to make int8 artifacts
+        if self.accuracy_aware and "qat" in kinds:
+            raise ValueError("accuracy_aware re-quantizes post-training int8; QAT int8 keeps the ranges it learned")
+        if self.accuracy_aware and not self.int8:
+            raise ValueError("accuracy_aware needs int8")
         return self
 
     @property
@@ -102,7 +111,8 @@ def _describe(error: dict, flags: dict[str, str]) -> str:
         return f"{flags[field]} {error['input']!r}: {_message(error)}"
     if error["type"] == "extra_forbidden":
         return f"unknown field {where!r} (allowed: {', '.join(Recipe.model_fields)} and, in stages, " \
-               f"{', '.join(sorted(set(PruneStage.model_fields) | set(QATStage.model_fields)))})"
+               f"{', '.join(sorted(set(PruneStage.model_fields) | set(QATStage.model_fields)))}; " \
+               f"in accuracy_aware, {', '.join(AccuracyAware.model_fields)})"
     if error["type"] == "union_tag_invalid":
         return f"{where or 'stages'}: unknown stage type {error['input'].get('type')!r} (allowed: prune, qat)"
     if error["type"] == "literal_error":

@@ -236,3 +236,77 @@ def _empty(name: str, fmt: str, why: str) -> dict:
 def ranking(diagnosis: dict) -> list[str]:
     """Layers by the error they add, worst first: the order accuracy-aware int8 returns them to float."""
     return [layer["layer"] for layer in diagnosis["layers"] if layer["added_db"] > 0]
+
+
+# --- `edgekit diagnose` --------------------------------------------------------------------
+
+MAX_SAMPLES = 100_000
+
+
+def diagnose_artifacts(model, paths, data_path, samples: int = DIAGNOSE_SAMPLES, preprocess: str | None = None,
+                       trust_model: bool = False, custom_objects: str | None = None, timeout_s: float = 600.0) -> dict:
+    """Options and paths checked here; the model and the files run in a child interpreter with
+    a timeout, as `edgekit eval` does (a file that hangs its runtime is exit 2, not a hang)."""
+    import json
+    import sys
+
+    from edgekit.bench import check_seconds, run_child
+    from edgekit.data import check_data_path
+    from edgekit.errors import InputError, check_path_name
+    from edgekit.runtime import artifact_format
+
+    if not 1 <= samples <= MAX_SAMPLES:
+        raise InputError(f"--samples {samples}: choose 1 to {MAX_SAMPLES}")
+    check_seconds("--timeout", timeout_s)
+    check_path_name(Path(model), "model")
+    if not Path(model).exists():
+        raise InputError(f"{model}: no such model file or folder")
+    for path in paths:
+        artifact_format(Path(path))
+    check_data_path(Path(data_path), "--data")
+    job = {"model": str(model), "paths": [str(p) for p in paths], "data_path": str(data_path), "samples": samples,
+           "preprocess": preprocess, "trust_model": trust_model, "custom_objects": custom_objects}
+    command = [sys.executable, "-I", "-m", "edgekit.diagnose", json.dumps(job)]
+    return run_child(command, timeout_s, ", ".join(str(p) for p in paths), work="diagnosis")
+
+
+def diagnose_here(model, paths, data_path, samples: int, preprocess: str | None, trust_model: bool,
+                  custom_objects: str | None) -> dict:
+    from edgekit.data import load_dataset
+    from edgekit.errors import InputError, ModelError
+    from edgekit.evaluate import unique_names
+    from edgekit.model import load_model
+    from edgekit.runtime import artifact_format, open_runner
+
+    loaded = load_model(Path(model), trust=trust_model, custom_objects=custom_objects)
+    if loaded.keras_model is None:
+        raise ModelError(f"{model}: diagnose compares layer outputs of a tf_keras model (or a Keras 3 model edgekit "
+                         f"can rebuild); this one has none ({loaded.notes[0] if loaded.notes else loaded.file.format})")
+    files = []
+    for path, name in zip(paths, unique_names([Path(p) for p in paths])):
+        runner = open_runner(Path(path))
+        if runner.input_shape != loaded.image_shape:
+            raise InputError(f"{path} takes {runner.input_shape} inputs and {model} takes {loaded.image_shape}: "
+                             "it is not an export of this model")
+        files.append((name, Path(path), artifact_format(Path(path))))
+    data = load_dataset(Path(data_path), loaded.image_shape, preprocess, "--data")
+    results = diagnose_files(loaded.keras_model, files, data.x, samples)
+    for result, (_, path, _) in zip(results, files):
+        if result["layers"] == [] and result["not_compared"]:
+            raise InputError(f"{path}: none of the model's {len(result['not_compared'])} conv/dense layers is in "
+                             f"this file; is it an export of {model}?")
+    return {"model": str(model), "data": {"path": str(data.source), "samples": min(samples, len(data)),
+                                          "preprocess": data.preprocess}, "artifacts": results}
+
+
+def main(argv: list[str]) -> int:
+    """The child of diagnose_artifacts (see bench.child_main)."""
+    from edgekit.bench import child_main
+
+    return child_main(lambda job: diagnose_here(**job), argv)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

@@ -53,6 +53,19 @@ class Chain:
     tap: object  # where the chain's output can be read (format-specific)
     channels_first: bool  # 4-D outputs are NCHW (ONNX, OpenVINO) rather than NHWC (TFLite)
     head: object = None  # the conv/fc node itself (format-specific)
+    passes: list[str] = field(default_factory=list)  # pass-through nodes from its end to the next convs
+
+
+def float_names(unit: Unit, paired: dict[str, "Chain"]) -> list[str]:
+    """What keeping `unit`'s output in float takes in a file: the unit's chain, the reshapes
+    and pools after it, and the chains of the units that read it (they must take it in float,
+    or they would quantize it again with the same range)."""
+    names = []
+    for name in [unit.name, *unit.consumers]:
+        chain = paired.get(name)
+        if chain is not None:
+            names += chain.nodes + (chain.passes if name == unit.name else [])
+    return list(dict.fromkeys(names))
 
 
 def kernel_key(shape) -> tuple[int, ...]:
@@ -199,11 +212,24 @@ def node_output(node):
     return node["out"]
 
 
+def _passes(end, consumers_of, passable, name_of, limit: int = 8) -> list[str]:
+    """Pass-through nodes reachable from a chain's end before the next conv/fc."""
+    found, frontier = [], list(consumers_of(end))
+    while frontier and len(found) < limit:
+        node = frontier.pop(0)
+        if passable(node) and name_of(node) not in found:
+            found.append(name_of(node))
+            frontier += consumers_of(node_output(node))
+    return found
+
+
 # TFLite ----------------------------------------------------------------------------------
 
 TFLITE_MAC_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "CONV_3D", "TRANSPOSE_CONV"}
 TFLITE_UNARY = {"RELU", "RELU6", "RELU_N1_TO_1", "RELU_0_TO_1", "QUANTIZE", "DEQUANTIZE"}
 TFLITE_WITH_CONSTANT = {"ADD", "MUL", "SUB"}
+TFLITE_PASS = {"RESHAPE", "TRANSPOSE", "MAX_POOL_2D", "AVERAGE_POOL_2D", "MEAN", "SQUEEZE", "PAD", "QUANTIZE",
+               "DEQUANTIZE"}
 
 
 def _tflite_chains(path) -> list[Chain]:
@@ -233,8 +259,10 @@ def _tflite_chains(path) -> list[Chain]:
         if not constant(weights):
             continue
         followed, end = _follow(node["out"], readers, fusable)
-        names = [tensors[n["out"]]["name"] for n in [node, *followed]]
-        chains.append(Chain(kernel_key(tensors[weights]["shape"]), names, end, channels_first=False, head=node))
+        name_of = lambda n: tensors[n["out"]]["name"]  # noqa: E731 - denylisted_nodes takes output names
+        passes = _passes(end, readers, lambda n: n["op"] in TFLITE_PASS, name_of)
+        chains.append(Chain(kernel_key(tensors[weights]["shape"]), [name_of(n) for n in [node, *followed]], end,
+                            channels_first=False, head=node, passes=passes))
     return chains
 
 
@@ -251,6 +279,8 @@ def _consumer_index(nodes: list[dict]):
 ONNX_MAC_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 ONNX_UNARY = {"Relu", "Clip", "QuantizeLinear", "DequantizeLinear"}
 ONNX_WITH_CONSTANT = {"Add", "Mul", "Sub", "Div", "BatchNormalization"}
+ONNX_PASS = {"Reshape", "Transpose", "Flatten", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
+             "Squeeze", "Unsqueeze", "Identity", "Pad", "ReduceMean", "QuantizeLinear", "DequantizeLinear"}
 
 
 def _onnx_chains(path_or_model) -> list[Chain]:
@@ -281,8 +311,9 @@ def _onnx_chains(path_or_model) -> list[Chain]:
         if shapes.get(node["ins"][1]) is None:
             continue
         followed, end = _follow(node["out"], readers, fusable)
+        passes = _passes(end, readers, lambda n: n["op"] in ONNX_PASS, lambda n: n["name"])
         chains.append(Chain(kernel_key(shapes[node["ins"][1]]), [n["name"] for n in [node, *followed]], end,
-                            channels_first=True, head=node))
+                            channels_first=True, head=node, passes=passes))
     return chains
 
 

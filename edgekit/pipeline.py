@@ -78,6 +78,20 @@ def validate_options(opts: CompressOptions) -> None:
     if recipe.stages and not opts.data:
         names = " and ".join(f"--{s.type}" for s in recipe.stages)
         raise InputError(f"{names}: fine-tuning needs labelled training data: pass --data (image folder or .npz with x, y)")
+    if recipe.accuracy_aware:
+        _check_accuracy_aware(opts)
+
+
+def _check_accuracy_aware(opts: CompressOptions) -> None:
+    """--max-accuracy-drop measures every int8 file on labelled data and re-quantizes it."""
+    flag = "--max-accuracy-drop (recipe accuracy_aware)"
+    if not opts.data:
+        raise InputError(f"{flag} re-quantizes full int8: pass --data CALIB")
+    if not opts.val:
+        raise InputError(f"{flag} measures top-1 on labelled data: pass --val VAL")
+    if opts.recipe.io_dtype != "float32":
+        raise InputError(f"{flag} keeps some layers in float, so the file's input and output stay float32: "
+                         f"leave out --io-dtype {opts.recipe.io_dtype}")
 
 
 @dataclass
@@ -128,9 +142,13 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
         for artifact in artifacts:
             with log.step(f"Verify {artifact.path.name}"):
                 verdicts.append(verify(artifact, evidence))
-        latencies = _benchmark(artifacts, log) if opts.bench else None
+        diagnostics = _diagnose(exported, artifacts, evidence, request.from_qat, log)
+        searched = _accuracy_aware(opts, exported, request, verdicts, diagnostics, evidence, log)
+        latencies = _benchmark(artifacts + [s.plain for s in searched.values() if s.plain], log) if opts.bench else None
         report = _build_report(opts, model, exported, data, original_accuracy, verdicts, stages, log)
+        report["diagnostics"] = diagnostics
         _add_latencies(report, latencies)
+        _add_accuracy_aware(report, searched, latencies)
         report["timings_s"]["total"] = round(time.perf_counter() - started, 3)
         report["peak_rss_mb"]["largest step"] = max(log.peaks.values(), default=None)
         with log.step("Write report.json, report.md and report.html"):
@@ -139,6 +157,7 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
             samples = {entry["id"]: t["samples_ms"] for entry, t in zip(report["artifacts"], latencies or [])}
             (staging / "report.html").write_text(render_html(report, samples))
     report["output"] = str(outdir)
+    _check_accuracy_reached(report)
     _check_tolerance(report, recipe)
     return report
 
@@ -319,11 +338,67 @@ def _stage_accuracy(keras_model, evidence: Evidence):
     return scores, accuracy(scores, evidence.labels)
 
 
-def _benchmark(artifacts, log: StepLog) -> list[dict]:
+DIAGNOSE_SAMPLES = 32  # per-layer SQNR sums over every element: 32 images settle it
+
+
+def _diagnose(exported: LoadedModel, artifacts, evidence: Evidence, from_qat: bool, log: StepLog) -> list[dict] | None:
+    """Per-layer error of every post-training int8 file against the float model (edgekit.diagnose).
+    QAT files are left out: their reference is the QAT model, checked in verify."""
+    targets = [a for a in artifacts if a.precision == "int8"]
+    if not targets or from_qat:
+        return None
+    if exported.keras_model is None:
+        log.note("per-layer int8 diagnostics need a tf_keras model (or a Keras 3 model edgekit can rebuild); "
+                 "this one has none, so report.json has no diagnostics section")
+        return None
+    from edgekit.diagnose import diagnose_files
+
+    n = min(DIAGNOSE_SAMPLES, len(evidence.x))
+    with log.step(f"Diagnose int8 layer by layer against the float model ({n} {evidence.source} inputs)"):
+        found = diagnose_files(exported.keras_model, [(a.id, a.path, a.format) for a in targets], evidence.x, n)
+    for entry in found:
+        entry["path"] = Path(entry["path"]).name  # not the staging folder's name
+    return found
+
+
+def _accuracy_aware(opts: CompressOptions, exported: LoadedModel, request: ExportRequest, verdicts, diagnostics,
+                    evidence: Evidence, log: StepLog) -> dict:
+    aware = opts.recipe.accuracy_aware
+    if aware is None:
+        return {}
+    if exported.keras_model is None:
+        raise ModelError(f"{opts.model}: --max-accuracy-drop ranks the layers of a tf_keras model (or a Keras 3 "
+                         "model edgekit can rebuild); this one has none")
+    from edgekit.accuracy_aware import search_all
+
+    return search_all(aware.max_drop, exported.keras_model, request, [v.artifact for v in verdicts], verdicts,
+                      diagnostics, evidence, log)
+
+
+def _add_accuracy_aware(report: dict, searched: dict, latencies) -> None:
+    from edgekit.accuracy_aware import add_to_report
+
+    add_to_report(report, searched, latencies)
+
+
+def _check_accuracy_reached(report: dict) -> None:
+    """--max-accuracy-drop: exit 1 when some format found no mix within the budget (its best was written)."""
+    from edgekit.accuracy_aware import unreached
+
+    missed = unreached(report)
+    if missed:
+        budget = report["recipe"]["accuracy_aware"]["max_drop"]
+        failure = GateFailure(f"no int8/float mix within {budget:g} top-1 points: {'; '.join(missed)}; "
+                              "the best file of each format and the report were written")
+        failure.report = report
+        raise failure
+
+
+def _benchmark(paths, log: StepLog) -> list[dict]:
     from edgekit.bench import BenchSettings, bench_local
 
-    with log.step(f"Benchmark {len(artifacts)} artifacts on this host (batch 1, ≥50 runs and ≥1 s each)"):
-        return bench_local([a.path for a in artifacts], BenchSettings())
+    with log.step(f"Benchmark {len(paths)} artifacts on this host (batch 1, ≥50 runs and ≥1 s each)"):
+        return bench_local([getattr(p, "path", p) for p in paths], BenchSettings())
 
 
 def _add_latencies(report: dict, latencies: list[dict] | None) -> None:

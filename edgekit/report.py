@@ -118,6 +118,74 @@ def stage_lines(report: dict) -> list[str]:
     return lines
 
 
+def accuracy_aware_lines(report: dict) -> list[str]:
+    """One line per int8 file that --max-accuracy-drop changed: what it kept in float and what that cost."""
+    lines = []
+    for a in report["artifacts"]:
+        record = a.get("accuracy_aware")
+        if not record:
+            continue
+        plain = record["plain_int8"]
+        if not record["needed"]:
+            lines.append(f"{a['id']}: plain int8 is within {record['max_drop']:g} points "
+                         f"({plain['drop_points']:+.2f}): kept as it is")
+            continue
+        cost = record.get("cost") or {}
+        spent = ", ".join(f"{k} {v:.2f}×" for k, v in cost.items())
+        verdict = "within" if record["reached"] else "NOT within"
+        lines.append(f"{a['id']}: plain int8 lost {plain['drop_points']:.2f} points; in float: "
+                     f"{', '.join(record['float_layers']) or 'none'} → top-1 {_pct(record['top1'])} "
+                     f"({record['drop_points']:.2f} points, {verdict} {record['max_drop']:g}), "
+                     f"{_pct(record['int8_mac_share'])} of MACs int8{'; vs plain int8: ' + spent if spent else ''}")
+    return lines
+
+
+def worst_layer_lines(report: dict) -> list[str]:
+    """The layer that adds the most int8 error, per file (the report's diagnostics section)."""
+    lines = []
+    for d in report.get("diagnostics") or []:
+        if d["layers"]:
+            w = d["layers"][0]
+            ratio = f", outlier ratio {w['outlier_ratio']:g}×" if w.get("outlier_ratio") else ""
+            lines.append(f"{d['artifact']}: most int8 error added by {w['layer']} "
+                         f"(SQNR {w['sqnr_db']:.1f} dB, {w['added_db']:.1f} dB lost there{ratio})")
+    return lines
+
+
+def render_diagnosis(result: dict, top: int = 10) -> Table:
+    data = result["data"]
+    table = Table(title=f"edgekit diagnose {result['model']} on {data['path']} ({data['samples']} samples)",
+                  caption="worst first by SQNR lost at the layer; SQNR per channel, against the Keras float model",
+                  box=box.SIMPLE, collapse_padding=True, pad_edge=False)
+    for h in ("artifact", "layer", "kind", "SQNR dB", "lost dB", "rel RMSE", "float range", "outlier ×"):
+        table.add_column(h, justify="left" if h in ("artifact", "layer", "kind", "float range") else "right",
+                         no_wrap=True)
+    for a in result["artifacts"]:
+        for layer in a["layers"][:top]:
+            low, high = layer["float_range"]
+            ratio = layer["outlier_ratio"]
+            table.add_row(a["artifact"], layer["layer"], layer["kind"], f"{layer['sqnr_db']:.1f}",
+                          f"{layer['added_db']:.1f}", f"{layer['relative_rmse']:.3g}", f"{low:.3g} … {high:.3g}",
+                          f"{ratio:g}" if ratio else "—")
+        if a.get("not_compared"):
+            table.add_row(a["artifact"], f"not compared: {', '.join(a['not_compared'])}", "", "", "", "", "", "")
+    return table
+
+
+def diagnostics_markdown(report: dict, top: int = 5) -> list[str]:
+    found = [d for d in report.get("diagnostics") or [] if d["layers"]]
+    if not found:
+        return []
+    lines = ["", f"## Per-layer int8 error (worst {top} per file, against the Keras float model)", "",
+             "| artifact | layer | SQNR dB | lost dB | rel RMSE | float range | outlier × |", "|---|---|---|---|---|---|---|"]
+    for d in found:
+        for layer in d["layers"][:top]:
+            low, high = layer["float_range"]
+            lines.append(f"| {d['artifact']} | {layer['layer']} | {layer['sqnr_db']:.1f} | {layer['added_db']:.1f} | "
+                         f"{layer['relative_rmse']:.3g} | {low:.3g} … {high:.3g} | {layer['outlier_ratio'] or '—'} |")
+    return lines
+
+
 def _top1_of(stage: dict, what: str) -> str:
     measured = stage.get("keras_accuracy")
     return f"; {what} top-1 {_pct(measured['top1'])}" if measured else ""
@@ -127,7 +195,7 @@ def render_table(report: dict) -> Table:
     """The terminal table: like report.md without the file column (the id names it)."""
     ref = (report["reference"] or {}).get("accuracy")
     caption = f"Keras reference top-1 {_pct(ref['top1'])}" if ref else "no validation labels: accuracy not measured"
-    caption = "\n".join([*stage_lines(report), caption])
+    caption = "\n".join([*stage_lines(report), *accuracy_aware_lines(report), *worst_layer_lines(report), caption])
     # box.SIMPLE: no vertical rules, so the table fits 80 columns with the gzip column too
     table = Table(title=f"edgekit: {report['source']['path']}", caption=caption, box=box.SIMPLE,
                   collapse_padding=True, pad_edge=False)
@@ -157,11 +225,13 @@ def render_markdown(report: dict) -> str:
         f"- Calibration: {_describe_calibration(calib)}",
         f"- Keras reference top-1: {_pct(ref['top1']) if ref else 'not measured (no --val)'}",
         *[f"- {line}" for line in stage_lines(report)],
+        *[f"- Accuracy-aware int8: {line}" for line in accuracy_aware_lines(report)],
         "",
         "| " + " | ".join(_headers(report)) + " |",
         "|" + "|".join("---" for _ in _headers(report)) + "|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in _rows(report)]
+    lines += diagnostics_markdown(report)
     lines += ["", f"edgekit {report['edgekit_version']} · schema `{report['schema']}`", ""]
     return "\n".join(lines)
 

@@ -111,7 +111,7 @@ def convert_qat(source: dict, out: str) -> None:
     onnx.save(model, out)
 
 
-def _prepare(fp32: str) -> str:
+def prepare(fp32: str) -> str:
     """onnxruntime's recommended pre-pass (shape inference, graph optimization), into the
     current folder: the step's scratch folder."""
     require("onnxruntime.quantization", "onnx")
@@ -122,19 +122,21 @@ def _prepare(fp32: str) -> str:
     return prepared
 
 
-def quantize_static(fp32: str, out: str, calibration: str, input_name: str) -> None:
+def quantize_static(fp32: str, out: str, calibration: str, input_name: str, exclude: list[str] | None = None,
+                    prepared: bool = False) -> None:
+    """`exclude`: node names of the prepared model left in float (accuracy-aware int8)."""
     quant = require("onnxruntime.quantization", "onnx")
     quant.quantize_static(
-        _prepare(fp32), out, _CalibrationReader(np.load(calibration), input_name),
+        fp32 if prepared else prepare(fp32), out, _CalibrationReader(np.load(calibration), input_name),
         quant_format=quant.QuantFormat.QDQ, per_channel=True,
         activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8,
-        calibrate_method=quant.CalibrationMethod.MinMax,
+        calibrate_method=quant.CalibrationMethod.MinMax, nodes_to_exclude=exclude or [],
     )
 
 
 def quantize_dynamic(fp32: str, out: str) -> None:
     quant = require("onnxruntime.quantization", "onnx")
-    quant.quantize_dynamic(_prepare(fp32), out, weight_type=quant.QuantType.QInt8, per_channel=True)
+    quant.quantize_dynamic(prepare(fp32), out, weight_type=quant.QuantType.QInt8, per_channel=True)
 
 
 class _CalibrationReader:

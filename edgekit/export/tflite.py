@@ -47,8 +47,8 @@ class TFLiteExporter:
 
 def convert(source: dict, precision: str, out: str, calibration: str | None, io_dtype: str, qat: bool) -> str:
     """A step: convert `source` to one .tflite file; return the file's I/O dtype."""
-    converter = _converter(source)
-    io_dtype = _configure(converter, precision, calibration, io_dtype, qat)
+    converter = converter_for(source)
+    io_dtype = configure(converter, precision, calibration, io_dtype, qat)
     try:
         flatbuffer = converter.convert()
     except Exception as exc:  # noqa: BLE001 - the converter's errors have no common base
@@ -60,7 +60,7 @@ def convert(source: dict, precision: str, out: str, calibration: str | None, io_
     return io_dtype
 
 
-def _converter(source: dict):
+def converter_for(source: dict):
     from edgekit.export.source import frozen_graph, keras_model
 
     tf = tensorflow()
@@ -69,7 +69,7 @@ def _converter(source: dict):
     return tf.lite.TFLiteConverter.from_concrete_functions([frozen_graph(source).function], tf.Module())
 
 
-def _configure(converter, precision: str, calibration: str | None, io_dtype: str, qat: bool) -> str:
+def configure(converter, precision: str, calibration: str | None, io_dtype: str, qat: bool) -> str:
     import numpy as np
 
     tf = tensorflow()
