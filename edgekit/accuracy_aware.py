@@ -26,9 +26,6 @@ import numpy as np
 
 from edgekit.layer_graph import Unit, file_chains, float_names, match
 
-MAX_STEPS = 16  # each step is a re-quantization and a validation pass
-
-
 def units_to_json(units: list[Unit]) -> list[dict]:
     return [{"name": u.name, "kind": u.kind, "key": list(u.key), "macs": u.macs, "end": u.end,
              "consumers": u.consumers} for u in units]
@@ -46,13 +43,13 @@ def _top1(path: Path, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def _greedy(units: list[Unit], ranking: list[str], paired: dict, quantize, measure, reference_top1: float,
-            max_drop: float, out: Path) -> dict:
+            max_drop: float, max_steps: int, out: Path) -> dict:
     """Float the ranked layers one at a time (each with its readers) until the drop is ≤ max_drop;
     the best file seen ends at `out`."""
     by_name = {u.name: u for u in units}
     roots, floated, steps, best = [], [], [], None
     for name in ranking:
-        if name in floated or name not in by_name or len(steps) >= MAX_STEPS:
+        if name in floated or name not in by_name or len(steps) >= max_steps:
             continue
         roots.append(name)
         floated += [n for n in [name, *by_name[name].consumers] if n not in floated]
@@ -67,11 +64,11 @@ def _greedy(units: list[Unit], ranking: list[str], paired: dict, quantize, measu
             shutil.copyfile(candidate, out)
         if step["drop_points"] <= max_drop:
             break
-    return {"steps": steps, "best": best, "stopped_at_limit": len(steps) >= MAX_STEPS}
+    return {"steps": steps, "best": best, "stopped_at_limit": len(steps) >= max_steps and best["drop_points"] > max_drop}
 
 
 def tflite_search(source: dict, calibration: str, val_x: str, val_y: str, reference_top1: float, max_drop: float,
-                  units: list[dict], ranking: list[str], out: str) -> dict:
+                  max_steps: int, units: list[dict], ranking: list[str], out: str) -> dict:
     """A step: calibrate once, then quantize with more layers denylisted until within max_drop."""
     from tensorflow.lite.python import convert as tflite_convert
 
@@ -92,11 +89,12 @@ def tflite_search(source: dict, calibration: str, val_x: str, val_y: str, refere
         path.write_bytes(tflite_convert.mlir_quantize(calibrated, denylisted_nodes=names))
         return path
 
-    return _greedy(units_, ranking, paired, quantize, lambda p: _top1(p, x, y), reference_top1, max_drop, Path(out))
+    return _greedy(units_, ranking, paired, quantize, lambda p: _top1(p, x, y), reference_top1, max_drop, max_steps,
+                   Path(out))
 
 
 def onnx_search(fp32: str, calibration: str, input_name: str, val_x: str, val_y: str, reference_top1: float,
-                max_drop: float, units: list[dict], ranking: list[str], out: str) -> dict:
+                max_drop: float, max_steps: int, units: list[dict], ranking: list[str], out: str) -> dict:
     """A step: quantize_static with more nodes excluded until within max_drop."""
     import onnx
 
@@ -112,11 +110,12 @@ def onnx_search(fp32: str, calibration: str, input_name: str, val_x: str, val_y:
         quantize_static(prepared, str(path), calibration, input_name, exclude=names, prepared=True)
         return path
 
-    return _greedy(units_, ranking, paired, quantize, lambda p: _top1(p, x, y), reference_top1, max_drop, Path(out))
+    return _greedy(units_, ranking, paired, quantize, lambda p: _top1(p, x, y), reference_top1, max_drop, max_steps,
+                   Path(out))
 
 
 def openvino_search(fp32: str, calibration: str, val_x: str, val_y: str, reference_top1: float, max_drop: float,
-                    units: list[dict], out: str) -> dict:
+                    max_steps: int, units: list[dict], out: str) -> dict:
     """A step: NNCF's accuracy control with an absolute top-1 budget."""
     from edgekit.errors import require
     from edgekit.evaluate import top1
@@ -126,15 +125,16 @@ def openvino_search(fp32: str, calibration: str, val_x: str, val_y: str, referen
     x, y = np.load(val_x), np.load(val_y)
     calib = np.load(calibration)
 
-    def validate(compiled, items) -> float:
+    def validate(compiled, items):
         output = compiled.outputs[0]
-        hits = [int(top1(compiled(batch)[output])[0] == label) for batch, label in items]
-        return float(np.mean(hits)) if hits else 0.0
+        hits = [float(top1(compiled(batch)[output])[0] == label) for batch, label in items]
+        return (float(np.mean(hits)) if hits else 0.0), hits  # per-sample values: NNCF ranks on them
 
     quantized = nncf.quantize_with_accuracy_control(
         ov.Core().read_model(fp32), nncf.Dataset([calib[i:i + 1] for i in range(len(calib))]),
         nncf.Dataset([(x[i:i + 1], int(y[i])) for i in range(len(x))]), validation_fn=validate,
-        max_drop=max_drop / 100, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calib))
+        max_drop=max_drop / 100, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calib),
+        advanced_accuracy_restorer_parameters=nncf.AdvancedAccuracyRestorerParameters(max_num_iterations=max_steps))
     ov.save_model(quantized, out, compress_to_fp16=False)
     units_ = units_from_json(units)
     top = _top1(Path(out), x, y)
@@ -186,7 +186,7 @@ METHODS = {"tflite": "ranked by added SQNR loss; TFLite selective quantization (
            "openvino": "NNCF quantize_with_accuracy_control (its own ranking, absolute drop)"}
 
 
-def search_all(max_drop: float, keras_model, request, artifacts, verdicts, diagnostics: list[dict] | None,
+def search_all(max_drop: float, max_steps: int, keras_model, request, artifacts, verdicts, diagnostics: list[dict] | None,
                evidence, log) -> dict[str, Searched]:
     """Every PTQ int8 file that loses more than max_drop points gets a mixed-precision
     replacement (same file name); verdicts are redone for the replaced files."""
@@ -210,15 +210,19 @@ def search_all(max_drop: float, keras_model, request, artifacts, verdicts, diagn
         if record["plain_int8"]["drop_points"] <= max_drop:
             searched[artifact.id] = Searched(artifact.id, record | {"needed": False}, None, artifact.size_bytes)
             continue
-        plain = _set_aside(artifact, request.scratch / "plain-int8")
+        plain = _move(artifact.files, request.scratch / "plain-int8")  # measured beside the mix, not shipped
         ranking = [layer["layer"] for layer in by_id.get(artifact.id, {}).get("layers", [])]
         kwargs = {"calibration": request.calibration, "val_x": str(val_x), "val_y": str(val_y),
-                  "reference_top1": reference, "max_drop": max_drop, "units": units_to_json(units),
+                  "reference_top1": reference, "max_drop": max_drop, "max_steps": max_steps,
+                  "units": units_to_json(units),
                   "out": str(artifact.path)}
         kwargs |= _format_inputs(artifact.format, request, ranking, log)
         kind, target = SEARCH_STEPS[artifact.format]
         result = request.run(kind, f"{artifact.id}: accuracy-aware int8 (≤ {max_drop:g} points)", target, kwargs, log)
         best = result["best"]
+        if best is None:  # nothing to return to float: no conv/dense layer was matched in the file
+            _move([plain.parent / f.name for f in artifact.files], artifact.path.parent)
+            best = {"float_layers": [], "top1": plain_top1, "drop_points": record["plain_int8"]["drop_points"]}
         record |= {"needed": True, "method": METHODS[artifact.format], "ranking": ranking[:10],
                    "steps": result["steps"], "float_layers": best["float_layers"], "top1": best["top1"],
                    "drop_points": best["drop_points"], "reached": best["drop_points"] <= max_drop,
@@ -245,12 +249,12 @@ def _format_inputs(fmt: str, request, ranking: list[str], log) -> dict:
     return {"fp32": fp32}
 
 
-def _set_aside(artifact, folder: Path) -> Path:
-    """Move the plain int8 file(s) out of the output folder; it is measured, not shipped."""
+def _move(files: list[Path], folder: Path) -> Path:
+    """Move an artifact's files into `folder`; return its main file's new path."""
     folder.mkdir(parents=True, exist_ok=True)
-    for file in artifact.files:
+    for file in files:
         shutil.move(str(file), folder / file.name)
-    return folder / artifact.path.name
+    return folder / files[0].name
 
 
 def add_to_report(report: dict, searched: dict[str, Searched], latencies: list[dict] | None) -> None:
@@ -277,7 +281,14 @@ def add_to_report(report: dict, searched: dict[str, Searched], latencies: list[d
 
 
 def unreached(report: dict) -> list[str]:
-    return [f"{a['id']} (best {a['accuracy_aware']['drop_points']:.2f} points with "
-            f"{len(a['accuracy_aware']['float_layers'])} layers in float)"
-            for a in report["artifacts"] if (a.get("accuracy_aware") or {}).get("needed")
-            and not a["accuracy_aware"]["reached"]]
+    """Why each format missed the budget: the step limit, or every ranked layer already in float."""
+    missed = []
+    for a in report["artifacts"]:
+        record = a.get("accuracy_aware") or {}
+        if not record.get("needed") or record["reached"]:
+            continue
+        why = ("stopped at max_steps " + str(len(record["steps"])) if record["stopped_at_step_limit"]
+               else "no more layers to return to float")
+        missed.append(f"{a['id']} best {record['drop_points']:.2f} points with {len(record['float_layers'])} "
+                      f"layers in float ({why})")
+    return missed

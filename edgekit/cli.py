@@ -342,9 +342,11 @@ def _emit(result, as_json: bool, render) -> None:
 
 
 def _show(report: dict) -> None:
-    from edgekit.report import render_table
+    from edgekit.report import accuracy_aware_lines, render_table, worst_layer_lines
 
     _print(render_table(report))
+    for line in [*accuracy_aware_lines(report), *worst_layer_lines(report)]:  # long: plain lines, not a caption
+        _print(line)
     _print(f"Wrote {report['output']}/report.json, report.md and report.html")
 
 

@@ -43,6 +43,7 @@ Stage = Annotated[Union[PruneStage, QATStage], Field(discriminator="type")]
 
 class AccuracyAware(_Strict):
     max_drop: float = Field(ge=0, le=100, description="max top-1 drop in points of each int8 file vs the float model")
+    max_steps: int = Field(16, ge=1, le=1000, description="at most this many re-quantizations per format")
 
 
 class Recipe(_Strict):

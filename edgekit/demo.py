@@ -103,3 +103,34 @@ def _remove_inputs(outdir: Path, names: list[str], created: list[Path]) -> None:
             folder.rmdir()
         except OSError:
             break
+
+
+OUTLIER_SCALE = 400.0
+
+
+def add_activation_outliers(source: Path, out: Path, layer: str = "fc", consumer: str = "probs", channels: int = 2,
+                            scale: float = OUTLIER_SCALE) -> None:
+    """The digits CNN with a few activation outliers, the way they arise in trained networks:
+    `channels` units of `layer` (the most active ones) are scaled up by `scale` and the reader
+    `consumer` scales its weights for them down by as much. ReLU commutes with a positive scale,
+    so the float model computes the same function, but a per-tensor int8 range over `layer`'s
+    output is now ~scale× wider and rounds every other unit to a step or two."""
+    from edgekit.keras_compat import tf_keras
+
+    keras = tf_keras()
+    model = keras.models.load_model(source)
+    x_train = digits_splits()[0]
+    grown, reader = model.get_layer(layer), model.get_layer(consumer)
+    outputs = np.asarray(keras.Model(model.inputs, grown.output)(x_train, training=False))
+    activity = outputs.reshape(-1, outputs.shape[-1]).mean(axis=0)
+    kernel, bias = grown.get_weights()
+    reader_kernel, reader_bias = reader.get_weights()
+    for unit in np.argsort(activity)[-channels:]:
+        kernel[..., unit] *= scale  # Dense (in, out) and Conv2D (h, w, in, out) alike
+        bias[unit] *= scale
+        reader_kernel[..., unit, :] /= scale
+    grown.set_weights([kernel, bias])
+    reader.set_weights([reader_kernel, reader_bias])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model.save(out)

@@ -233,9 +233,15 @@ def _empty(name: str, fmt: str, why: str) -> dict:
     return {"artifact": name, "format": fmt, "samples": 0, "layers": [], "not_compared": [], "note": why}
 
 
-def ranking(diagnosis: dict) -> list[str]:
-    """Layers by the error they add, worst first: the order accuracy-aware int8 returns them to float."""
-    return [layer["layer"] for layer in diagnosis["layers"] if layer["added_db"] > 0]
+FLOAT_MATCH_DB = 40.0  # an fp32 file's tap within 1% RMS of Keras: the right tensor
+
+
+def keep_matched(int8: dict, fp32: dict) -> dict:
+    """Keep the int8 layers whose tap in the fp32 file of the same format reproduces Keras: a
+    layer matched to the wrong tensor shows there as noise, and is listed as not compared."""
+    matched = {layer["layer"] for layer in fp32["layers"] if layer["sqnr_db"] >= FLOAT_MATCH_DB}
+    return {**int8, "layers": [l for l in int8["layers"] if l["layer"] in matched],
+            "not_compared": int8["not_compared"] + [l["layer"] for l in int8["layers"] if l["layer"] not in matched]}
 
 
 # --- `edgekit diagnose` --------------------------------------------------------------------

@@ -25,11 +25,12 @@ def render_html(report: dict, samples: dict[str, list[float]] | None = None) -> 
     title = f"edgekit report: {html.escape(str(source['path']))}"
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>",
              f"<style>{STYLE}</style></head><body>", f"<h1>{title}</h1>", _summary(report), _stages(report),
-             _table(report)]
+             _accuracy_aware(report), _table(report)]
     for caption, figure in (("Accuracy against latency: up and to the left is better", _tradeoff_plot(report)),
                             ("Size of each artifact", _size_plot(report)),
                             ("Latency of the measured runs: box p25-p75, line p50, whiskers p1-p99 (batch 1, this host)", _distribution_plot(report, samples))):
         parts.append(f"<figure><figcaption>{caption}</figcaption>{figure}</figure>")
+    parts.append(_diagnostics(report))
     parts.append(f"<p class=\"muted\">edgekit {html.escape(str(report.get('edgekit_version')))} · "
                  f"{html.escape(str(report.get('created', '')))} · schema {html.escape(report['schema'])}</p>")
     return "\n".join(parts) + "\n</body></html>\n"
@@ -58,6 +59,47 @@ def _stages(report: dict) -> str:
     if not lines:
         return ""
     return "<h2>Stages</h2><ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"
+
+
+def _accuracy_aware(report: dict) -> str:
+    from edgekit.report import accuracy_aware_lines
+
+    lines = accuracy_aware_lines(report)
+    if not lines:
+        return ""
+    return "<h2>Accuracy-aware int8</h2><ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"
+
+
+DIAGNOSTIC_BARS = 15  # layers per chart: the worst ones
+
+
+def _diagnostics(report: dict) -> str:
+    """Per-layer int8 error: one bar chart per file, worst layers on top."""
+    found = [d for d in report.get("diagnostics") or [] if d["layers"]]
+    if not found:
+        return ""
+    parts = [f"<h2>Per-layer int8 error</h2><p>Each conv/dense layer's output against the Keras float model on "
+             f"{found[0]['samples']} inputs. Bars: SQNR lost at the layer (what it adds to the error before it); "
+             "labels: its SQNR and the outlier ratio of its float activations (largest channel peak / median).</p>"]
+    for d in found:
+        parts.append(f"<figure><figcaption>{html.escape(d['artifact'])}</figcaption>"
+                     f"{_figure(lambda ax, d=d: draw_diagnosis(ax, d))}</figure>")
+    return "\n".join(parts)
+
+
+def draw_diagnosis(ax, diagnosis: dict) -> None:
+    layers = diagnosis["layers"][:DIAGNOSTIC_BARS]
+    colour = FORMAT_COLOURS.get(diagnosis["format"], "#555")
+    positions = range(len(layers))
+    ax.barh(list(positions), [l["added_db"] for l in layers], color=colour)
+    ax.set_yticks(list(positions), [l["layer"] for l in layers], fontsize=8)
+    ax.invert_yaxis()  # worst on top
+    ax.set_xlabel("SQNR lost at the layer (dB)")
+    top = max([l["added_db"] for l in layers] + [1.0])
+    ax.set_xlim(0, top * 1.45)
+    for i, l in enumerate(layers):
+        ratio = f", outliers {l['outlier_ratio']:g}×" if l.get("outlier_ratio") else ""
+        ax.text(l["added_db"] + top * 0.01, i, f"SQNR {l['sqnr_db']:.1f} dB{ratio}", va="center", fontsize=7)
 
 
 def _table(report: dict) -> str:

@@ -95,11 +95,24 @@ def keras_units(keras_model) -> list[Unit]:
         end_of[unit.end] = unit
         units.append(unit)
     by_name = {u.name: u for u in units}
+    inside = {l.name for u in units for l in _chain_layers(keras_model, u)}  # a chain's BN/ReLU layers
     for unit in units:
         start = keras_model.get_layer(unit.name)
-        unit.upstream = [end_of[l.name].name for l in _reach(start, _producers) if l.name in end_of]
-        unit.consumers = [l.name for l in _reach(keras_model.get_layer(unit.end), _consumers) if l.name in by_name]
+        # upstream: the nearest units on every path back, through adds, concatenations, pools, …
+        unit.upstream = [end_of[l.name].name for l in _reach(start, _producers, lambda l: l.name not in inside)
+                         if l.name in end_of]
+        # readers: only through layers that pass values on unchanged (see float_names)
+        unit.consumers = [l.name for l in _reach(keras_model.get_layer(unit.end), _consumers,
+                                                 lambda l: type(l).__name__ in PASS_THROUGH) if l.name in by_name]
     return units
+
+
+def _chain_layers(keras_model, unit: Unit) -> list:
+    layers, current = [keras_model.get_layer(unit.name)], keras_model.get_layer(unit.name)
+    while current.name != unit.end:
+        current = _consumers(current)[0]
+        layers.append(current)
+    return layers
 
 
 def _layer_macs(layer, count_macs) -> int:
@@ -143,15 +156,15 @@ def _consumers(layer) -> list:
     return [node.outbound_layer for node in getattr(layer, "_outbound_nodes", [])]
 
 
-def _reach(layer, step) -> list:
-    """Layers one step away, looking through pass-through layers (Flatten, pooling, …)."""
+def _reach(layer, step, through) -> list:
+    """The layers one `step` away, looking through the layers `through` accepts."""
     found, frontier, seen = [], step(layer), set()
     while frontier:
         nxt = frontier.pop(0)
         if id(nxt) in seen:
             continue
         seen.add(id(nxt))
-        if type(nxt).__name__ in PASS_THROUGH:
+        if through(nxt):
             frontier += step(nxt)
         else:
             found.append(nxt)
@@ -196,14 +209,25 @@ def match(units: list[Unit], chains: list[Chain]) -> dict[str, Chain]:
     return paired
 
 
+RESHAPES = {"RESHAPE", "Reshape", "Squeeze", "Unsqueeze"}
+
+
 def _follow(start_tensor, consumers_of, fusable) -> tuple[list, object]:
-    """From a conv/fc output, follow single-consumer fusable nodes; return them and the last tensor."""
+    """From a conv/fc output, follow single-consumer fusable nodes; return them and the last
+    tensor. A reshape is crossed only when a fusable node follows it: tf2onnx puts one between
+    a conv and its BatchNormalization where the spatial size is 1×1."""
     nodes, tensor = [], start_tensor
     while True:
         after = consumers_of(tensor)
-        if len(after) != 1 or not fusable(after[0]):
+        if len(after) != 1:
             return nodes, tensor
         node = after[0]
+        if node["op"] in RESHAPES:
+            beyond = consumers_of(node_output(node))
+            if len(beyond) != 1 or not fusable(beyond[0]):
+                return nodes, tensor
+        elif not fusable(node):
+            return nodes, tensor
         nodes.append(node)
         tensor = node_output(node)
 

@@ -351,14 +351,20 @@ def _diagnose(exported: LoadedModel, artifacts, evidence: Evidence, from_qat: bo
         log.note("per-layer int8 diagnostics need a tf_keras model (or a Keras 3 model edgekit can rebuild); "
                  "this one has none, so report.json has no diagnostics section")
         return None
-    from edgekit.diagnose import diagnose_files
+    from edgekit.diagnose import diagnose_files, keep_matched
 
     n = min(DIAGNOSE_SAMPLES, len(evidence.x))
+    fp32 = {a.format: a for a in artifacts if a.precision == "fp32"}
+    checks = [fp32[a.format] for a in targets if a.format in fp32]
     with log.step(f"Diagnose int8 layer by layer against the float model ({n} {evidence.source} inputs)"):
-        found = diagnose_files(exported.keras_model, [(a.id, a.path, a.format) for a in targets], evidence.x, n)
-    for entry in found:
+        found = diagnose_files(exported.keras_model, [(a.id, a.path, a.format) for a in targets + checks],
+                               evidence.x, n)
+    int8, float_runs = found[:len(targets)], {d["format"]: d for d in found[len(targets):]}
+    for i, entry in enumerate(int8):
+        if entry["format"] in float_runs:  # the same taps in the fp32 file must reproduce Keras
+            int8[i] = entry = keep_matched(entry, float_runs[entry["format"]])
         entry["path"] = Path(entry["path"]).name  # not the staging folder's name
-    return found
+    return int8
 
 
 def _accuracy_aware(opts: CompressOptions, exported: LoadedModel, request: ExportRequest, verdicts, diagnostics,
@@ -371,7 +377,7 @@ def _accuracy_aware(opts: CompressOptions, exported: LoadedModel, request: Expor
                          "model edgekit can rebuild); this one has none")
     from edgekit.accuracy_aware import search_all
 
-    return search_all(aware.max_drop, exported.keras_model, request, [v.artifact for v in verdicts], verdicts,
+    return search_all(aware.max_drop, aware.max_steps, exported.keras_model, request, [v.artifact for v in verdicts], verdicts,
                       diagnostics, evidence, log)
 
 

@@ -195,7 +195,7 @@ def render_table(report: dict) -> Table:
     """The terminal table: like report.md without the file column (the id names it)."""
     ref = (report["reference"] or {}).get("accuracy")
     caption = f"Keras reference top-1 {_pct(ref['top1'])}" if ref else "no validation labels: accuracy not measured"
-    caption = "\n".join([*stage_lines(report), *accuracy_aware_lines(report), *worst_layer_lines(report), caption])
+    caption = "\n".join([*stage_lines(report), caption])
     # box.SIMPLE: no vertical rules, so the table fits 80 columns with the gzip column too
     table = Table(title=f"edgekit: {report['source']['path']}", caption=caption, box=box.SIMPLE,
                   collapse_padding=True, pad_edge=False)

@@ -27,6 +27,17 @@ def digits(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def outlier_digits(digits, tmp_path_factory):
+    """The digits CNN with two activation outliers (~400× the rest) in its hidden Dense layer:
+    the same function in float, and a model plain per-tensor int8 breaks."""
+    from edgekit.demo import add_activation_outliers
+
+    path = tmp_path_factory.mktemp("outliers") / "outliers.h5"
+    add_activation_outliers(digits["model"], path)
+    return {**digits, "model": path}
+
+
+@pytest.fixture(scope="session")
 def validated_run(digits, tmp_path_factory):
     """compress --int8 to TFLite and ONNX with validation data and host latency: a report with
     every field filled (accuracy, latency, report.html plots). Returns the output folder."""
