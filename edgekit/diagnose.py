@@ -29,7 +29,7 @@ from edgekit.layer_graph import Chain, Unit, file_chains, keras_tap_model, keras
 INPUT_SQNR_DB = round(6.02 * 8 + 1.76, 2)  # a full-scale signal on an ideal 8-bit grid
 MAX_SQNR_DB = 150.0  # identical outputs: JSON has no infinity
 DIAGNOSE_SAMPLES = 64  # SQNR sums over every element: 64 images settle it to ~0.1 dB
-BATCH = 16
+BATCH = 32
 
 
 @dataclass
@@ -136,10 +136,15 @@ class _OpenVINOTaps:
     def __init__(self, model, chains: list[Chain]):
         import openvino as ov
 
-        ports = model.add_outputs([c.tap for c in chains])  # the ports must belong to the model compiled
+        # Taps are found again by name after compiling: the compiled model's output order is not the
+        # order they were added in (RegNet's came back shuffled), and most have no name of their own.
+        names = []
+        for i, chain in enumerate(chains):
+            chain.tap.get_tensor().add_names({f"edgekit_tap_{i}"})
+            names.append(set(chain.tap.get_names()))
+        model.add_outputs([c.tap for c in chains])
         self.compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        first = len(self.compiled.outputs) - len(ports)
-        self.outputs = [self.compiled.output(first + i) for i in range(len(ports))]
+        self.outputs = [next(o for o in self.compiled.outputs if o.get_names() & wanted) for wanted in names]
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         result = self.compiled(batch.astype(np.float32, copy=False))
@@ -177,7 +182,10 @@ def diagnose_files(keras_model, files: list[tuple[str, Path, str]], x: np.ndarra
     units = keras_units(keras_model)
     if not units:
         return [_empty(name, fmt, "the model has no conv/dense layers at its top level") for name, _, fmt in files]
+    from edgekit.keras_compat import tensorflow
+
     tap_model = keras_tap_model(keras_model, units)
+    forward = tensorflow().function(lambda batch: tap_model(batch, training=False))  # graph mode: ~2× eager
     runs = []
     for name, path, fmt in files:
         taps, paired = _open_taps(Path(path), fmt, units)
@@ -185,7 +193,7 @@ def diagnose_files(keras_model, files: list[tuple[str, Path, str]], x: np.ndarra
     x = x[:samples]
     for start in range(0, len(x), BATCH):
         batch = x[start:start + BATCH]
-        reference = tap_model(batch, training=False)
+        reference = forward(batch)
         reference = [np.asarray(r) for r in (reference if isinstance(reference, (list, tuple)) else [reference])]
         for run in runs:
             _accumulate(run, units, reference, batch)

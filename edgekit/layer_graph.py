@@ -68,6 +68,12 @@ def float_names(unit: Unit, paired: dict[str, "Chain"]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _per_channel(shape) -> bool:
+    """A bias or a folded BatchNormalization has one value per channel; a scalar constant
+    (hard-sigmoid's +3 and ×1/6) is an activation's, which Keras computes in a later layer."""
+    return int(np.prod([int(d) for d in shape])) > 1
+
+
 def kernel_key(shape) -> tuple[int, ...]:
     return tuple(sorted(int(d) for d in shape if int(d) != 1))
 
@@ -273,7 +279,8 @@ def _tflite_chains(path) -> list[Chain]:
     def fusable(node) -> bool:
         if node["op"] in TFLITE_UNARY:
             return True
-        return node["op"] in TFLITE_WITH_CONSTANT and any(constant(t) for t in node["ins"])
+        return node["op"] in TFLITE_WITH_CONSTANT and any(
+            constant(t) and _per_channel(tensors[t]["shape"]) for t in node["ins"])
 
     chains = []
     for node in nodes:
@@ -326,7 +333,9 @@ def _onnx_chains(path_or_model) -> list[Chain]:
     def fusable(node) -> bool:
         if node["op"] in ONNX_UNARY:
             return True
-        return node["op"] in ONNX_WITH_CONSTANT and all(t in constants for t in node["ins"][1:])
+        operands = node["ins"][1:]
+        return (node["op"] in ONNX_WITH_CONSTANT and all(t in constants for t in operands)
+                and any(_per_channel(shapes.get(t) or [2]) for t in operands))
 
     chains = []
     for node in nodes:
@@ -372,7 +381,9 @@ def _openvino_chains(path_or_model) -> list[Chain]:
         op = node["node"]
         if node["op"] == "FakeQuantize" or node["op"] in OPENVINO_UNARY:
             return True
-        return node["op"] in OPENVINO_WITH_CONSTANT and any(is_constant(i) for i in op.inputs())
+        return node["op"] in OPENVINO_WITH_CONSTANT and any(
+            is_constant(i) and i.get_partial_shape().is_static and _per_channel(i.get_partial_shape().to_shape())
+            for i in op.inputs())
 
     chains = []
     for op in ordered:
@@ -381,8 +392,11 @@ def _openvino_chains(path_or_model) -> list[Chain]:
         shape = op.input(1).get_partial_shape()
         if shape.is_dynamic:
             continue
+        shape = [int(d) for d in shape.to_shape()]
+        if op.get_type_name().startswith("Group"):  # (groups, out/groups, in/groups, kh, kw): as ONNX's (out, in/groups, …)
+            shape = [shape[0] * shape[1], *shape[2:]]
         followed, end = _follow(op.output(0), readers, fusable)
-        chains.append(Chain(kernel_key(shape.to_shape()), [op.get_friendly_name()] +
+        chains.append(Chain(kernel_key(shape), [op.get_friendly_name()] +
                             [n["node"].get_friendly_name() for n in followed], end, channels_first=True, head=op))
     return chains
 

@@ -5,7 +5,6 @@ digits CNN with two activation outliers ~400× the rest in its hidden Dense laye
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -56,7 +56,27 @@ def test_application_compresses_to_int8_in_all_formats(flavour, name, size, tmp_
         assert fp32["agreement"] == 1.0  # same top-1 as Keras on every input: outputs are distinct
         assert not int8["quantization"]["mostly_float"], int8["quantization"]
         assert int8["quantization"]["int8_mac_share"] >= 0.9, (fmt, int8["quantization"])
+    _check_diagnostics(report, flavour, name)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", "data.npz", model.name])
     if mode == "child":  # a child's peak is its own, not this process's
         steps = report["peak_rss_mb"]
         assert steps["TFLite: convert int8"] != steps["ONNX: convert fp32 (tf2onnx)"]
+
+
+def _check_diagnostics(report: dict, flavour: str, name: str) -> None:
+    """Every int8 compress reports per-layer error, per format, of the layers whose tap the
+    fp32 file of that format reproduced (the rest are listed as not compared, never guessed)."""
+    if flavour == "keras3" and name in NOT_BRIDGED:  # no tf_keras model to take layer outputs from
+        assert report["diagnostics"] is None
+        return
+    diagnostics = {d["format"]: d for d in report["diagnostics"]}
+    assert set(diagnostics) == set(FORMATS)
+    for fmt, d in diagnostics.items():
+        compared = [l["layer"] for l in d["layers"]]
+        assert len(set(compared)) == len(compared) and not set(compared) & set(d["not_compared"])
+        assert len(compared) >= MIN_COMPARED * (len(compared) + len(d["not_compared"])), (fmt, d["not_compared"])
+        assert [l["added_db"] for l in d["layers"]] == sorted((l["added_db"] for l in d["layers"]), reverse=True)
+        print(f"{flavour} {name} {fmt}: {len(compared)} compared, not: {d['not_compared']}")
+
+
+MIN_COMPARED = 0.5

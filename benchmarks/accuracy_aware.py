@@ -1,0 +1,215 @@
+"""Accuracy-aware int8 and per-layer diagnostics, measured.
+
+    python benchmarks/accuracy_aware.py [--rounds 5] [--size 64] [--out benchmarks/results.md]
+
+1. The digits CNN with two activation outliers in its hidden Dense layer (edgekit.demo.
+   add_activation_outliers): fp32, plain int8 and `--max-accuracy-drop 0.5` int8 per format:
+   top-1 on the validation split, size, and p50 latency measured interleaved (the three
+   files of a format back to back in one bench child, the order rotating by round), with
+   each compress run's wall time and peak memory.
+2. MobileNetV2 (random weights, BatchNormalization statistics set from the data, 64×64
+   digits images): `diagnose` time against one int8 verification (the file run on the same
+   inputs), and how far the per-layer SQNR of the three formats lies apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from statistics import median
+
+import numpy as np
+
+from sections import markers, write_section
+
+HERE = Path(__file__).resolve().parent
+FORMATS = {"tflite": "tflite", "onnx": "onnx", "openvino": "xml"}
+
+
+PEAK = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+
+
+def run_measured(command: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of a command, from a fresh wrapper's children rusage
+    (the largest of the command and the children it waited for)."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", PEAK, *command], check=True, capture_output=True, text=True)
+    return time.perf_counter() - started, int(done.stdout.split()[-1]) / 1024
+
+
+def compress(edgekit: Path, root: Path, model: Path, out: str, extra: list[str]) -> dict:
+    seconds, peak = run_measured([str(edgekit), "compress", str(model), "--int8", "--data", str(root / "calib.npz"),
+                                  "--val", str(root / "val.npz"), "-o", str(root / out), "-q", "--no-bench", *extra])
+    report = json.loads((root / out / "report.json").read_text())
+    report["bench_wall_s"], report["bench_peak_mb"], report["folder"] = seconds, peak, root / out
+    return report
+
+
+def latencies(files: dict[str, dict[str, Path]], rounds: int) -> dict:
+    from edgekit.bench import BenchSettings, bench_local
+
+    settings = BenchSettings(threads=1, runs=200, min_time_s=0.5)
+    kinds = ["fp32", "plain int8", "accuracy-aware int8"]
+    p50 = {fmt: {k: [] for k in kinds} for fmt in files}
+    for round_ in range(rounds):
+        order = kinds[round_ % 3:] + kinds[:round_ % 3]
+        jobs = [(fmt, kind) for fmt in files for kind in order]
+        for (fmt, kind), result in zip(jobs, bench_local([files[f][k] for f, k in jobs], settings)):
+            p50[fmt][kind].append(result["p50"])
+    return p50
+
+
+def digits_section(edgekit: Path, root: Path, rounds: int) -> list[str]:
+    from edgekit.demo import add_activation_outliers, train_digits_model
+
+    x_train, y_train, x_val, y_val = train_digits_model(root / "digits.h5")
+    np.savez(root / "calib.npz", x=x_train, y=y_train)
+    np.savez(root / "val.npz", x=x_val, y=y_val)
+    model = root / "outliers.h5"
+    add_activation_outliers(root / "digits.h5", model)
+    plain = compress(edgekit, root, model, "plain", [])
+    aware = compress(edgekit, root, model, "aware", ["--max-accuracy-drop", "0.5"])
+    files = {fmt: {"fp32": plain["folder"] / f"outliers.fp32.{ext}", "plain int8": plain["folder"] / f"outliers.int8.{ext}",
+                   "accuracy-aware int8": aware["folder"] / f"outliers.int8.{ext}"} for fmt, ext in FORMATS.items()}
+    p50 = latencies(files, rounds)
+    entries = {(r_name, a["id"]): a for r_name, r in (("plain", plain), ("aware", aware)) for a in r["artifacts"]}
+    ref = plain["reference"]["accuracy"]["top1"]
+    rows = ["| format | file | top-1 | Δ vs Keras fp32 (points) | int8 MACs | size KiB | p50 ms | p50 / plain int8 |",
+            "|---|---|---|---|---|---|---|---|"]
+    for fmt in FORMATS:
+        for kind, (run, precision) in {"fp32": ("plain", "fp32"), "plain int8": ("plain", "int8"),
+                                       "accuracy-aware int8": ("aware", "int8")}.items():
+            a = entries[(run, f"{fmt}-{precision}")]
+            share = a["quantization"]["int8_mac_share"]
+            pairs = median(x / y for x, y in zip(p50[fmt][kind], p50[fmt]["plain int8"]))
+            rows.append(f"| {fmt} | {kind} | {100 * a['accuracy']['top1']:.2f}% | "
+                        f"{100 * (a['accuracy']['top1'] - ref):+.2f} | {'—' if share is None else f'{share:.0%}'} | "
+                        f"{a['size_bytes'] / 1024:.1f} | {median(p50[fmt][kind]):.4f} | {pairs:.2f}× |")
+    kept = {a["id"]: ", ".join(a["accuracy_aware"]["float_layers"]) for a in aware["artifacts"]
+            if a.get("accuracy_aware", {}).get("needed")}
+    steps = {k: v for k, v in aware["timings_s"].items() if "accuracy-aware" in k}
+    return [
+        "### The digits CNN with activation outliers", "",
+        f"Keras fp32 top-1 {100 * ref:.2f}% on {len(x_val)} validation images. Latency: batch 1, 1 thread, "
+        f"{rounds} interleaved rounds, median p50 and the median of per-round ratios.", "", *rows, "",
+        "Kept in float: " + "; ".join(f"{k}: {v}" for k, v in kept.items()), "",
+        "| run | wall s | peak RSS MiB |", "|---|---|---|",
+        f"| `compress --int8` (diagnostics included) | {plain['bench_wall_s']:.1f} | {plain['bench_peak_mb']:.0f} |",
+        f"| `compress --int8 --max-accuracy-drop 0.5` | {aware['bench_wall_s']:.1f} | {aware['bench_peak_mb']:.0f} |",
+        "", "Search steps: " + ", ".join(f"{k.split(':')[0]} {v:.2f} s" for k, v in steps.items()), ""]
+
+
+def mobilenet_section(edgekit: Path, root: Path, size: int) -> list[str]:
+    build = subprocess.run([sys.executable, str(HERE / "accuracy_aware.py"), "--build-mobilenet", str(root),
+                            "--size", str(size)], check=True, capture_output=True, text=True)
+    del build
+    model = root / "mnv2.h5"
+    out = root / "mnv2"
+    subprocess.run([str(edgekit), "compress", str(model), "--int8", "--data", str(root / "mcalib.npz"),
+                    "--val", str(root / "mval.npz"), "-o", str(out), "-q", "--no-bench"], check=True,
+                   capture_output=True)
+    x = np.load(root / "mval.npz")["x"]
+    rows = ["| format | file alone s | verify (Keras reference + file) s | diagnose s | diagnose / verify | "
+            "diagnose 32 inputs (as in compress) s |", "|---|---|---|---|---|---|"]
+    found = {}
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from edgekit.diagnose import diagnose_files
+    from edgekit.keras_compat import tf_keras
+    from edgekit.runtime import open_runner
+    from edgekit.runtime.reference import ReferenceRunner
+
+    keras_model = tf_keras().models.load_model(model)
+    reference = ReferenceRunner(lambda batch: keras_model(batch, training=False))
+    reference.predict(x[:8])  # both sides start warm: the first call traces the graph
+    diagnose_files(keras_model, [("tflite", out / "mnv2.int8.tflite", "tflite")], x[:8], 8)
+    for fmt, ext in FORMATS.items():
+        path = out / f"mnv2.int8.{ext}"
+        started = time.perf_counter()
+        open_runner(path).predict(x)
+        alone_s = time.perf_counter() - started
+        started = time.perf_counter()
+        reference.predict(x)
+        open_runner(path).predict(x)
+        verify_s = time.perf_counter() - started
+        started = time.perf_counter()
+        (found[fmt],) = diagnose_files(keras_model, [(fmt, path, fmt)], x, len(x))
+        diagnose_s = time.perf_counter() - started
+        started = time.perf_counter()
+        diagnose_files(keras_model, [(fmt, path, fmt)], x, 32)
+        small_s = time.perf_counter() - started
+        rows.append(f"| {fmt} | {alone_s:.2f} | {verify_s:.2f} | {diagnose_s:.2f} | {diagnose_s / verify_s:.2f}× | "
+                    f"{small_s:.2f} |")
+    sqnr = {fmt: {l["layer"]: l["sqnr_db"] for l in d["layers"]} for fmt, d in found.items()}
+    layers = list(sqnr["tflite"])
+    pairs = ["| formats | median abs Δ SQNR dB | 90th pct | max (layer) |", "|---|---|---|---|"]
+    for a, b in (("tflite", "onnx"), ("tflite", "openvino"), ("onnx", "openvino")):
+        gaps = sorted((abs(sqnr[a][k] - sqnr[b][k]), k) for k in layers if k in sqnr[b])
+        pairs.append(f"| {a} vs {b} | {median(g for g, _ in gaps):.2f} | {gaps[int(0.9 * len(gaps))][0]:.2f} | "
+                     f"{gaps[-1][0]:.2f} ({gaps[-1][1]}) |")
+    first = [f"{fmt} {d['layers'][0]['layer']}" for fmt, d in found.items()]
+    return ["### MobileNetV2: diagnose cost and cross-format agreement", "",
+            f"MobileNetV2 at {size}×{size}, {len(layers)} conv/dense layers compared in every format, N = {len(x)} "
+            "inputs. Verifying a file means running the Keras model and the file on the inputs; the diagnosis runs "
+            "the Keras model with one output per layer and the file with its layer outputs readable (LiteRT: one "
+            "input at a time, every tensor kept; ONNX Runtime and OpenVINO: extra graph outputs).", "", *rows, "",
+            "Per-layer SQNR (int8 against the Keras float model), how far the formats lie apart:", "", *pairs, "",
+            "Most error added first: " + "; ".join(first), ""]
+
+
+def build_mobilenet(root: Path, size: int) -> None:
+    """MobileNetV2 with random weights whose BatchNormalization statistics come from the data
+    (one training-mode pass, momentum 0), on digits resized to size×size×3 in [-1, 1]."""
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    import tensorflow as tf
+
+    from edgekit.demo import digits_splits
+    from edgekit.keras_compat import tf_keras
+
+    keras = tf_keras()
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(weights=None, classes=10, input_shape=(size, size, 3))
+    x_train, y_train, x_val, y_val = digits_splits()
+
+    def images(x):
+        return np.repeat(tf.image.resize(x, (size, size)).numpy() * 2 - 1, 3, axis=-1).astype(np.float32)
+
+    calib, val = images(x_train[:200]), images(x_val[:200])
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    model(calib, training=True)
+    model.save(root / "mnv2.h5")
+    np.savez(root / "mcalib.npz", x=calib, y=y_train[:200])
+    np.savez(root / "mval.npz", x=val, y=y_val[:200])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--out", type=Path, default=HERE / "results.md")
+    parser.add_argument("--build-mobilenet", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.build_mobilenet:
+        build_mobilenet(args.build_mobilenet, args.size)
+        return
+    edgekit = Path(sys.executable).parent / "edgekit"
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        begin, end = markers("accuracy_aware.py")
+        lines = [begin, "## Accuracy-aware int8 and per-layer diagnostics (benchmarks/accuracy_aware.py)", "",
+                 *digits_section(edgekit, root, args.rounds), *mobilenet_section(edgekit, root, args.size), end]
+    section = "\n".join(lines)
+    write_section("accuracy_aware.py", section, args.out)
+    print(section)
+
+
+if __name__ == "__main__":
+    main()
