@@ -8,7 +8,7 @@
    files of a format back to back in one bench child, the order rotating by round), with
    each compress run's wall time and peak memory.
 2. MobileNetV2 (random weights, BatchNormalization statistics set from the data, 64×64
-   digits images): `diagnose` time against one int8 verification (the file run on the same
+   digits images: tests/zoo_build.py build_mobilenet_on_digits): `diagnose` time against one int8 verification (the file run on the same
    inputs), and how far the per-layer SQNR of the three formats lies apart.
 """
 
@@ -107,9 +107,8 @@ def digits_section(edgekit: Path, root: Path, rounds: int) -> list[str]:
 
 
 def mobilenet_section(edgekit: Path, root: Path, size: int) -> list[str]:
-    build = subprocess.run([sys.executable, str(HERE / "accuracy_aware.py"), "--build-mobilenet", str(root),
-                            "--size", str(size)], check=True, capture_output=True, text=True)
-    del build
+    subprocess.run([sys.executable, "-m", "tests.zoo_build", "mobilenet-on-digits", str(size), str(root)],
+                   check=True, capture_output=True, cwd=HERE.parent)
     model = root / "mnv2.h5"
     out = root / "mnv2"
     subprocess.run([str(edgekit), "compress", str(model), "--int8", "--data", str(root / "mcalib.npz"),
@@ -163,43 +162,12 @@ def mobilenet_section(edgekit: Path, root: Path, size: int) -> list[str]:
             "Most error added first: " + "; ".join(first), ""]
 
 
-def build_mobilenet(root: Path, size: int) -> None:
-    """MobileNetV2 with random weights whose BatchNormalization statistics come from the data
-    (one training-mode pass, momentum 0), on digits resized to size×size×3 in [-1, 1]."""
-    os.environ["TF_USE_LEGACY_KERAS"] = "1"
-    import tensorflow as tf
-
-    from edgekit.demo import digits_splits
-    from edgekit.keras_compat import tf_keras
-
-    keras = tf_keras()
-    keras.utils.set_random_seed(0)
-    model = keras.applications.MobileNetV2(weights=None, classes=10, input_shape=(size, size, 3))
-    x_train, y_train, x_val, y_val = digits_splits()
-
-    def images(x):
-        return np.repeat(tf.image.resize(x, (size, size)).numpy() * 2 - 1, 3, axis=-1).astype(np.float32)
-
-    calib, val = images(x_train[:200]), images(x_val[:200])
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.0
-    model(calib, training=True)
-    model.save(root / "mnv2.h5")
-    np.savez(root / "mcalib.npz", x=calib, y=y_train[:200])
-    np.savez(root / "mval.npz", x=val, y=y_val[:200])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--out", type=Path, default=HERE / "results.md")
-    parser.add_argument("--build-mobilenet", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.build_mobilenet:
-        build_mobilenet(args.build_mobilenet, args.size)
-        return
     edgekit = Path(sys.executable).parent / "edgekit"
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

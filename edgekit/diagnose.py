@@ -75,9 +75,11 @@ class _Stats:
 
 
 # --- tapping each runtime ----------------------------------------------------------------
+# Each takes the file and a flat list of taps (format-specific handles) and returns, per batch,
+# one array per tap.
 
 class _TFLiteTaps:
-    def __init__(self, path: Path, chains: list[Chain]):
+    def __init__(self, path: Path, taps: list[int]):
         from edgekit.errors import require
 
         litert = require("ai_edge_litert.interpreter", "tflite")
@@ -87,12 +89,12 @@ class _TFLiteTaps:
         self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
         self.details = {d["index"]: d for d in self.interpreter.get_tensor_details()}
-        self.chains = chains
+        self.taps = taps
 
-    def run(self, batch: np.ndarray) -> list[list[np.ndarray]]:
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
         from edgekit.runtime.tflite import quantize
 
-        outputs = [[] for _ in self.chains]
+        outputs = [[] for _ in self.taps]
         for sample in batch:  # batch 1: every intermediate tensor of this invoke stays readable
             x = sample[None]
             dtype = self.input["dtype"]
@@ -100,8 +102,8 @@ class _TFLiteTaps:
                 x = quantize(x, dtype, *self.input["quantization"])
             self.interpreter.set_tensor(self.input["index"], x.astype(dtype, copy=False))
             self.interpreter.invoke()
-            for i, chain in enumerate(self.chains):
-                outputs[i].append(self._read(chain.tap))
+            for i, index in enumerate(self.taps):
+                outputs[i].append(self._read(index))
         return [np.concatenate(o) for o in outputs]
 
     def _read(self, index: int) -> np.ndarray:
@@ -113,36 +115,36 @@ class _TFLiteTaps:
 
 
 class _OnnxTaps:
-    def __init__(self, path: Path, chains: list[Chain]):
+    def __init__(self, path: Path, taps: list[str]):
         import onnx
         import onnxruntime as ort
 
         model = onnx.load(str(path))
         known = {o.name for o in model.graph.output}
-        for chain in chains:
-            if chain.tap not in known:
-                model.graph.output.append(onnx.helper.make_tensor_value_info(chain.tap, onnx.TensorProto.FLOAT, None))
+        for name in dict.fromkeys(taps):
+            if name not in known:
+                model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
         options = ort.SessionOptions()
         options.log_severity_level = 3
         self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
-        self.names = [c.tap for c in chains]
+        self.names = taps
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         return self.session.run(self.names, {self.input_name: batch.astype(np.float32, copy=False)})
 
 
 class _OpenVINOTaps:
-    def __init__(self, model, chains: list[Chain]):
+    def __init__(self, model, taps: list):
         import openvino as ov
 
         # Taps are found again by name after compiling: the compiled model's output order is not the
         # order they were added in (RegNet's came back shuffled), and most have no name of their own.
         names = []
-        for i, chain in enumerate(chains):
-            chain.tap.get_tensor().add_names({f"edgekit_tap_{i}"})
-            names.append(set(chain.tap.get_names()))
-        model.add_outputs([c.tap for c in chains])
+        for i, port in enumerate(taps):
+            port.get_tensor().add_names({f"edgekit_tap_{i}"})
+            names.append(set(port.get_names()))
+        model.add_outputs(taps)
         self.compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         self.outputs = [next(o for o in self.compiled.outputs if o.get_names() & wanted) for wanted in names]
 
@@ -152,16 +154,20 @@ class _OpenVINOTaps:
 
 
 def _open_taps(path: Path, fmt: str, units: list[Unit]):
-    """The runtime with the matched chain ends as readable outputs; the matched chains."""
+    """The runtime with every tap of every matched chain readable; the (unit, depth) of each tap
+    in order; the matched chains."""
     source = path
     if fmt == "openvino":
         import openvino as ov
 
         source = ov.Core().read_model(str(path))
     paired = match(units, file_chains(source, fmt))
-    chains = [paired[u.name] for u in units if u.name in paired]
+    # depth counted back from the chain's end: a quantizer's pre-pass may fuse the first ops of a
+    # chain (ONNX Runtime joins MatMul and Add into Gemm), never what follows the last one
+    keys = [(u.name, back) for u in units if u.name in paired for back in range(len(paired[u.name].taps))]
+    taps = [paired[name].taps[-1 - back] for name, back in keys]
     kind = {"tflite": _TFLiteTaps, "onnx": _OnnxTaps, "openvino": _OpenVINOTaps}[fmt]
-    return kind(source, chains), paired
+    return kind(source, taps), keys, paired
 
 
 # --- the diagnosis -----------------------------------------------------------------------
@@ -172,13 +178,20 @@ class _FileRun:
     path: Path
     fmt: str
     taps: object
+    keys: list[tuple[str, int]]  # (unit, taps back from its chain's end) of each tap
     paired: dict[str, Chain]
-    stats: dict[str, _Stats] = field(default_factory=dict)
+    stats: dict[tuple[str, int], _Stats] = field(default_factory=dict)
 
 
 def diagnose_files(keras_model, files: list[tuple[str, Path, str]], x: np.ndarray,
-                   samples: int = DIAGNOSE_SAMPLES) -> list[dict]:
-    """`files`: (name, path, format). One entry per file, layers worst first."""
+                   samples: int = DIAGNOSE_SAMPLES, checks: dict[str, str] | None = None) -> list[dict]:
+    """`files`: (name, path, format). One entry per file, layers worst first.
+
+    `checks` maps a file's name to the name of an fp32 file of the same format among `files`:
+    its layers are then read at the depth where the fp32 file reproduces the Keras layer (a
+    converter may fuse a later scale or bias into the conv, or leave it apart), and layers
+    the fp32 file does not reproduce are listed as not compared. Without one, a layer is read
+    at the end of its chain."""
     units = keras_units(keras_model)
     if not units:
         return [_empty(name, fmt, "the model has no conv/dense layers at its top level") for name, _, fmt in files]
@@ -188,37 +201,52 @@ def diagnose_files(keras_model, files: list[tuple[str, Path, str]], x: np.ndarra
     forward = tensorflow().function(lambda batch: tap_model(batch, training=False))  # graph mode: ~2× eager
     runs = []
     for name, path, fmt in files:
-        taps, paired = _open_taps(Path(path), fmt, units)
-        runs.append(_FileRun(name, Path(path), fmt, taps, paired))
+        taps, keys, paired = _open_taps(Path(path), fmt, units)
+        runs.append(_FileRun(name, Path(path), fmt, taps, keys, paired))
     x = x[:samples]
     for start in range(0, len(x), BATCH):
         batch = x[start:start + BATCH]
         reference = forward(batch)
         reference = [np.asarray(r) for r in (reference if isinstance(reference, (list, tuple)) else [reference])]
+        by_unit = dict(zip([u.name for u in units], reference))
         for run in runs:
-            _accumulate(run, units, reference, batch)
-    return [_summary(run, units, len(x)) for run in runs]
+            _accumulate(run, by_unit, batch)
+    by_name = {run.name: run for run in runs}
+    depths = {run.name: _depths_matching(by_name[checks[run.name]]) for run in runs
+              if checks and run.name in checks}
+    return [_summary(run, units, len(x), depths.get(run.name)) for run in runs]
 
 
-def _accumulate(run: _FileRun, units: list[Unit], reference: list[np.ndarray], batch: np.ndarray) -> None:
-    got = iter(run.taps.run(batch))
-    for unit, ref in zip(units, reference):
-        chain = run.paired.get(unit.name)
-        if chain is None:
-            continue
-        value = to_keras_layout(np.asarray(next(got)), chain.channels_first)
-        if value.shape != ref.shape:
-            value = value.reshape(ref.shape) if value.size == ref.size else None
-        if value is None:
-            continue
-        run.stats.setdefault(unit.name, _Stats()).add(ref, value)
+def _accumulate(run: _FileRun, reference: dict[str, np.ndarray], batch: np.ndarray) -> None:
+    for (name, depth), got in zip(run.keys, run.taps.run(batch)):
+        ref = reference[name]
+        value = to_keras_layout(got, ref.shape, run.paired[name].channels_first)
+        if value is not None:
+            run.stats.setdefault((name, depth), _Stats()).add(ref, value)
 
 
-def _summary(run: _FileRun, units: list[Unit], samples: int) -> dict:
-    sqnr = {name: s.sqnr_db for name, s in run.stats.items()}
+FLOAT_MATCH_DB = 40.0  # an fp32 file's tap within 1% RMS of Keras: the right tensor
+
+
+def _depths_matching(fp32: _FileRun) -> dict[str, int]:
+    """Per unit, the tap nearest the chain's end at which the fp32 file reproduces the Keras layer."""
+    found = {}
+    for (name, back), stats in sorted(fp32.stats.items(), key=lambda item: -item[0][1]):
+        if stats.sqnr_db >= FLOAT_MATCH_DB:
+            found[name] = back
+    return found
+
+
+def _summary(run: _FileRun, units: list[Unit], samples: int, depths: dict[str, int] | None = None) -> dict:
+    chosen = {}
+    for unit in units:
+        back = depths.get(unit.name) if depths is not None else 0
+        if back is not None and (unit.name, back) in run.stats:
+            chosen[unit.name] = run.stats[(unit.name, back)]
+    sqnr = {name: s.sqnr_db for name, s in chosen.items()}
     layers = []
     for unit in units:
-        stats = run.stats.get(unit.name)
+        stats = chosen.get(unit.name)
         if stats is None:
             continue
         upstream = [sqnr[u] for u in unit.upstream if u in sqnr]
@@ -232,24 +260,12 @@ def _summary(run: _FileRun, units: list[Unit], samples: int) -> dict:
             "macs": unit.macs,
         })
     layers.sort(key=lambda l: -l["added_db"])
-    unmatched = [u.name for u in units if u.name not in run.stats]
     return {"artifact": run.name, "path": str(run.path), "format": run.fmt, "samples": samples,
-            "layers": layers, "not_compared": unmatched}
+            "layers": layers, "not_compared": [u.name for u in units if u.name not in chosen]}
 
 
 def _empty(name: str, fmt: str, why: str) -> dict:
     return {"artifact": name, "format": fmt, "samples": 0, "layers": [], "not_compared": [], "note": why}
-
-
-FLOAT_MATCH_DB = 40.0  # an fp32 file's tap within 1% RMS of Keras: the right tensor
-
-
-def keep_matched(int8: dict, fp32: dict) -> dict:
-    """Keep the int8 layers whose tap in the fp32 file of the same format reproduces Keras: a
-    layer matched to the wrong tensor shows there as noise, and is listed as not compared."""
-    matched = {layer["layer"] for layer in fp32["layers"] if layer["sqnr_db"] >= FLOAT_MATCH_DB}
-    return {**int8, "layers": [l for l in int8["layers"] if l["layer"] in matched],
-            "not_compared": int8["not_compared"] + [l["layer"] for l in int8["layers"] if l["layer"] not in matched]}
 
 
 # --- `edgekit diagnose` --------------------------------------------------------------------
@@ -303,14 +319,39 @@ def diagnose_here(model, paths, data_path, samples: int, preprocess: str | None,
             raise InputError(f"{path} takes {runner.input_shape} inputs and {model} takes {loaded.image_shape}: "
                              "it is not an export of this model")
         files.append((name, Path(path), artifact_format(Path(path))))
+    checks, extra = _fp32_beside(files)
     data = load_dataset(Path(data_path), loaded.image_shape, preprocess, "--data")
-    results = diagnose_files(loaded.keras_model, files, data.x, samples)
+    results = diagnose_files(loaded.keras_model, files + extra, data.x, samples, checks)[:len(files)]
+    for result in results:
+        if result["artifact"] in checks:
+            result["checked_with"] = Path(dict((n, p) for n, p, _ in files + extra)[checks[result["artifact"]]]).name
     for result, (_, path, _) in zip(results, files):
         if result["layers"] == [] and result["not_compared"]:
             raise InputError(f"{path}: none of the model's {len(result['not_compared'])} conv/dense layers is in "
                              f"this file; is it an export of {model}?")
     return {"model": str(model), "data": {"path": str(data.source), "samples": min(samples, len(data)),
                                           "preprocess": data.preprocess}, "artifacts": results}
+
+
+def _fp32_beside(files: list[tuple[str, Path, str]]):
+    """An int8 file `NAME.int8.EXT` written by compress has its fp32 twin `NAME.fp32.EXT` beside
+    it: used, when present, to check every layer's tap (see diagnose_files)."""
+    from edgekit.runtime import artifact_format
+
+    checks, extra = {}, []
+    given = {path.resolve(): name for name, path, _ in files}
+    for name, path, fmt in files:
+        if ".int8." not in path.name:
+            continue
+        twin = path.with_name(path.name.replace(".int8.", ".fp32."))
+        if not twin.is_file() or (fmt == "openvino" and not twin.with_suffix(".bin").is_file()):
+            continue
+        artifact_format(twin)
+        if twin.resolve() not in given:
+            given[twin.resolve()] = f"{name} (fp32 check)"
+            extra.append((given[twin.resolve()], twin, fmt))
+        checks[name] = given[twin.resolve()]
+    return checks, extra
 
 
 def main(argv: list[str]) -> int:

@@ -50,10 +50,15 @@ class Chain:
 
     key: tuple[int, ...]
     nodes: list[str]  # node names (ONNX, OpenVINO) or output tensor names (TFLite), in order
-    tap: object  # where the chain's output can be read (format-specific)
-    channels_first: bool  # 4-D outputs are NCHW (ONNX, OpenVINO) rather than NHWC (TFLite)
+    taps: list  # where its values can be read (format-specific): after the conv, after each fused op
+    channels_first: bool  # 4-D conv outputs are NCHW (ONNX, OpenVINO) rather than NHWC (TFLite)
     head: object = None  # the conv/fc node itself (format-specific)
     passes: list[str] = field(default_factory=list)  # pass-through nodes from its end to the next convs
+
+    @property
+    def tap(self):
+        """The end of the chain."""
+        return self.taps[-1]
 
 
 def float_names(unit: Unit, paired: dict[str, "Chain"]) -> list[str]:
@@ -216,26 +221,34 @@ def match(units: list[Unit], chains: list[Chain]) -> dict[str, Chain]:
 
 
 RESHAPES = {"RESHAPE", "Reshape", "Squeeze", "Unsqueeze"}
+QUANTIZERS = {"QUANTIZE", "DEQUANTIZE", "QuantizeLinear", "DequantizeLinear", "FakeQuantize"}
 
 
-def _follow(start_tensor, consumers_of, fusable) -> tuple[list, object]:
-    """From a conv/fc output, follow single-consumer fusable nodes; return them and the last
-    tensor. A reshape is crossed only when a fusable node follows it: tf2onnx puts one between
+def _follow(start_tensor, consumers_of, fusable) -> tuple[list, list]:
+    """From a conv/fc output, follow single-consumer fusable nodes; return them and the taps:
+    the conv output and the output of each fused op after it. A quantize/dequantize (or a
+    reshape) does not compute a new value: it moves the last tap to its output, so a tap of an
+    int8 file holds the value as quantized, and depth k means the same op in every file of a
+    format. A reshape is crossed only when a fusable node follows it: tf2onnx puts one between
     a conv and its BatchNormalization where the spatial size is 1×1."""
-    nodes, tensor = [], start_tensor
+    nodes, taps, tensor = [], [start_tensor], start_tensor
     while True:
         after = consumers_of(tensor)
         if len(after) != 1:
-            return nodes, tensor
+            return nodes, taps
         node = after[0]
         if node["op"] in RESHAPES:
             beyond = consumers_of(node_output(node))
             if len(beyond) != 1 or not fusable(beyond[0]):
-                return nodes, tensor
+                return nodes, taps
         elif not fusable(node):
-            return nodes, tensor
+            return nodes, taps
         nodes.append(node)
         tensor = node_output(node)
+        if node["op"] in QUANTIZERS or node["op"] in RESHAPES:
+            taps[-1] = tensor
+        else:
+            taps.append(tensor)
 
 
 def node_output(node):
@@ -289,10 +302,10 @@ def _tflite_chains(path) -> list[Chain]:
         weights = node["ins"][1]
         if not constant(weights):
             continue
-        followed, end = _follow(node["out"], readers, fusable)
+        followed, taps = _follow(node["out"], readers, fusable)
         name_of = lambda n: tensors[n["out"]]["name"]  # noqa: E731 - denylisted_nodes takes output names
-        passes = _passes(end, readers, lambda n: n["op"] in TFLITE_PASS, name_of)
-        chains.append(Chain(kernel_key(tensors[weights]["shape"]), [name_of(n) for n in [node, *followed]], end,
+        passes = _passes(taps[-1], readers, lambda n: n["op"] in TFLITE_PASS, name_of)
+        chains.append(Chain(kernel_key(tensors[weights]["shape"]), [name_of(n) for n in [node, *followed]], taps,
                             channels_first=False, head=node, passes=passes))
     return chains
 
@@ -343,9 +356,9 @@ def _onnx_chains(path_or_model) -> list[Chain]:
             continue
         if shapes.get(node["ins"][1]) is None:
             continue
-        followed, end = _follow(node["out"], readers, fusable)
-        passes = _passes(end, readers, lambda n: n["op"] in ONNX_PASS, lambda n: n["name"])
-        chains.append(Chain(kernel_key(shapes[node["ins"][1]]), [n["name"] for n in [node, *followed]], end,
+        followed, taps = _follow(node["out"], readers, fusable)
+        passes = _passes(taps[-1], readers, lambda n: n["op"] in ONNX_PASS, lambda n: n["name"])
+        chains.append(Chain(kernel_key(shapes[node["ins"][1]]), [n["name"] for n in [node, *followed]], taps,
                             channels_first=True, head=node, passes=passes))
     return chains
 
@@ -395,12 +408,27 @@ def _openvino_chains(path_or_model) -> list[Chain]:
         shape = [int(d) for d in shape.to_shape()]
         if op.get_type_name().startswith("Group"):  # (groups, out/groups, in/groups, kh, kw): as ONNX's (out, in/groups, …)
             shape = [shape[0] * shape[1], *shape[2:]]
-        followed, end = _follow(op.output(0), readers, fusable)
+        followed, taps = _follow(op.output(0), readers, fusable)
         chains.append(Chain(kernel_key(shape), [op.get_friendly_name()] +
-                            [n["node"].get_friendly_name() for n in followed], end, channels_first=True, head=op))
+                            [n["node"].get_friendly_name() for n in followed], taps, channels_first=True, head=op))
     return chains
 
 
-def to_keras_layout(value: np.ndarray, channels_first: bool) -> np.ndarray:
-    """NCHW → NHWC for 4-D outputs of channels-first formats."""
-    return np.transpose(value, (0, 2, 3, 1)) if channels_first and value.ndim == 4 else value
+def to_keras_layout(value: np.ndarray, shape: tuple, channels_first: bool) -> np.ndarray | None:
+    """The file's value in the Keras layer's layout, or None when it cannot be. A 4-D value
+    already of the Keras shape is taken as it is, unless its height, width and channels are
+    all equal and the format's convs are channels-first; an NCHW value is transposed."""
+    value = np.asarray(value)
+    nhwc = value.ndim == 4 and tuple(value.shape) == tuple(shape)
+    if value.ndim == 4 and (not nhwc or (channels_first and len(set(value.shape[1:])) == 1)):
+        moved = np.transpose(value, (0, 2, 3, 1))
+        if tuple(moved.shape) == tuple(shape):
+            return moved
+    if tuple(value.shape) == tuple(shape):
+        return value
+    return value.reshape(shape) if value.size == int(np.prod(shape)) and _one_by_one(shape) else None
+
+
+def _one_by_one(shape) -> bool:
+    """Shapes that differ only by unit dimensions hold their values in the same order."""
+    return sum(int(d) > 1 for d in shape[1:]) <= 1

@@ -351,18 +351,16 @@ def _diagnose(exported: LoadedModel, artifacts, evidence: Evidence, from_qat: bo
         log.note("per-layer int8 diagnostics need a tf_keras model (or a Keras 3 model edgekit can rebuild); "
                  "this one has none, so report.json has no diagnostics section")
         return None
-    from edgekit.diagnose import diagnose_files, keep_matched
+    from edgekit.diagnose import diagnose_files
 
     n = min(DIAGNOSE_SAMPLES, len(evidence.x))
     fp32 = {a.format: a for a in artifacts if a.precision == "fp32"}
-    checks = [fp32[a.format] for a in targets if a.format in fp32]
+    twins = [fp32[a.format] for a in targets if a.format in fp32]  # each tap is checked on the fp32 file
     with log.step(f"Diagnose int8 layer by layer against the float model ({n} {evidence.source} inputs)"):
-        found = diagnose_files(exported.keras_model, [(a.id, a.path, a.format) for a in targets + checks],
-                               evidence.x, n)
-    int8, float_runs = found[:len(targets)], {d["format"]: d for d in found[len(targets):]}
-    for i, entry in enumerate(int8):
-        if entry["format"] in float_runs:  # the same taps in the fp32 file must reproduce Keras
-            int8[i] = entry = keep_matched(entry, float_runs[entry["format"]])
+        found = diagnose_files(exported.keras_model, [(a.id, a.path, a.format) for a in targets + twins],
+                               evidence.x, n, checks={a.id: fp32[a.format].id for a in targets if a.format in fp32})
+    int8 = found[:len(targets)]
+    for entry in int8:
         entry["path"] = Path(entry["path"]).name  # not the staging folder's name
     return int8
 

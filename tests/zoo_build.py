@@ -45,6 +45,41 @@ def build(flavour: str, name: str, size: int, folder: Path) -> Path:
     return path
 
 
+
+
+def build_mobilenet_on_digits(folder: Path, size: int = 64) -> Path:
+    """MobileNetV2 with random weights whose BatchNormalization statistics come from the data
+    (one training-mode pass with momentum 0), on scikit-learn's digits resized to size×size×3
+    in [-1, 1]: activations in the ranges a trained network has, without a download.
+    Writes mnv2.h5, mcalib.npz and mval.npz (200 images each)."""
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    import tensorflow as tf
+
+    from edgekit.demo import digits_splits
+    from edgekit.keras_compat import tf_keras
+
+    keras = tf_keras()
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(weights=None, classes=10, input_shape=(size, size, 3))
+    x_train, y_train, x_val, y_val = digits_splits()
+
+    def images(x):
+        return np.repeat(tf.image.resize(x, (size, size)).numpy() * 2 - 1, 3, axis=-1).astype(np.float32)
+
+    calib, val = images(x_train[:200]), images(x_val[:200])
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    model(calib, training=True)
+    model.save(folder / "mnv2.h5")
+    np.savez(folder / "mcalib.npz", x=calib, y=y_train[:200])
+    np.savez(folder / "mval.npz", x=val, y=y_val[:200])
+    return folder / "mnv2.h5"
+
+
 if __name__ == "__main__":
-    flavour, name, size, folder = sys.argv[1:5]
-    print(build(flavour, name, int(size), Path(folder)))
+    if sys.argv[1] == "mobilenet-on-digits":
+        print(build_mobilenet_on_digits(Path(sys.argv[3]), int(sys.argv[2])))
+    else:
+        flavour, name, size, folder = sys.argv[1:5]
+        print(build(flavour, name, int(size), Path(folder)))
