@@ -426,7 +426,12 @@ def to_keras_layout(value: np.ndarray, shape: tuple, channels_first: bool) -> np
             return moved
     if tuple(value.shape) == tuple(shape):
         return value
-    return value.reshape(shape) if value.size == int(np.prod(shape)) and _one_by_one(shape) else None
+    if value.size != int(np.prod(shape)):
+        return None
+    # (N, 1, 1, C) held as (N, C, 1, 1) or (N, C); a dense layer on a 4-D input flattened to
+    # (N·H·W, C) by LiteRT's FULLY_CONNECTED, rows still in NHWC order
+    flattened = not channels_first and value.ndim == 2 and value.shape[-1] == shape[-1]
+    return value.reshape(shape) if _one_by_one(shape) or flattened else None
 
 
 def _one_by_one(shape) -> bool:
