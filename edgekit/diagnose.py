@@ -138,15 +138,14 @@ class _OpenVINOTaps:
     def __init__(self, model, taps: list):
         import openvino as ov
 
-        # Taps are found again by name after compiling: the compiled model's output order is not the
-        # order they were added in (RegNet's came back shuffled), and most have no name of their own.
-        names = []
-        for i, port in enumerate(taps):
-            port.get_tensor().add_names({f"edgekit_tap_{i}"})
-            names.append(set(port.get_names()))
+        # Each tap is found again as the Result that reads it: tensor names will not do, since the
+        # CPU plugin fuses a conv with its bias and FakeQuantize and the fused output carries every
+        # name of the three, and the order of add_outputs' results is not the order asked for.
         model.add_outputs(taps)
+        reads = {(r.input_value(0).get_node().get_friendly_name(), r.input_value(0).get_index()): i
+                 for i, r in enumerate(model.get_results())}
         self.compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        self.outputs = [next(o for o in self.compiled.outputs if o.get_names() & wanted) for wanted in names]
+        self.outputs = [self.compiled.outputs[reads[(t.get_node().get_friendly_name(), t.get_index())]] for t in taps]
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         result = self.compiled(batch.astype(np.float32, copy=False))
@@ -164,7 +163,13 @@ def _open_taps(path: Path, fmt: str, units: list[Unit]):
     paired = match(units, file_chains(source, fmt))
     # depth counted back from the chain's end: a quantizer's pre-pass may fuse the first ops of a
     # chain (ONNX Runtime joins MatMul and Add into Gemm), never what follows the last one
-    keys = [(u.name, back) for u in units if u.name in paired for back in range(len(paired[u.name].taps))]
+    # OpenVINO: the chain's end only. Its CPU plugin moves the dequantizing multiply of an int8
+    # conv down past the ops after it, so an output added inside an int8 chain reads values
+    # still on the integer scale (MobileNetV2's project convs read -7 dB that way).
+    def backs(chain: Chain) -> range:
+        return range(1 if fmt == "openvino" else len(chain.taps))
+
+    keys = [(u.name, back) for u in units if u.name in paired for back in backs(paired[u.name])]
     taps = [paired[name].taps[-1 - back] for name, back in keys]
     kind = {"tflite": _TFLiteTaps, "onnx": _OnnxTaps, "openvino": _OpenVINOTaps}[fmt]
     return kind(source, taps), keys, paired
