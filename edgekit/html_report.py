@@ -83,7 +83,7 @@ def _diagnostics(report: dict) -> str:
              "labels: its SQNR and the outlier ratio of its float activations (largest channel peak / median).</p>"]
     for d in found:
         parts.append(f"<figure><figcaption>{html.escape(d['artifact'])}</figcaption>"
-                     f"{_figure(lambda ax, d=d: draw_diagnosis(ax, d))}</figure>")
+                     f"{_figure(lambda ax, d=d: draw_diagnosis(ax, d), alt='per-layer int8 error')}</figure>")
     return "\n".join(parts)
 
 
@@ -123,7 +123,7 @@ def _ms(value) -> str:
     return "—" if value is None else f"{value:.4g}"
 
 
-def _figure(draw) -> str:
+def _figure(draw, alt: str = "plot") -> str:
     """Draw on a fresh Agg figure and return it as an embedded PNG."""
     import matplotlib
 
@@ -139,7 +139,7 @@ def _figure(draw) -> str:
     finally:
         plt.close(fig)
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f"<img alt=\"plot\" src=\"data:image/png;base64,{data}\">"
+    return f"<img alt=\"{alt}\" src=\"data:image/png;base64,{data}\">"
 
 
 def _missing(why: str) -> str:

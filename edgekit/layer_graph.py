@@ -85,13 +85,40 @@ def kernel_key(shape) -> tuple[int, ...]:
 
 # --- the Keras side --------------------------------------------------------------------------
 
+class _Graph:
+    """The model's own layer graph. A layer object can belong to several models (strip_pruning
+    and clone_model build a new model from the same layers): its node lists then hold nodes of
+    each, and only this model's may be followed, or tapped."""
+
+    def __init__(self, model):
+        own = getattr(model, "_network_nodes", None)
+        self.node: dict[str, int | None] = {}
+        self.producers: dict[str, list] = {}
+        self.consumers: dict[str, list] = {layer.name: [] for layer in model.layers}
+        for layer in model.layers:
+            nodes = getattr(layer, "_inbound_nodes", [])
+            index = next((i for i in range(len(nodes)) if own is None or f"{layer.name}_ib-{i}" in own), None)
+            self.node[layer.name] = index
+            inbound = nodes[index].inbound_layers if index is not None else []
+            inbound = inbound if isinstance(inbound, list) else [inbound]
+            self.producers[layer.name] = [l for l in inbound if type(l).__name__ != "InputLayer"]
+            for producer in self.producers[layer.name]:
+                self.consumers.setdefault(producer.name, []).append(layer)
+
+    def output(self, layer):
+        return layer.get_output_at(self.node[layer.name] or 0)
+
+    def input(self, layer):
+        return layer.get_input_at(self.node[layer.name] or 0)
+
+
 def keras_units(keras_model) -> list[Unit]:
     """The top-level conv/dense layers in order, with their fused chains and neighbours."""
     from edgekit.model import count_macs
 
-    layers = list(keras_model.layers)
+    graph = _Graph(keras_model)
     units, end_of = [], {}
-    for layer in layers:
+    for layer in keras_model.layers:
         kind = type(layer).__name__
         if kind not in MAC_LAYERS:
             continue
@@ -100,28 +127,29 @@ def keras_units(keras_model) -> list[Unit]:
             continue
         unit = Unit(layer.name, kind, kernel_key(kernel.shape), _layer_macs(layer, count_macs), layer.name)
         if _activation(layer) in RELU_FAMILY:
-            unit.end = _chain_end(layer).name
+            unit.end = _chain_end(layer, graph).name
         else:
             unit.linear_twin = True
         end_of[unit.end] = unit
         units.append(unit)
     by_name = {u.name: u for u in units}
-    inside = {l.name for u in units for l in _chain_layers(keras_model, u)}  # a chain's BN/ReLU layers
+    inside = {l.name for u in units for l in _chain_layers(keras_model, u, graph)}  # a chain's BN/ReLU layers
+    producers, consumers = (lambda l: graph.producers[l.name]), (lambda l: graph.consumers[l.name])
     for unit in units:
         start = keras_model.get_layer(unit.name)
         # upstream: the nearest units on every path back, through adds, concatenations, pools, …
-        unit.upstream = [end_of[l.name].name for l in _reach(start, _producers, lambda l: l.name not in inside)
+        unit.upstream = [end_of[l.name].name for l in _reach(start, producers, lambda l: l.name not in inside)
                          if l.name in end_of]
         # readers: only through layers that pass values on unchanged (see float_names)
-        unit.consumers = [l.name for l in _reach(keras_model.get_layer(unit.end), _consumers,
+        unit.consumers = [l.name for l in _reach(keras_model.get_layer(unit.end), consumers,
                                                  lambda l: type(l).__name__ in PASS_THROUGH) if l.name in by_name]
     return units
 
 
-def _chain_layers(keras_model, unit: Unit) -> list:
+def _chain_layers(keras_model, unit: Unit, graph: _Graph) -> list:
     layers, current = [keras_model.get_layer(unit.name)], keras_model.get_layer(unit.name)
     while current.name != unit.end:
-        current = _consumers(current)[0]
+        current = graph.consumers[current.name][0]
         layers.append(current)
     return layers
 
@@ -142,29 +170,17 @@ def _activation(layer) -> str | None:
     return getattr(activation, "__name__", None) if activation is not None else None
 
 
-def _chain_end(layer):
+def _chain_end(layer, graph: _Graph):
     """Follow single-consumer BatchNormalization / ReLU-family layers after `layer`."""
     current = layer
     while True:
-        after = _consumers(current)
-        if len(after) != 1 or len(_producers(after[0])) != 1:
+        after = graph.consumers[current.name]
+        if len(after) != 1 or len(graph.producers[after[0].name]) != 1:
             return current
         nxt = after[0]
         if type(nxt).__name__ not in ("BatchNormalization", "ReLU", "Activation") or _activation(nxt) not in RELU_FAMILY:
             return current
         current = nxt
-
-
-def _producers(layer) -> list:
-    found = []
-    for node in getattr(layer, "_inbound_nodes", [])[:1]:
-        inbound = node.inbound_layers
-        found += inbound if isinstance(inbound, list) else [inbound]
-    return [l for l in found if type(l).__name__ != "InputLayer"]
-
-
-def _consumers(layer) -> list:
-    return [node.outbound_layer for node in getattr(layer, "_outbound_nodes", [])]
 
 
 def _reach(layer, step, through) -> list:
@@ -188,16 +204,17 @@ def keras_tap_model(keras_model, units: list[Unit]):
     from edgekit.keras_compat import tf_keras
 
     keras = tf_keras()
+    graph = _Graph(keras_model)
     outputs = []
     for unit in units:
         layer = keras_model.get_layer(unit.end)
         if unit.linear_twin:
             twin = type(layer).from_config({**layer.get_config(), "activation": "linear", "name": f"{layer.name}__linear"})
-            tensor = twin(layer.input)
+            tensor = twin(graph.input(layer))
             twin.set_weights(layer.get_weights())
             outputs.append(tensor)
         else:
-            outputs.append(layer.output)
+            outputs.append(graph.output(layer))
     return keras.Model(keras_model.inputs, outputs)
 
 

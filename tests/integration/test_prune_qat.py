@@ -67,6 +67,10 @@ def test_prune50_int8_keeps_accuracy_and_zeros(cli, digits, tmp_path):
     assert fp32["gzip_bytes"] < 0.75 * fp32["size_bytes"]
     assert all(a["gzip_bytes"] for a in report["artifacts"])
     assert report["recipe"]["stages"] == [{"type": "prune", "sparsity": 0.5, "structure": "unstructured", "epochs": 2}]
+    # the pruned model is rebuilt from the same layer objects (strip_pruning): diagnostics follow
+    # its own graph, not the wrapped model's, and find every layer in every format
+    for d in report["diagnostics"]:
+        assert d["not_compared"] == [] and {l["layer"] for l in d["layers"]} == {"conv1", "conv2", "fc", "probs"}
 
 
 def test_qat_int8_not_worse_than_ptq(cli, digits, tmp_path, ptq):
