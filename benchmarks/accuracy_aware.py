@@ -53,7 +53,7 @@ def compress(edgekit: Path, root: Path, model: Path, out: str, extra: list[str])
 
 
 def latencies(files: dict[str, dict[str, Path]], rounds: int) -> dict:
-    from edgekit.bench import BenchSettings, bench_local
+    from edgekit.latency import BenchSettings, bench_local
 
     settings = BenchSettings(threads=1, runs=200, min_time_s=0.5)
     kinds = ["fp32", "plain int8", "accuracy-aware int8"]

@@ -99,7 +99,7 @@ def compare_cost(case: dict, root: Path, repeats: int) -> dict:
 
 
 def compare_latency(case: dict, root: Path, repeats: int, quick: bool) -> dict:
-    from edgekit.bench import BenchSettings, bench_local
+    from edgekit.latency import BenchSettings, bench_local
 
     stem = Path(case["model"]).stem
     files = {("edgekit", "int8", f): p for f, p in edgekit_files(root / "edgekit", stem, "int8").items()}
@@ -122,7 +122,7 @@ def compare_accuracy(case: dict, root: Path) -> dict | None:
     compress verified to match Keras within 1e-4 (so no TensorFlow import here)."""
     if case["val"] is None:
         return None  # random weights: accuracy means nothing
-    from edgekit.evaluate import evaluate_artifacts
+    from edgekit.evaluation import evaluate_artifacts
 
     stem = Path(case["model"]).stem
     files = {"fp32": root / "edgekit" / f"{stem}.fp32.tflite"}
@@ -157,7 +157,7 @@ def scaling(root: Path) -> list[dict]:
 # --- the report -----------------------------------------------------------------------------
 
 def render(results: list[dict], scale: list[dict] | None, repeats: int) -> str:
-    from edgekit.bench import machine
+    from edgekit.latency import machine
 
     host = machine()
     lines = [f"# edgekit vs hand-written pipelines ({datetime.date.today().isoformat()})", "",

@@ -2,6 +2,18 @@
 
 Importing this package must stay cheap: TensorFlow, tf2onnx, OpenVINO and NNCF are
 imported lazily inside the functions that need them (see DESIGN.md, "Light on the device").
+The Python API (edgekit.api) is imported on first use: `from edgekit import compress`.
 """
 
 __version__ = "0.1.0"
+
+_API = ("compress", "evaluate", "bench", "gate", "Report", "Evaluation", "Benchmark", "GateResult")
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from edgekit import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'edgekit' has no attribute {name!r}")

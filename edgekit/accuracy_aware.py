@@ -37,7 +37,7 @@ def units_from_json(items: list[dict]) -> list[Unit]:
 
 
 def _top1(path: Path, x: np.ndarray, y: np.ndarray) -> float:
-    from edgekit.evaluate import top1
+    from edgekit.evaluation import top1
     from edgekit.runtime import open_runner
 
     return float(np.mean(top1(open_runner(path).predict(x)) == y))
@@ -120,7 +120,7 @@ def openvino_search(fp32: str, calibration: str, val_x: str, val_y: str, referen
                     max_steps: int, units: list[dict], out: str) -> dict:
     """A step: NNCF's accuracy control with an absolute top-1 budget."""
     from edgekit.errors import require
-    from edgekit.evaluate import top1
+    from edgekit.evaluation import top1
     from edgekit.export.openvino import _quiet_nncf
 
     ov, nncf = require("openvino", "openvino"), _quiet_nncf()
@@ -192,7 +192,7 @@ def search_all(max_drop: float, max_steps: int, keras_model, request, artifacts,
                evidence, log) -> dict[str, Searched]:
     """Every PTQ int8 file that loses more than max_drop points gets a mixed-precision
     replacement (same file name); verdicts are redone for the replaced files."""
-    from edgekit.evaluate import top1
+    from edgekit.evaluation import top1
     from edgekit.layer_graph import keras_units
     from edgekit.verify import verify
 

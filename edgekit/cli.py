@@ -111,26 +111,23 @@ def compress(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
 ):
     """Export a Keras classifier to TFLite, ONNX and OpenVINO (fp32 and int8), verify, report."""
+    from edgekit import api
     from edgekit.library_output import configure
-    from edgekit.pipeline import CompressOptions, compress as run_compress
-    from edgekit.recipe_flags import recipe_from_flags
 
     configure(_state["debug"], quiet)
     with _errors_to_exit_codes():
-        resolved = recipe_from_flags(recipe, int8=int8, fp16=fp16, prune=prune, prune_structure=prune_structure,
-                                     qat=qat, epochs=epochs, formats=formats, preprocess=preprocess,
-                                     calib_samples=calib_samples, io_dtype=io_dtype,
-                                     max_accuracy_drop=max_accuracy_drop)
-        opts = CompressOptions(model=model, recipe=resolved, data=data, val=val, outdir=outdir, force=force,
-                               seed=seed, trust_model=trust_model, custom_objects=custom_objects, quiet=quiet,
-                               bench=not no_bench)
         try:
-            report = run_compress(opts, StepLog(quiet=quiet))
+            report = api.compress(model, int8=int8, fp16=fp16, prune=prune, prune_structure=prune_structure, qat=qat,
+                                  epochs=epochs, recipe=recipe, data=data, val=val, formats=formats,
+                                  preprocess=preprocess, calib_samples=calib_samples, io_dtype=io_dtype,
+                                  max_accuracy_drop=max_accuracy_drop, output=outdir, force=force, seed=seed,
+                                  trust_model=trust_model, custom_objects=custom_objects, bench=not no_bench,
+                                  quiet=quiet)
         except GateFailure as failure:  # accuracy_tolerance: the results were written; show them first
             if getattr(failure, "report", None):
                 _show(failure.report)
             raise
-        _show(report)
+        _show(report.model_dump(mode="json", by_alias=True))
 
 
 @app.command(name="eval")
@@ -143,12 +140,12 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print JSON (with confusion matrices) instead of a table."),
 ):
     """Top-1/top-5 accuracy of each artifact on labelled data, and how often they agree."""
-    from edgekit.evaluate import evaluate_artifacts
+    from edgekit import api
     from edgekit.report import render_evaluation
 
     with _errors_to_exit_codes():
-        result = evaluate_artifacts(artifacts, data, preprocess, threads, timeout)
-        _emit(result, as_json, render_evaluation)
+        result = api.evaluate(artifacts, data, preprocess=preprocess, threads=threads, timeout=timeout)
+        _emit(result.model_dump(mode="json"), as_json, render_evaluation)
 
 
 @app.command()
@@ -195,7 +192,7 @@ def bench(
 ):
     """Latency of each artifact on this machine (or --remote): batch 1, warm-up, then percentiles.
     With --device and no --remote: an estimate for that device, labelled as such."""
-    from edgekit.bench import BenchSettings, bench_local
+    from edgekit.latency import BenchSettings, bench_local
     from edgekit.report import render_bench
 
     with _errors_to_exit_codes():
@@ -246,15 +243,15 @@ def gate(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ):
     """Compare a report with a baseline: exit 1 if accuracy, latency or size regressed, 0 if not."""
-    from edgekit.gate import load_thresholds, raise_if_failed, run_gate
+    from edgekit import api
+    from edgekit.gating import raise_if_failed
     from edgekit.report import render_gate
 
     with _errors_to_exit_codes():
-        limits = load_thresholds(config, {"max_accuracy_drop": max_accuracy_drop, "min_accuracy": min_accuracy,
-                                          "max_latency_increase": max_latency_increase,
-                                          "max_size_increase": max_size_increase,
-                                          "allow_missing": True if allow_missing else None})
-        result = run_gate(report, baseline, limits, junit, summary)
+        result = api.gate(report, baseline, max_accuracy_drop=max_accuracy_drop,
+                          max_latency_increase=max_latency_increase, max_size_increase=max_size_increase,
+                          min_accuracy=min_accuracy, allow_missing=allow_missing, config=config, junit=junit,
+                          summary=summary).model_dump(mode="json")
         _emit(result, as_json, render_gate)
         raise_if_failed(result)
 

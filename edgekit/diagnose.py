@@ -297,7 +297,7 @@ def diagnose_artifacts(model, paths, data_path, samples: int = DIAGNOSE_SAMPLES,
     import json
     import sys
 
-    from edgekit.bench import check_seconds, run_child
+    from edgekit.latency import check_seconds, run_child
     from edgekit.data import check_data_path
     from edgekit.errors import InputError, check_path_name
     from edgekit.runtime import artifact_format
@@ -321,7 +321,7 @@ def diagnose_here(model, paths, data_path, samples: int, preprocess: str | None,
                   custom_objects: str | None) -> dict:
     from edgekit.data import load_dataset
     from edgekit.errors import InputError, ModelError
-    from edgekit.evaluate import unique_names
+    from edgekit.evaluation import unique_names
     from edgekit.model import load_model
     from edgekit.runtime import artifact_format, open_runner
 
@@ -373,7 +373,7 @@ def _fp32_beside(files: list[tuple[str, Path, str]]):
 
 def main(argv: list[str]) -> int:
     """The child of diagnose_artifacts (see bench.child_main)."""
-    from edgekit.bench import child_main
+    from edgekit.latency import child_main
 
     return child_main(lambda job: diagnose_here(**job), argv)
 

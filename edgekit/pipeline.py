@@ -17,7 +17,7 @@ import numpy as np
 from edgekit.config import Recipe
 from edgekit.data import Dataset, check_data_path, check_labels, check_varied, load_dataset
 from edgekit.errors import ConversionError, GateFailure, InputError, ModelError, first_line
-from edgekit.evaluate import accuracy
+from edgekit.evaluation import accuracy
 from edgekit.export import FORMATS, exporter_for
 from edgekit.export.base import ExportRequest, artifact_names, freeze
 from edgekit.export.source import forget_live, keras_source, write_graph
@@ -301,7 +301,7 @@ def _run_stages(opts: CompressOptions, model: LoadedModel, data: _Data, evidence
     recipe = opts.recipe
     working, qat_forward, qat_scores, stages = model.keras_model, None, None, {}
     if recipe.prune:
-        from edgekit.compress.prune import prune
+        from edgekit.stages.prune import prune
 
         with log.step(f"Prune to {recipe.prune.sparsity:.0%} sparsity ({recipe.prune.structure}), "
                       f"fine-tune {recipe.prune.epochs} epoch(s)"):
@@ -311,7 +311,7 @@ def _run_stages(opts: CompressOptions, model: LoadedModel, data: _Data, evidence
         stages["prune"] = {"schedule": result.schedule, "sparsity": result.overall, "per_layer": result.per_layer,
                            "keras_accuracy": _stage_accuracy(working, evidence)[1]}
     if recipe.qat:
-        from edgekit.compress.qat import float_model_after_qat, quantize_aware
+        from edgekit.stages.qat import float_model_after_qat, quantize_aware
 
         with log.step(f"Quantization-aware training, {recipe.qat.epochs} epoch(s)"):
             result = quantize_aware(working, data.train, recipe.qat, recipe.prune is not None, recipe.batch_size,
@@ -411,7 +411,7 @@ def _check_accuracy_reached(report: dict) -> None:
 
 
 def _benchmark(paths, log: StepLog) -> list[dict]:
-    from edgekit.bench import BenchSettings, bench_local
+    from edgekit.latency import BenchSettings, bench_local
 
     with log.step(f"Benchmark {len(paths)} artifacts on this host (batch 1, ≥50 runs and ≥1 s each)"):
         return bench_local([getattr(p, "path", p) for p in paths], BenchSettings())

@@ -1,7 +1,7 @@
 """`edgekit bench --remote user@host`: the same harness, on another machine, over SSH.
 
 The artifacts are copied with the system's scp into a temporary folder there, the child
-harness (`python -m edgekit.bench`) runs with the remote Python, and its JSON comes back.
+harness (`python -m edgekit.latency`) runs with the remote Python, and its JSON comes back.
 The results carry the remote machine's own description. The remote needs only
 `pip install "edgekit[tflite]"` (or `[onnx]`, `[openvino]`) and key-based SSH.
 """
@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import asdict
 from pathlib import Path
 
-from edgekit.bench import BenchSettings, run_child
+from edgekit.latency import BenchSettings, run_child
 from edgekit.errors import InputError, regular_file
 
 CONNECT_TIMEOUT_S = 10
@@ -77,7 +77,7 @@ def bench_remote(paths: list[Path], settings: BenchSettings, destination: str, r
     scp = ["scp", "-q", *base, *(["-P", str(port)] if port else []), "--"]
     setup = settings.timeout_s
     python = shlex.quote(remote_python)
-    probe = f"{python} -I -c 'import edgekit.bench' && mktemp -d /tmp/edgekit-bench.XXXXXX"
+    probe = f"{python} -I -c 'import edgekit.latency' && mktemp -d /tmp/edgekit-bench.XXXXXX"
     try:
         folder = _run([*ssh, probe], destination, "preparing the benchmark", setup,
                       try_it=_try_command(target, port, ssh_options or [])).strip()
@@ -91,7 +91,7 @@ def bench_remote(paths: list[Path], settings: BenchSettings, destination: str, r
              destination, "copying the artifacts", setup)
         remote_paths = [f"{folder}/{Path(p).name}" for p in paths]
         payload = json.dumps({"paths": remote_paths, **asdict(settings)})
-        command = [*ssh, f"{python} -I -m edgekit.bench {shlex.quote(payload)}"]
+        command = [*ssh, f"{python} -I -m edgekit.latency {shlex.quote(payload)}"]
         results = run_child(command, settings.timeout_s * len(paths) + CONNECT_TIMEOUT_S,
                             f"{destination}: {', '.join(Path(p).name for p in paths)}")["results"]
     finally:

@@ -369,7 +369,7 @@ def render_device(profile: dict) -> Table:
 
 
 def render_gate(result: dict) -> Table:
-    from edgekit.gate import Check, describe
+    from edgekit.gating import Check, describe
 
     checks = result["checks"]
     failed = sum(c["verdict"] == "fail" for c in checks)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgekit.errors import VerificationError
-from edgekit.evaluate import accuracy, agreement
+from edgekit.evaluation import accuracy, agreement
 from edgekit.export.base import Artifact
 from edgekit.runtime import open_runner
 

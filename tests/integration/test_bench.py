@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from edgekit.bench import BenchSettings, bench_local, run_child
+from edgekit.latency import BenchSettings, bench_local, run_child
 from edgekit.errors import InputError
 from tests.conftest import refusal_line, snapshot
 

@@ -154,7 +154,7 @@ def test_notes_say_what_was_done_to_the_data(cli, digits, tmp_path):
 
 
 def test_accuracy_and_agreement_break_ties_the_same_way():
-    from edgekit.evaluate import accuracy, agreement, confusion
+    from edgekit.evaluation import accuracy, agreement, confusion
 
     tied = np.array([[0.5, 0.5, 0.0], [0.2, 0.4, 0.4]], np.float32)
     labels = np.array([0, 1])

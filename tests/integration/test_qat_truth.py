@@ -133,7 +133,7 @@ def _artifact(report, artifact_id):
 def test_pruning_fine_tunes_a_softmax_model_with_the_probability_loss(cli, digits, tmp_path, monkeypatch):
     """The pruning wrapper hides the softmax of the last Dense: the loss must still be the one
     for probabilities (it was from_logits=True, with tf_keras' warning on every --prune run)."""
-    from edgekit.compress import finetune, prune
+    from edgekit.stages import finetune, prune
 
     seen = []
     real = finetune.finetune

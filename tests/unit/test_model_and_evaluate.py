@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from edgekit.errors import ModelError
-from edgekit.evaluate import accuracy, agreement, top_k_accuracy
+from edgekit.evaluation import accuracy, agreement, top_k_accuracy
 from edgekit.model import check_classifier, count_macs, read_model_file
 
 

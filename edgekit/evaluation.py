@@ -53,7 +53,7 @@ def evaluate_artifacts(paths, data_path, preprocess: str | None = None, threads:
     import sys
     from pathlib import Path
 
-    from edgekit.bench import check_seconds, check_threads, run_child
+    from edgekit.latency import check_seconds, check_threads, run_child
     from edgekit.data import check_data_path
     from edgekit.runtime import artifact_format
 
@@ -63,7 +63,7 @@ def evaluate_artifacts(paths, data_path, preprocess: str | None = None, threads:
         artifact_format(Path(path))
     check_data_path(Path(data_path), "--data")
     job = {"paths": [str(p) for p in paths], "data_path": str(data_path), "preprocess": preprocess, "threads": threads}
-    command = [sys.executable, "-I", "-m", "edgekit.evaluate", json.dumps(job)]  # -I: see bench_local
+    command = [sys.executable, "-I", "-m", "edgekit.evaluation", json.dumps(job)]  # -I: see bench_local
     return run_child(command, timeout_s, ", ".join(str(p) for p in paths), work="evaluation")
 
 
@@ -108,7 +108,7 @@ def unique_names(paths: list) -> list[str]:
 
 def main(argv: list[str]) -> int:
     """The child of evaluate_artifacts (see bench.child_main)."""
-    from edgekit.bench import child_main
+    from edgekit.latency import child_main
 
     return child_main(lambda job: evaluate_here(**job), argv)
 

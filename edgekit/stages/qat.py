@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgekit.compress.finetune import finetune, outputs_probabilities, require_labelled
+from edgekit.stages.finetune import finetune, outputs_probabilities, require_labelled
 from edgekit.config import QATStage
 from edgekit.data import Dataset
 from edgekit.errors import require

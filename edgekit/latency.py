@@ -1,7 +1,7 @@
 """Latency harness, after TFLite's benchmark_model, OpenVINO's benchmark_app and MLPerf
 single-stream: batch 1, a warm-up (≥ N runs and ≥ T s), then ≥ N runs and ≥ T s measured.
 
-Each artifact runs in a child process (`python -m edgekit.bench '<json>'`) with a timeout, so
+Each artifact runs in a child process (`python -m edgekit.latency '<json>'`) with a timeout, so
 a model file that crashes or hangs its runtime becomes a clear error instead of taking
 edgekit down. The child imports only the artifact's runtime.
 """
@@ -147,7 +147,7 @@ def bench_local(paths: list[Path], settings: BenchSettings) -> list[dict]:
         regular_file(path, "artifact")
     # -I: the child reads no PYTHON* variables and does not import from the current folder
     # (a numpy.py where the user stands must not run)
-    command = [sys.executable, "-I", "-m", "edgekit.bench",
+    command = [sys.executable, "-I", "-m", "edgekit.latency",
                json.dumps({"paths": [str(p) for p in paths], **asdict(settings)})]
     return run_child(command, settings.timeout_s * len(paths), ", ".join(str(p) for p in paths))["results"]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgekit.compress.finetune import finetune, outputs_probabilities, require_labelled, steps_per_epoch
+from edgekit.stages.finetune import finetune, outputs_probabilities, require_labelled, steps_per_epoch
 from edgekit.config import PruneStage
 from edgekit.data import Dataset
 from edgekit.errors import require

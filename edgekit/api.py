@@ -1,0 +1,192 @@
+"""The Python API: what the CLI does, as functions with typed results.
+
+    from edgekit import compress, evaluate, bench, gate
+    report = compress(model, int8=True, data=(x_train, y_train), val=(x_val, y_val), output="out")
+    report.artifacts[1].accuracy.top1, report.save("report.json")
+
+A model is a path or an in-memory tf_keras / Keras 3 model; data is a path or `(x, y)` numpy
+arrays (x preprocessed float32 NHWC, as the model takes it). In-memory inputs are written to a
+private temporary folder and go through exactly the path a file takes: the same checks, the
+same report. Errors are edgekit's exceptions (edgekit.errors: InputError, ModelError,
+GateFailure, …) with the same messages the CLI prints.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from pydantic import BaseModel, ConfigDict
+
+from edgekit.errors import InputError
+from edgekit.report_schema import Report as _ReportSchema
+
+
+class _Result(BaseModel):
+    """A result as the JSON the CLI writes, with typed access to the fields edgekit defines."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.model_dump(mode="json", by_alias=True), indent=indent, allow_nan=False)
+
+    def save(self, path) -> Path:
+        path = Path(path)
+        path.write_text(self.to_json() + "\n")
+        return path
+
+
+class Report(_ReportSchema, _Result):
+    """report.json of a compress run: the schema the gate reads strictly (report_schema.Report)."""
+
+
+class Evaluation(_Result):
+    data: dict
+    artifacts: list[dict]
+    agreement: dict
+
+
+class Benchmark(_Result):
+    results: list[dict]
+
+
+class GateResult(_Result):
+    report: str
+    baseline: str
+    thresholds: dict
+    checks: list[dict]
+    passed: bool
+
+
+# --- inputs: paths, or objects written to a private folder ------------------------------------
+
+def _model_path(model, folder: Path) -> Path:
+    if isinstance(model, (str, Path)):
+        return Path(model)
+    if not hasattr(model, "save") or not hasattr(model, "layers"):
+        raise InputError(f"model: expected a path or a Keras model, got {type(model).__name__}")
+    keras3 = not type(model).__module__.startswith("tf_keras")  # Keras 3 writes .keras, tf_keras .h5
+    path = folder / ("model.keras" if keras3 else "model.h5")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tf_keras calls .h5 "legacy": it is what it reads fastest
+        model.save(path)
+    return path
+
+
+def _data_path(data, folder: Path, name: str, option: str) -> Optional[Path]:
+    if data is None or isinstance(data, (str, Path)):
+        return None if data is None else Path(data)
+    import numpy as np
+
+    if not (isinstance(data, (tuple, list)) and len(data) in (1, 2)):
+        raise InputError(f"{option}: expected a path or an (x, y) tuple of numpy arrays, got {type(data).__name__}")
+    arrays = {"x": np.asarray(data[0])}
+    if len(data) == 2 and data[1] is not None:
+        arrays["y"] = np.asarray(data[1])
+    path = folder / f"{name}.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def _private_folder(stack: ExitStack) -> Path:
+    return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgekit-api-")))
+
+
+# --- the functions -------------------------------------------------------------------------
+
+def compress(model, *, int8: bool = False, fp16: bool = False, prune: float | None = None,
+             prune_structure: str | None = None, qat: bool = False, epochs: int | None = None,
+             recipe: str | None = None, data=None, val=None, formats: str | Sequence[str] | None = None,
+             preprocess: str | None = None, calib_samples: int | None = None, io_dtype: str | None = None,
+             max_accuracy_drop: float | None = None, output=None, force: bool = False, seed: int = 0,
+             trust_model: bool = False, custom_objects: str | None = None, bench: bool = True,
+             quiet: bool = True) -> Report:
+    """`edgekit compress`: export, verify, measure; returns the report (also written to `output`,
+    default ./<model stem>-edgekit, or ./model-edgekit for an in-memory model)."""
+    from edgekit.pipeline import CompressOptions, compress as run_compress
+    from edgekit.progress import StepLog
+    from edgekit.recipe_flags import recipe_from_flags
+
+    if formats is not None and not isinstance(formats, str):
+        formats = ",".join(formats)
+    resolved = recipe_from_flags(recipe, int8=int8, fp16=fp16, prune=prune, prune_structure=prune_structure,
+                                 qat=qat, epochs=epochs, formats=formats, preprocess=preprocess,
+                                 calib_samples=calib_samples, io_dtype=io_dtype, max_accuracy_drop=max_accuracy_drop)
+    with ExitStack() as stack:
+        folder = _private_folder(stack)
+        model_path = _model_path(model, folder)
+        if output is None and not isinstance(model, (str, Path)):
+            output = Path("model-edgekit")
+        opts = CompressOptions(model=model_path, recipe=resolved, data=_data_path(data, folder, "data", "data"),
+                               val=_data_path(val, folder, "val", "val"), outdir=Path(output) if output else None,
+                               force=force, seed=seed, trust_model=trust_model, custom_objects=custom_objects,
+                               quiet=quiet, bench=bench)
+        report = run_compress(opts, StepLog(quiet=quiet))
+    return Report.model_validate(_json_ready(report))
+
+
+def evaluate(artifacts, data, *, preprocess: str | None = None, threads: int | None = None,
+             timeout: float = 600.0) -> Evaluation:
+    """`edgekit eval`: top-1/top-5, confusion and agreement of each artifact on labelled data."""
+    from edgekit.evaluation import evaluate_artifacts
+
+    with ExitStack() as stack:
+        folder = _private_folder(stack)
+        result = evaluate_artifacts(_paths(artifacts), _data_path(data, folder, "data", "data"), preprocess, threads,
+                                    timeout)
+    return Evaluation.model_validate(result)
+
+
+def bench(artifacts, *, threads: int | None = None, runs: int = 50, min_time: float = 1.0, warmup: int = 1,
+          warmup_time: float = 0.5, timeout: float = 300.0) -> Benchmark:
+    """`edgekit bench` on this host: batch-1 latency percentiles per artifact."""
+    from edgekit.latency import BenchSettings, bench_local
+
+    settings = BenchSettings(threads=threads, runs=runs, min_time_s=min_time, warmup_runs=warmup,
+                             warmup_time_s=warmup_time, timeout_s=timeout)
+    return Benchmark(results=bench_local(_paths(artifacts), settings))
+
+
+def gate(report, baseline, *, max_accuracy_drop: float | None = None, max_latency_increase: float | None = None,
+         max_size_increase: float | None = None, min_accuracy: float | None = None, allow_missing: bool = False,
+         config=None, junit=None, summary=None, raise_on_failure: bool = False) -> GateResult:
+    """`edgekit gate`: compare a report (a path or a Report) with a baseline. `passed` says the
+    verdict; with raise_on_failure a regression raises GateFailure, as the CLI exits 1."""
+    from edgekit.gating import load_thresholds, raise_if_failed, run_gate
+
+    limits = load_thresholds(Path(config) if config else None, {
+        "max_accuracy_drop": max_accuracy_drop, "min_accuracy": min_accuracy,
+        "max_latency_increase": max_latency_increase, "max_size_increase": max_size_increase,
+        "allow_missing": True if allow_missing else None})
+    with ExitStack() as stack:
+        folder = _private_folder(stack)
+        paths = [_report_path(r, folder, name) for r, name in ((report, "report"), (baseline, "baseline"))]
+        result = run_gate(paths[0], paths[1], limits, Path(junit) if junit else None,
+                          Path(summary) if summary else None)
+    if raise_on_failure:
+        raise_if_failed(result)
+    return GateResult.model_validate(result)
+
+
+def _report_path(report, folder: Path, name: str) -> Path:
+    if isinstance(report, (str, Path)):
+        return Path(report)
+    if isinstance(report, _Result):
+        return report.save(folder / f"{name}.json")
+    raise InputError(f"{name}: expected a path to a report.json or a Report, got {type(report).__name__}")
+
+
+def _paths(artifacts) -> list[Path]:
+    items = [artifacts] if isinstance(artifacts, (str, Path)) else list(artifacts)
+    if not items:
+        raise InputError("artifacts: give at least one .tflite, .onnx or OpenVINO .xml")
+    return [Path(a) for a in items]
+
+
+def _json_ready(report: dict) -> Any:
+    """The report as it was written: JSON types only (paths as strings)."""
+    return json.loads(json.dumps(report, default=str))
