@@ -30,6 +30,7 @@ INPUT_SQNR_DB = round(6.02 * 8 + 1.76, 2)  # a full-scale signal on an ideal 8-b
 MAX_SQNR_DB = 150.0  # identical outputs: JSON has no infinity
 DIAGNOSE_SAMPLES = 64  # `edgekit diagnose`: on MobileNetV2 within 0.1 dB of 200 inputs per layer
 BATCH = 32
+BATCH_ELEMENTS = 1 << 20  # input values per batch: all 32 images of 64×64×3, 6 of 224×224×3
 
 
 @dataclass
@@ -215,8 +216,11 @@ def diagnose_files(keras_model, files: list[tuple[str, Path, str]], x: np.ndarra
         taps, keys, paired = _open_taps(Path(path), fmt, units)
         runs.append(_FileRun(name, Path(path), fmt, taps, keys, paired))
     x = x[:samples]
-    for start in range(0, len(x), BATCH):
-        batch = x[start:start + BATCH]
+    # every layer's output of a batch is held at once: for 224² inputs (VGG16's first convs hold
+    # 3.2 M values per image) batches shrink, as the runners' do (Runner.chunk_elements)
+    size = max(1, min(BATCH, BATCH_ELEMENTS // max(1, int(np.prod(x.shape[1:])))))
+    for start in range(0, len(x), size):
+        batch = x[start:start + size]
         reference = forward(batch)
         reference = [np.asarray(r) for r in (reference if isinstance(reference, (list, tuple)) else [reference])]
         by_unit = dict(zip([u.name for u in units], reference))

@@ -14,39 +14,30 @@ FORMATS = ("tflite", "onnx", "openvino")
 EXT = {"tflite": "tflite", "onnx": "onnx", "openvino": "xml"}
 
 
-def _compress(cli, model, digits, out, *extra):
-    result = cli("compress", model, "--int8", "--data", digits["calib"], "--val", digits["val"], "-o", out, "-q",
-                 *extra)
-    return result
-
-
-@pytest.fixture(scope="module")
-def plain_run(outlier_digits, tmp_path_factory):
+def _compress_outliers(d: dict, out, *extra):
+    """compress --int8 of the outlier model with its data, in-process; the result and its report."""
     from typer.testing import CliRunner
 
     from edgekit.cli import app
 
-    out = tmp_path_factory.mktemp("plain") / "out"
-    d = outlier_digits
     result = CliRunner().invoke(app, ["compress", str(d["model"]), "--int8", "--data", str(d["calib"]),
-                                      "--val", str(d["val"]), "-o", str(out), "-q", "--no-bench"])
+                                      "--val", str(d["val"]), "-o", str(out), *extra])
     assert result.exit_code == 0, result.output
-    return out, json.loads((out / "report.json").read_text())
+    return result, json.loads((out / "report.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def plain_run(outlier_digits, tmp_path_factory):
+    out = tmp_path_factory.mktemp("plain") / "out"
+    return out, _compress_outliers(outlier_digits, out, "-q", "--no-bench")[1]
 
 
 @pytest.fixture(scope="module")
 def aware_run(outlier_digits, tmp_path_factory):
     """With host latency: the report says what the mix cost against plain int8."""
-    from typer.testing import CliRunner
-
-    from edgekit.cli import app
-
     out = tmp_path_factory.mktemp("aware") / "out"
-    d = outlier_digits
-    result = CliRunner().invoke(app, ["compress", str(d["model"]), "--int8", "--data", str(d["calib"]),
-                                      "--val", str(d["val"]), "-o", str(out), "--max-accuracy-drop", "0.5"])
-    assert result.exit_code == 0, result.output
-    return out, json.loads((out / "report.json").read_text()), result
+    result, report = _compress_outliers(outlier_digits, out, "--max-accuracy-drop", "0.5")
+    return out, report, result
 
 
 def _drop(report, entry) -> float:
