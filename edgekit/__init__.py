@@ -7,7 +7,7 @@ The Python API (edgekit.api) is imported on first use: `from edgekit import comp
 
 __version__ = "0.1.0"
 
-_API = ("compress", "evaluate", "bench", "gate", "Report", "Evaluation", "Benchmark", "GateResult")
+_API = ("compress", "evaluate", "bench", "gate", "sweep", "Report", "Evaluation", "Benchmark", "GateResult", "Sweep")
 __all__ = ["__version__", *_API]
 
 

@@ -54,6 +54,27 @@ class Benchmark(_Result):
     results: list[dict]
 
 
+class Sweep(_Result):
+    """sweep.json: the cells, every artifact's accuracy and latency per device, and per device the
+    Pareto front and the pick (the fastest artifact within the accuracy budget)."""
+
+    cells: list[dict]
+    points: list[dict]
+    devices: list[dict]
+    reference_top1: Optional[float] = None
+
+    def pick(self, device: str = "host") -> Optional[dict]:
+        """The picked point for a device (None when nothing fits the budget there)."""
+        entry = next((d for d in self.devices if d["device"] == device), None)
+        if entry is None:
+            raise KeyError(f"{device!r} was not a device of this sweep ({', '.join(d['device'] for d in self.devices)})")
+        return next((p for p in self.points if p["id"] == entry["pick"]), None)
+
+    @property
+    def failed(self) -> list[dict]:
+        return [c for c in self.cells if c["status"] != "ok"]
+
+
 class GateResult(_Result):
     report: str
     baseline: str
@@ -170,6 +191,63 @@ def gate(report, baseline, *, max_accuracy_drop: float | None = None, max_latenc
     if raise_on_failure:
         raise_if_failed(result)
     return GateResult.model_validate(result)
+
+
+def sweep(model, *, data=None, val=None, recipes: str | Sequence[str] = "int8,prune50-int8,qat-int8,fp16",
+          grid: dict | Sequence[str] | None = None, devices: str | Sequence[str] = "host",
+          max_accuracy_drop: float = 1.0, output="sweep", store=None, jobs: int | None = None,
+          ray: bool | str | None = None, cpus_per_cell: int | None = None, retries: int = 2,
+          formats: str | Sequence[str] | None = None, preprocess: str | None = None, seed: int = 0,
+          trust_model: bool = False, runs: int = 20, min_time: float = 0.5, threads: int | None = None,
+          remote: dict | Sequence[str] | None = None, remote_python: str = "python3",
+          ssh_options: Sequence[str] = (), quiet: bool = True, raise_on_failure: bool = False) -> Sweep:
+    """`edgekit sweep`: one compress per recipe × grid value (cells reused from an earlier run of
+    the same output folder), every artifact measured or estimated per device, fronts and picks.
+    `grid={"sparsity": [0.3, 0.5]}`; `ray=True` for Ray's default cluster or "HOST:PORT";
+    `remote={"rpi4": "pi@raspberrypi"}`. Failed cells are in `.failed` (with raise_on_failure,
+    CellsFailed is raised after the files are written, as the CLI exits 1).
+    In-memory models and arrays are saved afresh on each call, so only paths let a rerun reuse cells."""
+    from edgekit.progress import StepLog
+    from edgekit.sweeps.run import CellsFailed, SweepOptions, run_sweep
+
+    with ExitStack() as stack:
+        folder = _private_folder(stack)
+        opts = SweepOptions(
+            model=_model_path(model, folder), data=_data_path(data, folder, "data", "data"),
+            val=_data_path(val, folder, "val", "val"), recipes=_joined(recipes), grid=_grid_items(grid),
+            devices=_joined(devices), max_accuracy_drop=max_accuracy_drop, output=Path(output),
+            store=Path(store) if store else None, jobs=jobs, ray=_ray_address(ray), cpus_per_cell=cpus_per_cell,
+            retries=retries, formats=_joined(formats) if formats else None, preprocess=preprocess, seed=seed,
+            trust_model=trust_model, runs=runs, min_time=min_time, threads=threads,
+            remotes=[f"{k}={v}" for k, v in remote.items()] if isinstance(remote, dict) else list(remote or []),
+            remote_python=remote_python, ssh_options=list(ssh_options))
+        try:
+            return Sweep.model_validate(run_sweep(opts, StepLog(quiet=quiet)))
+        except CellsFailed as failure:
+            failure.result = Sweep.model_validate(failure.result).model_dump(mode="json")
+            if raise_on_failure:
+                raise
+            return Sweep.model_validate(failure.result)
+
+
+def _joined(value) -> str:
+    return value if isinstance(value, str) else ",".join(str(v) for v in value)
+
+
+def _grid_items(grid) -> list[str]:
+    if grid is None:
+        return []
+    if isinstance(grid, dict):
+        return [f"{key}={_joined(values) if not isinstance(values, (int, float)) else values}"
+                for key, values in grid.items()]
+    return [grid] if isinstance(grid, str) else list(grid)
+
+
+def _ray_address(ray) -> str | None:
+    """False/None: the local pool; True: Ray's default cluster (""); a string: its address."""
+    if ray is None or ray is False:
+        return None
+    return "" if ray is True else str(ray)
 
 
 def _report_path(report, folder: Path, name: str) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -257,6 +258,64 @@ def gate(
 
 
 @app.command()
+def sweep(
+    model: Path = typer.Argument(..., help="Keras model: .h5 or .keras (tf_keras or Keras 3), or a SavedModel folder."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Calibration/training data: image folder or .npz with x, y."),
+    val: Optional[Path] = typer.Option(None, "--val", help="Labelled validation data: every artifact's top-1 (required)."),
+    recipes: str = typer.Option("int8,prune50-int8,qat-int8,fp16", "--recipes",
+                                help="Comma-separated shipped recipe names (edgekit recipes) or recipe YAML files."),
+    grid: list[str] = typer.Option([], "--grid", help="KEY=V1,V2 to try every value of (repeatable): sparsity, "
+                                   "calib_samples, epochs. Applied to the recipes that have the key."),
+    devices: str = typer.Option("host", "--devices", help="Comma-separated device profiles (edgekit devices): host "
+                                "is measured, the others estimated (or measured with --remote)."),
+    max_accuracy_drop: float = typer.Option(1.0, "--max-accuracy-drop", help="The pick: the fastest artifact within "
+                                            "this many top-1 points of the float model."),
+    outdir: Path = typer.Option(Path("sweep"), "-o", "--output", help="Folder for sweep.json/md/html and cells/ "
+                                "(rerun with the same folder to resume)."),
+    store: Optional[Path] = typer.Option(None, "--store", help="Where cell folders live (default OUTPUT/cells); "
+                                         "with --ray, a folder every node shares, written by the tasks directly."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Cells at a time on this machine (default: "
+                                       "as many as cores and memory allow)."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Run the cells on Ray: --ray alone (Ray's default cluster) "
+                                      "or --ray HOST:PORT. Needs pip install \"edgekit[ray]\"."),
+    cpus_per_cell: Optional[int] = typer.Option(None, "--cpus-per-cell", help="Threads (local) or Ray CPUs per cell."),
+    retries: int = typer.Option(2, "--retries", help="With --ray: times a cell whose worker died is run again."),
+    formats: Optional[str] = typer.Option(None, "--formats", help="Only these formats in every cell: tflite,onnx,openvino."),
+    preprocess: Optional[str] = typer.Option(None, "--preprocess", help="unit, symmetric or none (as in compress)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for calibration sampling."),
+    trust_model: bool = typer.Option(False, "--trust-model", help="Load Lambda layers and custom classes (runs code from the file)."),
+    runs: int = typer.Option(20, "--runs", help="Latency: at least this many measured runs per artifact."),
+    min_time: float = typer.Option(0.5, "--min-time", help="Latency: and at least this many seconds per artifact."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Latency: runtime threads (default: the runtime's own)."),
+    remote: list[str] = typer.Option([], "--remote", help="DEVICE=USER@HOST: measure that device over SSH instead "
+                                     "of estimating it (repeatable)."),
+    remote_python: str = typer.Option("python3", "--remote-python", help="The Python on the remotes that has edgekit."),
+    ssh_option: list[str] = typer.Option([], "--ssh-option", help="Extra ssh/scp -o option (repeatable)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
+):
+    """Compress with every recipe × grid value, measure every artifact on every device, and pick per device."""
+    from edgekit import api
+    from edgekit.library_output import configure
+    from edgekit.sweeps.render import render_summary
+
+    configure(_state["debug"], quiet)
+    with _errors_to_exit_codes():
+        from edgekit.sweeps.run import CellsFailed
+
+        try:
+            result = api.sweep(model, data=data, val=val, recipes=recipes, grid=grid, devices=devices,
+                               max_accuracy_drop=max_accuracy_drop, output=outdir, store=store, jobs=jobs, ray=ray,
+                               cpus_per_cell=cpus_per_cell, retries=retries, formats=formats, preprocess=preprocess,
+                               seed=seed, trust_model=trust_model, runs=runs, min_time=min_time, threads=threads,
+                               remote=remote, remote_python=remote_python, ssh_options=ssh_option, quiet=quiet,
+                               raise_on_failure=True)
+        except CellsFailed as failure:  # the sweep's files were written from the other cells: show them first
+            _print(render_summary(failure.result))
+            raise
+        _print(render_summary(result.model_dump(mode="json")))
+
+
+@app.command()
 def devices(
     name: Optional[str] = typer.Argument(None, help="One profile to show in full."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
@@ -379,11 +438,26 @@ def debug_first(args: list[str]) -> list[str]:
     return ["--debug", *[a for a in args[:end] if a != "--debug"], *args[end:]]
 
 
+RAY_ADDRESS = re.compile(r"(auto|local|ray://\S+|\S+:\d+)")
+
+
+def ray_flag_alone(args: list[str]) -> list[str]:
+    """`edgekit sweep --ray model.h5 …`: --ray takes an ADDRESS only when the next word is one
+    (HOST:PORT, auto, local, ray://…); otherwise it stands alone, meaning Ray's default cluster."""
+    out = list(args)
+    for i, arg in enumerate(out):
+        if arg == "--":
+            break
+        if arg == "--ray" and not (i + 1 < len(out) and RAY_ADDRESS.fullmatch(out[i + 1])):
+            out[i] = "--ray="
+    return out
+
+
 def main() -> None:
     import signal
 
     signal.signal(signal.SIGTERM, _terminate_like_interrupt)
-    args = debug_first(sys.argv[1:])
+    args = ray_flag_alone(debug_first(sys.argv[1:]))
     if "--debug" not in args:
         _silence_native_stderr()
     app(args=args, prog_name="edgekit")

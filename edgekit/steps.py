@@ -123,7 +123,7 @@ def _run_in_child(target: str, kwargs: dict, workdir: Path, label: str) -> StepR
         process = subprocess.Popen(worker_command(job), cwd=workdir, stdin=subprocess.DEVNULL,
                                    stdout=log, stderr=subprocess.STDOUT)
         try:
-            seen_peak = _wait_watching_memory(process)
+            seen_peak = wait_watching_memory(process)
         except BaseException:  # Ctrl-C, SIGTERM: the child goes with us
             process.kill()
             process.wait()
@@ -136,7 +136,7 @@ def _run_in_child(target: str, kwargs: dict, workdir: Path, label: str) -> StepR
     return StepRun(outcome["value"], outcome.get("peak_rss_mb", seen_peak))
 
 
-def _wait_watching_memory(process: subprocess.Popen, every_s: float = 0.2) -> float:
+def wait_watching_memory(process: subprocess.Popen, every_s: float = 0.2) -> float:
     """Wait for the child, sampling its peak RSS (VmHWM) so a killed child's last peak is known.
     (getrusage's ru_maxrss will not do: Linux carries the parent's peak across fork+exec.)"""
     peak = 0.0

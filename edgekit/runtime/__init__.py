@@ -95,12 +95,25 @@ def artifact_format(path: Path) -> str:
     return kind
 
 
+THREADS_ENV = "EDGEKIT_THREADS"
+
+
+def default_threads() -> int | None:
+    """Threads a runtime gets when the caller names none: EDGEKIT_THREADS (a sweep cell sets it so
+    cells running side by side do not each take every core), else the runtime's own default."""
+    import os
+
+    value = os.environ.get(THREADS_ENV, "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def open_runner(path: Path, threads: int | None = None, providers: list[str] | None = None,
                 openvino_device: str | None = None) -> Runner:
     """Open an artifact by its extension; a file its runtime rejects is bad input (exit 2).
     `providers` (ONNX Runtime) and `openvino_device` come from a device profile."""
     path = Path(path)
     kind = artifact_format(path)
+    threads = threads or default_threads()
     if kind == "openvino":
         regular_file(path.with_suffix(".bin"), f"{path} needs its weights beside it:", InputError)
     options = {"onnx": {"providers": providers}, "openvino": {"device": openvino_device}}.get(kind, {})

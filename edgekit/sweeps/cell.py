@@ -1,0 +1,140 @@
+"""One cell of a sweep: a `compress` into the cell's folder, with its outcome as a record.
+
+Both engines call `run_cell` in a process of its own (a child interpreter of the local pool,
+or a Ray worker that serves one task and exits), so a cell's memory goes back when it ends
+and a crash or an out-of-memory kill takes down that cell only. A cell never raises: what
+went wrong is its record's `error`, and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+
+THREAD_ENV = ("EDGEKIT_THREADS", "TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS")
+RECORD = "cell.json"
+
+
+def limit_threads(threads: int) -> None:
+    """Every library of the cell uses at most `threads` cores, so cells side by side do not
+    oversubscribe the machine. Set before TensorFlow is imported: it reads them once."""
+    for name in THREAD_ENV:
+        os.environ[name] = str(threads)
+    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+
+
+def run_cell(spec: dict) -> dict:
+    """spec: name, key, folder, recipe (JSON), model, data, val, outdir, seed, trust_model, threads."""
+    limit_threads(int(spec["threads"]))
+    started = time.perf_counter()
+    record = {"name": spec["name"], "key": spec["key"], "folder": spec["folder"], "status": "ok", "error": None,
+              "note": None, "exit_code": 0,
+              "worker": {"host": socket.gethostname(), "pid": os.getpid(), "engine": spec.get("engine", "local"),
+                         "node": spec.get("node")}}
+    report = None
+    try:
+        report = _compress(spec)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a cell's failure is its record, never the sweep's
+        record.update(_failure(exc))
+        report = _written_report(Path(spec["outdir"])) if record["status"] == "ok" else None
+    record["seconds"] = round(time.perf_counter() - started, 3)
+    record["peak_rss_mb"] = _peak_mb(report)
+    write_record(Path(spec["outdir"]), record)
+    return record
+
+
+def _compress(spec: dict) -> dict:
+    from edgekit.config import Recipe
+    from edgekit.library_output import configure
+    from edgekit.pipeline import CompressOptions, compress
+    from edgekit.progress import StepLog
+
+    if spec.get("error"):  # a recipe file that did not validate: the cell fails with its message
+        from edgekit.errors import InputError
+
+        raise InputError(spec["error"])
+    configure(False, True)
+    opts = CompressOptions(model=Path(spec["model"]), recipe=Recipe.model_validate(spec["recipe"]),
+                           data=_path(spec["data"]), val=_path(spec["val"]), outdir=Path(spec["outdir"]), force=True,
+                           seed=spec["seed"], trust_model=spec["trust_model"], quiet=True, bench=False)
+    return compress(opts, StepLog(quiet=True))
+
+
+def _path(value) -> Path | None:
+    return Path(value) if value else None
+
+
+def _failure(exc: BaseException) -> dict:
+    from edgekit.errors import EdgekitError, GateFailure, first_line
+
+    if isinstance(exc, GateFailure):  # the recipe's own accuracy limit: its files and report were written
+        return {"note": first_line(exc, 500)}
+    if isinstance(exc, EdgekitError):
+        return {"status": "failed", "error": first_line(exc, 500), "exit_code": exc.exit_code}
+    if isinstance(exc, MemoryError):
+        return {"status": "failed", "error": "out of memory", "exit_code": 2}
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    return {"status": "failed", "exit_code": 3,
+            "error": f"internal error: {type(exc).__name__}: {first_line(exc, 300)}"
+                     + (f" ({Path(where.filename).name}:{where.lineno})" if where else "")}
+
+
+def _written_report(outdir: Path) -> dict | None:
+    try:
+        return json.loads((outdir / "report.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _peak_mb(report: dict | None) -> float | None:
+    """The cell's peak: its own process or the largest step's child, whichever is higher."""
+    from edgekit.steps import current_peak_rss_mb
+
+    steps = (report or {}).get("peak_rss_mb", {}).get("largest step")
+    return max(v for v in (current_peak_rss_mb(), steps) if v is not None)
+
+
+def write_record(outdir: Path, record: dict) -> None:
+    outdir.mkdir(parents=True, exist_ok=True)
+    temporary = outdir / f".{RECORD}.tmp"
+    temporary.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(temporary, outdir / RECORD)  # a reader sees the old record or the new one, whole
+
+
+def read_record(folder: Path) -> dict | None:
+    try:
+        record = json.loads((folder / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _terminate_like_interrupt(signum, frame):
+    raise KeyboardInterrupt  # the pool's SIGTERM: compress removes its staging folder on the way out
+
+
+def main(argv: list[str]) -> int:
+    """`python -I -m edgekit.sweeps.cell SPEC.json`: the local pool's child."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate_like_interrupt)
+    spec_path = Path(argv[0])
+    spec = json.loads(spec_path.read_text())
+    sys.path[:0] = [p for p in spec.get("sys_path", []) if p not in sys.path]
+    try:
+        record = run_cell(spec)
+    except KeyboardInterrupt:
+        return 130
+    spec_path.with_suffix(".result").write_text(json.dumps(record))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

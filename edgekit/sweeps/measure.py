@@ -1,0 +1,147 @@
+"""After the cells: every artifact once, on every device of the sweep.
+
+The host's latency is measured here, one artifact at a time, after all cells have finished:
+measured while other cells ran, numbers would depend on what ran beside them (and on which
+engine scheduled them). Another device gets the roofline estimate and the compatibility
+checks of `edgekit bench --device`, or a measurement over SSH when `--remote NAME=USER@HOST`
+names it. Files with the same bytes (the fp32 file of two int8 cells) are one point.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgekit.devices import DeviceProfile
+from edgekit.errors import EdgekitError, first_line
+from edgekit.latency import BenchSettings
+
+
+@dataclass
+class Measuring:
+    profiles: list[DeviceProfile]
+    settings: BenchSettings
+    remotes: dict[str, str] = field(default_factory=dict)  # device name → USER@HOST
+    remote_python: str = "python3"
+    ssh_options: list[str] = field(default_factory=list)
+
+
+def collect_points(records: list[dict], store: Path, output: Path) -> list[dict]:
+    """One point per distinct artifact file of the finished cells, with its accuracy."""
+    points: dict[str, dict] = {}
+    for record in records:
+        if record["status"] != "ok":
+            continue
+        folder = store / record["folder"]
+        report = json.loads((folder / "report.json").read_text())
+        for entry in report["artifacts"]:
+            path = folder / entry["path"]
+            digest = _artifact_digest(path)
+            if digest in points:
+                points[digest]["cells"].append(record["name"])
+                continue
+            points[digest] = {
+                "id": f"{record['name']} · {entry['id']}", "cells": [record["name"]], "artifact": entry["id"],
+                "format": entry["format"], "precision": entry["precision"], "path": _relative(path, output),
+                "size_bytes": entry["size_bytes"], "sparsity": entry.get("sparsity"),
+                "top1": (entry.get("accuracy") or {}).get("top1"), "sha256": digest, "devices": {},
+                "_path": path,
+            }
+    return list(points.values())
+
+
+def _artifact_digest(path: Path) -> str:
+    """An OpenVINO model is its .xml and its .bin together."""
+    from edgekit.model import sha256_of
+
+    parts = [sha256_of(path)] + ([sha256_of(path.with_suffix(".bin"))] if path.suffix == ".xml" else [])
+    return hashlib.sha256("".join(parts).encode()).hexdigest()
+
+
+def _relative(path: Path, output: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(output.resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def measure_points(points: list[dict], how: Measuring, log) -> None:
+    """Fill each point's `devices`: {name: {latency_ms, measured|estimated, …} or {incompatible: why}}."""
+    for profile in how.profiles:
+        if profile.name in how.remotes:
+            _measure_remote(points, profile, how, log)
+        elif profile.measured_live:
+            _measure_here(points, how.settings, log)
+        else:
+            _estimate(points, profile)
+
+
+def _measure_here(points: list[dict], settings: BenchSettings, log) -> None:
+    from edgekit.latency import bench_local
+
+    with log.step(f"Measure {len(points)} artifacts on this host, one at a time (batch 1)"):
+        for point in points:
+            try:
+                (timing,) = bench_local([point["_path"]], settings)
+            except EdgekitError as exc:
+                point["devices"]["host"] = {"error": first_line(exc, 300)}
+                continue
+            point["devices"]["host"] = {"latency_ms": timing["p50"], "p90_ms": timing["p90"], "measured": True,
+                                        "threads": timing["threads"], "runs": timing["runs"]}
+
+
+def _measure_remote(points: list[dict], profile: DeviceProfile, how: Measuring, log) -> None:
+    from dataclasses import replace
+
+    from edgekit.remote import bench_remote
+
+    runnable = [p for p in points if not _problems(p, profile)]
+    for point in points:
+        if point not in runnable:
+            point["devices"][profile.name] = {"incompatible": "; ".join(_problems(point, profile))}
+    settings = replace(how.settings, threads=how.settings.threads or profile.threads,
+                       providers=profile.onnx_providers, openvino_device=profile.openvino_device)
+    destination = how.remotes[profile.name]
+    with log.step(f"Measure {len(runnable)} artifacts on {profile.name} ({destination}, over SSH)"):
+        for point in runnable:
+            try:
+                (timing,) = bench_remote([point["_path"]], settings, destination, how.remote_python, how.ssh_options)
+            except EdgekitError as exc:
+                point["devices"][profile.name] = {"error": first_line(exc, 300)}
+                continue
+            point["devices"][profile.name] = {"latency_ms": timing["p50"], "p90_ms": timing["p90"], "measured": True,
+                                              "remote": destination, "runs": timing["runs"]}
+
+
+def _facts(point: dict):
+    if "_facts" not in point:
+        from edgekit.artifact_facts import read_facts
+
+        point["_facts"] = read_facts(point["_path"], point["format"])
+    return point["_facts"]
+
+
+def _problems(point: dict, profile: DeviceProfile) -> list[str]:
+    from edgekit.estimate import compatibility_problems
+
+    return compatibility_problems(profile, _facts(point))
+
+
+def _estimate(points: list[dict], profile: DeviceProfile) -> None:
+    from edgekit.estimate import estimate_artifact
+
+    for point in points:
+        problems = _problems(point, profile)
+        if problems:
+            point["devices"][profile.name] = {"incompatible": "; ".join(problems)}
+            continue
+        estimate = estimate_artifact(profile, _facts(point))
+        point["devices"][profile.name] = {"latency_ms": estimate["latency_ms"]["estimate"], "estimated": True,
+                                          "bound": estimate["bound"], "basis": estimate["basis"]}
+
+
+def public(points: list[dict]) -> list[dict]:
+    """The points as sweep.json holds them (without the in-memory helpers)."""
+    return [{k: v for k, v in p.items() if not k.startswith("_")} for p in points]

@@ -1,0 +1,157 @@
+"""`--ray [ADDRESS]`: each cell is a Ray task on whichever node has the CPUs and memory it asks for.
+
+The model and the data go into Ray's object store once and every task reads them from there
+(no shared filesystem needed). A task runs in a worker that serves that one task and exits
+(max_calls=1): its memory goes back, as a local cell's child process's does. A worker that
+dies (killed, out of memory, its node lost) is a system failure that Ray retries up to
+`retries` times; an error of edgekit's own is the cell's record, not retried: it would fail
+again. Each task returns its cell folder as a tar archive, unpacked here into the store,
+unless the store is a folder every node shares (`--store`), which the task writes directly.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from edgekit.errors import InputError, first_line, require
+
+
+class RayEngine:
+    name = "ray"
+
+    def __init__(self, address: str | None, store: Path, shared_store: bool, cpus_per_cell: int, memory_mb: float,
+                 retries: int):
+        self.address = address
+        self.store = store
+        self.shared_store = shared_store
+        self.cpus_per_cell = cpus_per_cell
+        self.memory_mb = memory_mb
+        self.retries = retries
+        self.cluster: dict = {}
+
+    def run(self, specs: list[dict], done: Callable[[dict], None], inputs: dict[str, Path | None]) -> None:
+        ray = require("ray", "ray")
+        started_here = not ray.is_initialized()
+        if started_here:
+            self._connect(ray)
+        try:
+            self.cluster = {"address": self.address or "local", "nodes": len([n for n in ray.nodes() if n["Alive"]]),
+                            "cpus": ray.cluster_resources().get("CPU", 0)}
+            self._check_fits(ray)
+            shipped = {name: ray.put(pack(path)) if path else None for name, path in inputs.items()}
+            task = ray.remote(max_calls=1)(run_cell_task).options(  # max_calls is the function's, not a call's
+                num_cpus=self.cpus_per_cell, memory=int(self.memory_mb * (1 << 20)), max_retries=self.retries,
+                retry_exceptions=False, name="edgekit-sweep-cell")
+            shared = str(self.store.resolve()) if self.shared_store else None
+            pending = {task.remote(spec, shared, **shipped): spec for spec in specs}  # refs as arguments: Ray
+            # hands the task their values, read from the object store of its node
+            try:
+                while pending:
+                    ready, _ = ray.wait(list(pending), num_returns=1)
+                    spec = pending.pop(ready[0])
+                    done(self._collect(ray, ready[0], spec))
+            except BaseException:
+                for ref in pending:
+                    ray.cancel(ref, force=True)
+                raise
+        finally:
+            if started_here:
+                ray.shutdown()
+
+    def _connect(self, ray) -> None:
+        try:
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                     configure_logging=True)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise InputError(f"--ray {self.address or ''}: cannot connect to a Ray cluster ({first_line(exc, 200)}); "
+                             "start one with `ray start --head`, or give its ADDRESS (HOST:PORT)") from None
+
+    def _check_fits(self, ray) -> None:
+        """A task no node can hold would wait for ever: refuse it now, saying what the nodes have."""
+        need_cpu, need_mem = self.cpus_per_cell, self.memory_mb * (1 << 20)
+        nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+        if not any(r.get("CPU", 0) >= need_cpu and r.get("memory", 0) >= need_mem for r in nodes):
+            biggest = max(nodes, key=lambda r: (r.get("CPU", 0), r.get("memory", 0)), default={})
+            raise InputError(f"--ray: no node of the cluster has {need_cpu} CPU and {self.memory_mb:,.0f} MiB for a "
+                             f"cell (the largest has {biggest.get('CPU', 0):g} CPU and "
+                             f"{biggest.get('memory', 0) / (1 << 20):,.0f} MiB); lower --cpus-per-cell or add a node")
+
+    def _collect(self, ray, ref, spec: dict) -> dict:
+        from ray.exceptions import RayError, RayTaskError
+
+        try:
+            record, archive = ray.get(ref)
+        except RayTaskError as exc:  # the task's own code raised: a bug (run_cell records edgekit's errors)
+            cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
+            return _lost(spec, 3, f"internal error in the cell's Ray task: {type(cause).__name__}: "
+                                  f"{first_line(cause, 300)}")
+        except RayError as exc:  # the worker or its node died on every try, or the task was cancelled
+            return _lost(spec, 2, f"the Ray task failed {self.retries + 1} times ({type(exc).__name__}): "
+                                  f"{first_line(exc, 300)}")
+        if archive is not None:
+            replace_folder(self.store / spec["folder"], archive)
+        return record
+
+
+def _lost(spec: dict, exit_code: int, error: str) -> dict:
+    return {"name": spec["name"], "key": spec["key"], "folder": spec["folder"], "status": "failed",
+            "exit_code": exit_code, "error": error, "note": None, "seconds": None, "peak_rss_mb": None,
+            "worker": {"engine": "ray"}}
+
+
+def run_cell_task(spec: dict, shared_store: str | None, **shipped: bytes | None):
+    """The Ray task: unpack the model and data (packed files, from the object store), run the
+    cell, return its record and (unless the store is shared) its folder as a tar archive."""
+    import ray
+
+    from edgekit.sweeps.cell import run_cell
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-ray-cell-") as work:
+        work_path = Path(work)
+        inputs = {name: unpack(blob, work_path / name) if blob is not None else None for name, blob in shipped.items()}
+        outdir = Path(shared_store) / spec["folder"] if shared_store else work_path / "out" / spec["folder"]
+        local = {**spec, **{k: str(v) if v else None for k, v in inputs.items()}, "outdir": str(outdir),
+                 "engine": "ray", "node": ray.util.get_node_ip_address()}
+        os.chdir(work)  # whatever a library drops in the current folder goes with the task
+        record = run_cell(local)
+        return record, None if shared_store else pack(outdir)
+
+
+def pack(path: Path) -> bytes:
+    """A file or folder as an uncompressed tar (weights and int8 files hardly compress)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        archive.add(str(path), arcname=Path(path).name)
+    return buffer.getvalue()
+
+
+def unpack(blob: bytes, into: Path) -> Path:
+    """The one file or folder of `pack`, under `into`; members that would land outside it,
+    links and devices are refused (tarfile's "data" filter)."""
+    into.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as archive:
+        names = {Path(m.name).parts[0] for m in archive.getmembers()}
+        if len(names) != 1:
+            raise InputError(f"a cell archive holds {len(names)} top-level entries, not one")
+        archive.extractall(into, filter="data")
+    return into / names.pop()
+
+
+def replace_folder(folder: Path, archive: bytes) -> None:
+    """The store's folder of a cell becomes the archive's, whole: unpacked beside it, then swapped."""
+    incoming = Path(tempfile.mkdtemp(prefix=f".{folder.name}.incoming-", dir=folder.parent))
+    try:
+        unpacked = unpack(archive, incoming)
+        old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+        if folder.exists():
+            folder.rename(old)
+        unpacked.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(incoming, ignore_errors=True)

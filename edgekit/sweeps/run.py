@@ -1,0 +1,336 @@
+"""`edgekit sweep`: check everything → plan the cells → run the missing ones → measure → fronts → files."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgekit.errors import EdgekitError, InputError, OutputError
+from edgekit.sweeps.cell import read_record
+from edgekit.sweeps.plan import DEFAULT_RECIPES, Cell, expand, inputs_key, parse_grid, parse_recipes
+
+SCHEMA = "edgekit.sweep/1"
+OUTPUTS = ("sweep.json", "sweep.md", "sweep.html")
+
+
+class CellsFailed(EdgekitError):
+    """Some cells failed: the sweep's files were written from the others (exit 1, like a gate)."""
+
+    exit_code = 1
+
+
+class Interrupted(EdgekitError):
+    """Ctrl-C or SIGTERM during the cells: finished cells are kept for the rerun."""
+
+    exit_code = 130
+
+
+@dataclass
+class SweepOptions:
+    model: Path
+    data: Path | None = None
+    val: Path | None = None
+    recipes: str = DEFAULT_RECIPES
+    grid: list[str] = field(default_factory=list)
+    devices: str = "host"
+    max_accuracy_drop: float = 1.0
+    output: Path = Path("sweep")
+    store: Path | None = None  # where cell folders live (default OUTPUT/cells); with Ray, shared by every node
+    jobs: int | None = None  # local pool: cells at a time (default: what cores and memory allow)
+    ray: str | None = None  # None: local pool; "" : Ray's default cluster; else its ADDRESS
+    cpus_per_cell: int | None = None
+    retries: int = 2
+    formats: str | None = None
+    preprocess: str | None = None
+    seed: int = 0
+    trust_model: bool = False
+    runs: int = 20
+    min_time: float = 0.5
+    threads: int | None = None
+    remotes: list[str] = field(default_factory=list)  # NAME=USER@HOST
+    remote_python: str = "python3"
+    ssh_options: list[str] = field(default_factory=list)
+
+    @property
+    def cell_store(self) -> Path:
+        return Path(self.store) if self.store else Path(self.output) / "cells"
+
+
+def run_sweep(opts: SweepOptions, log) -> dict:
+    plan = _check_and_plan(opts)
+    store = opts.cell_store
+    store.mkdir(parents=True, exist_ok=True)
+    done, todo = _split_finished(plan.cells, store)
+    log.note(f"{len(plan.cells)} cells: {len(done)} finished earlier (reused), {len(todo)} to run"
+             + (f" on {plan.engine_text}" if todo else ""))
+    records = {r["key"]: r | {"reused": True} for r in done}
+    started = time.perf_counter()
+    if todo:
+        records |= {r["key"]: r for r in _run_cells(opts, plan, todo, store, log)}
+    cells_s = round(time.perf_counter() - started, 3)
+    ordered = [records[c.key] for c in plan.cells]
+    result = _measure_and_analyse(opts, plan, ordered, store, log)
+    result["timings_s"] = {"cells": cells_s, "measure": result.pop("_measure_s")}
+    result["engine"] = plan.engine
+    _write_outputs(result, Path(opts.output))
+    failed = [r for r in ordered if r["status"] != "ok"]
+    result["output"] = str(opts.output)
+    if failed:
+        error = CellsFailed(f"{len(failed)} of {len(ordered)} cells failed ({'; '.join(_failure(r) for r in failed[:3])}"
+                            f"{' …' if len(failed) > 3 else ''}); the sweep's files are written from the rest: "
+                            f"see {Path(opts.output) / 'sweep.md'}")
+        error.result = result
+        raise error
+    return result
+
+
+def _failure(record: dict) -> str:
+    return f"{record['name']}: {record['error']}"
+
+
+# --- check and plan -----------------------------------------------------------------------
+
+@dataclass
+class _Plan:
+    cells: list[Cell]
+    profiles: list
+    remotes: dict[str, str]
+    engine: dict
+    engine_text: str
+    cell_mb: float
+
+
+def _check_and_plan(opts: SweepOptions) -> _Plan:
+    """Every option and input that can be wrong is refused here, before a folder is made."""
+    from edgekit.data import check_data_path
+    from edgekit.devices import load_profile
+    from edgekit.model import read_model_file
+    from edgekit.pipeline import parse_formats
+
+    if opts.val is None:
+        raise InputError("sweep ranks artifacts by accuracy: pass --val VAL (labelled validation data)")
+    if not 0 <= opts.max_accuracy_drop <= 100:
+        raise InputError(f"--max-accuracy-drop {opts.max_accuracy_drop:g}: choose top-1 points from 0 to 100")
+    if opts.jobs is not None and not 1 <= opts.jobs <= 256:
+        raise InputError(f"--jobs {opts.jobs}: choose 1 to 256 cells at a time")
+    if opts.cpus_per_cell is not None and not 1 <= opts.cpus_per_cell <= 1024:
+        raise InputError(f"--cpus-per-cell {opts.cpus_per_cell}: choose 1 to 1024")
+    if not 0 <= opts.retries <= 100:
+        raise InputError(f"--retries {opts.retries}: choose 0 to 100")
+    if opts.ray is not None and opts.jobs is not None:
+        raise InputError("--jobs sets the local pool; with --ray the cluster's resources decide (see --cpus-per-cell)")
+    if not 0 <= opts.seed < 2 ** 32:
+        raise InputError(f"--seed {opts.seed}: choose a whole number from 0 to {2 ** 32 - 1}")
+    _bench_settings(opts).check()
+    profiles = [load_profile(name.strip()) for name in dict.fromkeys(opts.devices.split(",")) if name.strip()]
+    if not profiles:
+        raise InputError(f"--devices {opts.devices!r}: name at least one device, e.g. --devices host,rpi4")
+    remotes = _parse_remotes(opts.remotes, profiles)
+    overrides = {"formats": parse_formats(opts.formats) if opts.formats else None, "preprocess": opts.preprocess}
+    if opts.preprocess not in (None, "unit", "symmetric", "none"):
+        raise InputError(f"--preprocess {opts.preprocess}: choose unit, symmetric or none")
+    choices = parse_recipes(opts.recipes)
+    grid = parse_grid(opts.grid)
+    _check_output(Path(opts.output), opts.cell_store)
+    info = read_model_file(Path(opts.model))  # a missing, hostile or non-Keras file stops here, not in every cell
+    for option, path in (("--data", opts.data), ("--val", opts.val)):
+        if path is not None:
+            check_data_path(Path(path), option)
+    cells = expand(choices, grid, overrides, inputs_key(Path(opts.model), opts.data, opts.val, opts.seed,
+                                                        opts.trust_model))
+    cell_mb = _cell_memory_mb(info.size_bytes)
+    engine, text = _engine(opts, cell_mb)
+    return _Plan(cells, profiles, remotes, engine, text, cell_mb)
+
+
+def _bench_settings(opts: SweepOptions):
+    from edgekit.latency import BenchSettings
+
+    return BenchSettings(threads=opts.threads, runs=opts.runs, min_time_s=opts.min_time, warmup_runs=1,
+                         warmup_time_s=min(0.5, opts.min_time))
+
+
+def _parse_remotes(items: list[str], profiles: list) -> dict[str, str]:
+    from edgekit.remote import parse_destination
+
+    names = {p.name for p in profiles}
+    remotes = {}
+    for item in items:
+        name, sep, destination = item.partition("=")
+        if not sep or name not in names:
+            raise InputError(f"--remote {item}: write DEVICE=USER@HOST with a DEVICE of --devices "
+                             f"({', '.join(sorted(names))})")
+        parse_destination(destination)
+        remotes[name] = destination
+    return remotes
+
+
+def _check_output(output: Path, store: Path) -> None:
+    """A sweep folder is reused (that is how a rerun resumes), but a folder of something else is not taken over."""
+    from edgekit.outputs import check_output_folder
+
+    for folder in (output, store):
+        check_output_folder(folder, [], force=True)  # a folder, or one that can be made, and writable
+    if output.is_dir():
+        foreign = [p.name for p in output.iterdir() if p.name not in (*OUTPUTS, "cells") and not p.name.startswith(".")]
+        if foreign:
+            raise OutputError(f"-o {output} holds files that are not a sweep's ({', '.join(sorted(foreign)[:3])}); "
+                              "choose an empty or new folder")
+
+
+def _cell_memory_mb(model_bytes: int) -> float:
+    """A cell's peak: its own interpreter with TensorFlow and the model, and its largest step."""
+    from edgekit.memory import STEP_COST, estimate_mb
+
+    return 700 + max(estimate_mb(kind, model_bytes) for kind in STEP_COST)
+
+
+def _engine(opts: SweepOptions, cell_mb: float) -> tuple[dict, str]:
+    cores = os.cpu_count() or 1
+    if opts.ray is not None:
+        cpus = opts.cpus_per_cell or 1
+        return ({"name": "ray", "address": opts.ray or None, "cpus_per_cell": cpus, "memory_mb_per_cell": round(cell_mb),
+                 "retries": opts.retries},
+                f"Ray ({opts.ray or 'default cluster'}; {cpus} CPU and {cell_mb:,.0f} MiB per cell, "
+                f"{opts.retries} retries)")
+    from edgekit.memory import available_mb
+
+    jobs = opts.jobs or max(1, min(cores, int(available_mb() // cell_mb)))
+    threads = opts.cpus_per_cell or max(1, cores // jobs)
+    return ({"name": "local", "jobs": jobs, "threads_per_cell": threads},
+            f"this machine ({jobs} at a time, {threads} thread{'s' if threads > 1 else ''} each)")
+
+
+def _split_finished(cells: list[Cell], store: Path) -> tuple[list[dict], list[Cell]]:
+    """A cell is finished when its folder's record says ok for the same key and its report is there."""
+    done, todo = [], []
+    for cell in cells:
+        record = read_record(store / cell.folder)
+        if record and record.get("key") == cell.key and record.get("status") == "ok" \
+                and (store / cell.folder / "report.json").is_file():
+            done.append(record)
+        else:
+            todo.append(cell)
+    return done, todo
+
+
+# --- run ---------------------------------------------------------------------------------
+
+def _specs(opts: SweepOptions, plan: _Plan, cells: list[Cell], store: Path) -> list[dict]:
+    threads = plan.engine.get("threads_per_cell") or plan.engine.get("cpus_per_cell") or 1
+    return [{**cell.describe(), "error": cell.error, "model": str(Path(opts.model).resolve()),
+             "data": str(Path(opts.data).resolve()) if opts.data else None, "val": str(Path(opts.val).resolve()),
+             "outdir": str((store / cell.folder).resolve()), "seed": opts.seed, "trust_model": opts.trust_model,
+             "threads": threads} for cell in cells]
+
+
+def _run_cells(opts: SweepOptions, plan: _Plan, cells: list[Cell], store: Path, log) -> list[dict]:
+    records: list[dict] = []
+
+    def done(record: dict) -> None:
+        records.append(record)
+        _record_missing(store, record)
+        mark = "✓" if record["status"] == "ok" else "✗"
+        seconds = f" {record['seconds']:.1f} s" if record.get("seconds") else ""
+        where = record.get("worker", {}).get("node")
+        log.note(f"[{len(records)}/{len(cells)}] {mark} {record['name']}{seconds}" + (f" on {where}" if where else "")
+                 + (f": {record['error']}" if record["status"] != "ok" else ""))
+
+    specs = _specs(opts, plan, cells, store)
+    try:
+        if plan.engine["name"] == "ray":
+            from edgekit.sweeps.ray_engine import RayEngine
+
+            inputs = {"model": Path(opts.model), "data": Path(opts.data) if opts.data else None, "val": Path(opts.val)}
+            RayEngine(opts.ray or None, store, opts.store is not None, plan.engine["cpus_per_cell"], plan.cell_mb,
+                      opts.retries).run(specs, done, inputs)
+        else:
+            from edgekit.sweeps.local_pool import LocalPool
+
+            with tempfile.TemporaryDirectory(prefix="edgekit-sweep-") as scratch:
+                LocalPool(plan.engine["jobs"], Path(scratch)).run(specs, done)
+    except KeyboardInterrupt:
+        finished = sum(r["status"] == "ok" for r in records)
+        raise Interrupted(f"interrupted: the running cells were stopped; {finished} cell(s) finished in this run are "
+                          f"kept in {store}; rerun the same command to resume") from None
+    return records
+
+
+def _record_missing(store: Path, record: dict) -> None:
+    """A cell that never wrote its record (killed, lost with its Ray task) gets one, so the store says why."""
+    from edgekit.sweeps.cell import write_record
+
+    existing = read_record(store / record["folder"])
+    if existing is None or existing.get("key") != record["key"]:
+        write_record(store / record["folder"], record)
+
+
+# --- measure, analyse, write ----------------------------------------------------------------
+
+def _measure_and_analyse(opts: SweepOptions, plan: _Plan, records: list[dict], store: Path, log) -> dict:
+    from edgekit.sweeps.measure import Measuring, collect_points, measure_points, public
+    from edgekit.sweeps.pareto import analyse
+
+    started = time.perf_counter()
+    points = collect_points(records, store, Path(opts.output))
+    measure_points(points, Measuring(plan.profiles, _bench_settings(opts), plan.remotes, opts.remote_python,
+                                     opts.ssh_options), log)
+    reference = _reference_top1(records, store)
+    return {
+        "schema": SCHEMA, "edgekit_version": _version(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": str(opts.model), "data": str(opts.data) if opts.data else None, "val": str(opts.val),
+        "store": _store_text(store, Path(opts.output)), "max_accuracy_drop": opts.max_accuracy_drop,
+        "reference_top1": reference, "grid": parse_grid(opts.grid),
+        "cells": [_cell_entry(r, store, Path(opts.output)) for r in records],
+        "points": public(points),
+        "devices": analyse(points, plan.profiles, reference, opts.max_accuracy_drop),
+        "_measure_s": round(time.perf_counter() - started, 3),
+    }
+
+
+def _reference_top1(records: list[dict], store: Path) -> float | None:
+    """The Keras model's own top-1 on --val, as every cell measured it before any stage."""
+    for record in records:
+        if record["status"] == "ok":
+            report = json.loads((store / record["folder"] / "report.json").read_text())
+            accuracy = (report.get("reference") or {}).get("accuracy") or {}
+            if accuracy.get("top1") is not None:
+                return accuracy["top1"]
+    return None
+
+
+def _cell_entry(record: dict, store: Path, output: Path) -> dict:
+    entry = {k: record.get(k) for k in ("name", "key", "status", "error", "note", "seconds", "peak_rss_mb", "worker")}
+    entry["reused"] = bool(record.get("reused"))
+    entry["folder"] = _store_text(store / record["folder"], output)
+    return entry
+
+
+def _store_text(path: Path, output: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(output.resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def _version() -> str:
+    from edgekit import __version__
+
+    return __version__
+
+
+def _write_outputs(result: dict, output: Path) -> None:
+    """Each file whole or not at all: written beside, then moved into place; sweep.json last."""
+    from edgekit.sweeps.render import render_html, render_markdown
+
+    texts = {"sweep.md": render_markdown(result), "sweep.html": render_html(result),
+             "sweep.json": json.dumps(result, indent=2, allow_nan=False) + "\n"}
+    output.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUTS[1:] + OUTPUTS[:1]:
+        temporary = output / f".{name}.tmp"
+        temporary.write_text(texts[name])
+        os.replace(temporary, output / name)
