@@ -22,6 +22,27 @@ from typing import Callable
 from edgekit.errors import InputError, first_line, require
 
 
+def check_reachable(address: str) -> None:
+    """`ray` is installed and, for a HOST:PORT address, something listens there. ray.init on a
+    dead address waits minutes before it fails; this says so in seconds, before anything is written."""
+    import re
+    import socket
+
+    require("ray", "ray")
+    match = re.fullmatch(r"(?:ray://)?\[?([^\]\s]+?)\]?:(\d+)", address)
+    if not match:
+        if address not in ("", "auto", "local"):
+            raise InputError(f"--ray {address}: give the head's HOST:PORT (or ray://HOST:PORT, auto, local), "
+                             "or --ray alone for Ray's default cluster")
+        return
+    host, port = match[1], int(match[2])
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as exc:
+        raise InputError(f"--ray {address}: nothing answers there ({exc.strerror or exc}); start the head with "
+                         f"`ray start --head --port={port}`, or check the address") from None
+
+
 class RayEngine:
     name = "ray"
 
@@ -110,15 +131,15 @@ def run_cell_task(spec: dict, shared_store: str | None, **shipped: bytes | None)
     cell, return its record and (unless the store is shared) its folder as a tar archive."""
     import ray
 
+    from edgekit.outputs import scratch_folder
     from edgekit.sweeps.cell import run_cell
 
-    with tempfile.TemporaryDirectory(prefix="edgekit-ray-cell-") as work:
-        work_path = Path(work)
+    with scratch_folder() as work_path:  # owned by this worker: the next task removes it if this one is killed
         inputs = {name: unpack(blob, work_path / name) if blob is not None else None for name, blob in shipped.items()}
         outdir = Path(shared_store) / spec["folder"] if shared_store else work_path / "out" / spec["folder"]
         local = {**spec, **{k: str(v) if v else None for k, v in inputs.items()}, "outdir": str(outdir),
                  "engine": "ray", "node": ray.util.get_node_ip_address()}
-        os.chdir(work)  # whatever a library drops in the current folder goes with the task
+        os.chdir(work_path)  # whatever a library drops in the current folder goes with the task
         record = run_cell(local)
         return record, None if shared_store else pack(outdir)
 

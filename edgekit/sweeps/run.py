@@ -63,7 +63,6 @@ class SweepOptions:
 def run_sweep(opts: SweepOptions, log) -> dict:
     plan = _check_and_plan(opts)
     store = opts.cell_store
-    store.mkdir(parents=True, exist_ok=True)
     done, todo = _split_finished(plan.cells, store)
     log.note(f"{len(plan.cells)} cells: {len(done)} finished earlier (reused), {len(todo)} to run"
              + (f" on {plan.engine_text}" if todo else ""))
@@ -126,7 +125,7 @@ def _check_and_plan(opts: SweepOptions) -> _Plan:
     if not 0 <= opts.seed < 2 ** 32:
         raise InputError(f"--seed {opts.seed}: choose a whole number from 0 to {2 ** 32 - 1}")
     _bench_settings(opts).check()
-    profiles = [load_profile(name.strip()) for name in dict.fromkeys(opts.devices.split(",")) if name.strip()]
+    profiles = [load_profile(name.strip(), option="--devices") for name in dict.fromkeys(opts.devices.split(",")) if name.strip()]
     if not profiles:
         raise InputError(f"--devices {opts.devices!r}: name at least one device, e.g. --devices host,rpi4")
     remotes = _parse_remotes(opts.remotes, profiles)
@@ -192,6 +191,9 @@ def _cell_memory_mb(model_bytes: int) -> float:
 def _engine(opts: SweepOptions, cell_mb: float) -> tuple[dict, str]:
     cores = os.cpu_count() or 1
     if opts.ray is not None:
+        from edgekit.sweeps.ray_engine import check_reachable
+
+        check_reachable(opts.ray)
         cpus = opts.cpus_per_cell or 1
         return ({"name": "ray", "address": opts.ray or None, "cpus_per_cell": cpus, "memory_mb_per_cell": round(cell_mb),
                  "retries": opts.retries},
@@ -241,6 +243,7 @@ def _run_cells(opts: SweepOptions, plan: _Plan, cells: list[Cell], store: Path, 
                  + (f": {record['error']}" if record["status"] != "ok" else ""))
 
     specs = _specs(opts, plan, cells, store)
+    store.mkdir(parents=True, exist_ok=True)
     try:
         if plan.engine["name"] == "ray":
             from edgekit.sweeps.ray_engine import RayEngine

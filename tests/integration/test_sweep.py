@@ -1,0 +1,360 @@
+"""`edgekit sweep` end to end on the digits CNN: the local pool and a real two-node Ray cluster
+started here on loopback (DESIGN.md, pitfalls: 127.0.0.2 and 127.0.0.3, which Ray keeps as
+given), a Ray worker killed mid-cell, Ctrl-C, failing cells, reruns, and every bad option."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import refusal_line, snapshot
+
+RECIPES = ["--recipes", "int8,fp16,prune50-int8", "--grid", "sparsity=0.3,0.6"]  # 4 cells
+FAST = ["--formats", "tflite,onnx", "--runs", "5", "--min-time", "0.05", "-q"]
+CELL_TITLE = "ray::edgekit-sweep-cell"  # the process title of a Ray worker running a cell
+
+
+def _edgekit(*args) -> list[str]:
+    return [sys.executable, "-m", "edgekit", *map(str, args)]
+
+
+def _sweep(digits, out: Path, *extra) -> subprocess.CompletedProcess:
+    command = _edgekit("sweep", digits["model"], "--data", digits["calib"], "--val", digits["val"], *RECIPES,
+                       "--devices", "host,rpi4,coral-edgetpu", *FAST, "-o", out, *extra)
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
+def _result(out: Path) -> dict:
+    return json.loads((out / "sweep.json").read_text())
+
+
+def _cells_by_name(result: dict) -> dict:
+    return {c["name"]: c for c in result["cells"]}
+
+
+# --- a Ray cluster on loopback -----------------------------------------------------------------
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A head on 127.0.0.2 and a second node on 127.0.0.3, one CPU each, no dashboard, usage
+    stats off. Yields the head's address."""
+    ray_bin = Path(sys.executable).with_name("ray")
+    if not ray_bin.exists():
+        pytest.fail("the ray CLI is missing: the test extra installs edgekit[ray]")
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay short
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    port = _free_port("127.0.0.2")
+    common = ["--num-cpus=1", "--object-store-memory=150000000", "--disable-usage-stats"]
+    subprocess.run([ray_bin, "start", "--head", "--node-ip-address=127.0.0.2", f"--port={port}",
+                    "--include-dashboard=false", f"--temp-dir={temp}", *common],
+                   env=env, check=True, capture_output=True, timeout=120)
+    try:
+        subprocess.run([ray_bin, "start", f"--address=127.0.0.2:{port}", "--node-ip-address=127.0.0.3", *common],
+                       env=env, check=True, capture_output=True, timeout=120)
+        yield f"127.0.0.2:{port}"
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _kill_first_cell_worker(after_s: float, killed: list, stop: threading.Event) -> None:
+    """SIGKILL the first Ray worker that runs a cell, `after_s` into it (mid-compress)."""
+    while not stop.is_set():
+        found = subprocess.run(["pgrep", "-f", CELL_TITLE], capture_output=True, text=True).stdout.split()
+        if found:
+            time.sleep(after_s)
+            os.kill(int(found[0]), signal.SIGKILL)
+            killed.append(int(found[0]))
+            return
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def ray_sweep(digits, ray_cluster, tmp_path_factory):
+    """The 4-cell sweep on the cluster, one worker killed in the middle of its cell."""
+    out = tmp_path_factory.mktemp("ray") / "sweep"
+    killed: list[int] = []
+    stop = threading.Event()
+    killer = threading.Thread(target=_kill_first_cell_worker, args=(1.5, killed, stop), daemon=True)
+    killer.start()
+    started = time.perf_counter()
+    done = _sweep(digits, out, "--ray", ray_cluster)
+    stop.set()
+    return {"out": out, "run": done, "killed": killed, "seconds": time.perf_counter() - started}
+
+
+@pytest.fixture(scope="module")
+def local_sweep(digits, tmp_path_factory):
+    out = tmp_path_factory.mktemp("local") / "sweep"
+    return {"out": out, "run": _sweep(digits, out, "--jobs", "2")}
+
+
+def test_ray_sweep_survives_a_killed_worker(ray_sweep):
+    run = ray_sweep["run"]
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert len(ray_sweep["killed"]) == 1, "no Ray worker ran a cell: nothing was killed"
+    result = _result(ray_sweep["out"])
+    cells = result["cells"]
+    assert len(cells) == 4 and all(c["status"] == "ok" for c in cells), cells
+    # the killed worker's cell was run again by another worker: no finished cell claims the dead pid
+    assert ray_sweep["killed"][0] not in {c["worker"]["pid"] for c in cells}
+    assert {c["worker"]["engine"] for c in cells} == {"ray"}
+    assert {c["worker"]["node"] for c in cells} == {"127.0.0.2", "127.0.0.3"}  # both nodes took cells
+    # every artifact came back to the driver's store, whole
+    for cell in cells:
+        folder = ray_sweep["out"] / cell["folder"]
+        report = json.loads((folder / "report.json").read_text())
+        assert all((folder / a["path"]).stat().st_size == a["size_bytes"] for a in report["artifacts"])
+
+
+def test_local_pool_gives_the_same_cells_and_accuracies_as_ray(ray_sweep, local_sweep):
+    assert local_sweep["run"].returncode == 0, local_sweep["run"].stderr[-3000:]
+    on_ray, local = _result(ray_sweep["out"]), _result(local_sweep["out"])
+    assert [c["key"] for c in on_ray["cells"]] == [c["key"] for c in local["cells"]]
+    assert {c["worker"]["engine"] for c in local["cells"]} == {"local"}
+
+    def computed(result):
+        return {p["id"]: (p["top1"], p["size_bytes"], p["format"], p["precision"]) for p in result["points"]}
+
+    assert computed(on_ray) == computed(local)
+    assert on_ray["reference_top1"] == local["reference_top1"] > 0.9
+    # the estimates depend on the files only, so every estimated device picks the same
+    estimated = [d["device"] for d in local["devices"] if d["latency"] == "estimated"]
+    assert [(d["device"], d["pick"]) for d in on_ray["devices"] if d["device"] in estimated] == \
+           [(d["device"], d["pick"]) for d in local["devices"] if d["device"] in estimated]
+
+
+def test_sweep_json_fronts_picks_and_compatibility(local_sweep):
+    result = _result(local_sweep["out"])
+    points = {p["id"]: p for p in result["points"]}
+    # int8 and prune cells: fp32 + int8 in both formats; the fp16 recipe (tflite, openvino) narrowed to
+    # --formats keeps tflite fp32 + fp16. 14 files, and the fp16 cell's fp32 file is the int8 cell's,
+    # byte for byte: 13 points
+    assert len(points) == 13
+    shared = [p for p in points.values() if len(p["cells"]) > 1]
+    assert [(p["artifact"], sorted(p["cells"])) for p in shared] == [("tflite-fp32", ["fp16", "int8"])]
+    floor = result["reference_top1"] - result["max_accuracy_drop"] / 100
+    for device in result["devices"]:
+        name = device["device"]
+        runnable = [p for p in points.values() if "latency_ms" in p["devices"][name]]
+        for pid in device["front"]:  # nothing on the front is dominated by anything
+            a = points[pid]
+            assert not any(b["top1"] >= a["top1"] and b["devices"][name]["latency_ms"] <= a["devices"][name]["latency_ms"]
+                           and (b["top1"], b["devices"][name]["latency_ms"]) != (a["top1"], a["devices"][name]["latency_ms"])
+                           for b in runnable)
+        if device["pick"]:
+            picked = points[device["pick"]]
+            assert picked["top1"] >= floor
+            fastest = min(p["devices"][name]["latency_ms"] for p in runnable if p["top1"] >= floor)
+            assert picked["devices"][name]["latency_ms"] <= fastest * 1.03
+    host, rpi4, coral = result["devices"]
+    assert host["latency"] == "measured" and host["runnable"] == 13 and host["pick"]
+    assert rpi4["latency"] == "estimated" and rpi4["runnable"] == 13
+    assert points[rpi4["pick"]]["precision"] == "int8"  # the estimate gives int8 the Pi's int8 rate
+    # the Coral runs int8 TFLite with int8 I/O only: none of these files, each with its reason
+    assert coral["runnable"] == 0 and coral["pick"] is None and "none of the 13 artifacts" in coral["why_no_pick"]
+    assert all("incompatible" in p["devices"]["coral-edgetpu"] for p in points.values())
+    md = (local_sweep["out"] / "sweep.md").read_text()
+    assert f"Pick: **{host['pick']}**" in md and "## coral-edgetpu" in md
+
+
+def test_rerun_reuses_every_cell_and_runs_no_compress(digits, local_sweep, monkeypatch):
+    """Through the API, in this process: the engines are replaced by ones that fail the test if
+    asked to run anything, and the cell folders are compared file by file."""
+    from edgekit import sweep
+    from edgekit.sweeps import local_pool, ray_engine
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished cell was run again")
+
+    monkeypatch.setattr(local_pool.LocalPool, "run", refuse)
+    monkeypatch.setattr(ray_engine.RayEngine, "run", refuse)
+    out = local_sweep["out"]
+    before = snapshot(out / "cells")
+    started = time.perf_counter()
+    result = sweep(digits["model"], data=digits["calib"], val=digits["val"], recipes="int8,fp16,prune50-int8",
+                   grid={"sparsity": [0.3, 0.6]}, devices=["host", "rpi4", "coral-edgetpu"], formats="tflite,onnx",
+                   runs=5, min_time=0.05, output=out)
+    seconds = time.perf_counter() - started
+    assert snapshot(out / "cells") == before
+    assert all(c["reused"] for c in result.cells) and len(result.cells) == 4
+    assert result.timings_s["cells"] < 1.0 and seconds < 60, (result.timings_s, seconds)
+    assert result.pick("host")["id"] == result.devices[0]["pick"] and result.failed == []
+    with pytest.raises(KeyError, match="was not a device of this sweep"):
+        result.pick("jetson-nano")
+
+
+def test_a_changed_input_makes_new_cells(digits, local_sweep, tmp_path):
+    """The key covers the data: other calibration bytes are other cells, not stale reuse."""
+    import numpy as np
+
+    from edgekit.sweeps.plan import expand, inputs_key, parse_grid, parse_recipes
+
+    other = tmp_path / "calib.npz"
+    with np.load(digits["calib"]) as data:
+        np.savez(other, x=data["x"][:-1], y=data["y"][:-1])
+    choices = parse_recipes("int8")
+    keys = {inputs_key(digits["model"], path, digits["val"], 0, False) for path in (digits["calib"], other)}
+    cells = [expand(choices, parse_grid([]), {}, key)[0].key for key in keys]
+    assert len(keys) == 2 and len(set(cells)) == 2
+    assert inputs_key(digits["model"], digits["calib"], digits["val"], 1, False) not in keys  # the seed too
+
+
+# --- failures -----------------------------------------------------------------------------------
+
+def test_a_bad_recipe_file_and_a_killed_cell_are_recorded_and_the_sweep_goes_on(digits, tmp_path):
+    """One recipe file does not validate; one cell's process is killed as the out-of-memory
+    killer would (SIGKILL). Both are recorded with why, the other cell finishes, exit 1."""
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("name: broken\nint8: maybe\n")
+    out = tmp_path / "sweep"
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def kill_prune_cell():
+        while not stop.is_set():
+            for pid in subprocess.run(["pgrep", "-f", "edgekit.sweeps.cell"], capture_output=True,
+                                      text=True).stdout.split():
+                try:
+                    job = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[-2].decode()
+                except (OSError, IndexError):
+                    continue
+                if "prune50" in job:
+                    time.sleep(1.0)
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed.append(int(pid))
+                    return
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_prune_cell, daemon=True)
+    killer.start()
+    done = subprocess.run(_edgekit("sweep", digits["model"], "--data", digits["calib"], "--val", digits["val"],
+                                   "--recipes", f"int8,prune50-int8,{bad}", "--formats", "tflite", "--runs", "5",
+                                   "--min-time", "0.05", "--jobs", "2", "-o", out),
+                          capture_output=True, text=True, timeout=600)
+    stop.set()
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert killed, "the prune cell's process was never seen"
+    cells = _cells_by_name(_result(out))
+    assert cells["int8"]["status"] == "ok"
+    assert cells["broken"]["status"] == "failed" and "int8" in cells["broken"]["error"]
+    assert cells["prune50-int8"]["status"] == "failed"
+    assert "killed by SIGKILL (out of memory?)" in cells["prune50-int8"]["error"]
+    (line,) = [l for l in done.stderr.splitlines() if l.startswith("error:")]
+    assert "2 of 3 cells failed" in line and "sweep.md" in line
+    # the sweep's files hold the finished cell; the failed ones say why, in the store as well
+    assert [p["cells"] for p in _result(out)["points"]] == [["int8"], ["int8"]]
+    assert "killed by SIGKILL" in (out / "sweep.md").read_text()
+    record = json.loads((out / cells["prune50-int8"]["folder"] / "cell.json").read_text())
+    assert record["status"] == "failed" and not (out / cells["prune50-int8"]["folder"] / "report.json").exists()
+
+
+def test_ctrl_c_stops_running_cells_and_keeps_finished_ones(digits, tmp_path):
+    out = tmp_path / "sweep"
+    command = _edgekit("sweep", digits["model"], "--data", digits["calib"], "--val", digits["val"], *RECIPES,
+                       "--formats", "tflite", "--jobs", "1", "-o", out)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((out / "cells").glob("*/report.json")):
+        time.sleep(0.2)
+    time.sleep(1.0)  # the second cell is under way
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "interrupted: the running cells were stopped" in stderr and "rerun the same command to resume" in stderr
+    finished = sorted(p.parent for p in (out / "cells").glob("*/report.json"))
+    assert 1 <= len(finished) < 4
+    assert not (out / "sweep.json").exists()  # no sweep files from a part of the cells
+    # nothing half-written: no staging folder, every cell folder is a finished cell, no cell process left
+    assert not [p for p in (out / "cells").iterdir() if p.name.startswith(".")]
+    assert sorted(p for p in (out / "cells").iterdir()) == finished
+    assert not subprocess.run(["pgrep", "-f", "edgekit.sweeps.cell"], capture_output=True).stdout
+    # the rerun resumes: the finished cells are reused, the rest run
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    reused = [c for c in _result(out)["cells"] if c["reused"]]
+    assert len(reused) == len(finished)
+
+
+# --- bad input: exit 2, one line, nothing written ---------------------------------------------
+
+@pytest.mark.parametrize("args, words", [
+    (["--recipes", "int8"], ["--val"]),  # no --val
+    (["--val", "VAL", "--recipes", "int9"], ["--recipes int9", "no such file or shipped recipe"]),
+    (["--val", "VAL", "--recipes", ","], ["--recipes", "at least one recipe"]),
+    (["--val", "VAL", "--grid", "sparsty=0.5"], ["unknown key 'sparsty'", "sparsity"]),
+    (["--val", "VAL", "--grid", "sparsity=1.5"], ["--grid sparsity=1.5", "between 0 and 1"]),
+    (["--val", "VAL", "--grid", "sparsity=half"], ["'half' is not a number"]),
+    (["--val", "VAL", "--grid", "sparsity"], ["KEY=V1,V2"]),
+    (["--val", "VAL", "--grid", "calib_samples=0"], ["calib_samples must be from 1"]),
+    (["--val", "VAL", "--grid", "sparsity=0.5", "--grid", "sparsity=0.7"], ["given twice"]),
+    (["--val", "VAL", "--recipes", "int8", "--grid", "sparsity=0.5"], ["--grid sparsity", "none of the recipes"]),
+    (["--val", "VAL", "--devices", "rpi9"], ["--devices rpi9", "unknown device"]),
+    (["--val", "VAL", "--jobs", "0"], ["--jobs 0"]),
+    (["--val", "VAL", "--cpus-per-cell", "0"], ["--cpus-per-cell 0"]),
+    (["--val", "VAL", "--max-accuracy-drop", "101"], ["--max-accuracy-drop 101"]),
+    (["--val", "VAL", "--retries", "-1"], ["--retries -1"]),
+    (["--val", "VAL", "--min-time", "-1"], ["--min-time"]),
+    (["--val", "VAL", "--formats", "tflite,tensorrt"], ["--formats", "tensorrt"]),
+    (["--val", "VAL", "--preprocess", "imagenet"], ["--preprocess imagenet"]),
+    (["--val", "VAL", "--remote", "rpi4=pi@pi"], ["--remote rpi4=pi@pi", "DEVICE of --devices"]),
+    (["--val", "VAL", "--devices", "host,rpi4", "--remote", "rpi4=-oProxyCommand=x"], ["-oProxyCommand"]),
+    (["--val", "VAL", "--ray", "127.0.0.2:1"], ["--ray 127.0.0.2:1", "nothing answers there"]),
+    (["--val", "VAL", "--ray", "127.0.0.2:1", "--jobs", "2"], ["--jobs sets the local pool"]),
+    (["--val", "VAL", "--data", "NOPE"], ["--data", "does not exist"]),
+])
+def test_bad_options_are_refused_before_anything_is_written(digits, cli, tmp_path, args, words):
+    values = {"VAL": digits["val"], "NOPE": tmp_path / "nope.npz"}
+    out = tmp_path / "sweep"
+    result = cli("sweep", digits["model"], *[values.get(a, a) for a in args], "-o", out)
+    refusal_line(result, words)
+    assert not out.exists()
+
+
+def test_bad_model_files_are_refused_once_not_in_every_cell(digits, cli, tmp_path):
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(os.urandom(4096))
+    for model, words in ((tmp_path / "missing.h5", ["does not exist"]), (junk, ["junk.h5"])):
+        result = cli("sweep", model, "--val", digits["val"], "-o", tmp_path / "sweep")
+        refusal_line(result, words)
+        assert not (tmp_path / "sweep").exists()
+
+
+def test_output_that_is_not_a_sweep_folder_is_refused(digits, cli, tmp_path):
+    as_file = tmp_path / "taken"
+    as_file.write_text("x")
+    refusal_line(cli("sweep", digits["model"], "--val", digits["val"], "-o", as_file), ["-o", "taken"])
+    other = tmp_path / "project"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    before = snapshot(other)
+    refusal_line(cli("sweep", digits["model"], "--val", digits["val"], "-o", other),
+                 ["holds files that are not a sweep's", "notes.txt"])
+    assert snapshot(other) == before
+
+
+def test_ray_flag_alone_and_with_an_address():
+    from edgekit.cli import ray_flag_alone
+
+    assert ray_flag_alone(["sweep", "m.h5", "--ray"]) == ["sweep", "m.h5", "--ray="]
+    assert ray_flag_alone(["sweep", "--ray", "m.h5", "--val", "v"]) == ["sweep", "--ray=", "m.h5", "--val", "v"]
+    assert ray_flag_alone(["sweep", "m.h5", "--ray", "10.0.0.1:6379"]) == ["sweep", "m.h5", "--ray", "10.0.0.1:6379"]
+    assert ray_flag_alone(["sweep", "m.h5", "--ray", "auto", "-q"]) == ["sweep", "m.h5", "--ray", "auto", "-q"]
+    assert ray_flag_alone(["sweep", "m.h5", "--", "--ray"]) == ["sweep", "m.h5", "--", "--ray"]
