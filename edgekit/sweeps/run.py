@@ -75,9 +75,9 @@ def run_sweep(opts: SweepOptions, log) -> dict:
     result = _measure_and_analyse(opts, plan, ordered, store, log)
     result["timings_s"] = {"cells": cells_s, "measure": result.pop("_measure_s")}
     result["engine"] = plan.engine
+    result["output"] = str(opts.output)
     _write_outputs(result, Path(opts.output))
     failed = [r for r in ordered if r["status"] != "ok"]
-    result["output"] = str(opts.output)
     if failed:
         error = CellsFailed(f"{len(failed)} of {len(ordered)} cells failed ({'; '.join(_failure(r) for r in failed[:3])}"
                             f"{' …' if len(failed) > 3 else ''}); the sweep's files are written from the rest: "

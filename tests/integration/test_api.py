@@ -24,15 +24,16 @@ def _comparable(report: dict) -> dict:
 
 
 def test_import_edgekit_and_the_api_names_load_no_tensorflow():
-    code = ("import sys, edgekit; from edgekit import compress, evaluate, bench, gate, Report; "
+    code = ("import sys, edgekit; from edgekit import compress, evaluate, bench, gate, sweep, Report, Sweep; "
             "print(sorted(m for m in ('tensorflow', 'tf_keras', 'onnxruntime', 'openvino') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
-    assert set(edgekit.__all__) >= {"compress", "evaluate", "bench", "gate"}
+    assert set(edgekit.__all__) >= {"compress", "evaluate", "bench", "gate", "sweep"}
     # no submodule takes an API name: importing them all leaves the functions in place
-    for module in ("edgekit.evaluation", "edgekit.gating", "edgekit.latency", "edgekit.stages"):
+    for module in ("edgekit.evaluation", "edgekit.gating", "edgekit.latency", "edgekit.stages", "edgekit.sweeps.run"):
         importlib.import_module(module)
-    assert all(getattr(edgekit, name).__module__ == "edgekit.api" for name in ("compress", "evaluate", "bench", "gate"))
+    assert all(getattr(edgekit, name).__module__ == "edgekit.api"
+               for name in ("compress", "evaluate", "bench", "gate", "sweep"))
 
 
 def test_api_and_cli_write_the_same_report_for_the_same_inputs(digits, cli, tmp_path):
@@ -112,3 +113,35 @@ def test_api_errors_are_edgekit_errors(digits, tmp_path):
     with pytest.raises(InputError, match="artifacts: give at least one"):
         edgekit.bench([])
     assert not (tmp_path / "out").exists()
+
+
+def test_sweep_with_an_in_memory_model_and_arrays(digits, tmp_path):
+    """A model object and (x, y) arrays: one cell, measured, picked, typed."""
+    from edgekit.keras_compat import tf_keras
+
+    model = tf_keras().models.load_model(digits["model"])
+    with np.load(digits["calib"]) as calib:
+        data = (calib["x"], calib["y"])
+    result = edgekit.sweep(model, data=data, val=(digits["x_val"], digits["y_val"]), recipes=["int8"],
+                           formats=["tflite"], devices=["host", "rpi5"], runs=5, min_time=0.05, output=tmp_path / "sw")
+    assert isinstance(result, edgekit.Sweep) and [c["status"] for c in result.cells] == ["ok"]
+    assert result.reference_top1 > 0.9 and len(result.points) == 2
+    assert result.pick("rpi5")["precision"] == "int8" and result.pick("host") is not None
+    saved = json.loads(result.save(tmp_path / "again.json").read_text())
+    assert saved == json.loads((tmp_path / "sw" / "sweep.json").read_text())
+
+
+def test_sweep_failures_are_returned_or_raised(digits, tmp_path):
+    from edgekit.sweeps.run import CellsFailed
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stages: [{type: prune}]\n")  # no sparsity
+    common = dict(data=digits["calib"], val=digits["val"], recipes=[str(bad)], runs=5, min_time=0.05)
+    result = edgekit.sweep(digits["model"], output=tmp_path / "a", **common)
+    assert [c["name"] for c in result.failed] == ["bad"] and "sparsity" in result.failed[0]["error"]
+    assert result.pick("host") is None
+    with pytest.raises(CellsFailed, match="1 of 1 cells failed") as caught:
+        edgekit.sweep(digits["model"], output=tmp_path / "b", raise_on_failure=True, **common)
+    assert caught.value.exit_code == 1 and caught.value.result["cells"][0]["status"] == "failed"
+    with pytest.raises(InputError, match="--grid sparsty"):
+        edgekit.sweep(digits["model"], val=digits["val"], grid={"sparsty": [0.5]}, output=tmp_path / "c")

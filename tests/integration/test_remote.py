@@ -133,3 +133,20 @@ def test_remote_destination_parsing():
     assert parse_destination("jetson") == ("jetson", None)
     assert parse_destination("root@[fe80::1]:22") == ("root@fe80::1", 22)
     assert _scp_host("root@fe80::1") == "root@[fe80::1]"
+
+
+def test_sweep_measures_a_remote_device_over_ssh(cli, sshd, digits, tmp_path):
+    """`sweep --remote rpi4=USER@HOST`: that device's latency is measured there, not estimated;
+    the files it cannot run (OpenVINO: not a Pi runtime) are marked, not sent."""
+    out = tmp_path / "sweep"
+    result = cli("sweep", digits["model"], "--data", digits["calib"], "--val", digits["val"], "--recipes", "int8",
+                 "--formats", "tflite,openvino", "--devices", "host,rpi4", "--remote", f"rpi4={sshd['destination']}",
+                 "--remote-python", sys.executable, *_ssh_args(sshd), "--runs", "5", "--min-time", "0.05", "-o", out)
+    assert result.exit_code == 0, result.output
+    sweep = json.loads((out / "sweep.json").read_text())
+    rpi4 = {p["artifact"]: p["devices"]["rpi4"] for p in sweep["points"]}
+    assert rpi4["tflite-int8"]["measured"] is True and rpi4["tflite-int8"]["remote"] == sshd["destination"]
+    assert rpi4["tflite-int8"]["latency_ms"] > 0 and "estimated" not in rpi4["tflite-int8"]
+    assert "openvino files do not run there" in rpi4["openvino-int8"]["incompatible"]
+    device = next(d for d in sweep["devices"] if d["device"] == "rpi4")
+    assert device["latency"] == "measured" and device["pick"].split(" · ")[1] in ("tflite-int8", "tflite-fp32")

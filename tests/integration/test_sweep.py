@@ -217,6 +217,37 @@ def test_a_changed_input_makes_new_cells(digits, local_sweep, tmp_path):
     assert inputs_key(digits["model"], digits["calib"], digits["val"], 1, False) not in keys  # the seed too
 
 
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (.ci/run installs it)")
+def test_sweep_html_draws_fronts_and_picks_in_headless_chromium(local_sweep, tmp_path):
+    from matplotlib import image
+
+    page = local_sweep["out"] / "sweep.html"
+    result = _result(local_sweep["out"])
+    base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    dom = subprocess.run([*base, "--dump-dom", page.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    html = dom.stdout
+    picked = [d for d in result["devices"] if d["pick"]]
+    # one plot per device with something to run; the Coral says why it has none
+    assert html.count('class="front-plot"') == 2 and 'class="no-plot"' in html
+    assert html.count('<circle class="pick"') == len(picked) == 2
+    fronts = sum(len(d["front"]) for d in result["devices"])
+    assert html.count('class="point front"') == fronts
+    assert html.count('class="point dominated"') == sum(d["runnable"] for d in result["devices"]) - fronts > 0
+    assert all(f"pick: {d['pick']}" in html for d in picked)
+    shot = tmp_path / "sweep.png"
+    done = subprocess.run([*base, f"--screenshot={shot}", "--window-size=1100,2400", page.resolve().as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
+    pixels = (image.imread(shot)[..., :3].reshape(-1, 3) * 255).round().astype(int)
+    colours = {tuple(c) for c in pixels}
+    # drawn, not just parsed: the pick's red ring, TFLite's blue front points, the grey dominated ones
+    assert {(214, 39, 40), (31, 119, 180), (200, 200, 200)} <= colours
+
+
 # --- failures -----------------------------------------------------------------------------------
 
 def test_a_bad_recipe_file_and_a_killed_cell_are_recorded_and_the_sweep_goes_on(digits, tmp_path):
