@@ -116,7 +116,10 @@ class RayEngine:
             return _lost(spec, 2, f"the Ray task failed {self.retries + 1} times ({type(exc).__name__}): "
                                   f"{first_line(exc, 300)}")
         if archive is not None:
-            replace_folder(self.store / spec["folder"], archive)
+            try:
+                replace_folder(self.store / spec["folder"], archive)
+            except (tarfile.TarError, InputError, OSError) as exc:  # a truncated or hostile archive
+                return _lost(spec, 2, f"the cell's files could not be unpacked here: {first_line(exc, 300)}")
         return record
 
 

@@ -381,11 +381,16 @@ def test_output_that_is_not_a_sweep_folder_is_refused(digits, cli, tmp_path):
     assert snapshot(other) == before
 
 
-def test_ray_flag_alone_and_with_an_address():
-    from edgekit.cli import ray_flag_alone
+def test_one_file_that_breaks_its_runtime_is_marked_and_the_others_measured(validated_run, tmp_path):
+    from edgekit.latency import BenchSettings
+    from edgekit.progress import StepLog
+    from edgekit.sweeps.measure import _measure_here
 
-    assert ray_flag_alone(["sweep", "m.h5", "--ray"]) == ["sweep", "m.h5", "--ray="]
-    assert ray_flag_alone(["sweep", "--ray", "m.h5", "--val", "v"]) == ["sweep", "--ray=", "m.h5", "--val", "v"]
-    assert ray_flag_alone(["sweep", "m.h5", "--ray", "10.0.0.1:6379"]) == ["sweep", "m.h5", "--ray", "10.0.0.1:6379"]
-    assert ray_flag_alone(["sweep", "m.h5", "--ray", "auto", "-q"]) == ["sweep", "m.h5", "--ray", "auto", "-q"]
-    assert ray_flag_alone(["sweep", "m.h5", "--", "--ray"]) == ["sweep", "m.h5", "--", "--ray"]
+    broken = tmp_path / "broken.int8.tflite"
+    broken.write_bytes(b"TFL3" + os.urandom(2000))
+    files = [validated_run / "digits.int8.tflite", broken, validated_run / "digits.int8.onnx"]
+    points = [{"id": f.name, "_path": f, "devices": {}} for f in files]
+    _measure_here(points, BenchSettings(runs=5, min_time_s=0.05, warmup_time_s=0.0), StepLog(quiet=True))
+    good, bad, onnx = (p["devices"]["host"] for p in points)
+    assert good["measured"] and good["latency_ms"] > 0 and onnx["measured"] and onnx["latency_ms"] > 0
+    assert "broken.int8.tflite" in bad["error"] and "latency_ms" not in bad
