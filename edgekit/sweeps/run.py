@@ -182,10 +182,9 @@ def _check_output(output: Path, store: Path) -> None:
 
 
 def _cell_memory_mb(model_bytes: int) -> float:
-    """A cell's peak: its own interpreter with TensorFlow and the model, and its largest step."""
-    from edgekit.memory import STEP_COST, estimate_mb
-
-    return 700 + max(estimate_mb(kind, model_bytes) for kind in STEP_COST)
+    """A cell's peak: a whole compress run grows by about 15 MiB per MiB of weights on top of
+    ~1.5 GiB (benchmarks/memory.py: VGG16 9.4 GiB, ResNet50 3.0, MobileNetV2 1.5; digits 1.0)."""
+    return 1500 + 15 * model_bytes / (1 << 20)
 
 
 def _engine(opts: SweepOptions, cell_mb: float) -> tuple[dict, str]:
@@ -208,16 +207,29 @@ def _engine(opts: SweepOptions, cell_mb: float) -> tuple[dict, str]:
 
 
 def _split_finished(cells: list[Cell], store: Path) -> tuple[list[dict], list[Cell]]:
-    """A cell is finished when its folder's record says ok for the same key and its report is there."""
+    """A cell is finished when its folder's record says ok for the same key and its report and
+    every file the report names are there, whole; anything less is run again."""
     done, todo = [], []
     for cell in cells:
         record = read_record(store / cell.folder)
         if record and record.get("key") == cell.key and record.get("status") == "ok" \
-                and (store / cell.folder / "report.json").is_file():
+                and _intact(store / cell.folder):
             done.append(record)
         else:
             todo.append(cell)
     return done, todo
+
+
+def _intact(folder: Path) -> bool:
+    from edgekit.report_schema import ReportError, parse_strict_json, validate_report
+    from edgekit.untrusted import read_text
+
+    try:
+        report = validate_report(parse_strict_json(read_text(folder / "report.json", "report")))
+        return all((folder / a.path).is_file() and (folder / a.path).stat().st_size == a.size_bytes
+                   for a in report.artifacts)
+    except (ReportError, InputError, OSError, ValueError, AttributeError):
+        return False
 
 
 # --- run ---------------------------------------------------------------------------------

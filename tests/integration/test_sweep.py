@@ -201,6 +201,49 @@ def test_rerun_reuses_every_cell_and_runs_no_compress(digits, local_sweep, monke
         result.pick("jetson-nano")
 
 
+def test_a_damaged_finished_cell_is_run_again_and_only_it(digits, local_sweep, tmp_path, monkeypatch):
+    from edgekit import sweep
+    from edgekit.sweeps import local_pool
+
+    out = tmp_path / "copy"
+    shutil.copytree(local_sweep["out"], out)
+    damaged = _cells_by_name(_result(out))["prune50-int8 sparsity=0.3"]
+    (out / damaged["folder"] / "digits.int8.onnx").write_bytes(b"truncated")
+    asked = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(self, specs, done):
+        asked.extend(spec["name"] for spec in specs)
+        raise Stop
+
+    monkeypatch.setattr(local_pool.LocalPool, "run", capture)
+    with pytest.raises(Stop):
+        sweep(digits["model"], data=digits["calib"], val=digits["val"], recipes="int8,fp16,prune50-int8",
+              grid={"sparsity": [0.3, 0.6]}, formats="tflite,onnx", output=out)
+    assert asked == ["prune50-int8 sparsity=0.3"]
+
+
+def test_ray_tasks_write_a_shared_store_directly(digits, ray_cluster, tmp_path, monkeypatch):
+    """--store: every node sees the folder, so the tasks write their cells there and nothing is
+    shipped back (the driver's unpacking is replaced by a failure here)."""
+    from edgekit import sweep
+    from edgekit.sweeps import ray_engine
+
+    def refuse(*args):
+        raise AssertionError("a cell archive was shipped back to the driver")
+
+    monkeypatch.setattr(ray_engine, "replace_folder", refuse)
+    store = tmp_path / "shared"
+    result = sweep(digits["model"], data=digits["calib"], val=digits["val"], recipes="int8", formats="tflite",
+                   runs=5, min_time=0.05, output=tmp_path / "out", store=store, ray=ray_cluster)
+    (cell,) = result.cells
+    assert cell["status"] == "ok" and cell["worker"]["engine"] == "ray", cell
+    assert Path(cell["folder"]).parent == store.resolve() and (store / Path(cell["folder"]).name / "report.json").is_file()
+    assert not (tmp_path / "out" / "cells").exists() and result.pick("host") is not None
+
+
 def test_a_changed_input_makes_new_cells(digits, local_sweep, tmp_path):
     """The key covers the data: other calibration bytes are other cells, not stale reuse."""
     import numpy as np
