@@ -53,3 +53,12 @@ class StepLog:
     def note(self, message: str) -> None:
         if not self.quiet:
             console.print(Text.assemble(("!", "yellow"), f" {message}"), soft_wrap=True)
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            console.print(Text.assemble(("•", "cyan"), f" {message}"), soft_wrap=True)
+
+    def done(self, message: str, ok: bool = True) -> None:
+        """One finished piece of a longer job (a sweep's cell): ✓ or ✗, then the message."""
+        if not self.quiet:
+            console.print(Text.assemble(("✓", "green") if ok else ("✗", "red"), f" {message}"), soft_wrap=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekit.config import Recipe, load_recipe, validate_recipe
-from edgekit.errors import InputError, first_line
+from edgekit.errors import InputError
 
 DEFAULT_RECIPES = "int8,prune50-int8,qat-int8,fp16"
 
@@ -196,7 +196,3 @@ def _edgekit_version() -> str:
     from edgekit import __version__
 
     return __version__
-
-
-def describe_failure(exc: BaseException) -> str:
-    return first_line(exc, 500)

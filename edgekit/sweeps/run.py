@@ -64,7 +64,7 @@ def run_sweep(opts: SweepOptions, log) -> dict:
     plan = _check_and_plan(opts)
     store = opts.cell_store
     done, todo = _split_finished(plan.cells, store)
-    log.note(f"{len(plan.cells)} cells: {len(done)} finished earlier (reused), {len(todo)} to run"
+    log.info(f"{len(plan.cells)} cells: {len(done)} finished earlier (reused), {len(todo)} to run"
              + (f" on {plan.engine_text}" if todo else ""))
     records = {r["key"]: r | {"reused": True} for r in done}
     started = time.perf_counter()
@@ -101,6 +101,7 @@ class _Plan:
     engine: dict
     engine_text: str
     cell_mb: float
+    grid: dict
 
 
 def _check_and_plan(opts: SweepOptions) -> _Plan:
@@ -143,7 +144,7 @@ def _check_and_plan(opts: SweepOptions) -> _Plan:
                                                         opts.trust_model))
     cell_mb = _cell_memory_mb(info.size_bytes)
     engine, text = _engine(opts, cell_mb)
-    return _Plan(cells, profiles, remotes, engine, text, cell_mb)
+    return _Plan(cells, profiles, remotes, engine, text, cell_mb, grid)
 
 
 def _bench_settings(opts: SweepOptions):
@@ -248,11 +249,10 @@ def _run_cells(opts: SweepOptions, plan: _Plan, cells: list[Cell], store: Path, 
     def done(record: dict) -> None:
         records.append(record)
         _record_missing(store, record)
-        mark = "✓" if record["status"] == "ok" else "✗"
-        seconds = f" {record['seconds']:.1f} s" if record.get("seconds") else ""
-        where = record.get("worker", {}).get("node")
-        log.note(f"[{len(records)}/{len(cells)}] {mark} {record['name']}{seconds}" + (f" on {where}" if where else "")
-                 + (f": {record['error']}" if record["status"] != "ok" else ""))
+        ok = record["status"] == "ok"
+        seconds = f" ({record['seconds']:.1f} s" + (f" on {where})" if (where := record["worker"].get("node")) else ")") \
+            if record.get("seconds") else ""
+        log.done(f"[{len(records)}/{len(cells)}] {record['name']}{seconds}" + ("" if ok else f": {record['error']}"), ok)
 
     specs = _specs(opts, plan, cells, store)
     store.mkdir(parents=True, exist_ok=True)
@@ -299,7 +299,7 @@ def _measure_and_analyse(opts: SweepOptions, plan: _Plan, records: list[dict], s
         "schema": SCHEMA, "edgekit_version": _version(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": str(opts.model), "data": str(opts.data) if opts.data else None, "val": str(opts.val),
         "store": _store_text(store, Path(opts.output)), "max_accuracy_drop": opts.max_accuracy_drop,
-        "reference_top1": reference, "grid": parse_grid(opts.grid),
+        "reference_top1": reference, "grid": plan.grid,
         "cells": [_cell_entry(r, store, Path(opts.output)) for r in records],
         "points": public(points),
         "devices": analyse(points, plan.profiles, reference, opts.max_accuracy_drop),
