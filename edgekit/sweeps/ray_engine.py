@@ -160,10 +160,18 @@ def unpack(blob: bytes, into: Path) -> Path:
     links and devices are refused (tarfile's "data" filter)."""
     into.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as archive:
-        names = {Path(m.name).parts[0] for m in archive.getmembers()}
+        members = archive.getmembers()
+        names = {Path(m.name).parts[0] for m in members}
         if len(names) != 1:
             raise InputError(f"a cell archive holds {len(names)} top-level entries, not one")
-        archive.extractall(into, filter="data")
+        if hasattr(tarfile, "data_filter"):
+            archive.extractall(into, filter="data")
+        else:  # Python before 3.10.12 / 3.11.4: the same rules, by hand
+            for member in members:
+                if not (member.isfile() or member.isdir()) or member.name.startswith("/") or ".." in Path(
+                        member.name).parts:
+                    raise tarfile.TarError(f"a cell archive holds {member.name!r}, which is not a plain file in it")
+            archive.extractall(into)
     return into / names.pop()
 
 

@@ -115,3 +115,19 @@ def test_ray_flag_alone_and_with_an_address():
     assert ray_flag_alone(["sweep", "m.h5", "--ray", "10.0.0.1:6379"]) == ["sweep", "m.h5", "--ray", "10.0.0.1:6379"]
     assert ray_flag_alone(["sweep", "m.h5", "--ray", "auto", "-q"]) == ["sweep", "m.h5", "--ray", "auto", "-q"]
     assert ray_flag_alone(["sweep", "m.h5", "--", "--ray"]) == ["sweep", "m.h5", "--", "--ray"]
+
+
+def test_archives_are_checked_by_hand_where_tarfile_has_no_data_filter(tmp_path, monkeypatch):
+    monkeypatch.delattr(tarfile, "data_filter")
+    evil = io.BytesIO()
+    with tarfile.open(fileobj=evil, mode="w") as archive:
+        link = tarfile.TarInfo("cell/passwd")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        archive.addfile(link)
+    with pytest.raises(tarfile.TarError, match="not a plain file"):
+        unpack(evil.getvalue(), tmp_path / "in")
+    assert not (tmp_path / "in" / "cell" / "passwd").exists()
+    cell = tmp_path / "cell"
+    cell.mkdir()
+    (cell / "a.tflite").write_bytes(b"x")
+    assert (unpack(pack(cell), tmp_path / "ok") / "a.tflite").read_bytes() == b"x"
