@@ -52,6 +52,7 @@ class Evaluation(_Result):
 
 class Benchmark(_Result):
     results: list[dict]
+    estimated: bool = False  # a device profile's roofline estimates, not measurements
 
 
 class Sweep(_Result):
@@ -162,14 +163,43 @@ def evaluate(artifacts, data, *, preprocess: str | None = None, threads: int | N
     return Evaluation.model_validate(result)
 
 
-def bench(artifacts, *, threads: int | None = None, runs: int = 50, min_time: float = 1.0, warmup: int = 1,
-          warmup_time: float = 0.5, timeout: float = 300.0) -> Benchmark:
-    """`edgekit bench` on this host: batch-1 latency percentiles per artifact."""
+def bench(artifacts, *, device: str | None = None, remote: str | None = None, remote_python: str = "python3",
+          ssh_options: Sequence[str] = (), threads: int | None = None, runs: int = 50, min_time: float = 1.0,
+          warmup: int = 1, warmup_time: float = 0.5, timeout: float = 300.0) -> Benchmark:
+    """`edgekit bench`: batch-1 latency percentiles per artifact, measured on this host or on
+    `remote` ("USER@HOST", over SSH); with a `device` profile and no remote, that device's
+    estimate and compatibility checks instead (`estimated` says which)."""
     from edgekit.latency import BenchSettings, bench_local
 
+    paths = _paths(artifacts)
+    profile = None
+    if remote is not None:  # checked first, "" included: nothing else runs on a bad destination
+        from edgekit.remote import parse_destination
+
+        parse_destination(remote)
+    if device:
+        from edgekit.devices import load_profile
+
+        profile = load_profile(device)
+        if not remote and not profile.measured_live:
+            from edgekit.estimate import estimate_all
+
+            return Benchmark(results=estimate_all(paths, profile), estimated=True)
+    if threads is None and profile and remote:
+        threads = profile.threads
     settings = BenchSettings(threads=threads, runs=runs, min_time_s=min_time, warmup_runs=warmup,
-                             warmup_time_s=warmup_time, timeout_s=timeout)
-    return Benchmark(results=bench_local(_paths(artifacts), settings))
+                             warmup_time_s=warmup_time, timeout_s=timeout,
+                             providers=profile.onnx_providers if profile else None,
+                             openvino_device=profile.openvino_device if profile else None)
+    if remote is not None:
+        from edgekit.remote import bench_remote
+
+        results = bench_remote(paths, settings, remote, remote_python, list(ssh_options))
+    else:
+        results = bench_local(paths, settings)
+    for result in results:
+        result["device"] = profile.name if profile else result.get("remote", "host")
+    return Benchmark(results=results)
 
 
 def gate(report, baseline, *, max_accuracy_drop: float | None = None, max_latency_increase: float | None = None,

@@ -193,40 +193,14 @@ def bench(
 ):
     """Latency of each artifact on this machine (or --remote): batch 1, warm-up, then percentiles.
     With --device and no --remote: an estimate for that device, labelled as such."""
-    from edgekit.latency import BenchSettings, bench_local
-    from edgekit.report import render_bench
+    from edgekit import api
+    from edgekit.report import render_bench, render_estimates
 
     with _errors_to_exit_codes():
-        profile = None
-        if remote is not None:  # checked first, "" included: nothing else runs on a bad destination
-            from edgekit.remote import parse_destination
-
-            parse_destination(remote)
-        if device:
-            from edgekit.devices import load_profile
-
-            profile = load_profile(device)
-            if not remote and not profile.measured_live:
-                from edgekit.estimate import estimate_all
-                from edgekit.report import render_estimates
-
-                _emit(estimate_all(artifacts, profile), as_json, render_estimates)
-                return
-        if threads is None and profile and remote:
-            threads = profile.threads
-        settings = BenchSettings(threads=threads, runs=runs,
-                                 min_time_s=min_time, warmup_runs=warmup, warmup_time_s=warmup_time,
-                                 timeout_s=timeout, providers=profile.onnx_providers if profile else None,
-                                 openvino_device=profile.openvino_device if profile else None)
-        if remote is not None:
-            from edgekit.remote import bench_remote
-
-            results = bench_remote(artifacts, settings, remote, remote_python, ssh_option)
-        else:
-            results = bench_local(artifacts, settings)
-        for result in results:
-            result["device"] = profile.name if profile else result.get("remote", "host")
-        _emit(results, as_json, render_bench)
+        result = api.bench(artifacts, device=device, remote=remote, remote_python=remote_python,
+                           ssh_options=ssh_option, threads=threads, runs=runs, min_time=min_time, warmup=warmup,
+                           warmup_time=warmup_time, timeout=timeout)
+        _emit(result.results, as_json, render_estimates if result.estimated else render_bench)
 
 
 @app.command()

@@ -91,6 +91,10 @@ def test_evaluate_bench_and_gate_with_paths_and_objects(validated_run, digits, t
 
     timings = edgekit.bench(files[1], runs=5, min_time=0.0, warmup_time=0.0)
     assert timings.results[0]["runs"] >= 5 and timings.results[0]["p50"] > 0
+    assert not timings.estimated and timings.results[0]["device"] == "host"
+    on_pi = edgekit.bench(files, device="rpi4")  # no remote: the profile's estimate, labelled as one
+    assert on_pi.estimated and [r["device"] for r in on_pi.results] == ["rpi4", "rpi4"]
+    assert on_pi.results[1]["latency_ms"]["estimate"] < on_pi.results[0]["latency_ms"]["estimate"]  # int8 < fp32
 
     report_path = validated_run / "report.json"
     same = edgekit.gate(report_path, report_path)

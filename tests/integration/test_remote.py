@@ -150,3 +150,13 @@ def test_sweep_measures_a_remote_device_over_ssh(cli, sshd, digits, tmp_path):
     assert "openvino files do not run there" in rpi4["openvino-int8"]["incompatible"]
     device = next(d for d in sweep["devices"] if d["device"] == "rpi4")
     assert device["latency"] == "measured" and device["pick"].split(" · ")[1] in ("tflite-int8", "tflite-fp32")
+
+
+def test_api_bench_over_ssh_is_the_cli_s(sshd, artifacts):
+    import edgekit
+
+    timing = edgekit.bench(artifacts / "digits.int8.tflite", remote=sshd["destination"], device="rpi4",
+                           remote_python=sys.executable, ssh_options=sshd["options"], runs=5, min_time=0.0)
+    (record,) = timing.results
+    assert not timing.estimated and record["remote"] == sshd["destination"] and record["device"] == "rpi4"
+    assert record["threads"] == 4 and record["measured"] is True
