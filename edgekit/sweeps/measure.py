@@ -81,24 +81,8 @@ def measure_points(points: list[dict], how: Measuring, log) -> None:
 def _measure_here(points: list[dict], settings: BenchSettings, log) -> None:
     from edgekit.latency import bench_local
 
-    def record(point: dict, timing: dict) -> None:
-        point["devices"]["host"] = {"latency_ms": timing["p50"], "p90_ms": timing["p90"], "measured": True,
-                                    "threads": timing["threads"], "runs": timing["runs"]}
-
     with log.step(f"Measure {len(points)} artifacts on this host, one after another (batch 1)"):
-        try:  # one benchmark child for all: an interpreter start per file would double the time
-            for point, timing in zip(points, bench_local([p["_path"] for p in points], settings)):
-                record(point, timing)
-            return
-        except EdgekitError:
-            pass  # one file breaks its runtime: measure each alone, so only that one is marked
-        for point in points:
-            try:
-                (timing,) = bench_local([point["_path"]], settings)
-            except EdgekitError as exc:
-                point["devices"]["host"] = {"error": first_line(exc, 300)}
-                continue
-            record(point, timing)
+        _timed(points, "host", lambda paths: bench_local(paths, settings), {})
 
 
 def _measure_remote(points: list[dict], profile: DeviceProfile, how: Measuring, log) -> None:
@@ -114,14 +98,34 @@ def _measure_remote(points: list[dict], profile: DeviceProfile, how: Measuring, 
                        providers=profile.onnx_providers, openvino_device=profile.openvino_device)
     destination = how.remotes[profile.name]
     with log.step(f"Measure {len(runnable)} artifacts on {profile.name} ({destination}, over SSH)"):
-        for point in runnable:
-            try:
-                (timing,) = bench_remote([point["_path"]], settings, destination, how.remote_python, how.ssh_options)
-            except EdgekitError as exc:
-                point["devices"][profile.name] = {"error": first_line(exc, 300)}
-                continue
-            point["devices"][profile.name] = {"latency_ms": timing["p50"], "p90_ms": timing["p90"], "measured": True,
-                                              "remote": destination, "runs": timing["runs"]}
+        _timed(runnable, profile.name,
+               lambda paths: bench_remote(paths, settings, destination, how.remote_python, how.ssh_options),
+               {"remote": destination})
+
+
+def _timed(points: list[dict], device: str, bench, extra: dict) -> None:
+    """Each point's latency on `device` from `bench(paths)`: all files in one benchmark run (a
+    run per file would pay the interpreter start, or the SSH set-up, each time), or one file
+    at a time when a file breaks its runtime, so that only that file is marked."""
+    def record(point: dict, timing: dict) -> None:
+        point["devices"][device] = {"latency_ms": timing["p50"], "p90_ms": timing["p90"], "measured": True,
+                                    "threads": timing["threads"], "runs": timing["runs"], **extra}
+
+    if not points:
+        return
+    try:
+        for point, timing in zip(points, bench([p["_path"] for p in points])):
+            record(point, timing)
+        return
+    except EdgekitError:
+        pass
+    for point in points:
+        try:
+            (timing,) = bench([point["_path"]])
+        except EdgekitError as exc:
+            point["devices"][device] = {"error": first_line(exc, 300)}
+            continue
+        record(point, timing)
 
 
 def _facts(point: dict):
