@@ -86,12 +86,21 @@ class RayEngine:
                 ray.shutdown()
 
     def _connect(self, ray) -> None:
+        import signal
+        import threading
+
+        # ray.init makes SIGTERM exit the process at once; edgekit's handler (the CLI's: unwind
+        # like Ctrl-C) is put back, so a cancelled job still cancels its tasks and says what it kept
+        previous = signal.getsignal(signal.SIGTERM)
         try:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
                      configure_logging=True)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise InputError(f"--ray {self.address or ''}: cannot connect to a Ray cluster ({first_line(exc, 200)}); "
                              "start one with `ray start --head`, or give its ADDRESS (HOST:PORT)") from None
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, previous)
 
     def _check_fits(self, ray) -> None:
         """A task no node can hold would wait for ever: refuse it now, saying what the nodes have."""

@@ -367,6 +367,28 @@ def test_ctrl_c_stops_running_cells_and_keeps_finished_ones(digits, tmp_path):
     assert len(reused) == len(finished)
 
 
+def test_sigterm_cancels_the_ray_tasks_and_keeps_finished_cells(digits, ray_cluster, tmp_path):
+    """A cancelled CI job on Ray: ray.init's own SIGTERM handler (exit at once) is replaced by
+    edgekit's, so the pending tasks are cancelled, their workers stop, and the run says what it kept."""
+    out = tmp_path / "sweep"
+    command = _edgekit("sweep", digits["model"], "--data", digits["calib"], "--val", digits["val"], *RECIPES,
+                       "--formats", "tflite", "-o", out, "--ray", ray_cluster)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((out / "cells").glob("*/report.json")):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "interrupted: the running cells were stopped" in stderr
+    time.sleep(3)  # force-cancelled workers exit
+    assert not subprocess.run(["pgrep", "-f", CELL_TITLE], capture_output=True).stdout
+    finished = sorted(p.parent for p in (out / "cells").glob("*/report.json"))
+    assert 1 <= len(finished) < 4 and sorted((out / "cells").iterdir()) == finished
+    assert not (out / "sweep.json").exists()
+
+
 # --- bad input: exit 2, one line, nothing written ---------------------------------------------
 
 @pytest.mark.parametrize("args, words", [
