@@ -201,6 +201,31 @@ def test_rerun_reuses_every_cell_and_runs_no_compress(digits, local_sweep, monke
         result.pick("jetson-nano")
 
 
+def test_a_keras_applications_model_sweeps_through_every_part(tmp_path):
+    """MobileNetV2 (keras.applications, BatchNormalization statistics from the data, 48×48):
+    the cells, the measuring, the estimates (its depthwise convs and MACs read back from each
+    file) and the fronts hold on a real architecture, not only on the digits CNN."""
+    built = subprocess.run([sys.executable, "-m", "tests.zoo_build", "mobilenet-on-digits", "48", str(tmp_path)],
+                           capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[2])
+    assert built.returncode == 0, built.stderr[-2000:]
+    out = tmp_path / "sweep"
+    done = subprocess.run(_edgekit("sweep", tmp_path / "mnv2.h5", "--data", tmp_path / "mcalib.npz", "--val",
+                                   tmp_path / "mval.npz", "--recipes", "int8,fp16", "--formats", "tflite,onnx",
+                                   "--devices", "host,rpi5", "--runs", "5", "--min-time", "0.05", "-o", out),
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = _result(out)
+    assert [c["status"] for c in result["cells"]] == ["ok", "ok"]
+    points = {p["artifact"]: p for p in result["points"]}
+    assert sorted(points) == ["onnx-fp32", "onnx-int8", "tflite-fp16", "tflite-fp32", "tflite-int8"]
+    estimates = [p["devices"]["rpi5"].get("latency_ms") for p in points.values()]
+    assert None not in estimates  # every file runs on the Pi 5's runtimes: each has an estimate
+    host, rpi5 = result["devices"]
+    assert host["front"] and rpi5["front"] and all(len(d["front_with_size"]) >= len(d["front"]) for d in (host, rpi5))
+    assert points["tflite-int8"]["devices"]["rpi5"]["latency_ms"] < points["tflite-fp32"]["devices"]["rpi5"]["latency_ms"]
+    assert points["tflite-int8"]["size_bytes"] < points["tflite-fp32"]["size_bytes"] / 3
+
+
 def test_a_damaged_finished_cell_is_run_again_and_only_it(digits, local_sweep, tmp_path, monkeypatch):
     from edgekit import sweep
     from edgekit.sweeps import local_pool
