@@ -109,9 +109,15 @@ def write_record(outdir: Path, record: dict) -> None:
 
 
 def read_record(folder: Path) -> dict | None:
+    """A cell's record, or None where there is none or it is not one (damaged, huge, not JSON)."""
+    from edgekit.errors import InputError
+    from edgekit.untrusted import load_json
+
+    if not (folder / RECORD).exists():
+        return None
     try:
-        record = json.loads((folder / RECORD).read_text())
-    except (OSError, ValueError):
+        record = load_json(folder / RECORD, "cell record")
+    except (InputError, OSError):
         return None
     return record if isinstance(record, dict) else None
 

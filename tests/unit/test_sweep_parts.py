@@ -131,3 +131,14 @@ def test_archives_are_checked_by_hand_where_tarfile_has_no_data_filter(tmp_path,
     cell.mkdir()
     (cell / "a.tflite").write_bytes(b"x")
     assert (unpack(pack(cell), tmp_path / "ok") / "a.tflite").read_bytes() == b"x"
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe not utf-8", b"[" * 100_000, b"{not json", b"[1, 2]", None])
+def test_a_damaged_cell_record_is_no_record(tmp_path, content):
+    from edgekit.sweeps.cell import read_record
+
+    if content is None:
+        (tmp_path / "cell.json").mkdir()  # not even a file
+    else:
+        (tmp_path / "cell.json").write_bytes(content)
+    assert read_record(tmp_path) is None
