@@ -111,6 +111,29 @@ def _check_and_plan(opts: SweepOptions) -> _Plan:
     from edgekit.model import read_model_file
     from edgekit.pipeline import parse_formats
 
+    _check_options(opts)
+    names = dict.fromkeys(name.strip() for name in opts.devices.split(",") if name.strip())
+    if not names:
+        raise InputError(f"--devices {opts.devices!r}: name at least one device, e.g. --devices host,rpi4")
+    profiles = [load_profile(name, option="--devices") for name in names]
+    remotes = _parse_remotes(opts.remotes, profiles)
+    overrides = {"formats": parse_formats(opts.formats) if opts.formats else None, "preprocess": opts.preprocess}
+    choices = parse_recipes(opts.recipes)
+    grid = parse_grid(opts.grid)
+    _check_output(Path(opts.output), opts.cell_store)
+    info = read_model_file(Path(opts.model))  # a missing, hostile or non-Keras file stops here, not in every cell
+    for option, path in (("--data", opts.data), ("--val", opts.val)):
+        if path is not None:
+            check_data_path(Path(path), option)
+    cells = expand(choices, grid, overrides, inputs_key(Path(opts.model), opts.data, opts.val, opts.seed,
+                                                        opts.trust_model))
+    cell_mb = _cell_memory_mb(info.size_bytes)
+    engine, text = _engine(opts, cell_mb)
+    return _Plan(cells, profiles, remotes, engine, text, cell_mb, grid)
+
+
+def _check_options(opts: SweepOptions) -> None:
+    """The options that need no file."""
     if opts.val is None:
         raise InputError("sweep ranks artifacts by accuracy: pass --val VAL (labelled validation data)")
     if not 0 <= opts.max_accuracy_drop <= 100:
@@ -125,26 +148,9 @@ def _check_and_plan(opts: SweepOptions) -> _Plan:
         raise InputError("--jobs sets the local pool; with --ray the cluster's resources decide (see --cpus-per-cell)")
     if not 0 <= opts.seed < 2 ** 32:
         raise InputError(f"--seed {opts.seed}: choose a whole number from 0 to {2 ** 32 - 1}")
-    _bench_settings(opts).check()
-    profiles = [load_profile(name.strip(), option="--devices") for name in dict.fromkeys(opts.devices.split(",")) if name.strip()]
-    if not profiles:
-        raise InputError(f"--devices {opts.devices!r}: name at least one device, e.g. --devices host,rpi4")
-    remotes = _parse_remotes(opts.remotes, profiles)
-    overrides = {"formats": parse_formats(opts.formats) if opts.formats else None, "preprocess": opts.preprocess}
     if opts.preprocess not in (None, "unit", "symmetric", "none"):
         raise InputError(f"--preprocess {opts.preprocess}: choose unit, symmetric or none")
-    choices = parse_recipes(opts.recipes)
-    grid = parse_grid(opts.grid)
-    _check_output(Path(opts.output), opts.cell_store)
-    info = read_model_file(Path(opts.model))  # a missing, hostile or non-Keras file stops here, not in every cell
-    for option, path in (("--data", opts.data), ("--val", opts.val)):
-        if path is not None:
-            check_data_path(Path(path), option)
-    cells = expand(choices, grid, overrides, inputs_key(Path(opts.model), opts.data, opts.val, opts.seed,
-                                                        opts.trust_model))
-    cell_mb = _cell_memory_mb(info.size_bytes)
-    engine, text = _engine(opts, cell_mb)
-    return _Plan(cells, profiles, remotes, engine, text, cell_mb, grid)
+    _bench_settings(opts).check()
 
 
 def _bench_settings(opts: SweepOptions):
