@@ -44,7 +44,7 @@ def collect_points(records: list[dict], store: Path, output: Path) -> list[dict]
                 continue
             points[digest] = {
                 "id": f"{record['name']} · {entry['id']}", "cells": [record["name"]], "artifact": entry["id"],
-                "format": entry["format"], "precision": entry["precision"], "path": _relative(path, output),
+                "format": entry["format"], "precision": entry["precision"], "path": shown_path(path, output),
                 "size_bytes": entry["size_bytes"], "sparsity": entry.get("sparsity"),
                 "top1": (entry.get("accuracy") or {}).get("top1"), "sha256": digest, "devices": {},
                 "_path": path,
@@ -60,7 +60,8 @@ def _artifact_digest(path: Path) -> str:
     return hashlib.sha256("".join(parts).encode()).hexdigest()
 
 
-def _relative(path: Path, output: Path) -> str:
+def shown_path(path: Path, output: Path) -> str:
+    """As sweep.json shows a path: relative to the sweep's folder when inside it, else absolute."""
     try:
         return str(path.resolve().relative_to(output.resolve()))
     except ValueError:

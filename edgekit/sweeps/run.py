@@ -255,10 +255,7 @@ def _run_cells(opts: SweepOptions, plan: _Plan, cells: list[Cell], store: Path, 
     def done(record: dict) -> None:
         records.append(record)
         _record_missing(store, record)
-        ok = record["status"] == "ok"
-        seconds = f" ({record['seconds']:.1f} s" + (f" on {where})" if (where := record["worker"].get("node")) else ")") \
-            if record.get("seconds") else ""
-        log.done(f"[{len(records)}/{len(cells)}] {record['name']}{seconds}" + ("" if ok else f": {record['error']}"), ok)
+        log.done(f"[{len(records)}/{len(cells)}] {_cell_line(record)}", record["status"] == "ok")
 
     specs = _specs(opts, plan, cells, store)
     store.mkdir(parents=True, exist_ok=True)
@@ -281,19 +278,26 @@ def _run_cells(opts: SweepOptions, plan: _Plan, cells: list[Cell], store: Path, 
     return records
 
 
+def _cell_line(record: dict) -> str:
+    where = record["worker"].get("node")
+    took = f" ({record['seconds']:.1f} s{' on ' + where if where else ''})" if record.get("seconds") else ""
+    return record["name"] + took + ("" if record["status"] == "ok" else f": {record['error']}")
+
+
 def _record_missing(store: Path, record: dict) -> None:
-    """A cell that never wrote its record (killed, lost with its Ray task) gets one, so the store says why."""
+    """A cell that never wrote its record (killed, lost with its Ray task) gets one, so the store
+    says why, and an older record of the folder does not speak for this run."""
     from edgekit.sweeps.cell import write_record
 
     existing = read_record(store / record["folder"])
-    if existing is None or existing.get("key") != record["key"]:
+    if existing is None or (existing.get("key"), existing.get("status")) != (record["key"], record["status"]):
         write_record(store / record["folder"], record)
 
 
 # --- measure, analyse, write ----------------------------------------------------------------
 
 def _measure_and_analyse(opts: SweepOptions, plan: _Plan, records: list[dict], store: Path, log) -> dict:
-    from edgekit.sweeps.measure import Measuring, collect_points, measure_points, public
+    from edgekit.sweeps.measure import Measuring, collect_points, measure_points, public, shown_path
     from edgekit.sweeps.pareto import analyse
 
     started = time.perf_counter()
@@ -304,7 +308,7 @@ def _measure_and_analyse(opts: SweepOptions, plan: _Plan, records: list[dict], s
     return {
         "schema": SCHEMA, "edgekit_version": _version(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": str(opts.model), "data": str(opts.data) if opts.data else None, "val": str(opts.val),
-        "store": _store_text(store, Path(opts.output)), "max_accuracy_drop": opts.max_accuracy_drop,
+        "store": shown_path(store, Path(opts.output)), "max_accuracy_drop": opts.max_accuracy_drop,
         "reference_top1": reference, "grid": plan.grid,
         "cells": [_cell_entry(r, store, Path(opts.output)) for r in records],
         "points": public(points),
@@ -325,17 +329,12 @@ def _reference_top1(records: list[dict], store: Path) -> float | None:
 
 
 def _cell_entry(record: dict, store: Path, output: Path) -> dict:
+    from edgekit.sweeps.measure import shown_path
+
     entry = {k: record.get(k) for k in ("name", "key", "status", "error", "note", "seconds", "peak_rss_mb", "worker")}
     entry["reused"] = bool(record.get("reused"))
-    entry["folder"] = _store_text(store / record["folder"], output)
+    entry["folder"] = shown_path(store / record["folder"], output)
     return entry
-
-
-def _store_text(path: Path, output: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(output.resolve()))
-    except ValueError:
-        return str(path.resolve())
 
 
 def _version() -> str:
