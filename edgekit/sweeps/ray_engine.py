@@ -54,7 +54,7 @@ class RayEngine:
         self.cpus_per_cell = cpus_per_cell
         self.memory_mb = memory_mb
         self.retries = retries
-        self.cluster: dict = {}
+        self.cluster: dict = {}  # what the cluster had when the cells ran, for sweep.json
 
     def run(self, specs: list[dict], done: Callable[[dict], None], inputs: dict[str, Path | None]) -> None:
         ray = require("ray", "ray")
@@ -62,9 +62,10 @@ class RayEngine:
         if started_here:
             self._connect(ray)
         try:
-            self.cluster = {"address": self.address or "local", "nodes": len([n for n in ray.nodes() if n["Alive"]]),
+            self.cluster = {"nodes": len([n for n in ray.nodes() if n["Alive"]]),
                             "cpus": ray.cluster_resources().get("CPU", 0)}
             self._check_fits(ray)
+            self.store.mkdir(parents=True, exist_ok=True)
             shipped = {name: ray.put(pack(path)) if path else None for name, path in inputs.items()}
             task = ray.remote(max_calls=1)(run_cell_task).options(  # max_calls is the function's, not a call's
                 num_cpus=self.cpus_per_cell, memory=int(self.memory_mb * (1 << 20)), max_retries=self.retries,

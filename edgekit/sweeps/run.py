@@ -258,17 +258,21 @@ def _run_cells(opts: SweepOptions, plan: _Plan, cells: list[Cell], store: Path, 
         log.done(f"[{len(records)}/{len(cells)}] {_cell_line(record)}", record["status"] == "ok")
 
     specs = _specs(opts, plan, cells, store)
-    store.mkdir(parents=True, exist_ok=True)
     try:
         if plan.engine["name"] == "ray":
             from edgekit.sweeps.ray_engine import RayEngine
 
             inputs = {"model": Path(opts.model), "data": Path(opts.data) if opts.data else None, "val": Path(opts.val)}
-            RayEngine(opts.ray or None, store, opts.store is not None, plan.engine["cpus_per_cell"], plan.cell_mb,
-                      opts.retries).run(specs, done, inputs)
+            engine = RayEngine(opts.ray or None, store, opts.store is not None, plan.engine["cpus_per_cell"],
+                               plan.cell_mb, opts.retries)
+            try:
+                engine.run(specs, done, inputs)
+            finally:
+                plan.engine["cluster"] = engine.cluster
         else:
             from edgekit.sweeps.local_pool import LocalPool
 
+            store.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(prefix="edgekit-sweep-") as scratch:
                 LocalPool(plan.engine["jobs"], Path(scratch)).run(specs, done)
     except KeyboardInterrupt:

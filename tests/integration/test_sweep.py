@@ -117,6 +117,7 @@ def test_ray_sweep_survives_a_killed_worker(ray_sweep):
     assert ray_sweep["killed"][0] not in {c["worker"]["pid"] for c in cells}
     assert {c["worker"]["engine"] for c in cells} == {"ray"}
     assert {c["worker"]["node"] for c in cells} == {"127.0.0.2", "127.0.0.3"}  # both nodes took cells
+    assert result["engine"]["cluster"] == {"nodes": 2, "cpus": 2.0}
     # every artifact came back to the driver's store, whole
     for cell in cells:
         folder = ray_sweep["out"] / cell["folder"]
@@ -390,6 +391,14 @@ def test_ctrl_c_stops_running_cells_and_keeps_finished_ones(digits, tmp_path):
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     reused = [c for c in _result(out)["cells"] if c["reused"]]
     assert len(reused) == len(finished)
+
+
+def test_a_cell_no_ray_node_can_hold_is_refused_not_queued_for_ever(digits, ray_cluster, cli, tmp_path):
+    out = tmp_path / "sweep"
+    result = cli("sweep", digits["model"], "--val", digits["val"], "--recipes", "int8", "-o", out,
+                 "--ray", ray_cluster, "--cpus-per-cell", "4")
+    refusal_line(result, ["no node of the cluster has 4 CPU", "the largest has 1 CPU", "--cpus-per-cell"])
+    assert not out.exists()
 
 
 def test_sigterm_cancels_the_ray_tasks_and_keeps_finished_cells(digits, ray_cluster, tmp_path):
