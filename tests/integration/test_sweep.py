@@ -493,3 +493,11 @@ def test_one_file_that_breaks_its_runtime_is_marked_and_the_others_measured(vali
     good, bad, onnx = (p["devices"]["host"] for p in points)
     assert good["measured"] and good["latency_ms"] > 0 and onnx["measured"] and onnx["latency_ms"] > 0
     assert "broken.int8.tflite" in bad["error"] and "latency_ms" not in bad
+
+
+def test_ray_without_the_extra_names_the_extra(digits, cli, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if edgekit[ray] were not installed
+    out = tmp_path / "sweep"
+    result = cli("sweep", digits["model"], "--val", digits["val"], "-o", out, "--ray", "127.0.0.2:6379")
+    refusal_line(result, ["ray is not installed", 'pip install "edgekit[ray]"'])
+    assert not out.exists()
