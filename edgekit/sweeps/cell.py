@@ -39,9 +39,8 @@ def run_cell(spec: dict) -> dict:
     report = None
     try:
         report = _compress(spec)
-    except KeyboardInterrupt:
-        raise
-    except BaseException as exc:  # noqa: BLE001 - a cell's failure is its record, never the sweep's
+    except Exception as exc:  # noqa: BLE001 - a cell's failure is its record, never the sweep's
+        # (Ctrl-C and a Ray worker's SystemExit are not failures of the cell: they go through)
         record.update(_failure(exc))
         report = _written_report(Path(spec["outdir"])) if record["status"] == "ok" else None
     record["seconds"] = round(time.perf_counter() - started, 3)
@@ -83,7 +82,8 @@ def _failure(exc: BaseException) -> dict:
     where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
     return {"status": "failed", "exit_code": 3,
             "error": f"internal error: {type(exc).__name__}: {first_line(exc, 300)}"
-                     + (f" ({Path(where.filename).name}:{where.lineno})" if where else "")}
+                     + (f" ({Path(where.filename).name}:{where.lineno})" if where else ""),
+            "traceback": "".join(traceback.format_exception(exc))[-8000:]}  # a bug: what a report needs
 
 
 def _written_report(outdir: Path) -> dict | None:

@@ -40,16 +40,17 @@ class LocalPool:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _run_one(self, spec: dict) -> dict:
-        if self._stopping:
-            return {**_base(spec), "status": "cancelled", "error": "the sweep was interrupted"}
         job = self.scratch / f"{spec['folder']}.json"
         job.write_text(json.dumps({**spec, "sys_path": [p for p in sys.path if p]}))
         log = job.with_suffix(".log")
         with open(log, "wb") as out:
-            process = subprocess.Popen([sys.executable, "-I", "-m", "edgekit.sweeps.cell", str(job)],
-                                       cwd=self.scratch, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                       start_new_session=True)  # Ctrl-C reaches the driver only: it stops cells in order
-            with self._lock:
+            with self._lock:  # started and registered at once: a stop in between would miss this cell
+                if self._stopping:
+                    return {**_base(spec), "status": "cancelled", "error": "the sweep was interrupted"}
+                process = subprocess.Popen(
+                    [sys.executable, "-I", "-m", "edgekit.sweeps.cell", str(job)], cwd=self.scratch,
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    start_new_session=True)  # Ctrl-C reaches the driver only: it stops the cells in order
                 self._live.add(process)
             try:
                 peak = wait_watching_memory(process)
@@ -64,8 +65,8 @@ class LocalPool:
     def _stop_all(self, grace_s: float = 10.0) -> None:
         """SIGTERM every running cell (it unwinds like Ctrl-C, removing its staging folder), then
         SIGKILL what is left after the grace period, children included."""
-        self._stopping = True
         with self._lock:
+            self._stopping = True
             live = list(self._live)
         for process in live:
             _signal_group(process, signal.SIGTERM)

@@ -142,3 +142,18 @@ def test_a_damaged_cell_record_is_no_record(tmp_path, content):
     else:
         (tmp_path / "cell.json").write_bytes(content)
     assert read_record(tmp_path) is None
+
+
+def test_a_cell_s_own_bug_keeps_its_traceback_and_edgekit_errors_keep_their_exit_code():
+    from edgekit.errors import GateFailure, ModelError
+    from edgekit.sweeps.cell import _failure
+
+    try:
+        {}["missing"]
+    except KeyError as exc:
+        bug = _failure(exc)
+    assert bug["exit_code"] == 3 and bug["error"].startswith("internal error: KeyError")
+    assert "test_sweep_parts.py" in bug["error"] and "Traceback" in bug["traceback"]
+    assert _failure(ModelError("m.h5: not a model")) == {"status": "failed", "error": "m.h5: not a model",
+                                                         "exit_code": 2}
+    assert _failure(GateFailure("int8 lost 2 points")) == {"note": "int8 lost 2 points"}  # files were written
