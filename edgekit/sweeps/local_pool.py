@@ -16,8 +16,6 @@ from edgekit.steps import wait_watching_memory
 
 
 class LocalPool:
-    name = "local"
-
     def __init__(self, jobs: int, scratch: Path):
         self.jobs = jobs
         self.scratch = scratch
@@ -95,7 +93,10 @@ def _lost(returncode: int, peak_mb: float, log: Path, stopping: bool) -> dict:
     if stopping:
         return {"status": "cancelled", "error": "the sweep was interrupted", "exit_code": 130}
     if returncode < 0:
-        name = signal.Signals(-returncode).name if -returncode in signal.Signals._value2member_map_ else -returncode
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
         why = " (out of memory?)" if returncode == -signal.SIGKILL else ""
         return {"status": "failed", "exit_code": 2, "peak_rss_mb": round(peak_mb, 1),
                 "error": f"the cell's process was killed by {name}{why} at {peak_mb:,.0f} MiB"}

@@ -44,8 +44,6 @@ def check_reachable(address: str) -> None:
 
 
 class RayEngine:
-    name = "ray"
-
     def __init__(self, address: str | None, store: Path, shared_store: bool, cpus_per_cell: int, memory_mb: float,
                  retries: int):
         self.address = address
