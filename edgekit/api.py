@@ -124,7 +124,8 @@ def compress(model, *, int8: bool = False, fp16: bool = False, prune: float | No
              prune_structure: str | None = None, qat: bool = False, epochs: int | None = None,
              recipe: str | None = None, data=None, val=None, formats: str | Sequence[str] | None = None,
              preprocess: str | None = None, calib_samples: int | None = None, io_dtype: str | None = None,
-             max_accuracy_drop: float | None = None, output=None, force: bool = False, seed: int = 0,
+             max_accuracy_drop: float | None = None, learning_rate: float | None = None,
+             accuracy_tolerance: float | None = None, output=None, force: bool = False, seed: int = 0,
              trust_model: bool = False, custom_objects: str | None = None, bench: bool = True,
              quiet: bool = True) -> Report:
     """`edgekit compress`: export, verify, measure; returns the report (also written to `output`,
@@ -137,7 +138,8 @@ def compress(model, *, int8: bool = False, fp16: bool = False, prune: float | No
         formats = ",".join(formats)
     resolved = recipe_from_flags(recipe, int8=int8, fp16=fp16, prune=prune, prune_structure=prune_structure,
                                  qat=qat, epochs=epochs, formats=formats, preprocess=preprocess,
-                                 calib_samples=calib_samples, io_dtype=io_dtype, max_accuracy_drop=max_accuracy_drop)
+                                 calib_samples=calib_samples, io_dtype=io_dtype, max_accuracy_drop=max_accuracy_drop,
+                                 learning_rate=learning_rate, accuracy_tolerance=accuracy_tolerance)
     with ExitStack() as stack:
         folder = _private_folder(stack)
         model_path = _model_path(model, folder)

@@ -93,6 +93,11 @@ def compress(
     prune_structure: Optional[str] = typer.Option(None, "--prune-structure", help="unstructured (default) or 2:4."),
     qat: bool = typer.Option(False, "--qat", help="Quantization-aware training on --data, then int8 from its learned ranges."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Fine-tuning epochs for --prune/--qat (default 2)."),
+    learning_rate: Optional[float] = typer.Option(None, "--learning-rate", help="Fine-tuning peak learning rate for "
+        "--prune/--qat (default: 0.3× the rate the file's optimizer recorded, else 3e-4; warm-up, then cosine decay)."),
+    accuracy_tolerance: Optional[float] = typer.Option(None, "--accuracy-tolerance", help="Top-1 points a result may "
+        "lose against the original: a fine-tuning stage that loses more stops the run (default 3); an int8 file that "
+        "loses more exits 1 with everything written."),
     recipe: Optional[str] = typer.Option(None, "--recipe", help="A recipe YAML file or the name of a shipped one (edgekit recipes)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Calibration/training data: image folder (one sub-folder per class) or .npz with x, y."),
     val: Optional[Path] = typer.Option(None, "--val", help="Validation data, same forms as --data; gives accuracy."),
@@ -121,7 +126,8 @@ def compress(
             report = api.compress(model, int8=int8, fp16=fp16, prune=prune, prune_structure=prune_structure, qat=qat,
                                   epochs=epochs, recipe=recipe, data=data, val=val, formats=formats,
                                   preprocess=preprocess, calib_samples=calib_samples, io_dtype=io_dtype,
-                                  max_accuracy_drop=max_accuracy_drop, output=outdir, force=force, seed=seed,
+                                  max_accuracy_drop=max_accuracy_drop, learning_rate=learning_rate,
+                                  accuracy_tolerance=accuracy_tolerance, output=outdir, force=force, seed=seed,
                                   trust_model=trust_model, custom_objects=custom_objects, bench=not no_bench,
                                   quiet=quiet)
         except GateFailure as failure:  # accuracy_tolerance: the results were written; show them first

@@ -59,7 +59,10 @@ class Recipe(_Strict):
     accuracy_aware: Optional[AccuracyAware] = None
     accuracy_tolerance: Optional[float] = Field(None, ge=0, le=100, description="max top-1 drop in points vs the fp32 model")
     batch_size: int = Field(32, ge=1, le=65_536)
-    learning_rate: float = Field(1e-4, gt=0, le=10)
+    learning_rate: Optional[float] = Field(None, gt=0, le=10, description="fine-tuning peak learning rate; "
+                                           "default: derived from the file's recorded optimizer (edgekit.stages.finetune)")
+    distillation: float = Field(0.5, ge=0, le=1, description="weight of the original model's probabilities in the "
+                                "fine-tuning targets (0: labels only)")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Recipe":

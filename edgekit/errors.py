@@ -16,9 +16,18 @@ class EdgekitError(Exception):
 
 
 class GateFailure(EdgekitError):
-    """A check the user asked for found a regression (accuracy, latency, size)."""
+    """A check the user asked for found a regression (accuracy, latency, size). `report`: the
+    report that was written, when there is one (the CLI shows it before the verdict)."""
 
     exit_code = EXIT_GATE_FAILED
+
+    def __init__(self, message: str, report: dict | None = None):
+        super().__init__(message)
+        self.report = report
+
+
+class StageFailure(GateFailure):
+    """A fine-tuning stage lost more accuracy than the tolerance: the run stops before exporting."""
 
 
 class InputError(EdgekitError):

@@ -12,7 +12,7 @@ import hashlib
 import importlib
 import json
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,6 +37,7 @@ class ModelFile:
     config: dict[str, Any] | None  # None for a SavedModel
     size_bytes: int
     sha256: str
+    learning_rate: float | None = None  # what the file's optimizer trained with, if it says (fine-tuning starts below it)
 
 
 @dataclass
@@ -141,6 +142,7 @@ def _read_h5(path: Path) -> ModelFile:
             raw_config = f.attrs.get("model_config")
             version = _decode_attr(f.attrs.get("keras_version", ""))
             has_weights = "model_weights" in f
+            raw_training = f.attrs.get("training_config")
     except UnicodeDecodeError:
         raise ModelError(f"{path} has a model config that is not valid UTF-8: the file is corrupted") from None
     except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
@@ -150,7 +152,20 @@ def _read_h5(path: Path) -> ModelFile:
         raise ModelError(f"{path} has no model config{hint}; pass a full Keras model file")
     # h5py hands back undecodable UTF-8 as surrogates: turn them back into the bytes they were
     raw = raw_config if isinstance(raw_config, bytes) else str(raw_config).encode("utf-8", "surrogateescape")
-    return _model_file(path, "h5", version, _parse_config(raw, path))
+    return replace(_model_file(path, "h5", version, _parse_config(raw, path)),
+                   learning_rate=_h5_learning_rate(raw_training))
+
+
+def _h5_learning_rate(raw) -> float | None:
+    """The training_config attribute is optional and never worth refusing a model over."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogateescape")
+    if not isinstance(raw, bytes) or len(raw) > MAX_CONFIG_BYTES:
+        return None
+    try:
+        return recorded_learning_rate(json.loads(raw.decode("utf-8")))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
 
 
 def _read_keras_zip(path: Path) -> ModelFile:
@@ -167,7 +182,27 @@ def _read_keras_zip(path: Path) -> ModelFile:
         raise ModelError(f"{path} is truncated or corrupted: not a readable .keras archive ({first_line(exc)})") from None
     meta = _parse_json(meta_raw, path, "metadata.json")
     version = str(meta.get("keras_version", "3")) if isinstance(meta, dict) else "3"
-    return _model_file(path, "keras", version, _parse_config(raw, path))
+    config = _parse_config(raw, path)
+    return replace(_model_file(path, "keras", version, config),
+                   learning_rate=recorded_learning_rate(config.get("compile_config")))
+
+
+ADAPTIVE_OPTIMIZERS = {"Adam", "AdamW", "Adamax", "Nadam", "RMSprop", "Adafactor", "Lion"}
+
+
+def recorded_learning_rate(training_config) -> float | None:
+    """The optimizer's learning rate from a file's training/compile config: a plain positive
+    number or nothing (a schedule, a missing key or anything odd in a hostile file is ignored)."""
+    if not isinstance(training_config, dict):
+        return None
+    optimizer = training_config.get("optimizer_config", training_config.get("optimizer"))
+    if not isinstance(optimizer, dict) or str(optimizer.get("class_name", "")).split(">")[-1] not in ADAPTIVE_OPTIMIZERS:
+        return None  # an SGD rate is on another scale than the Adam that fine-tuning uses
+    config = optimizer.get("config")
+    rate = config.get("learning_rate", config.get("lr")) if isinstance(config, dict) else None
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < 10:
+        return None
+    return float(rate)
 
 
 def _read_member(zf: zipfile.ZipFile, name: str, limit: int, path: Path) -> bytes:

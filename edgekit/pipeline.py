@@ -16,7 +16,7 @@ import numpy as np
 
 from edgekit.config import Recipe
 from edgekit.data import Dataset, check_data_path, check_labels, check_varied, load_dataset
-from edgekit.errors import ConversionError, GateFailure, InputError, ModelError, first_line
+from edgekit.errors import ConversionError, GateFailure, InputError, ModelError, StageFailure, first_line
 from edgekit.evaluation import accuracy
 from edgekit.export import FORMATS, exporter_for
 from edgekit.export.base import ExportRequest, artifact_names, freeze
@@ -140,14 +140,15 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
         request = _export_request(opts, model, exported, qat_forward, data, staging, scratch, log)
         try:
             artifacts = _export_all(request, log)
+            verdicts = []
+            for artifact in artifacts:
+                with log.step(f"Verify {artifact.path.name}"):
+                    verdicts.append(verify(artifact, evidence))
+            diagnostics = _diagnose(exported, artifacts, evidence, request.from_qat, log)
+            # the search re-converts from request.source: in-process, that is the live model
+            searched = _accuracy_aware(opts, exported, request, verdicts, diagnostics, evidence, log)
         finally:
             forget_live()
-        verdicts = []
-        for artifact in artifacts:
-            with log.step(f"Verify {artifact.path.name}"):
-                verdicts.append(verify(artifact, evidence))
-        diagnostics = _diagnose(exported, artifacts, evidence, request.from_qat, log)
-        searched = _accuracy_aware(opts, exported, request, verdicts, diagnostics, evidence, log)
         latencies = _benchmark(artifacts + [s.plain for s in searched.values() if s.plain], log) if opts.bench else None
         report = _build_report(opts, model, exported, data, original_accuracy, verdicts, stages, log)
         report["diagnostics"] = diagnostics
@@ -300,22 +301,37 @@ def _run_stages(opts: CompressOptions, model: LoadedModel, data: _Data, evidence
     QAT model's fake-quant forward; the fp32 artifacts are the float model after all stages."""
     recipe = opts.recipe
     working, qat_forward, qat_scores, stages = model.keras_model, None, None, {}
+    if not recipe.stages:
+        return _Staged(model)
+    from edgekit.stages.finetune import outputs_probabilities, teacher_targets
+
+    validation = (evidence.x, evidence.labels) if evidence.labels is not None else None
+    original = accuracy(evidence.reference, evidence.labels)
+    targets = None
+    if recipe.distillation > 0:
+        with log.step(f"Run the original model on {len(data.train)} training inputs (distillation targets)"):
+            targets = teacher_targets(model.keras_model, data.train, model.num_classes, recipe.distillation,
+                                      from_logits=not outputs_probabilities(model.keras_model))
     if recipe.prune:
         from edgekit.stages.prune import prune
 
+        settings = _finetune_settings(recipe, recipe.prune.epochs, model, data)
         with log.step(f"Prune to {recipe.prune.sparsity:.0%} sparsity ({recipe.prune.structure}), "
-                      f"fine-tune {recipe.prune.epochs} epoch(s)"):
-            result = prune(working, data.train, recipe.prune, recipe.batch_size, recipe.learning_rate, opts.seed,
+                      f"fine-tune {recipe.prune.epochs} epoch(s) at learning rate {settings.learning_rate:g}"):
+            result = prune(working, data.train, recipe.prune, settings, opts.seed, targets, validation,
                            quiet=opts.quiet)
         working = result.model
         stages["prune"] = {"schedule": result.schedule, "sparsity": result.overall, "per_layer": result.per_layer,
-                           "keras_accuracy": _stage_accuracy(working, evidence)[1]}
+                           "keras_accuracy": _stage_accuracy(working, evidence)[1], "finetune": settings.to_json()}
+        _check_stage_kept("pruning", stages["prune"]["keras_accuracy"], original, recipe, settings)
     if recipe.qat:
         from edgekit.stages.qat import float_model_after_qat, quantize_aware
 
-        with log.step(f"Quantization-aware training, {recipe.qat.epochs} epoch(s)"):
-            result = quantize_aware(working, data.train, recipe.qat, recipe.prune is not None, recipe.batch_size,
-                                    recipe.learning_rate, opts.seed, quiet=opts.quiet)
+        settings = _finetune_settings(recipe, recipe.qat.epochs, model, data)
+        with log.step(f"Quantization-aware training, {recipe.qat.epochs} epoch(s) at learning rate "
+                      f"{settings.learning_rate:g}"):
+            result = quantize_aware(working, data.train, recipe.qat, recipe.prune is not None, settings, opts.seed,
+                                    targets, validation, quiet=opts.quiet)
         qat_model = result.model
         qat_forward = lambda x: qat_model(x, training=False)  # noqa: E731
         if result.unquantized:
@@ -323,15 +339,42 @@ def _run_stages(opts: CompressOptions, model: LoadedModel, data: _Data, evidence
 
             log.note(f"QAT left these layers in float (tfmot cannot quantize them): {group_layers(result.unquantized)}")
         qat_scores, qat_accuracy = _stage_accuracy(qat_model, evidence)
-        working, fp32_from = float_model_after_qat(qat_model, working)
+        working, fp32_from = float_model_after_qat(qat_model, result.float_model)
         stages["qat"] = {"scheme": result.scheme, "unquantized": result.unquantized, "keras_accuracy": qat_accuracy,
-                         "fp32_artifacts": fp32_from}
-    if not stages:
-        return _Staged(model)
+                         "fp32_artifacts": fp32_from, "batchnorm_folded": len(result.folded),
+                         "finetune": settings.to_json()}
+        _check_stage_kept("quantization-aware training", qat_accuracy, original, recipe, settings)
     exported = replace(model, keras_model=working, forward=lambda x: working(x, training=False), trackable=working)
     last = stages["qat"] if "qat" in stages else stages["prune"]
     stages["keras_accuracy_after"] = last["keras_accuracy"]
     return _Staged(exported, qat_forward, qat_scores, stages)
+
+
+def _finetune_settings(recipe: Recipe, epochs: int, model: LoadedModel, data: _Data):
+    from edgekit.stages.finetune import settings_for
+
+    return settings_for(len(data.train), epochs, recipe.batch_size, recipe.learning_rate, model.file.learning_rate,
+                        recipe.distillation)
+
+
+def _check_stage_kept(stage: str, kept: dict | None, original: dict | None, recipe: Recipe, settings) -> None:
+    """A fine-tuning stage that lost more top-1 than the tolerance stops the run (exit 1) before
+    anything is exported, with the numbers and the options that help."""
+    if not kept or not original:
+        return
+    from edgekit.tolerance import signed_points, stage_tolerance
+
+    tolerance = stage_tolerance(recipe)
+    drop = 100 * (original["top1"] - kept["top1"])
+    if drop <= tolerance:
+        return
+    epochs = ", ".join(f"{100 * t:.2f}%" for t in settings.val_top1_per_epoch)
+    raise StageFailure(
+        f"{stage} kept top-1 {100 * kept['top1']:.2f}% of the original {100 * original['top1']:.2f}% "
+        f"({signed_points(-drop)}, over the tolerance of {tolerance:g}; after each epoch: {epochs}); nothing was "
+        f"written. What helps: more --epochs (now {settings.epochs}), another --learning-rate (now "
+        f"{settings.learning_rate:g})" + (", a lower --prune sparsity" if recipe.prune else "")
+        + ", or a wider --accuracy-tolerance")
 
 
 def _stage_accuracy(keras_model, evidence: Evidence):
@@ -404,10 +447,8 @@ def _check_accuracy_reached(report: dict) -> None:
     missed = unreached(report)
     if missed:
         budget = report["recipe"]["accuracy_aware"]["max_drop"]
-        failure = GateFailure(f"no int8/float mix within {budget:g} top-1 points: {'; '.join(missed)}; "
-                              "the best file of each format and the report were written")
-        failure.report = report
-        raise failure
+        raise GateFailure(f"no int8/float mix within {budget:g} top-1 points: {'; '.join(missed)}; "
+                          "the best file of each format and the report were written", report=report)
 
 
 def _benchmark(paths, log: StepLog) -> list[dict]:
@@ -515,16 +556,9 @@ def _build_report(opts, model: LoadedModel, exported: LoadedModel, data: _Data, 
 
 
 def _check_tolerance(report: dict, recipe: Recipe) -> None:
-    """The recipe's accuracy_tolerance: exit 1 (like a gate) when a quantized artifact lost more."""
-    ref = (report["reference"] or {}).get("accuracy")
-    if recipe.accuracy_tolerance is None or not ref:
-        return
-    over = [f"{a['id']} {100 * (ref['top1'] - a['accuracy']['top1']):.2f}"
-            for a in report["artifacts"]
-            if a["precision"] != "fp32" and a["accuracy"]
-            and 100 * (ref["top1"] - a["accuracy"]["top1"]) > recipe.accuracy_tolerance]
+    """The accuracy tolerance (edgekit.tolerance): exit 1 (like a gate) when a quantized artifact lost more."""
+    from edgekit.tolerance import over_tolerance, tolerance_message
+
+    over = over_tolerance(report, recipe.accuracy_tolerance)
     if over:
-        failure = GateFailure(f"top-1 dropped more than the recipe's accuracy_tolerance of {recipe.accuracy_tolerance} "
-                              f"points: {', '.join(over)} points (the artifacts and report were written)")
-        failure.report = report  # the CLI shows the table before the verdict
-        raise failure
+        raise GateFailure(tolerance_message(over, recipe.accuracy_tolerance), report=report)

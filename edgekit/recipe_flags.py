@@ -9,7 +9,8 @@ from edgekit.errors import InputError
 def recipe_from_flags(spec: str | None, *, int8: bool, fp16: bool, prune: float | None,
                       prune_structure: str | None, qat: bool, epochs: int | None, formats: str | None,
                       preprocess: str | None, calib_samples: int | None, io_dtype: str | None,
-                      max_accuracy_drop: float | None = None) -> Recipe:
+                      max_accuracy_drop: float | None = None, learning_rate: float | None = None,
+                      accuracy_tolerance: float | None = None) -> Recipe:
     base = load_recipe(spec) if spec else Recipe()
     data = base.model_dump(mode="json")
     if prune is not None and not 0 < prune < 1:
@@ -28,7 +29,8 @@ def recipe_from_flags(spec: str | None, *, int8: bool, fp16: bool, prune: float 
             stage["epochs"] = epochs
     data["stages"] = [stages[k] for k in ("prune", "qat") if k in stages]
     flags = {"int8": int8 or None, "fp16": fp16 or None, "preprocess": preprocess, "calib_samples": calib_samples,
-             "io_dtype": io_dtype, "formats": _formats(formats),
+             "io_dtype": io_dtype, "formats": _formats(formats), "learning_rate": learning_rate,
+             "accuracy_tolerance": accuracy_tolerance,
              "accuracy_aware": {"max_drop": max_accuracy_drop} if max_accuracy_drop is not None else None}
     given = {k: v for k, v in flags.items() if v is not None}
     data.update(given)

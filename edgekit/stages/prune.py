@@ -2,8 +2,8 @@
 
 tfmot's PolynomialDecay only prunes every `frequency` steps (default 100) and only up to
 `end_step`: on a short fine-tune the defaults leave the model unpruned. The schedule here is
-derived from the steps actually run, so the final sparsity is reached with the last fifth
-of the steps left to recover at that sparsity.
+derived from the steps actually run, so the final sparsity is reached with the last
+RECOVERY_FRACTION of the steps left to recover at that sparsity.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgekit.stages.finetune import finetune, outputs_probabilities, require_labelled, steps_per_epoch
+from edgekit.stages.finetune import FinetuneSettings, finetune, outputs_probabilities, require_labelled
 from edgekit.config import PruneStage
 from edgekit.data import Dataset
 from edgekit.errors import require
 from edgekit.keras_compat import tf_keras
 
 PRUNED_KINDS = ("Conv2D", "Dense")  # depthwise kernels are tiny and fragile: left dense
+RECOVERY_FRACTION = 0.4
 
 
 @dataclass
@@ -30,8 +31,8 @@ class PruneResult:
 
 
 def schedule_for(total_steps: int, sparsity: float) -> dict:
-    """begin 0, end at 80% of the steps, about 20 mask updates, end a multiple of frequency."""
-    end = max(1, int(total_steps * 0.8))
+    """begin 0, end with RECOVERY_FRACTION of the steps left, about 20 mask updates, end a multiple of frequency."""
+    end = max(1, int(total_steps * (1 - RECOVERY_FRACTION)))
     frequency = max(1, end // 20)
     end = max(frequency, end - end % frequency)
     return {"initial_sparsity": 0.0, "final_sparsity": sparsity, "begin_step": 0, "end_step": end,
@@ -50,13 +51,12 @@ def kernel_sparsity(model) -> tuple[dict[str, float], float]:
     return per_layer, round(zeros / total, 6) if total else 0.0
 
 
-def prune(model, data: Dataset | None, stage: PruneStage, batch_size: int, learning_rate: float, seed: int,
-          quiet: bool = False) -> PruneResult:
+def prune(model, data: Dataset | None, stage: PruneStage, settings: FinetuneSettings, seed: int,
+          targets=None, validation=None, quiet: bool = False) -> PruneResult:
     data = require_labelled(data, "--prune")
     tfmot = require("tensorflow_model_optimization", "compress")
     keras = tf_keras()
-    total = steps_per_epoch(len(data), batch_size) * stage.epochs
-    params = schedule_for(total, 0.5 if stage.structure == "2:4" else stage.sparsity)
+    params = schedule_for(settings.steps, 0.5 if stage.structure == "2:4" else stage.sparsity)
     kwargs = {"pruning_schedule": tfmot.sparsity.keras.PolynomialDecay(**params)}
     if stage.structure == "2:4":
         kwargs["sparsity_m_by_n"] = (2, 4)
@@ -67,9 +67,8 @@ def prune(model, data: Dataset | None, stage: PruneStage, batch_size: int, learn
     keras.utils.set_random_seed(seed)
     wrapped = keras.models.clone_model(model, clone_function=wrap)
     # the loss follows the original model's output: the wrapper around a softmax Dense hides it
-    finetune(wrapped, data, stage.epochs, batch_size, learning_rate, seed, "prune",
-             callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], from_logits=not outputs_probabilities(model),
-             quiet=quiet)
+    finetune(wrapped, data, settings, seed, "prune", callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+             from_logits=not outputs_probabilities(model), targets=targets, validation=validation, quiet=quiet)
     stripped = tfmot.sparsity.keras.strip_pruning(wrapped)
     per_layer, overall = kernel_sparsity(stripped)
     return PruneResult(stripped, per_layer, overall, params | {"structure": stage.structure})
