@@ -104,7 +104,7 @@ def draw_diagnosis(ax, diagnosis: dict) -> None:
 
 def _table(report: dict) -> str:
     gzip = any(a.get("gzip_bytes") for a in report["artifacts"])
-    rows = ["<tr><th>artifact</th><th>file</th><th>size KB</th>" + ("<th>gzip KB</th>" if gzip else "") +
+    rows = ["<tr><th>artifact</th><th>file</th><th>size KiB</th>" + ("<th>gzip KiB</th>" if gzip else "") +
             "<th>top-1 %</th><th>agreement %</th><th>p50 ms</th><th>p90 ms</th></tr>"]
     for a in report["artifacts"]:
         acc, lat = a.get("accuracy") or {}, a.get("latency_ms") or {}
@@ -194,7 +194,7 @@ def _size_plot(report: dict) -> str:
         ids = [a["id"] for a in report["artifacts"]]
         sizes = [a["size_bytes"] / 1024 for a in report["artifacts"]]
         ax.bar(ids, sizes, color=[FORMAT_COLOURS.get(a["format"], "grey") for a in report["artifacts"]])
-        ax.set_ylabel("KB")
+        ax.set_ylabel("KiB")
         ax.tick_params(axis="x", rotation=30, labelsize=8)
         ax.grid(axis="y", alpha=0.3)
     return _figure(draw)

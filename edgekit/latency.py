@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -98,8 +97,14 @@ def _percentile(times_ms: np.ndarray, q: float) -> float:
 
 def measure(path: Path, settings: BenchSettings) -> dict:
     """Run in this process: load, warm up, measure. Returns the timing record."""
-    from edgekit.runtime import open_runner
+    import gc
 
+    from edgekit.runtime import open_runner
+    from edgekit.steps import current_peak_rss_mb, reset_peak_rss
+
+    gc.collect()  # the previous file's runner is gone: its memory is not this file's
+    reset_peak_rss()
+    baseline_mb = _current_rss_mb()
     start = time.perf_counter()
     runner = open_runner(path, settings.threads, settings.providers, settings.openvino_device)
     init_ms = (time.perf_counter() - start) * 1e3
@@ -117,9 +122,21 @@ def measure(path: Path, settings: BenchSettings) -> dict:
         "min": round(float(times.min()), 6), "p50": _percentile(times, 50), "p90": _percentile(times, 90),
         "p99": _percentile(times, 99), "max": round(float(times.max()), 6),
         "throughput_per_s": round(1e3 / float(times.mean()), 2),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        # this file's own: the peak while it was loaded and run (Linux resets the peak per file),
+        # and what the process held before it was opened (interpreter and runtime libraries)
+        "peak_rss_mb": current_peak_rss_mb(), "baseline_rss_mb": baseline_mb,
         "measured": True, "machine": machine(), "samples_ms": _subsample(times, MAX_SAMPLES),
     }
+
+
+def _current_rss_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
 
 
 MAX_SAMPLES = 1000  # enough to draw the distribution; a fast model makes 100,000 runs

@@ -140,10 +140,9 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
         request = _export_request(opts, model, exported, qat_forward, data, staging, scratch, log)
         try:
             artifacts = _export_all(request, log)
-            verdicts = []
-            for artifact in artifacts:
-                with log.step(f"Verify {artifact.path.name}"):
-                    verdicts.append(verify(artifact, evidence))
+            verdicts, failed = _verify_all(artifacts, evidence, log)
+            verdicts, skipped = _drop_slow_weight_only(verdicts, log)
+            artifacts = [v.artifact for v in verdicts]
             diagnostics = _diagnose(exported, artifacts, evidence, request.from_qat, log)
             # the search re-converts from request.source: in-process, that is the live model
             searched = _accuracy_aware(opts, exported, request, verdicts, diagnostics, evidence, log)
@@ -152,6 +151,8 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
         latencies = _benchmark(artifacts + [s.plain for s in searched.values() if s.plain], log) if opts.bench else None
         report = _build_report(opts, model, exported, data, original_accuracy, verdicts, stages, log)
         report["diagnostics"] = diagnostics
+        report["failed_checks"] = failed
+        report["skipped"] = skipped
         _add_latencies(report, latencies)
         _add_accuracy_aware(report, searched, latencies)
         report["timings_s"]["total"] = round(time.perf_counter() - started, 3)
@@ -162,9 +163,77 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
             samples = {entry["id"]: t["samples_ms"] for entry, t in zip(report["artifacts"], latencies or [])}
             (staging / "report.html").write_text(render_html(report, samples))
     report["output"] = str(outdir)
+    _check_failed_checks(report)
     _check_accuracy_reached(report)
     _check_tolerance(report, recipe)
     return report
+
+
+def _verify_all(artifacts, evidence: Evidence, log: StepLog):
+    """Verdicts of the files that pass; a QAT int8 file that computes something else than the
+    QAT model is removed and recorded (exit 1 once the rest is written), any other failed check
+    stops the run (a wrong export: exit 2, nothing written)."""
+    from edgekit.verify import QATMismatch
+
+    verdicts, failed = [], []
+    for artifact in artifacts:
+        with log.step(f"Verify {artifact.path.name}"):
+            try:
+                verdicts.append(verify(artifact, evidence))
+            except QATMismatch as mismatch:
+                for file in artifact.files:
+                    file.unlink(missing_ok=True)
+                failed.append(mismatch.check | {"message": str(mismatch)})
+    return verdicts, failed
+
+
+# Weight-only int8 dequantizes its weights at run time (ONNX Runtime's ConvInteger, LiteRT's
+# hybrid kernels): on x86 it ran 16× (ONNX) and 2× (TFLite) slower than fp32 on a trained
+# MobileNetV2. A file slower than its fp32 twin by more than this is not written.
+INT8W_MAX_SLOWDOWN = 1.1
+SPEED_CHECK = {"runs": 20, "min_time_s": 0.2, "warmup_runs": 2, "warmup_time_s": 0.05}
+
+
+def _drop_slow_weight_only(verdicts, log: StepLog):
+    """Measure each int8w file beside its fp32 twin (interleaved, best p50 of two rounds); remove
+    the ones slower than INT8W_MAX_SLOWDOWN × fp32, with a note saying why and what to do."""
+    fp32 = {v.artifact.format: v.artifact for v in verdicts if v.artifact.precision == "fp32"}
+    pairs = [(v.artifact, fp32[v.artifact.format]) for v in verdicts
+             if v.artifact.precision == "int8w" and v.artifact.format in fp32]
+    if not pairs:
+        return verdicts, []
+    from edgekit.latency import BenchSettings, bench_local
+
+    files = [p for pair in pairs for p in (pair[1].path, pair[0].path)]
+    with log.step(f"Time {len(pairs)} weight-only int8 file(s) against fp32 on this host"):
+        timings = bench_local(files * 2, BenchSettings(**SPEED_CHECK))  # two rounds: ABAB, ABAB
+    best = {}
+    for timing in timings:
+        best[timing["path"]] = min(best.get(timing["path"], float("inf")), timing["p50"])
+    skipped, slow_ids = [], set()
+    for int8w, twin in pairs:
+        ratio = best[str(int8w.path)] / best[str(twin.path)]
+        if ratio <= INT8W_MAX_SLOWDOWN:
+            continue
+        slow_ids.add(int8w.id)
+        for file in int8w.files:
+            file.unlink(missing_ok=True)
+        record = {"id": int8w.id, "path": int8w.path.name, "p50_ms": round(best[str(int8w.path)], 4),
+                  "fp32_p50_ms": round(best[str(twin.path)], 4), "slowdown": round(ratio, 2),
+                  "reason": "weight-only int8 ran slower than fp32 on this host"}
+        skipped.append(record)
+        log.note(f"{int8w.path.name} not written: weight-only int8 ran {ratio:.1f}× slower than {twin.path.name} "
+                 f"on this host ({record['p50_ms']:.3g} vs {record['fp32_p50_ms']:.3g} ms p50); pass --data CALIB "
+                 "for full int8, which is faster")
+    return [v for v in verdicts if v.artifact.id not in slow_ids], skipped
+
+
+def _check_failed_checks(report: dict) -> None:
+    failed = report.get("failed_checks") or []
+    if failed:
+        raise GateFailure(f"{'; '.join(f['message'] for f in failed)}: left out; the files that passed and the report "
+                          "were written. More QAT --epochs settle the learned ranges; report it with --debug output "
+                          "if it persists", report=report)
 
 
 def _export_request(opts: CompressOptions, model: LoadedModel, exported: LoadedModel, qat_forward, data: _Data,
@@ -326,6 +395,7 @@ def _run_stages(opts: CompressOptions, model: LoadedModel, data: _Data, evidence
         _check_stage_kept("pruning", stages["prune"]["keras_accuracy"], original, recipe, settings)
     if recipe.qat:
         from edgekit.stages.qat import float_model_after_qat, quantize_aware
+        from edgekit.stages.qat_scheme import CORRECTIONS as QAT_CORRECTIONS
 
         settings = _finetune_settings(recipe, recipe.qat.epochs, model, data)
         with log.step(f"Quantization-aware training, {recipe.qat.epochs} epoch(s) at learning rate "
@@ -342,6 +412,7 @@ def _run_stages(opts: CompressOptions, model: LoadedModel, data: _Data, evidence
         working, fp32_from = float_model_after_qat(qat_model, result.float_model)
         stages["qat"] = {"scheme": result.scheme, "unquantized": result.unquantized, "keras_accuracy": qat_accuracy,
                          "fp32_artifacts": fp32_from, "batchnorm_folded": len(result.folded),
+                         "corrections": QAT_CORRECTIONS,
                          "finetune": settings.to_json()}
         _check_stage_kept("quantization-aware training", qat_accuracy, original, recipe, settings)
     exported = replace(model, keras_model=working, forward=lambda x: working(x, training=False), trackable=working)
@@ -464,7 +535,7 @@ def _add_latencies(report: dict, latencies: list[dict] | None) -> None:
     for entry, timing in zip(report["artifacts"], latencies):
         entry["latency_ms"] = {k: timing[k] for k in ("mean", "std", "min", "p50", "p90", "p99", "max")}
         entry["benchmark"] = {k: timing[k] for k in ("runs", "threads", "init_ms", "first_inference_ms",
-                                                      "throughput_per_s", "peak_rss_mb")}
+                                                      "throughput_per_s", "peak_rss_mb", "baseline_rss_mb")}
     report["host"] = latencies[0]["machine"] if latencies else None
 
 

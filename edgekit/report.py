@@ -105,14 +105,15 @@ HEADERS = ("artifact", "file", "size", "vs fp32", "check", "top-1", "top-5", "p5
 def stage_lines(report: dict) -> list[str]:
     stages = report.get("stages") or {}
     lines = []
+    original = ((report.get("reference") or {}).get("accuracy") or {}).get("top1")
     if "prune" in stages:
         p = stages["prune"]
-        lines.append(f"Pruned to {p['sparsity']:.1%} zeros ({p['schedule']['structure']}) in "
-                     f"{', '.join(f'{k} {v:.0%}' for k, v in p['per_layer'].items())}{_top1_of(p, 'pruned model')}")
+        lines.append(f"{_top1_of(p, 'Pruned model', original)}: {p['sparsity']:.1%} zeros "
+                     f"({p['schedule']['structure']}) in {_per_layer(p['per_layer'])}")
     if "qat" in stages:
         q = stages["qat"]
         left = f"; left in float: {', '.join(q['unquantized'])}" if q["unquantized"] else ""
-        lines.append(f"QAT with {q['scheme']}{left}{_top1_of(q, 'QAT model (fake-quant)')}")
+        lines.append(f"{_top1_of(q, 'QAT model (fake-quant)', original)}: {q['scheme']}{left}")
         if q.get("fp32_artifacts"):
             lines.append(f"fp32 files: {q['fp32_artifacts']}")
     return lines
@@ -120,6 +121,8 @@ def stage_lines(report: dict) -> list[str]:
 
 def accuracy_aware_lines(report: dict) -> list[str]:
     """One line per int8 file that --max-accuracy-drop changed: what it kept in float and what that cost."""
+    from edgekit.tolerance import signed_points
+
     lines = []
     for a in report["artifacts"]:
         record = a.get("accuracy_aware")
@@ -128,14 +131,14 @@ def accuracy_aware_lines(report: dict) -> list[str]:
         plain = record["plain_int8"]
         if not record["needed"]:
             lines.append(f"{a['id']}: plain int8 is within {record['max_drop']:g} points "
-                         f"({plain['drop_points']:+.2f}): kept as it is")
+                         f"({signed_points(-plain['drop_points'])}): kept as it is")
             continue
         cost = record.get("cost") or {}
         spent = ", ".join(f"{k} {v:.2f}×" for k, v in cost.items())
         verdict = "within" if record["reached"] else "NOT within"
-        lines.append(f"{a['id']}: plain int8 lost {plain['drop_points']:.2f} points; in float: "
+        lines.append(f"{a['id']}: plain int8 {signed_points(-plain['drop_points'])}; in float: "
                      f"{', '.join(record['float_layers']) or 'none'} → top-1 {_pct(record['top1'])} "
-                     f"({record['drop_points']:.2f} points, {verdict} {record['max_drop']:g}), "
+                     f"({signed_points(-record['drop_points'])}, {verdict} {record['max_drop']:g}), "
                      f"{_pct(record['int8_mac_share'])} of MACs int8{'; vs plain int8: ' + spent if spent else ''}")
     return lines
 
@@ -186,9 +189,25 @@ def diagnostics_markdown(report: dict, top: int = 5) -> list[str]:
     return lines
 
 
-def _top1_of(stage: dict, what: str) -> str:
+def _top1_of(stage: dict, what: str, original: float | None) -> str:
+    """"Pruned model top-1 88.50% (-0.74 points)": the stage's result first, with its sign."""
+    from edgekit.tolerance import signed_points
+
     measured = stage.get("keras_accuracy")
-    return f"; {what} top-1 {_pct(measured['top1'])}" if measured else ""
+    if not measured:
+        return what
+    change = f" ({signed_points(100 * (measured['top1'] - original))})" if original is not None else ""
+    return f"{what} top-1 {_pct(measured['top1'])}{change}"
+
+
+def _per_layer(per_layer: dict[str, float]) -> str:
+    """Layers grouped by sparsity: "36 layers at 50%", or the few that differ by name."""
+    groups: dict[str, list[str]] = {}
+    for name, value in per_layer.items():
+        groups.setdefault(f"{value:.0%}", []).append(name)
+    parts = [f"{len(names)} layers at {value}" if len(names) > 3 else f"{', '.join(names)} at {value}"
+             for value, names in groups.items()]
+    return "; ".join(parts) or "no layers"
 
 
 def render_table(report: dict) -> Table:

@@ -21,6 +21,9 @@ from __future__ import annotations
 from edgekit.errors import require
 
 WEIGHTED = "Conv2D|DepthwiseConv2D|Dense"
+# What report.json's stages.qat.corrections lists: how this scheme differs from tfmot's.
+CORRECTIONS = ["conv/dense before a ReLU keeps its weight quantizers (tfmot drops them)",
+               "depthwise kernels quantized per output channel (tfmot: one range per kernel)"]
 
 
 def qat_scheme(preserve_sparsity: bool):
@@ -122,7 +125,7 @@ def qat_scheme(preserve_sparsity: bool):
             def get_quantize_registry(self):
                 return Registry(super().get_quantize_registry())
 
-        return "Default8BitPrunePreserveQuantizeScheme (conv → ReLU keeps weight quantization, per-channel depthwise)", Scheme()
+        return "Default8BitPrunePreserveQuantizeScheme", Scheme()
 
     class Scheme(default_8bit_quantize_scheme.Default8BitQuantizeScheme):  # noqa: F811
         def get_layout_transformer(self):
@@ -131,4 +134,4 @@ def qat_scheme(preserve_sparsity: bool):
         def get_quantize_registry(self):
             return Registry(super().get_quantize_registry())
 
-    return "Default8BitQuantizeScheme (conv → ReLU keeps weight quantization, per-channel depthwise)", Scheme()
+    return "Default8BitQuantizeScheme", Scheme()

@@ -25,7 +25,7 @@ def _ms(value) -> str:
 
 
 def _kb(n: int) -> str:
-    return f"{n / 1024:,.1f} KB"
+    return f"{n / 1024:,.1f} KiB"
 
 
 def _device_rows(result: dict, device: dict) -> list[tuple[dict, dict]]:

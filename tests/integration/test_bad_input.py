@@ -135,6 +135,7 @@ def test_failed_verification_is_an_error_and_leaves_nothing(cli, digits, tmp_pat
     import edgekit.verify
 
     monkeypatch.setattr(edgekit.verify, "FLOAT_TOLERANCE", 0.0)
+    monkeypatch.setattr(edgekit.verify, "FLOAT_RELATIVE_TOLERANCE", 0.0)
     before = snapshot(tmp_path)
     result = cli("compress", digits["model"], "--int8", "--data", digits["calib"], "--formats", "onnx",
                  "-o", tmp_path / "out")

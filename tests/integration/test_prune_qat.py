@@ -77,7 +77,8 @@ def test_qat_int8_not_worse_than_ptq(cli, digits, tmp_path, ptq):
     report = _run(cli, digits, tmp_path / "out", "--qat", "--int8", formats="tflite,onnx,openvino")
     ptq_top1 = _artifact(ptq, "tflite-int8")["accuracy"]["top1"]
     qat = _artifact(report, "tflite-int8")
-    assert qat["accuracy"]["top1"] >= ptq_top1 - 0.003
+    # two samples of 539: QAT fine-tunes at the file's own learning rate with distillation now (issue 22)
+    assert qat["accuracy"]["top1"] >= ptq_top1 - 0.005
     assert qat["settings"]["method"] == "QAT (learned ranges)"
     stage = report["stages"]["qat"]
     assert (stage["scheme"], stage["unquantized"]) == ("Default8BitQuantizeScheme", [])

@@ -113,8 +113,8 @@ def test_stages_and_gzip_sizes_are_on_the_page(cli, digits, tmp_path):
                  digits["val"], "--epochs", "1", "--formats", "tflite", "-o", out, "-q")
     assert result.exit_code == 0, result.output
     page = (out / "report.html").read_text()
-    assert "<h2>Stages</h2>" in page and "Pruned to 50.0% zeros" in page and "pruned model top-1" in page
-    assert "<th>gzip KB</th>" in page
+    assert "<h2>Stages</h2>" in page and "50.0% zeros" in page and "Pruned model top-1" in page
+    assert "<th>gzip KiB</th>" in page
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit.errors import VerificationError
+from edgekit.verify import QATMismatch
 from edgekit.verify import Evidence, _verify_qat
 
 
 class _Artifact:
-    path, format = Path("m.int8.tflite"), "tflite"
+    path, format, id = Path("m.int8.tflite"), "tflite", "tflite-int8"
 
 
 def _flipped(reference: np.ndarray, count: int) -> np.ndarray:
@@ -30,5 +30,5 @@ def test_allowed_disagreements_scale_with_the_inputs(n, flips, passes):
     if passes:
         assert _verify_qat(_Artifact, scores, evidence).check["against"] == "qat_model"
     else:
-        with pytest.raises(VerificationError, match=f"{flips} differ"):
+        with pytest.raises(QATMismatch, match=f"{flips} differ"):
             _verify_qat(_Artifact, scores, evidence)

@@ -1,0 +1,118 @@
+"""Pruning, QAT and accuracy-aware int8 on real keras.applications architectures trained for
+real (tests/trained_build.py), not on random weights (issue 22).
+
+Marked slow: each architecture is trained once per run in a child process (30–100 s each on
+2 cores), then compressed the ways a user would. The quick tier is `pytest -m "not slow"`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+# name → (flavour, architecture, input size, training epochs)
+MODELS = {
+    "mobilenetv2-keras3": ("keras3", "MobileNetV2", 48, 6),
+    "mobilenetv2-tf_keras": ("tf_keras", "MobileNetV2", 48, 6),
+    "efficientnetb0": ("tf_keras", "EfficientNetB0", 32, 4),
+    "resnet50": ("keras3", "ResNet50", 32, 4),
+}
+MIN_TRAINED_TOP1 = 0.85  # the models must really be trained, or the bars below prove nothing
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """Train each architecture on first use; {name: {"model", "train", "val", "top1"}}."""
+    made: dict[str, dict] = {}
+
+    def get(name: str) -> dict:
+        if name not in made:
+            flavour, arch, size, epochs = MODELS[name]
+            folder = tmp_path_factory.mktemp(name)
+            out = subprocess.run([sys.executable, "-m", "tests.trained_build", flavour, arch, str(size), str(folder),
+                                  str(epochs)], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+            assert out.returncode == 0, out.stderr[-3000:]
+            built = json.loads(out.stdout.strip().splitlines()[-1])
+            assert built["top1"] >= MIN_TRAINED_TOP1, built
+            made[name] = {"model": Path(built["model"]), "train": folder / "train.npz", "val": folder / "val.npz",
+                          "top1": built["top1"]}
+        return made[name]
+
+    return get
+
+
+def _compress(cli, model: dict, out: Path, *flags):
+    result = cli("compress", model["model"], "--data", model["train"], "--val", model["val"], "-o", out, "-q", *flags)
+    report = json.loads((out / "report.json").read_text()) if (out / "report.json").exists() else None
+    return result, report
+
+
+def _int8(report: dict) -> list[dict]:
+    return [a for a in report["artifacts"] if a["precision"] == "int8"]
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_prune_half_keeps_a_trained_network(name, trained, cli, tmp_path):
+    model = trained(name)
+    result, report = _compress(cli, model, tmp_path / "out", "--prune", "0.5", "--int8", "--formats", "tflite")
+    assert result.exit_code == 0, result.output
+    original = report["reference"]["accuracy"]["top1"]
+    prune = report["stages"]["prune"]
+    assert prune["sparsity"] >= 0.45
+    assert original - prune["keras_accuracy"]["top1"] <= 0.03, prune
+    for artifact in report["artifacts"]:
+        assert original - artifact["accuracy"]["top1"] <= 0.03, artifact
+    settings = prune["finetune"]
+    assert settings["batchnorm"].startswith("frozen") and len(settings["val_top1_per_epoch"]) == settings["epochs"]
+    assert settings["learning_rate"] > 0 and settings["warmup_steps"] > 0
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_qat_int8_files_compute_what_the_qat_model_computes(name, trained, cli, tmp_path):
+    model = trained(name)
+    result, report = _compress(cli, model, tmp_path / "out", "--qat")
+    assert result.exit_code == 0, result.output
+    qat = report["stages"]["qat"]
+    assert len(_int8(report)) == 3
+    for artifact in _int8(report):
+        check = artifact["verification"]
+        assert check["against"] == "qat_model" and check["agreement"] >= 0.98, artifact
+    float_top1 = report["reference"]["accuracy"]["top1"]
+    assert float_top1 - qat["keras_accuracy"]["top1"] <= 0.015, qat
+    assert report["failed_checks"] == []
+
+
+@pytest.mark.parametrize("mode", ["inline", "child"])
+def test_accuracy_aware_int8_on_keras3_in_both_step_modes(mode, trained, cli, tmp_path, monkeypatch):
+    """The crash of issue 22: a Keras 3 model's working.h5 existed only in child mode."""
+    monkeypatch.setenv("EDGEKIT_STEP_PROCESSES", mode)
+    model = trained("mobilenetv2-keras3")
+    result, report = _compress(cli, model, tmp_path / "out", "--int8", "--max-accuracy-drop", "0.5",
+                               "--formats", "tflite,onnx")
+    assert result.exit_code in (0, 1), result.output
+    assert report is not None and report["source"]["keras"] == "keras3"
+    for artifact in _int8(report):
+        assert "accuracy_aware" in artifact and artifact["accuracy_aware"]["max_drop"] == 0.5
+
+
+def test_a_stage_that_loses_too_much_stops_with_exit_1_and_writes_nothing(trained, cli, tmp_path):
+    """A learning rate far too high wrecks the network: the run says so after the stage."""
+    model = trained("mobilenetv2-keras3")
+    out = tmp_path / "out"
+    result, report = _compress(cli, model, out, "--prune", "0.9", "--int8", "--formats", "tflite",
+                               "--epochs", "1", "--learning-rate", "0.5")
+    assert result.exit_code == 1, result.output
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    for words in ("pruning kept top-1", "of the original", "over the tolerance of 3", "--epochs", "--learning-rate",
+                  "--prune sparsity"):
+        assert words in line, (words, line)
+    assert report is None and not out.exists()
