@@ -206,9 +206,10 @@ def bench(artifacts, *, device: str | None = None, remote: str | None = None, re
 
 def gate(report, baseline, *, max_accuracy_drop: float | None = None, max_latency_increase: float | None = None,
          max_size_increase: float | None = None, min_accuracy: float | None = None, allow_missing: bool = False,
-         config=None, junit=None, summary=None, raise_on_failure: bool = False) -> GateResult:
+         config=None, junit=None, summary=None, raise_on_failure: bool = False, remeasure: bool = True) -> GateResult:
     """`edgekit gate`: compare a report (a path or a Report) with a baseline. `passed` says the
-    verdict; with raise_on_failure a regression raises GateFailure, as the CLI exits 1."""
+    verdict; with raise_on_failure a regression raises GateFailure, as the CLI exits 1. remeasure: when
+    both reports' files are beside them, their latency is measured again side by side."""
     from edgekit.gating import load_thresholds, raise_if_failed, run_gate
 
     limits = load_thresholds(Path(config) if config else None, {
@@ -219,7 +220,7 @@ def gate(report, baseline, *, max_accuracy_drop: float | None = None, max_latenc
         folder = _private_folder(stack)
         paths = [_report_path(r, folder, name) for r, name in ((report, "report"), (baseline, "baseline"))]
         result = run_gate(paths[0], paths[1], limits, Path(junit) if junit else None,
-                          Path(summary) if summary else None)
+                          Path(summary) if summary else None, remeasure=remeasure)
     if raise_on_failure:
         raise_if_failed(result)
     return GateResult.model_validate(result)

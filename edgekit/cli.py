@@ -221,6 +221,8 @@ def gate(
     config: Optional[Path] = typer.Option(None, "--config", help="gate.yaml with the same thresholds (flags win)."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML: one testcase per check."),
     summary: Optional[Path] = typer.Option(None, "--summary", help="Append a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)."),
+    remeasure: bool = typer.Option(True, "--remeasure/--no-remeasure", help="When both reports' files are beside "
+        "them, measure their latency again now, interleaved (a busy machine slows both alike)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ):
     """Compare a report with a baseline: exit 1 if accuracy, latency or size regressed, 0 if not."""
@@ -232,7 +234,7 @@ def gate(
         result = api.gate(report, baseline, max_accuracy_drop=max_accuracy_drop,
                           max_latency_increase=max_latency_increase, max_size_increase=max_size_increase,
                           min_accuracy=min_accuracy, allow_missing=allow_missing, config=config, junit=junit,
-                          summary=summary).model_dump(mode="json")
+                          summary=summary, remeasure=remeasure).model_dump(mode="json")
         _emit(result, as_json, render_gate)
         raise_if_failed(result)
 

@@ -7,6 +7,12 @@
 - The exact GELU (Keras 3 ConvNeXt) traces to `Erfc`, which tf2onnx lacks: it becomes
   `1 - Erf(x)`, the same function.
 Every converter starts from the graph `portable_graph` returns.
+
+- A QAT graph fake-quantizes each kernel (`FakeQuantWithMinMaxVars[PerChannel]` on a
+  constant). tf2onnx folds those itself, but only while the kernel is a constant: the ONNX
+  export lifts large constants out of the graph first (edgekit.export.onnx_weights), and a
+  per-channel fake-quant on a lifted kernel is an op tf2onnx cannot convert (EfficientNetB0:
+  two 1.5 MB kernels). `fold_constant_fake_quant` computes them beforehand.
 """
 
 from __future__ import annotations
@@ -20,6 +26,43 @@ def portable_graph(graph_def):
     inline_calls(graph_def)
     replace_erfc(graph_def)
     return graph_def
+
+
+FAKE_QUANT_OPS = {"FakeQuantWithMinMaxVars", "FakeQuantWithMinMaxVarsPerChannel"}
+
+
+def fold_constant_fake_quant(graph_def) -> int:
+    """Every fake-quant op whose inputs are constants (through Identity) becomes a Const of its
+    output, under its own name; returns how many. In place."""
+    import tensorflow as tf
+    from tensorflow.core.framework import node_def_pb2
+
+    nodes = {n.name: n for n in graph_def.node}
+
+    def constant(ref: str):
+        node = nodes.get(ref.split(":")[0].lstrip("^"))
+        while node is not None and node.op == "Identity":
+            node = nodes.get(node.input[0].split(":")[0])
+        return tf.make_ndarray(node.attr["value"].tensor) if node is not None and node.op == "Const" else None
+
+    folded = 0
+    for node in list(graph_def.node):
+        if node.op not in FAKE_QUANT_OPS:
+            continue
+        values = [constant(ref) for ref in node.input[:3]]
+        if any(v is None for v in values):
+            continue
+        op = (tf.quantization.fake_quant_with_min_max_vars_per_channel if node.op.endswith("PerChannel")
+              else tf.quantization.fake_quant_with_min_max_vars)
+        result = op(*values, num_bits=node.attr["num_bits"].i or 8, narrow_range=node.attr["narrow_range"].b)
+        replacement = node_def_pb2.NodeDef(name=node.name, op="Const")
+        replacement.attr["dtype"].type = node.attr["T"].type if "T" in node.attr else tf.float32.as_datatype_enum
+        if replacement.attr["dtype"].type == 0:
+            replacement.attr["dtype"].type = tf.float32.as_datatype_enum
+        replacement.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(result.numpy()))
+        node.CopyFrom(replacement)
+        folded += 1
+    return folded
 
 
 def inline_calls(graph_def) -> None:

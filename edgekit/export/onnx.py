@@ -76,8 +76,15 @@ def convert(source: dict, out: str) -> None:
     from edgekit.export.onnx_weights import attach_weights, lift_large_constants
     from edgekit.export.source import frozen_graph
 
+    from edgekit.export.graph_fixes import FAKE_QUANT_OPS, fold_constant_fake_quant
+
     frozen = frozen_graph(source)
-    graph_def, weights = lift_large_constants(frozen.graph_def)
+    graph_def = frozen.graph_def
+    if any(n.op in FAKE_QUANT_OPS for n in graph_def.node):  # QAT kernels: before large constants leave
+        graph_def = type(graph_def)()                          # the graph; on a copy, the next converter
+        graph_def.CopyFrom(frozen.graph_def)                   # reads the fake-quant ops themselves
+        fold_constant_fake_quant(graph_def)
+    graph_def, weights = lift_large_constants(graph_def)
     model, _ = tf2onnx.convert.from_graph_def(
         graph_def, input_names=[frozen.input_name, *weights], output_names=[frozen.output_name], opset=OPSET)
     del graph_def
