@@ -145,12 +145,13 @@ def evaluate(
     threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads."),
     timeout: float = typer.Option(600.0, "--timeout", help="Seconds before a hanging evaluation is given up."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (with confusion matrices) instead of a table."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
 ):
     """Top-1/top-5 accuracy of each artifact on labelled data, and how often they agree."""
     from edgekit import api
     from edgekit.report import render_evaluation
 
-    with _errors_to_exit_codes():
+    with _errors_to_exit_codes(), _progress(f"Evaluate {len(artifacts)} artifact(s) on {data}", quiet):
         result = api.evaluate(artifacts, data, preprocess=preprocess, threads=threads, timeout=timeout)
         _emit(result.model_dump(mode="json"), as_json, render_evaluation)
 
@@ -167,6 +168,7 @@ def diagnose(
     custom_objects: Optional[str] = typer.Option(None, "--custom-objects", help="Module that defines the model's custom classes (with --trust-model)."),
     timeout: float = typer.Option(600.0, "--timeout", help="Seconds before a hanging diagnosis is given up."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (every layer) instead of a table."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
 ):
     """Per-layer int8 error of each file against the Keras model: SQNR, the error each layer adds, activation ranges."""
     from edgekit.diagnose import diagnose_artifacts
@@ -177,7 +179,9 @@ def diagnose(
             from edgekit.errors import InputError
 
             raise InputError(f"--top {top}: show at least 1 layer per file")
-        result = diagnose_artifacts(model, artifacts, data, samples, preprocess, trust_model, custom_objects, timeout)
+        with _progress(f"Diagnose {len(artifacts)} file(s) layer by layer against {model}", quiet):
+            result = diagnose_artifacts(model, artifacts, data, samples, preprocess, trust_model, custom_objects,
+                                        timeout)
         _emit(result, as_json, lambda r: render_diagnosis(r, top))
 
 
@@ -196,13 +200,14 @@ def bench(
     device: Optional[str] = typer.Option(None, "--device", help="A device profile (`edgekit devices`): estimated "
                                          "unless --remote runs it there; host measures here."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
 ):
     """Latency of each artifact on this machine (or --remote): batch 1, warm-up, then percentiles.
     With --device and no --remote: an estimate for that device, labelled as such."""
     from edgekit import api
     from edgekit.report import render_bench, render_estimates
 
-    with _errors_to_exit_codes():
+    with _errors_to_exit_codes(), _progress(f"Benchmark {len(artifacts)} artifact(s)", quiet):
         result = api.bench(artifacts, device=device, remote=remote, remote_python=remote_python,
                            ssh_options=ssh_option, threads=threads, runs=runs, min_time=min_time, warmup=warmup,
                            warmup_time=warmup_time, timeout=timeout)
@@ -224,6 +229,7 @@ def gate(
     remeasure: bool = typer.Option(True, "--remeasure/--no-remeasure", help="When both reports' files are beside "
         "them, measure their latency again now, interleaved (a busy machine slows both alike)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
 ):
     """Compare a report with a baseline: exit 1 if accuracy, latency or size regressed, 0 if not."""
     from edgekit import api
@@ -231,10 +237,11 @@ def gate(
     from edgekit.report import render_gate
 
     with _errors_to_exit_codes():
-        result = api.gate(report, baseline, max_accuracy_drop=max_accuracy_drop,
-                          max_latency_increase=max_latency_increase, max_size_increase=max_size_increase,
-                          min_accuracy=min_accuracy, allow_missing=allow_missing, config=config, junit=junit,
-                          summary=summary, remeasure=remeasure).model_dump(mode="json")
+        with _progress(f"Compare {report} with {baseline}", quiet):
+                result = api.gate(report, baseline, max_accuracy_drop=max_accuracy_drop,
+                              max_latency_increase=max_latency_increase, max_size_increase=max_size_increase,
+                              min_accuracy=min_accuracy, allow_missing=allow_missing, config=config, junit=junit,
+                              summary=summary, remeasure=remeasure).model_dump(mode="json")
         _emit(result, as_json, render_gate)
         raise_if_failed(result)
 
@@ -330,12 +337,13 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     trust_model: bool = typer.Option(False, "--trust-model", help="Load Lambda layers and custom classes (runs code from the file)."),
     custom_objects: Optional[str] = typer.Option(None, "--custom-objects", help="Module that defines the model's custom classes."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
 ):
     """Show a model's format, Keras flavour, signature, size, MACs, and what QAT and the bridge cannot handle."""
     from edgekit.inspection import inspect_file
     from edgekit.report import render_inspection
 
-    with _errors_to_exit_codes():
+    with _errors_to_exit_codes(), _progress(f"Inspect {model}", quiet):
         facts = inspect_file(model, trust=trust_model, custom_objects=custom_objects)
         _emit(facts, as_json, render_inspection)
 
@@ -367,6 +375,15 @@ def _finite(value):
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
+
+
+@contextmanager
+def _progress(title: str, quiet: bool):
+    """A spinner while a command works, then one line with its time and peak memory (stderr)."""
+    from edgekit.progress import StepLog
+
+    with StepLog(quiet=quiet).step(title):
+        yield
 
 
 def _emit(result, as_json: bool, render) -> None:

@@ -73,8 +73,10 @@ def _path(value) -> Path | None:
 def _failure(exc: BaseException) -> dict:
     from edgekit.errors import EdgekitError, GateFailure, first_line
 
-    if isinstance(exc, GateFailure):  # the recipe's own accuracy limit: its files and report were written
-        return {"note": first_line(exc, 500)}
+    if isinstance(exc, GateFailure) and getattr(exc, "report", None):
+        # the accuracy tolerance, as compress judges it: the files and report were written, the
+        # cell is usable, and the sweep exits 1 at the end as compress would (edgekit.tolerance)
+        return {"note": first_line(exc, 500), "exit_code": exc.exit_code}
     if isinstance(exc, EdgekitError):
         return {"status": "failed", "error": first_line(exc, 500), "exit_code": exc.exit_code}
     if isinstance(exc, MemoryError):

@@ -84,11 +84,22 @@ def run_sweep(opts: SweepOptions, log) -> dict:
                             f"see {Path(opts.output) / 'sweep.md'}")
         error.result = result
         raise error
+    over = [r for r in ordered if r.get("exit_code") == 1]
+    if over:  # each cell's files were written; compress would have exited 1 for each of them
+        error = CellsFailed(f"{len(over)} of {len(ordered)} cells missed their accuracy target "
+                            f"({'; '.join(_missed(r) for r in over[:3])}{' …' if len(over) > 3 else ''}); every "
+                            f"cell's files were written: see {Path(opts.output) / 'sweep.md'}")
+        error.result = result
+        raise error
     return result
 
 
 def _failure(record: dict) -> str:
     return f"{record['name']}: {record['error']}"
+
+
+def _missed(record: dict) -> str:
+    return f"{record['name']}: {record['note']}"
 
 
 # --- check and plan -----------------------------------------------------------------------

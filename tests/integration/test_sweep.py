@@ -501,3 +501,22 @@ def test_ray_without_the_extra_names_the_extra(digits, cli, tmp_path, monkeypatc
     result = cli("sweep", digits["model"], "--val", digits["val"], "-o", out, "--ray", "127.0.0.2:6379")
     refusal_line(result, ["ray is not installed", 'pip install "edgekit[ray]"'])
     assert not out.exists()
+
+
+def test_a_cell_past_its_accuracy_tolerance_exits_1_like_compress(outlier_digits, cli, tmp_path):
+    """One tolerance rule (issue 22): int8 of the outlier model loses more than a 0.1-point
+    tolerance; compress exits 1 with everything written, and so does a sweep of the same recipe
+    (its cell's files written and used)."""
+    recipe = tmp_path / "strict.yaml"
+    recipe.write_text("name: strict\nint8: true\naccuracy_tolerance: 0.1\nformats: [tflite]\n")
+    args = ("--data", outlier_digits["calib"], "--val", outlier_digits["val"])
+    alone = cli("compress", outlier_digits["model"], "--recipe", recipe, *args, "-o", tmp_path / "alone", "-q")
+    assert alone.exit_code == 1 and "accuracy tolerance of 0.1 points: tflite-int8 -" in alone.stderr
+    assert (tmp_path / "alone" / "report.json").is_file()
+    done = subprocess.run(_edgekit("sweep", outlier_digits["model"], *args, "--recipes", str(recipe), *FAST,
+                                   "-o", tmp_path / "sweep"), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "1 of 1 cells missed their accuracy target (strict: top-1 dropped more than the accuracy tolerance" \
+           in done.stderr
+    (cell,) = _result(tmp_path / "sweep")["cells"]
+    assert cell["status"] == "ok" and (tmp_path / "sweep" / cell["folder"] / "report.json").is_file()
