@@ -372,8 +372,9 @@ def _run_stages(opts: CompressOptions, model: LoadedModel, data: _Data, evidence
     working, qat_forward, qat_scores, stages = model.keras_model, None, None, {}
     if not recipe.stages:
         return _Staged(model)
-    from edgekit.stages.finetune import outputs_probabilities, teacher_targets
+    from edgekit.stages.finetune import outputs_probabilities, require_labelled, teacher_targets
 
+    require_labelled(data.train, "--prune" if recipe.prune else "--qat")  # before the teacher reads its labels
     validation = (evidence.x, evidence.labels) if evidence.labels is not None else None
     original = accuracy(evidence.reference, evidence.labels)
     targets = None
@@ -439,12 +440,14 @@ def _check_stage_kept(stage: str, kept: dict | None, original: dict | None, reci
     drop = 100 * (original["top1"] - kept["top1"])
     if drop <= tolerance:
         return
-    epochs = ", ".join(f"{100 * t:.2f}%" for t in settings.val_top1_per_epoch)
+    epochs = ", ".join(f"{100 * t:.2f}%" for t in settings.val_top1_per_epoch) or "no epoch finished"
+    diverged = (f"; it diverged {len(settings.backoffs)} time(s) and restarted at a lower rate"
+                if settings.backoffs else "")
     raise StageFailure(
         f"{stage} kept top-1 {100 * kept['top1']:.2f}% of the original {100 * original['top1']:.2f}% "
-        f"({signed_points(-drop)}, over the tolerance of {tolerance:g}; after each epoch: {epochs}); nothing was "
+        f"({signed_points(-drop)}, over the tolerance of {tolerance:g}; after each epoch: {epochs}{diverged}); nothing was "
         f"written. What helps: more --epochs (now {settings.epochs}), another --learning-rate (now "
-        f"{settings.learning_rate:g})" + (", a lower --prune sparsity" if recipe.prune else "")
+        f"{settings.learning_rate:.2g})" + (", a lower --prune sparsity" if recipe.prune else "")
         + ", or a wider --accuracy-tolerance")
 
 

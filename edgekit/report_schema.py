@@ -54,6 +54,31 @@ class Host(_Open):
     arch: Optional[str] = None
 
 
+Count = Annotated[int, Field(ge=1, strict=True)]
+Points = Annotated[float, Field(ge=0.0, le=100.0, strict=True, allow_inf_nan=False)]
+
+
+class RecipeRecord(_Open):
+    """The resolved recipe: a reader (a person or a gate config) compares runs on these, so a
+    "calib_samples": "lots" is a broken report, not a string to carry along."""
+    int8: Optional[Annotated[bool, Field(strict=True)]] = None
+    fp16: Optional[Annotated[bool, Field(strict=True)]] = None
+    formats: Optional[list[Text]] = None
+    calib_samples: Optional[Count] = None
+    batch_size: Optional[Count] = None
+    seed: Optional[Annotated[int, Field(ge=0, strict=True)]] = None
+    accuracy_tolerance: Optional[Points] = None
+    learning_rate: Optional[Annotated[float, Field(gt=0.0, strict=True, allow_inf_nan=False)]] = None
+    distillation: Optional[Fraction] = None
+
+
+class SourceRecord(_Open):
+    params: Optional[Annotated[int, Field(ge=0, strict=True)]] = None
+    macs: Optional[Annotated[int, Field(ge=0, strict=True)]] = None
+    num_classes: Optional[Count] = None
+    size_bytes: Optional[Bytes] = None
+
+
 class Report(_Open):
     schema_: Literal["edgekit.report/1"] = Field(alias="schema")
     artifacts: list[ArtifactEntry]
@@ -82,12 +107,22 @@ def parse_strict_json(text: str):
     return json.loads(text, parse_constant=refuse)
 
 
+# Sections checked strictly but kept as plain dicts on Report (API users index report.source["keras"]).
+SECTIONS = {"recipe": RecipeRecord, "source": SourceRecord}
+
+
 def validate_report(data) -> Report:
     try:
-        return Report.model_validate(data)
+        report = Report.model_validate(data)
+        for name, model in SECTIONS.items():
+            if isinstance(data, dict) and data.get(name) is not None:
+                model.model_validate(data[name])
+        return report
     except ValidationError as exc:
         error = exc.errors()[0]
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
+        section = next((n for n, m in SECTIONS.items() if exc.title == m.__name__), None)
+        loc = (section, *error["loc"]) if section else error["loc"]
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
         raise ReportError(f"{where or 'the report'}: {error['msg'][0].lower()}{error['msg'][1:]}"
                           .replace("Value error, ", "").replace("value error, ", "")) from None
 

@@ -15,6 +15,7 @@ What a trained network needs from a short fine-tune (issue 22: a trained MobileN
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -48,6 +49,7 @@ class FinetuneSettings:
     distillation: float  # weight of the original model's probabilities in the targets (0: labels only)
     batchnorm: str = "frozen (inference mode, moving statistics)"
     val_top1_per_epoch: list[float] = field(default_factory=list)
+    backoffs: list[dict] = field(default_factory=list)  # restarts at a lower rate after divergence
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -90,17 +92,23 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return max(1, -(-n // batch_size))
 
 
-def freeze_batchnorm(model) -> int:
-    """Every BatchNormalization in the model (also inside tfmot's wrappers) to inference mode:
-    a non-trainable tf_keras BatchNormalization normalizes with its moving statistics and
-    keeps them. Returns how many were frozen."""
-    frozen = 0
+@contextmanager
+def batchnorm_frozen(model):
+    """Every trainable BatchNormalization in the model (also inside tfmot's wrappers) in inference
+    mode while the block runs: a non-trainable tf_keras BatchNormalization normalizes with its
+    moving statistics and keeps them. Afterwards they are trainable again, as the next stage
+    expects (tfmot's registries judge a layer by whether it has trainable weights)."""
+    frozen = []
     for layer in model.layers:
         inner = getattr(layer, "layer", layer)  # PruneLowMagnitude / QuantizeWrapper hold the real layer
-        if type(inner).__name__ in ("BatchNormalization", "SyncBatchNormalization"):
+        if type(inner).__name__ in ("BatchNormalization", "SyncBatchNormalization") and inner.trainable:
             inner.trainable = False
-            frozen += 1
-    return frozen
+            frozen.append(inner)
+    try:
+        yield frozen
+    finally:
+        for layer in frozen:
+            layer.trainable = True
 
 
 def teacher_targets(teacher, data: Dataset, num_classes: int, weight: float, from_logits: bool,
@@ -118,16 +126,51 @@ def teacher_targets(teacher, data: Dataset, num_classes: int, weight: float, fro
     return ((1 - weight) * one_hot + weight * outputs).astype(np.float32)
 
 
+# A fine-tune whose training loss climbs above chance level (ln of the class count: worse than
+# guessing) has diverged: its learning rate is too high for this network (trained ResNet50 at
+# 1e-3 with frozen BatchNorm fell to 9% top-1 where MobileNetV2 0.35 needs 1e-3 to recover from
+# pruning). It restarts from the same weights at a lower rate, half a decade down (1e-3, 3.2e-4,
+# 1e-4), at most MAX_BACKOFFS times.
+BACKOFF = 10 ** 0.5
+MAX_BACKOFFS = 2
+
+
 def finetune(model, data: Dataset, settings: FinetuneSettings, seed: int, title: str, callbacks=(),
              from_logits: bool | None = None, targets: np.ndarray | None = None, validation=None,
              quiet: bool = False) -> None:
     """Fit `model` as `settings` say. `targets`: soft targets (else the labels); `validation`:
-    (x, y) measured after every epoch into settings.val_top1_per_epoch."""
-    keras = tf_keras()
-    keras.utils.set_random_seed(seed)
+    (x, y) measured after every epoch into settings.val_top1_per_epoch. A diverging run is
+    restarted at a lower rate (settings.backoffs records each)."""
     if from_logits is None:
         from_logits = not outputs_probabilities(model)
-    freeze_batchnorm(model)
+    with batchnorm_frozen(model):
+        _fit_with_backoff(model, data, settings, seed, title, callbacks, from_logits, targets, validation, quiet)
+
+
+def _fit_with_backoff(model, data: Dataset, settings: FinetuneSettings, seed: int, title: str, callbacks,
+                      from_logits: bool, targets, validation, quiet: bool) -> None:
+    start = model.get_weights()  # every variable: kernels, pruning masks and step, quantizer ranges
+    chance = float(np.log(max(2, (targets.shape[1] if targets is not None else int(np.max(data.y)) + 1))))
+    for attempt in range(MAX_BACKOFFS + 1):
+        if attempt:
+            model.set_weights(start)
+            settings.backoffs.append({"from": settings.learning_rate, "to": settings.learning_rate / BACKOFF,
+                                      "why": f"training loss rose above chance level ({chance:.2f})"})
+            settings.learning_rate /= BACKOFF
+            settings.val_top1_per_epoch.clear()
+            if not quiet:
+                console.print(f"! {title}: the fine-tune diverged (training loss above chance level); restarting "
+                              f"from the same weights at learning rate {settings.learning_rate:.2g}", highlight=False)
+        guard = _Divergence(chance, settings.warmup_steps)
+        _fit(model, data, settings, seed, title, [*callbacks, guard], from_logits, targets, validation, quiet)
+        if not guard.diverged:
+            return
+
+
+def _fit(model, data: Dataset, settings: FinetuneSettings, seed: int, title: str, callbacks, from_logits: bool,
+         targets, validation, quiet: bool) -> None:
+    keras = tf_keras()
+    keras.utils.set_random_seed(seed)
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, max(1, settings.steps - settings.warmup_steps), warmup_target=settings.learning_rate,
         warmup_steps=settings.warmup_steps)
@@ -142,6 +185,22 @@ def finetune(model, data: Dataset, settings: FinetuneSettings, seed: int, title:
     progress = [] if quiet else [_EpochBars(title, settings.epochs, steps_per_epoch(len(data), settings.batch_size))]
     model.fit(data.x, y, epochs=settings.epochs, batch_size=settings.batch_size, shuffle=True, verbose=0,
               callbacks=[*callbacks, *watchers, *progress])
+
+
+class _Divergence(tf_keras().callbacks.Callback):
+    """Stops training once the epoch's running loss is above chance level, past the warm-up."""
+
+    def __init__(self, chance: float, warmup_steps: int):
+        super().__init__()
+        self.chance, self.warmup_steps = chance, warmup_steps
+        self.step, self.diverged = 0, False
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        loss = (logs or {}).get("loss")
+        if self.step > max(3, self.warmup_steps) and loss is not None and not loss < self.chance:  # NaN too
+            self.diverged = True
+            self.model.stop_training = True
 
 
 class _EpochTop1(tf_keras().callbacks.Callback):

@@ -8,8 +8,9 @@ kernel grid than the one QAT trained, and disagree with the QAT model on 3–5% 
 so a folded conv computes exactly what conv + frozen BatchNorm computes: folding first makes
 QAT train the very kernel the files hold.
 
-Only a BatchNormalization over the last axis whose single input is a layer of those kinds,
-called once, whose output nothing else reads, is folded; anything else is left as it is.
+Only a BatchNormalization over the last axis whose single input is a layer of those kinds
+with a linear activation, called once, whose output nothing else reads, is folded; anything
+else is left as it is (tfmot then keeps it float and says so).
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def _foldable_pairs(model) -> list[tuple[str, str]]:
                 continue
             source = source[0]
         if type(source).__name__ not in FOLDABLE or len(source._inbound_nodes) != 1:  # noqa: SLF001
+            continue
+        if getattr(source.activation, "__name__", None) != "linear":  # BatchNorm after a ReLU is not affine in the conv
             continue
         if len(source._outbound_nodes) != 1:  # noqa: SLF001 - someone else reads the unnormalized output
             continue

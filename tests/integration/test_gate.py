@@ -230,6 +230,12 @@ HOSTILE = {  # the gate must fail closed: each of these passed before, or crashe
         lambda r: {**r, "artifacts": [_set("size_bytes", 1)(r)["artifacts"][0], *r["artifacts"]]},
         ["artifacts", "appears more than once"]),
     "empty id": (_set("id", ""), ["artifacts[0].id"]),
+    # issue 22: the recipe and source a report records are typed too
+    "calib_samples as a word": (lambda r: {**r, "recipe": {**r["recipe"], "calib_samples": "lots"}},
+                                ["recipe.calib_samples", "integer"]),
+    "tolerance negative": (lambda r: {**r, "recipe": {**r["recipe"], "accuracy_tolerance": -1.0}},
+                           ["recipe.accuracy_tolerance"]),
+    "params as a string": (lambda r: {**r, "source": {**r["source"], "params": "85k"}}, ["source.params"]),
 }
 
 

@@ -145,7 +145,7 @@ def test_a_damaged_cell_record_is_no_record(tmp_path, content):
 
 
 def test_a_cell_s_own_bug_keeps_its_traceback_and_edgekit_errors_keep_their_exit_code():
-    from edgekit.errors import GateFailure, ModelError
+    from edgekit.errors import GateFailure, ModelError, StageFailure
     from edgekit.sweeps.cell import _failure
 
     try:
@@ -156,4 +156,8 @@ def test_a_cell_s_own_bug_keeps_its_traceback_and_edgekit_errors_keep_their_exit
     assert "test_sweep_parts.py" in bug["error"] and "Traceback" in bug["traceback"]
     assert _failure(ModelError("m.h5: not a model")) == {"status": "failed", "error": "m.h5: not a model",
                                                          "exit_code": 2}
-    assert _failure(GateFailure("int8 lost 2 points")) == {"note": "int8 lost 2 points"}  # files were written
+    # past the accuracy tolerance with its files written: a usable cell, and exit 1 as compress gives
+    assert _failure(GateFailure("int8 lost 2 points", report={"artifacts": []})) == {
+        "note": "int8 lost 2 points", "exit_code": 1}
+    # a stage that stopped the run before anything was written: a failed cell
+    assert _failure(StageFailure("pruning kept 15%"))["status"] == "failed"

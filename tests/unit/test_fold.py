@@ -1,0 +1,45 @@
+"""Folding BatchNorm before QAT: exact where the conv is linear, never across an activation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def _model(activation: str, depthwise: bool):
+    from edgekit.keras_compat import tf_keras
+
+    keras = tf_keras()
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    conv = (L.DepthwiseConv2D(3, padding="same", activation=activation, name="conv") if depthwise
+            else L.Conv2D(8, 3, padding="same", activation=activation, name="conv"))
+    inputs = L.Input((8, 8, 4))
+    x = L.BatchNormalization(name="bn")(conv(inputs))
+    x = L.ReLU(name="relu")(x)
+    outputs = L.Dense(3, name="head")(L.GlobalAveragePooling2D(name="gap")(x))
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(0)
+    bn = model.get_layer("bn")  # statistics far from the identity, so a wrong fold shows
+    bn.set_weights([rng.uniform(0.5, 2, w.shape).astype(np.float32) if i in (0, 3) else
+                    rng.normal(0, 1, w.shape).astype(np.float32) for i, w in enumerate(bn.get_weights())])
+    return model
+
+
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_a_linear_conv_and_its_batchnorm_become_one_layer_computing_the_same(depthwise):
+    from edgekit.stages.fold import fold_batchnorm
+
+    model = _model("linear", depthwise)
+    folded, names = fold_batchnorm(model)
+    assert names == ["bn"] and "bn" not in [l.name for l in folded.layers]
+    x = np.random.default_rng(1).normal(0, 1, (4, 8, 8, 4)).astype(np.float32)
+    np.testing.assert_allclose(folded(x).numpy(), model(x, training=False).numpy(), atol=1e-5)
+
+
+def test_batchnorm_after_an_activation_is_left_alone():
+    from edgekit.stages.fold import fold_batchnorm
+
+    model = _model("relu", depthwise=False)
+    folded, names = fold_batchnorm(model)
+    assert names == [] and folded is model
