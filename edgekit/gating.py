@@ -17,7 +17,7 @@ from typing import Literal, Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgekit.errors import GateFailure, InputError, OutputError
+from edgekit.errors import EdgekitError, GateFailure, InputError, OutputError
 
 SCHEMA = "edgekit.report/1"
 
@@ -130,7 +130,10 @@ def latency_check(aid: str, base: dict, new: dict, base_host: dict, new_host: di
     if base.get("device") != new.get("device"):
         return Check(aid, "latency", "skipped", b, n, note=f"devices differ ({base.get('device')} vs {new.get('device')})")
     if files is not None:  # both measured here and now: which CPU recorded them no longer matters
-        return _remeasured(aid, files, limits)
+        try:
+            return _remeasured(aid, files, limits)
+        except EdgekitError:  # no runtime for the format here (a light install): judge the recorded numbers
+            pass
     if base.get("device") == "host" and (base_host.get("cpu"), base_host.get("arch")) != (new_host.get("cpu"),
                                                                                          new_host.get("arch")):
         return Check(aid, "latency", "skipped", b, n,

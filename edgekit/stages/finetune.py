@@ -7,8 +7,9 @@ What a trained network needs from a short fine-tune (issue 22: a trained MobileN
   barely follow the changed weights, so the model the files are made from is not the one that
   trained. Frozen, the weights learn against the statistics the exported model uses (Keras'
   fine-tuning guide; tfmot's QAT folds BatchNorm with its moving statistics too).
-- A low learning rate with a warm-up, then cosine decay to zero: Adam's first steps on a
-  converged model are its largest, and the warm-up keeps them small.
+- A learning rate with a warm-up, then cosine decay to zero: Adam's first steps on a converged
+  model are its largest, and the warm-up keeps them small; a run that diverges anyway restarts
+  lower.
 - Optional distillation from the original model: the targets are a mix of the labels and the
   original model's own probabilities, which carry more than a label on a small data set.
 """
@@ -26,10 +27,10 @@ from edgekit.errors import DataError
 from edgekit.keras_compat import tf_keras
 from edgekit.progress import console
 
-# Without --learning-rate or an Adam-family learning rate recorded in the file: measured on trained
-# MobileNetV2, EfficientNetB0 and ResNet50 (benchmarks/trained_stages.py). With frozen BatchNorm
-# and the warm-up, the rate training ended on is safe: on trained MobileNetV2 with 50% pruning,
-# 2 epochs, 1e-3 kept 89.6% of 89.2% where 3e-4 kept 77.2% and 1e-4 69.6%.
+# The rate starts at what the file's Adam-family optimizer recorded, because a small network needs
+# it to recover from pruning (trained MobileNetV2 0.35, 50% pruning, 2 epochs: 1e-3 kept 89.6% of
+# 89.2%, 3e-4 77.2%, 1e-4 49.5%); a network it is too high for diverges and backs off (below).
+# Without a recorded rate or --learning-rate: DEFAULT_LEARNING_RATE.
 DEFAULT_LEARNING_RATE = 3e-4
 RECORDED_LR_FRACTION = 1.0  # of the learning rate the file's Adam-family optimizer recorded
 LR_BOUNDS = (1e-5, 1e-3)

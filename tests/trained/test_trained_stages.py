@@ -25,6 +25,9 @@ MODELS = {
     "efficientnetb0": ("tf_keras", "EfficientNetB0", 32, 4),
     "resnet50": ("keras3", "ResNet50", 32, 4),
 }
+# Fine-tuning epochs for 50% pruning: MobileNetV2 at width 0.35 has ~0.4 M weights, and half of
+# them go; 2 epochs (the default) kept 81.5% of 92.6% on one of the two trained here, 4 recover it.
+PRUNE_EPOCHS = {"mobilenetv2-keras3": 4, "mobilenetv2-tf_keras": 4, "efficientnetb0": 2, "resnet50": 2}
 MIN_TRAINED_TOP1 = 0.85  # the models must really be trained, or the bars below prove nothing
 
 
@@ -63,7 +66,8 @@ def _int8(report: dict) -> list[dict]:
 @pytest.mark.parametrize("name", list(MODELS))
 def test_prune_half_keeps_a_trained_network(name, trained, cli, tmp_path):
     model = trained(name)
-    result, report = _compress(cli, model, tmp_path / "out", "--prune", "0.5", "--int8", "--formats", "tflite")
+    result, report = _compress(cli, model, tmp_path / "out", "--prune", "0.5", "--int8", "--formats", "tflite",
+                               "--epochs", str(PRUNE_EPOCHS[name]))
     assert result.exit_code == 0, result.output
     original = report["reference"]["accuracy"]["top1"]
     prune = report["stages"]["prune"]
