@@ -202,6 +202,12 @@ BAD = {
     "--prune 1.5": (lambda t: ["--prune", "1.5"], ["--prune 1.5", "between 0 and 1"]),
     "--prune-structure 3:4": (lambda t: ["--prune", "0.5", "--prune-structure", "3:4"],
                               ["stages.0.structure", "'unstructured' or '2:4'"]),
+    # the fine-tuning options of issue 22
+    "--learning-rate 0": (lambda t: ["--prune", "0.5", "--learning-rate", "0"], ["--learning-rate 0", "greater than 0"]),
+    "--accuracy-tolerance -1": (lambda t: ["--int8", "--accuracy-tolerance", "-1"],
+                                ["--accuracy-tolerance -1", "greater than or equal to 0"]),
+    "distillation 2 in a recipe": (lambda t: ["--recipe", _write(t, "int8: true\ndistillation: 2\n")],
+                                   ["r.yaml", "distillation", "less than or equal to 1"]),
 }
 
 

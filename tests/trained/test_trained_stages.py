@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+# Training and compressing ResNet50 takes minutes on 2 cores: past the suite's 600 s default per test.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parents[2]
 # name → (flavour, architecture, input size, training epochs)
