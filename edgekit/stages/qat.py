@@ -24,7 +24,6 @@ class QATResult:
     scheme: str
     float_model: object  # the float model QAT started from: BatchNorms folded (edgekit.stages.fold)
     folded: list[str]  # the BatchNorm layers folded into the layer before them
-    output_only: list[str]  # layers tfmot has no rule for, with only their output fake-quantized
 
 
 def quantize_aware(model, data: Dataset | None, stage: QATStage, preserve_sparsity: bool, settings: FinetuneSettings,
@@ -37,36 +36,21 @@ def quantize_aware(model, data: Dataset | None, stage: QATStage, preserve_sparsi
     keras = tf_keras()
     qk = tfmot.quantization.keras
     model, folded = fold_batchnorm(model)  # QAT then trains the kernels the converters write
-    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_configs import (
-        Default8BitOutputQuantizeConfig)
-
     unsupported = qat_unsupported_layers(model)
     skip = {item.split(" (")[0] for item in unsupported}
-    # A layer tfmot has no rule for but that holds nothing to train (a squeeze-excite Multiply, an
-    # input Rescaling): the converters quantize its output all the same (calibrated), so QAT must
-    # too, or the int8 files round where the QAT model did not (EfficientNetB0: 16 Multiply, the
-    # TFLite file agreed with the QAT model on 97.0%). Its output is fake-quantized; it stays float.
-    output_only = {name for name in skip if not model.get_layer(name).trainable_weights}
-    skip -= output_only
-    unsupported = [item for item in unsupported if item.split(" (")[0] in skip]
     from_logits = not outputs_probabilities(model)
-
-    def annotate(layer):
-        if layer.name in skip:
-            return layer
-        if layer.name in output_only:
-            return qk.quantize_annotate_layer(layer, quantize_config=Default8BitOutputQuantizeConfig())
-        return qk.quantize_annotate_layer(layer)
-
-    annotated = keras.models.clone_model(model, clone_function=annotate) if skip or output_only \
-        else qk.quantize_annotate_model(model)
+    if skip:
+        annotated = keras.models.clone_model(
+            model, clone_function=lambda layer: layer if layer.name in skip else qk.quantize_annotate_layer(layer))
+    else:
+        annotated = qk.quantize_annotate_model(model)
     scheme_name, scheme = qat_scheme(preserve_sparsity)
-    with qk.quantize_scope({"Default8BitOutputQuantizeConfig": Default8BitOutputQuantizeConfig}):
+    with qk.quantize_scope():
         qat_model = qk.quantize_apply(annotated, scheme)
     calibrate_ranges(qat_model, data.x)
     finetune(qat_model, data, settings, seed, "qat", from_logits=from_logits, targets=targets, validation=validation,
              quiet=quiet)
-    return QATResult(qat_model, unsupported, scheme_name, model, folded, sorted(output_only))
+    return QATResult(qat_model, unsupported, scheme_name, model, folded)
 
 
 CALIBRATION_BATCHES, CALIBRATION_BATCH = 8, 32
