@@ -249,3 +249,31 @@ def test_a_model_without_layers_to_rank_is_refused_before_any_export(digits, cli
                  "--max-accuracy-drop", "0.5", "-o", tmp_path / "out")
     refusal_line(result, ["sm", "--max-accuracy-drop ranks the layers of a tf_keras model"])
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("mode", ["inline", "child"])
+def test_accuracy_aware_search_on_a_keras3_model_in_both_step_modes(mode, outlier_digits, cli, tmp_path, monkeypatch):
+    """Issue 22: with a Keras 3 model and steps in-process, the TFLite search reopened working.h5,
+    which only child mode writes (exit 3). The outlier CNN rebuilt in Keras 3 needs the search."""
+    from edgekit.keras_compat import tensorflow, tf_keras
+
+    tensorflow()
+    import keras as keras3
+
+    source = tf_keras().models.load_model(outlier_digits["model"])
+    L = keras3.layers
+    model = keras3.Sequential([L.Input((8, 8, 1)), L.Conv2D(32, 3, activation="relu", name="conv1"),
+                               L.Conv2D(64, 3, activation="relu", name="conv2"), L.Flatten(name="flatten"),
+                               L.Dense(64, activation="relu", name="fc"), L.Dense(10, activation="softmax", name="probs")])
+    model.set_weights(source.get_weights())
+    path = tmp_path / "outliers.keras"
+    model.save(path)
+    monkeypatch.setenv("EDGEKIT_STEP_PROCESSES", mode)
+    out = tmp_path / "out"
+    result = cli("compress", path, "--int8", "--data", outlier_digits["calib"], "--val", outlier_digits["val"],
+                 "--max-accuracy-drop", "0.5", "--formats", "tflite", "-o", out, "-q")
+    assert result.exit_code in (0, 1), result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["source"]["keras"] == "keras3"
+    (aware,) = [a["accuracy_aware"] for a in report["artifacts"] if a["id"] == "tflite-int8"]
+    assert aware["needed"] and aware["steps"], aware  # the search ran, re-converting the Keras 3 model

@@ -214,7 +214,10 @@ def test_a_keras_applications_model_sweeps_through_every_part(tmp_path):
                                    tmp_path / "mval.npz", "--recipes", "int8,fp16", "--formats", "tflite,onnx",
                                    "--devices", "host,rpi5", "--runs", "5", "--min-time", "0.05", "-o", out),
                           capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
+    # random weights: int8 may lose more than the int8 recipe's 1-point tolerance, and then the
+    # sweep exits 1 as compress would (issue 22), with every cell's files written and used
+    assert done.returncode == 0 or (done.returncode == 1 and "missed their accuracy target" in done.stderr), \
+        done.stderr[-3000:]
     result = _result(out)
     assert [c["status"] for c in result["cells"]] == ["ok", "ok"]
     points = {p["artifact"]: p for p in result["points"]}
