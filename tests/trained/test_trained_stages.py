@@ -82,26 +82,33 @@ def test_prune_half_keeps_a_trained_network(name, trained, cli, tmp_path):
 
 
 # A gap still open (issue 22), measured and named rather than hidden: EfficientNetB0's QAT files
-# agree with its QAT model on 97.0% (TFLite), 96.1% (ONNX), 98.5% (OpenVINO). Its 16 squeeze-excite
-# Multiply outputs and its sigmoid gates are float in tfmot's QAT model and quantized by the
-# converters; fake-quantizing the Multiply outputs in QAT made it worse (93.7–94.6%).
+# agreed with its QAT model on 97.0% (TFLite), 96.1% (ONNX), 98.5% (OpenVINO). Its 16 squeeze-excite
+# Multiply outputs and sigmoid gates are float in tfmot's QAT model and quantized by the converters;
+# fake-quantizing the Multiply outputs in QAT made it worse (93.7–94.6%). For it the test holds the
+# exit-1 contract instead: every file short of 98% is named, left out and recorded, the rest written.
 QAT_KNOWN_GAPS = {"efficientnetb0": "squeeze-excite Multiply/sigmoid: quantized by the converters, float in tfmot QAT"}
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=QAT_KNOWN_GAPS[n], strict=False))
-                                  if n in QAT_KNOWN_GAPS else n for n in MODELS])
+@pytest.mark.parametrize("name", list(MODELS))
 def test_qat_int8_files_compute_what_the_qat_model_computes(name, trained, cli, tmp_path):
     model = trained(name)
-    result, report = _compress(cli, model, tmp_path / "out", "--qat")
-    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    result, report = _compress(cli, model, out, "--qat")
+    float_top1 = report["reference"]["accuracy"]["top1"]
     qat = report["stages"]["qat"]
-    assert len(_int8(report)) == 3
+    assert float_top1 - qat["keras_accuracy"]["top1"] <= 0.015, qat
+    if name in QAT_KNOWN_GAPS and result.exit_code == 1:
+        failed = report["failed_checks"]
+        assert failed and all(f["against"] == "qat_model" and f["agreement"] < 0.98 for f in failed), failed
+        for f in failed:
+            assert f["path"] in result.stderr and "left out" in result.stderr and not (out / f["path"]).exists()
+        assert len(_int8(report)) + len(failed) == 3
+    else:
+        assert result.exit_code == 0, result.output
+        assert len(_int8(report)) == 3 and report["failed_checks"] == []
     for artifact in _int8(report):
         check = artifact["verification"]
         assert check["against"] == "qat_model" and check["agreement"] >= 0.98, artifact
-    float_top1 = report["reference"]["accuracy"]["top1"]
-    assert float_top1 - qat["keras_accuracy"]["top1"] <= 0.015, qat
-    assert report["failed_checks"] == []
 
 
 @pytest.mark.parametrize("mode", ["inline", "child"])
