@@ -94,7 +94,8 @@ def compress(
     qat: bool = typer.Option(False, "--qat", help="Quantization-aware training on --data, then int8 from its learned ranges."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Fine-tuning epochs for --prune/--qat (default 2)."),
     learning_rate: Optional[float] = typer.Option(None, "--learning-rate", help="Fine-tuning peak learning rate for "
-        "--prune/--qat (default: 0.3× the rate the file's optimizer recorded, else 3e-4; warm-up, then cosine decay)."),
+        "--prune/--qat (default: the rate the file's Adam-family optimizer recorded, else 3e-4; warm-up, then cosine "
+        "decay; a diverging run restarts lower)."),
     accuracy_tolerance: Optional[float] = typer.Option(None, "--accuracy-tolerance", help="Top-1 points a result may "
         "lose against the original: a fine-tuning stage that loses more stops the run (default 3); an int8 file that "
         "loses more exits 1 with everything written."),

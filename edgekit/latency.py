@@ -100,11 +100,11 @@ def measure(path: Path, settings: BenchSettings) -> dict:
     import gc
 
     from edgekit.runtime import open_runner
-    from edgekit.steps import current_peak_rss_mb, reset_peak_rss
+    from edgekit.steps import current_peak_rss_mb, reset_peak_rss, status_mb
 
     gc.collect()  # the previous file's runner is gone: its memory is not this file's
     reset_peak_rss()
-    baseline_mb = _current_rss_mb()
+    baseline_mb = status_mb("/proc/self/status", "VmRSS")
     start = time.perf_counter()
     runner = open_runner(path, settings.threads, settings.providers, settings.openvino_device)
     init_ms = (time.perf_counter() - start) * 1e3
@@ -127,16 +127,6 @@ def measure(path: Path, settings: BenchSettings) -> dict:
         "peak_rss_mb": current_peak_rss_mb(), "baseline_rss_mb": baseline_mb,
         "measured": True, "machine": machine(), "samples_ms": _subsample(times, MAX_SAMPLES),
     }
-
-
-def _current_rss_mb() -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
 
 
 MAX_SAMPLES = 1000  # enough to draw the distribution; a fast model makes 100,000 runs

@@ -149,9 +149,14 @@ def wait_watching_memory(process: subprocess.Popen, every_s: float = 0.2) -> flo
 
 
 def _vm_hwm_mb(status_file: str) -> float | None:
+    return status_mb(status_file, "VmHWM")
+
+
+def status_mb(status_file: str, field: str) -> float | None:
+    """A memory field of /proc/<pid>/status (VmHWM: peak, VmRSS: now), in MiB; None elsewhere."""
     try:
         for line in Path(status_file).read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return round(int(line.split()[1]) / 1024, 1)
     except (OSError, ValueError):
         pass
