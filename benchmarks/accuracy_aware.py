@@ -26,22 +26,11 @@ from statistics import median
 
 import numpy as np
 
+from process_peak import run_measured
 from sections import markers, write_section
 
 HERE = Path(__file__).resolve().parent
 FORMATS = {"tflite": "tflite", "onnx": "onnx", "openvino": "xml"}
-
-
-PEAK = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-
-
-def run_measured(command: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of a command, from a fresh wrapper's children rusage
-    (the largest of the command and the children it waited for)."""
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", PEAK, *command], check=True, capture_output=True, text=True)
-    return time.perf_counter() - started, int(done.stdout.split()[-1]) / 1024
 
 
 def compress(edgekit: Path, root: Path, model: Path, out: str, extra: list[str]) -> dict:

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from process_peak import run_sampled
 from sections import markers, write_section
 
 HERE = Path(__file__).resolve().parent
@@ -35,36 +34,6 @@ CALIBRATION_SAMPLES = 32
 TARGETS_MIB = {"VGG16": 12 * 1024, "ResNet50": 4 * 1024}
 TARGET_WALL_RATIO = 1.3
 BEGIN, END = markers("memory.py")
-
-
-def tree_rss_mib(pid: int) -> float:
-    """Resident memory of pid and all its descendants, now."""
-    total, stack = 0, [pid]
-    while stack:
-        current = stack.pop()
-        try:
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except OSError:
-            continue
-        stack += [int(c) for c in children]
-    return total / 1024
-
-
-def run_sampled(command: list[str], cwd: Path) -> dict:
-    """Run a command; return wall seconds, peak tree RSS, exit status (negative: a signal)."""
-    start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    peak = 0.0
-    while process.poll() is None:
-        peak = max(peak, tree_rss_mib(process.pid))
-        time.sleep(0.1)
-    stderr = process.stderr.read().decode(errors="replace")
-    return {"wall_s": round(time.perf_counter() - start, 1), "peak_mib": round(peak), "status": process.returncode,
-            "error": stderr.strip().splitlines()[-1][:300] if process.returncode else None}
 
 
 def make_model(name: str, size: int, root: Path) -> tuple[Path, Path, int]:

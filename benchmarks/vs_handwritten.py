@@ -20,10 +20,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from statistics import median
 
+from process_peak import run_measured
 from sections import kept_sections
 
 import numpy as np
@@ -34,18 +34,6 @@ FORMATS = {"tflite": ".tflite", "onnx": ".onnx", "openvino": ".xml"}
 TARGET_LATENCY_RATIO = 1.05
 TARGET_SPEEDUP = {"tflite": 1.4, "onnx": 1.4, "openvino": 1.6}
 TARGET_COST_RATIO = 1.3
-
-
-def run_measured(command: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one child process; a failure stops the benchmark."""
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    if status != 0:
-        raise SystemExit(f"{' '.join(command[:4])}… failed: {process.stderr.read().decode()[-2000:]}")
-    return wall, usage.ru_maxrss / 1024
 
 
 # --- models and data ----------------------------------------------------------------------

@@ -76,10 +76,10 @@ def tflite_search(source: dict, calibration: str, val_x: str, val_y: str, refere
 
     from edgekit.export.tflite import configure, converter_for
 
-    converter = converter_for(source)
-    configure(converter, "int8", calibration, "float32", qat=False)
-    converter._experimental_calibrate_only = True  # noqa: SLF001 - what QuantizationDebugger does
-    calibrated = converter.convert()
+    with converter_for(source) as converter:
+        configure(converter, "int8", calibration, "float32", qat=False)
+        converter._experimental_calibrate_only = True  # noqa: SLF001 - what QuantizationDebugger does
+        calibrated = converter.convert()
     calibrated_path = Path.cwd() / "calibrated.tflite"
     calibrated_path.write_bytes(calibrated)
     units_ = units_from_json(units)

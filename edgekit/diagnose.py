@@ -45,19 +45,16 @@ class _Stats:
     high: float = -math.inf
     peak: np.ndarray | None = None  # max |float| per channel
 
-    def add(self, ref: np.ndarray, got: np.ndarray) -> None:
-        channels = ref.shape[-1]
-        ref2 = ref.reshape(-1, channels)
-        err2 = got.reshape(-1, channels) - ref2
+    def add(self, ref: "_Reference", got: np.ndarray) -> None:
+        err2 = got.reshape(ref.flat.shape) - ref.flat
         # float32 within a batch (a relative error ~1e-6, far below what is measured), float64 across
-        signal = np.einsum("ij,ij->j", ref2, ref2).astype(np.float64)
         error = np.einsum("ij,ij->j", err2, err2).astype(np.float64)
-        peak = np.abs(ref2).max(axis=0)
         if self.signal is None:
-            self.signal, self.error, self.peak = signal, error, peak
+            self.signal, self.error, self.peak = ref.signal, error, ref.peak
         else:
-            self.signal, self.error, self.peak = self.signal + signal, self.error + error, np.maximum(self.peak, peak)
-        self.low, self.high = min(self.low, float(ref.min())), max(self.high, float(ref.max()))
+            self.signal, self.error = self.signal + ref.signal, self.error + error
+            self.peak = np.maximum(self.peak, ref.peak)
+        self.low, self.high = min(self.low, ref.low), max(self.high, ref.high)
 
     @property
     def noise_ratio(self) -> float:
@@ -76,6 +73,18 @@ class _Stats:
     def outlier_ratio(self) -> float | None:
         median = float(np.median(self.peak))
         return round(float(self.peak.max()) / median, 2) if median > 0 else None
+
+
+class _Reference:
+    """One layer's float output on one batch, with the sums that depend on it alone: worked
+    out once per batch and shared by every file compared against it."""
+
+    def __init__(self, value: np.ndarray):
+        self.value = value
+        self.flat = value.reshape(-1, value.shape[-1])
+        self.signal = np.einsum("ij,ij->j", self.flat, self.flat).astype(np.float64)
+        self.peak = np.abs(self.flat).max(axis=0)
+        self.low, self.high = float(self.flat.min()), float(self.flat.max())
 
 
 # --- tapping each runtime ----------------------------------------------------------------
@@ -193,17 +202,19 @@ class _FileRun:
 
 
 def diagnose_files(keras_model, files: list[tuple[str, Path, str]], x: np.ndarray,
-                   samples: int = DIAGNOSE_SAMPLES, checks: dict[str, str] | None = None) -> list[dict]:
-    """`files`: (name, path, format). One entry per file, layers worst first.
+                   samples: int = DIAGNOSE_SAMPLES, checks: dict[str, str] | None = None,
+                   twins: list[tuple[str, Path, str]] = ()) -> list[dict]:
+    """`files`: (name, path, format). One entry per file of `files`, layers worst first.
 
-    `checks` maps a file's name to the name of an fp32 file of the same format among `files`:
-    its layers are then read at the depth where the fp32 file reproduces the Keras layer (a
-    converter may fuse a later scale or bias into the conv, or leave it apart), and layers
-    the fp32 file does not reproduce are listed as not compared. Without one, a layer is read
-    at the end of its chain."""
+    `checks` maps a file's name to the name of an fp32 file of the same format, among `files`
+    or `twins` (fp32 files used only for this): its layers are then read at the depth where
+    the fp32 file reproduces the Keras layer (a converter may fuse a later scale or bias into
+    the conv, or leave it apart), and layers the fp32 file does not reproduce are listed as
+    not compared. Without one, a layer is read at the end of its chain."""
     units = keras_units(keras_model)
     if not units:
         return [_empty(name, fmt, "the model has no conv/dense layers at its top level") for name, _, fmt in files]
+    twin_names = {name for name, _, _ in twins}
     from edgekit.keras_compat import tensorflow
 
     tap_model = keras_tap_model(keras_model, units)
@@ -212,7 +223,7 @@ def diagnose_files(keras_model, files: list[tuple[str, Path, str]], x: np.ndarra
     forward = tf.function(lambda batch: tap_model(batch, training=False),
                           input_signature=[tf.TensorSpec((None, *x.shape[1:]), tf.float32)])
     runs = []
-    for name, path, fmt in files:
+    for name, path, fmt in [*files, *twins]:
         taps, keys, paired = _open_taps(Path(path), fmt, units)
         runs.append(_FileRun(name, Path(path), fmt, taps, keys, paired))
     x = x[:samples]
@@ -223,19 +234,26 @@ def diagnose_files(keras_model, files: list[tuple[str, Path, str]], x: np.ndarra
         batch = x[start:start + size]
         reference = forward(batch)
         reference = [np.asarray(r) for r in (reference if isinstance(reference, (list, tuple)) else [reference])]
-        by_unit = dict(zip([u.name for u in units], reference))
+        by_unit = {u.name: _Reference(r) for u, r in zip(units, reference)}
         for run in runs:
-            _accumulate(run, by_unit, batch)
+            if run.taps is not None:
+                _accumulate(run, by_unit, batch)
+        for run in runs:
+            # An fp32 twin only says at which depth each layer is read: its match with Keras
+            # (> 100 dB, or structurally absent) shows on one batch. Closed after it, it no
+            # longer costs time or memory (it was half of the diagnosis's runtime work).
+            if run.name in twin_names:
+                run.taps = None
     by_name = {run.name: run for run in runs}
     depths = {run.name: _depths_matching(by_name[checks[run.name]]) for run in runs
               if checks and run.name in checks}
-    return [_summary(run, units, len(x), depths.get(run.name)) for run in runs]
+    return [_summary(run, units, len(x), depths.get(run.name)) for run in runs[:len(files)]]
 
 
-def _accumulate(run: _FileRun, reference: dict[str, np.ndarray], batch: np.ndarray) -> None:
+def _accumulate(run: _FileRun, reference: dict[str, _Reference], batch: np.ndarray) -> None:
     for (name, depth), got in zip(run.keys, run.taps.run(batch)):
         ref = reference[name]
-        value = to_keras_layout(got, ref.shape, run.paired[name].channels_first)
+        value = to_keras_layout(got, ref.value.shape, run.paired[name].channels_first)
         if value is not None:
             run.stats.setdefault((name, depth), _Stats()).add(ref, value)
 
@@ -342,7 +360,7 @@ def diagnose_here(model, paths, data_path, samples: int, preprocess: str | None,
         files.append((name, Path(path), artifact_format(Path(path))))
     checks, extra = _fp32_beside(files)
     data = load_dataset(Path(data_path), loaded.image_shape, preprocess, "--data")
-    results = diagnose_files(loaded.keras_model, files + extra, data.x, samples, checks)[:len(files)]
+    results = diagnose_files(loaded.keras_model, files, data.x, samples, checks, twins=extra)
     for result in results:
         if result["artifact"] in checks:
             result["checked_with"] = Path(dict((n, p) for n, p, _ in files + extra)[checks[result["artifact"]]]).name

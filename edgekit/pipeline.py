@@ -481,8 +481,9 @@ def _diagnose(exported: LoadedModel, artifacts, evidence: Evidence, from_qat: bo
     twins = [fp32[a.format] for a in targets if a.format in fp32]  # each tap is checked on the fp32 file
     try:
         with log.step(f"Diagnose int8 layer by layer against the float model ({n} {evidence.source} inputs)"):
-            found = diagnose_files(exported.keras_model, [(a.id, a.path, a.format) for a in targets + twins],
-                                   evidence.x, n, checks={a.id: fp32[a.format].id for a in targets if a.format in fp32})
+            int8 = diagnose_files(exported.keras_model, [(a.id, a.path, a.format) for a in targets], evidence.x, n,
+                                  checks={a.id: fp32[a.format].id for a in targets if a.format in fp32},
+                                  twins=[(a.id, a.path, a.format) for a in twins])
     except Exception as exc:  # noqa: BLE001 - a report section must not cost the user the verified files
         from edgekit.library_output import debug
 
@@ -491,7 +492,6 @@ def _diagnose(exported: LoadedModel, artifacts, evidence: Evidence, from_qat: bo
         log.note(f"per-layer diagnostics failed ({type(exc).__name__}: {first_line(exc)}); the artifacts are "
                  "verified and unaffected. This is a bug in edgekit: rerun with --debug and report the output")
         return None
-    int8 = found[:len(targets)]
     for entry in int8:
         entry["path"] = Path(entry["path"]).name  # not the staging folder's name
     return int8
