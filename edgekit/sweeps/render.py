@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from html import escape
+from pathlib import Path
 
 FORMAT_COLOURS = {"tflite": "#1f77b4", "onnx": "#ff7f0e", "openvino": "#2ca02c"}
 DOMINATED = "#c8c8c8"
@@ -232,4 +233,8 @@ def render_summary(result: dict):
                       _kb(point["size_bytes"]) if point else "")
     floor = "" if result["reference_top1"] is None else (
         f"Keras float top-1 {_pct(result['reference_top1'])}, budget {result['max_accuracy_drop']:g} points. ")
-    return Group(table, f"{floor}Wrote {result['output']}/sweep.json, sweep.md and sweep.html")
+    # sweep.json keeps paths relative to the sweep folder (it moves with it); here they are
+    # shown as the user can open them from where they typed the command
+    shipped = "".join(f"Pick for {device['device']}: {Path(result['output']) / by_id[device['pick']]['path']}\n"
+                      for device in result["devices"] if device["pick"] in by_id)
+    return Group(table, f"{shipped}{floor}Wrote {result['output']}/sweep.json, sweep.md and sweep.html")

@@ -174,6 +174,12 @@ def test_sweep_json_fronts_picks_and_compatibility(local_sweep):
     assert all("incompatible" in p["devices"]["coral-edgetpu"] for p in points.values())
     md = (local_sweep["out"] / "sweep.md").read_text()
     assert f"Pick: **{host['pick']}**" in md and "## coral-edgetpu" in md
+    # the terminal names each pick by a path that opens as printed (sweep.json's are relative to the sweep)
+    printed = dict(line.removeprefix("Pick for ").split(": ", 1)
+                   for line in local_sweep["run"].stdout.splitlines() if line.startswith("Pick for "))
+    assert set(printed) == {"host", "rpi4"}
+    assert Path(printed["host"]) == local_sweep["out"] / points[host["pick"]]["path"]
+    assert Path(printed["host"]).is_file() and Path(printed["rpi4"]).is_file()
 
 
 def test_rerun_reuses_every_cell_and_runs_no_compress(digits, local_sweep, monkeypatch):
@@ -523,3 +529,20 @@ def test_a_cell_past_its_accuracy_tolerance_exits_1_like_compress(outlier_digits
            in done.stderr
     (cell,) = _result(tmp_path / "sweep")["cells"]
     assert cell["status"] == "ok" and (tmp_path / "sweep" / cell["folder"] / "report.json").is_file()
+
+
+def test_a_cell_and_a_standalone_compress_of_the_same_recipe_give_the_same_model(digits, local_sweep, cli, tmp_path):
+    """A local cell runs with one thread (--jobs 2 on 2 cores), a standalone compress with every
+    core: the same recipe, grid value and seed fine-tune to the same accuracies."""
+    cell = next(c for c in _result(local_sweep["out"])["cells"] if c["name"] == "prune50-int8 sparsity=0.3")
+    cell_report = json.loads((local_sweep["out"] / cell["folder"] / "report.json").read_text())
+    out = tmp_path / "standalone"
+    result = cli("compress", digits["model"], "--recipe", "prune50-int8", "--prune", "0.3", "--data", digits["calib"],
+                 "--val", digits["val"], "--formats", "tflite,onnx", "-q", "-o", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["stages"]["prune"]["sparsity"] == cell_report["stages"]["prune"]["sparsity"] == pytest.approx(0.3, abs=1e-3)
+    assert (report["stages"]["prune"]["finetune"]["val_top1_per_epoch"]
+            == cell_report["stages"]["prune"]["finetune"]["val_top1_per_epoch"])
+    assert ({a["id"]: a["accuracy"]["top1"] for a in report["artifacts"]}
+            == {a["id"]: a["accuracy"]["top1"] for a in cell_report["artifacts"]})
