@@ -98,7 +98,8 @@ def save_forward(model, image_shape, folder: str) -> bool:
         spec = tf.TensorSpec((None, *image_shape), tf.float32, name=names[0])
         module = tf.Module()
         module.weights = list(model.variables)  # tracked, so the SavedModel holds them
-        module.forward = tf.function(lambda x: {outputs[0]: model(x, training=False)}, input_signature=[spec])
+        module.forward = tf.function(lambda x: {outputs[0]: model(x, training=False)}, input_signature=[spec],
+                                       autograph=False)  # nothing to convert: no temporary .py files
         tf.saved_model.save(module, folder, signatures={"serving_default": module.forward.get_concrete_function()})
     except Exception:  # noqa: BLE001 - as the converter itself does, fall back to saving the Keras model
         return False
