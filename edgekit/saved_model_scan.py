@@ -9,7 +9,12 @@ against an allowlist of pure compute, control flow and in-memory variable ops.
 
 The checkpoint machinery that tf.saved_model.save writes into every model
 (`_traced_save`/`_traced_restore`: SaveV2, RestoreV2, MergeV2Checkpoints, …) is allowed only
-in the functions and nodes that the saver itself uses and nothing else reaches.
+in the functions and nodes that the saver itself uses and nothing else reaches, split by
+role: loading runs the restore op (`saver_def.restore_op_name`), so what it reaches may only
+read the model's own variables (RestoreV2 whose prefix is the saver's filename tensor, then
+assignments); writing, merging and deleting checkpoints is allowed only on the save side,
+which loading never runs. (A TF1 SavedModel whose restore op was a group holding a SaveV2
+wrote a checkpoint wherever it named, without --trust-model.)
 """
 
 from __future__ import annotations
@@ -72,6 +77,10 @@ SaveV2 RestoreV2 MergeV2Checkpoints ShardedFilename ShardedFilespec StringJoin S
 DisableCopyOnRead SaveSlices RestoreSlice Restore Save
 """.split())
 
+# Loading runs the restore side: it may read the variables checkpoint, nothing more.
+RESTORE_OPS = frozenset({"RestoreV2", "RestoreSlice", "Restore"})
+SAVE_OPS = CHECKPOINT_OPS - RESTORE_OPS
+
 # Why a few well-known ops are refused (any other op is refused as "not on the allowlist").
 WHY = {
     "WriteFile": "writes a file", "ReadFile": "reads a file", "MatchingFiles": "lists files",
@@ -110,34 +119,73 @@ def _read_meta_graphs(pb: Path) -> list:
 
 def _scan_meta_graph(graph, result: Scan) -> None:
     functions = {f.signature.name: f for f in graph.graph_def.library.function}
-    saver_nodes = _saver_nodes(graph)
+    restore_nodes, save_nodes = _saver_nodes(graph)
     main_nodes = list(graph.graph_def.node)
-    saver_only = _reachable(functions, [n for n in main_nodes if n.name in saver_nodes]) - _reachable(
-        functions, [n for n in main_nodes if n.name not in saver_nodes], extra=_object_graph_functions(graph))
+    elsewhere = _reachable(functions, [n for n in main_nodes if n.name not in restore_nodes | save_nodes],
+                           extra=_object_graph_functions(graph))
+    restoring = _reachable(functions, [n for n in main_nodes if n.name in restore_nodes])
+    saving = _reachable(functions, [n for n in main_nodes if n.name in save_nodes]) - restoring - elsewhere
+    restoring -= elsewhere
+    filename = graph.saver_def.filename_tensor_name.split(":")[0]
     for node in main_nodes:
-        _check(node, "the main graph", node.name in saver_nodes, functions, result)
+        extra = RESTORE_OPS if node.name in restore_nodes else SAVE_OPS | RESTORE_OPS if node.name in save_nodes else ()
+        _check(node, "the main graph", extra, result)
+        if node.name in restore_nodes and node.op in RESTORE_OPS:
+            nodes = {n.name: n for n in main_nodes}
+            _check_restore_prefix(node, nodes, {filename}, "the main graph", result)
     for name, function in functions.items():
+        extra = RESTORE_OPS if name in restoring else CHECKPOINT_OPS if name in saving else ()
+        nodes = {n.name: n for n in function.node_def}
+        args = {a.name for a in function.signature.input_arg}
         for node in function.node_def:
-            _check(node, name, name in saver_only, functions, result)
+            _check(node, name, extra, result, functions)
+            if name in restoring and node.op in RESTORE_OPS:
+                _check_restore_prefix(node, nodes, args, name, result)
 
 
-def _check(node, where: str, in_saver: bool, functions: dict, result: Scan) -> None:
-    allowed = node.op in ALLOWED_OPS or node.op in functions or (in_saver and node.op in CHECKPOINT_OPS)
+def _check(node, where: str, extra_ops, result: Scan, functions: dict | None = None) -> None:
+    allowed = node.op in ALLOWED_OPS or (functions is not None and node.op in functions) or node.op in extra_ops
     if not allowed:
         why = WHY.get(node.op, "not on the allowlist of pure compute ops")
-        entry = f"{where} ({node.op}: {why})"
-        if entry not in result.refused:
-            result.refused.append(entry)
+        _refuse(result, f"{where} ({node.op}: {why})")
 
 
-def _saver_nodes(graph) -> set[str]:
-    """The main-graph nodes the saver runs, with everything they take input from (TF1 graphs
-    keep SaveV2/RestoreV2 in the main graph; TF2 graphs call _traced_save/_traced_restore)."""
+def _refuse(result: Scan, entry: str) -> None:
+    if entry not in result.refused:
+        result.refused.append(entry)
+
+
+def _check_restore_prefix(node, nodes: dict, sources: set[str], where: str, result: Scan) -> None:
+    """A restore op reads the checkpoint the loader points it at (the saver's filename tensor,
+    or the restore function's prefix argument), through Identity ops at most: never a path
+    of its own (another model's checkpoint, any file on the machine)."""
+    name = node.input[0].split(":")[0].lstrip("^") if node.input else ""
+    seen = set()
+    while name in nodes and nodes[name].op == "Identity" and name not in seen and name not in sources:
+        seen.add(name)
+        name = nodes[name].input[0].split(":")[0].lstrip("^")
+    if name not in sources:
+        _refuse(result, f"{where} ({node.op}: restores from a path other than the model's own variables)")
+
+
+def _saver_nodes(graph) -> tuple[set[str], set[str]]:
+    """The main-graph nodes loading runs (the restore op and everything it takes input from),
+    and those only saving runs. TF1 graphs keep SaveV2/RestoreV2 in the main graph; TF2
+    graphs call _traced_save/_traced_restore."""
     saver = graph.saver_def
-    wanted = [t.split(":")[0].lstrip("^") for t in (saver.save_tensor_name, saver.restore_op_name,
-                                                       saver.filename_tensor_name) if t]
+
+    def closure_of(*tensors: str) -> set[str]:
+        wanted = [t.split(":")[0].lstrip("^") for t in tensors if t]
+        return _closure(wanted, by_name, lambda node: (i.split(":")[0].lstrip("^") for i in node.input))
+
     by_name = {n.name: n for n in graph.graph_def.node}
-    return _closure(wanted, by_name, lambda node: (i.split(":")[0].lstrip("^") for i in node.input))
+    restore = closure_of(saver.restore_op_name, saver.filename_tensor_name)
+    # what a signature, an init op or a main op reaches runs at load or when served: never a save
+    served = closure_of(*[t.name for sig in graph.signature_def.values()
+                          for t in [*sig.inputs.values(), *sig.outputs.values()]],
+                        *[name for collection in graph.collection_def.values() if collection.HasField("node_list")
+                          for name in collection.node_list.value])
+    return restore, closure_of(saver.save_tensor_name) - restore - served
 
 
 def _object_graph_functions(graph) -> list[str]:

@@ -101,6 +101,92 @@ def test_checkpoint_ops_outside_the_saver_are_refused(tmp_path):
     assert len(found.refused) == 1 and "RestoreV2: reads or writes checkpoint files" in found.refused[0]
 
 
+def _tf1_saved_model(folder, hijack=None):
+    """A TF1 SavedModel (saved_model.Builder with a Saver) classifying 8×8×1 images; with
+    hijack(tf, kernel), the saver's restore op, which loading runs, is a group of the real
+    restore and what hijack returns."""
+    from edgekit.keras_compat import tensorflow
+
+    tf = tensorflow()
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        x = v1.placeholder(tf.float32, (None, 8, 8, 1), name="x")
+        kernel = v1.get_variable("kernel", initializer=np.random.default_rng(0).normal(size=(64, 10)).astype(np.float32))
+        probs = tf.nn.softmax(tf.matmul(tf.reshape(x, (-1, 64)), kernel), name="probs")
+        saver = v1.train.Saver()
+        if hijack is not None:
+            restore = graph.get_operation_by_name(saver.saver_def.restore_op_name)
+            saver.saver_def.restore_op_name = tf.group(restore, hijack(tf, kernel), name="restore_and_more").name
+        with v1.Session(graph=graph) as session:
+            session.run(v1.global_variables_initializer())
+            builder = v1.saved_model.Builder(str(folder))
+            signature = v1.saved_model.predict_signature_def({"x": x}, {"probs": probs})
+            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"serving_default": signature},
+                                                 saver=saver)
+            builder.save()
+    return folder
+
+
+def _victim_checkpoint(folder):
+    """A checkpoint somebody else owns: prefix folder/ckpt."""
+    from edgekit.keras_compat import tensorflow
+
+    tf = tensorflow()
+    folder.mkdir()
+    tf.raw_ops.SaveV2(prefix=str(folder / "ckpt"), tensor_names=["w"], shape_and_slices=[""],
+                      tensors=[tf.constant([1.0, 2.0])])
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def _restore_writes(target):
+    return lambda tf, kernel: tf.raw_ops.SaveV2(prefix=str(target), tensor_names=["k"], shape_and_slices=[""],
+                                                tensors=[kernel])
+
+
+def _restore_deletes(victim):
+    return lambda tf, kernel: tf.raw_ops.MergeV2Checkpoints(
+        checkpoint_prefixes=[str(victim / "ckpt")], destination_prefix=str(victim.parent / "merged"),
+        delete_old_dirs=True)
+
+
+def _restore_reads(victim):
+    return lambda tf, kernel: tf.raw_ops.RestoreV2(prefix=str(victim / "ckpt"), tensor_names=["w"],
+                                                   shape_and_slices=[""], dtypes=[tf.float32])[0].op
+
+
+@pytest.mark.parametrize("command", ["compress", "inspect"])
+@pytest.mark.parametrize("attack,op", [(_restore_writes, "SaveV2"), (_restore_deletes, "MergeV2Checkpoints"),
+                                       (_restore_reads, "RestoreV2")])
+def test_tf1_saved_model_whose_restore_op_touches_other_files_is_refused(attack, op, command, cli, digits, tmp_path):
+    """Loading runs saver_def.restore_op_name: a group holding a SaveV2 wrote a checkpoint
+    wherever it named, MergeV2Checkpoints(delete_old_dirs) deleted another one, a RestoreV2 of
+    another path read it. Refused before loading, nothing written, the victim untouched."""
+    victim = tmp_path / "victim"
+    original = _victim_checkpoint(victim)
+    target = victim if attack is not _restore_writes else tmp_path / "planted" / "ckpt"
+    model = _tf1_saved_model(tmp_path / "sm", attack(target))
+    before = snapshot(tmp_path)
+    args = [model, "--int8", "--data", digits["calib"], "-o", tmp_path / "out"] if command == "compress" else [model]
+    result = cli(command, *args)
+    line = refusal_line(result, ["sm", op, "--trust-model"])
+    assert "touch files or run code" in line
+    _no_traceback(result)
+    assert {p.name: p.read_bytes() for p in victim.iterdir()} == original
+    assert not (tmp_path / "planted").exists() and not list(tmp_path.glob("merged*"))
+    assert snapshot(tmp_path) == before
+
+
+def test_plain_tf1_saved_model_loads(cli, tmp_path):
+    """The TF1 saver's own restore (RestoreV2 of the variables folder, then assignments) is allowed."""
+    from edgekit.saved_model_scan import scan_saved_model
+
+    model = _tf1_saved_model(tmp_path / "sm")
+    assert scan_saved_model(model).refused == []
+    result = cli("inspect", model, "--json")
+    assert result.exit_code == 0, result.output
+
+
 def test_trusted_saved_model_loads(cli, tmp_path):
     model = _saved_model(tmp_path / "sm", _write_file(tmp_path / "marker.txt"))
     result = cli("inspect", model, "--trust-model", "--json")
