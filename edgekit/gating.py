@@ -26,7 +26,7 @@ class Thresholds(BaseModel):
     """The limits, from flags or a gate.yaml (same names); unknown keys are errors."""
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    max_accuracy_drop: float = Field(0.5, ge=0, description="top-1 points")
+    max_accuracy_drop: float = Field(0.5, ge=0, le=100, description="top-1 points")
     max_latency_increase: float = Field(10.0, ge=0, description="percent of the baseline p50")
     max_size_increase: float = Field(5.0, ge=0, description="percent of the baseline size")
     min_accuracy: Optional[float] = Field(None, ge=0, le=100, description="top-1 floor in percent")
@@ -104,9 +104,12 @@ def _percent(base: float, new: float) -> float:
 def accuracy_checks(aid: str, base: dict, new: dict, limits: Thresholds) -> list[Check]:
     checks = []
     b, n = _top1(base), _top1(new)
-    if b is None or n is None:
-        side = "baseline" if b is None else "new report"
-        checks.append(Check(aid, "accuracy", "skipped", b, n, note=f"no accuracy in the {side} (compress with --val)"))
+    if b is not None and n is None:  # fail closed: a report that drops its accuracy shows no drop
+        checks.append(Check(aid, "accuracy", "fail", round(b, 4), None, None, limits.max_accuracy_drop,
+                            "the baseline has an accuracy and the new report none: compress with --val"))
+    elif b is None:
+        note = "no accuracy in the baseline (compress it with --val)" + ("" if n is not None else " nor the new report")
+        checks.append(Check(aid, "accuracy", "skipped", b, n, note=note))
     else:
         drop = b - n
         checks.append(Check(aid, "accuracy", "fail" if drop > limits.max_accuracy_drop else "pass", round(b, 4),

@@ -16,9 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 SCHEMA = "edgekit.report/1"
 
+# Ranges wide enough for any real file and run, narrow enough that every ratio the gate takes
+# is a finite number (a p50 of 5e-324 ms made the change infinite; 10**400 bytes, exit 3).
+MAX_MS = 1e9  # eleven days per inference
+MIN_P50_MS = 1e-6  # a nanosecond
 Fraction = Annotated[float, Field(ge=0.0, le=1.0, strict=True, allow_inf_nan=False)]
-Milliseconds = Annotated[float, Field(ge=0.0, strict=True, allow_inf_nan=False)]
-Bytes = Annotated[int, Field(gt=0, strict=True)]
+Milliseconds = Annotated[float, Field(ge=0.0, le=MAX_MS, strict=True, allow_inf_nan=False)]
+Bytes = Annotated[int, Field(gt=0, le=1 << 53, strict=True)]
 Text = Annotated[str, Field(min_length=1, strict=True)]
 
 
@@ -32,7 +36,7 @@ class Accuracy(_Open):
 
 
 class Latency(_Open):
-    p50: Annotated[float, Field(gt=0.0, strict=True, allow_inf_nan=False)]
+    p50: Annotated[float, Field(ge=MIN_P50_MS, le=MAX_MS, strict=True, allow_inf_nan=False)]
     mean: Optional[Milliseconds] = None
     p90: Optional[Milliseconds] = None
     p99: Optional[Milliseconds] = None
@@ -81,7 +85,7 @@ class SourceRecord(_Open):
 
 class Report(_Open):
     schema_: Literal["edgekit.report/1"] = Field(alias="schema")
-    artifacts: list[ArtifactEntry]
+    artifacts: Annotated[list[ArtifactEntry], Field(min_length=1)]  # nothing to compare passes nothing
     host: Optional[Host] = None
 
     @field_validator("artifacts")
@@ -100,11 +104,21 @@ class ReportError(ValueError):
 
 
 def parse_strict_json(text: str):
-    """JSON as the standard defines it: NaN and Infinity are not numbers there."""
+    """JSON as the standard defines it: NaN and Infinity are not numbers there. A key twice in
+    one object is refused: json.loads keeps the last, another reader the first, so a report
+    could show a reviewer one size_bytes and the gate another."""
     def refuse(constant: str):
         raise ReportError(f"{constant} is not a JSON number")
 
-    return json.loads(text, parse_constant=refuse)
+    def unique_keys(pairs: list) -> dict:
+        seen = {}
+        for key, value in pairs:
+            if key in seen:
+                raise ReportError(f"the key {key[:80]!r} appears twice in one object")
+            seen[key] = value
+        return seen
+
+    return json.loads(text, parse_constant=refuse, object_pairs_hook=unique_keys)
 
 
 # Sections checked strictly but kept as plain dicts on Report (API users index report.source["keras"]).

@@ -59,6 +59,24 @@ def _loader():
                                       for first, rules in yaml.SafeLoader.yaml_implicit_resolvers.items()}
     Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(f"^(?:{_INT})$"), list("-+0123456789"))
     Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(f"^(?:{_FLOAT})$"), list("-+0123456789."))
+
+    def mapping_with_unique_keys(loader, node, deep=False):
+        """A key twice in one mapping is an error: PyYAML keeps the last silently, so a gate
+        config could read one max_accuracy_drop to a reviewer and another to the gate."""
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` merges keys that the mapping's own keys may override
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)):
+                continue  # an unhashable key is refused by PyYAML itself
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {str(key)[:80]!r} appears twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+    Loader.construct_mapping = mapping_with_unique_keys
     return Loader
 
 

@@ -139,6 +139,8 @@ def test_thresholds_from_gate_yaml_and_flags_win(cli, tmp_path, baseline):
     ("max_latency_increse: 60\n", ["gate.yaml", "max_latency_increse", "allowed: max_accuracy_drop"]),
     ("max_size_increase: -3\n", ["gate.yaml", "max_size_increase", "greater than or equal to 0"]),
     ("- 1\n- 2\n", ["gate.yaml", "mapping"]),
+    ("max_accuracy_drop: 0.5\nmax_accuracy_drop: 50\n", ["gate.yaml", "'max_accuracy_drop' appears twice"]),
+    ("max_accuracy_drop: 1e9\n", ["gate.yaml", "max_accuracy_drop", "less than or equal to 100"]),
 ])
 def test_a_bad_gate_yaml_is_exit_2_naming_the_field(cli, tmp_path, baseline, text, words):
     config = tmp_path / "gate.yaml"
@@ -236,6 +238,11 @@ HOSTILE = {  # the gate must fail closed: each of these passed before, or crashe
     "tolerance negative": (lambda r: {**r, "recipe": {**r["recipe"], "accuracy_tolerance": -1.0}},
                            ["recipe.accuracy_tolerance"]),
     "params as a string": (lambda r: {**r, "source": {**r["source"], "params": "85k"}}, ["source.params"]),
+    # issue 23: nothing to compare, and numbers whose ratios are not finite (exit 3 before)
+    "no artifacts": (lambda r: {**r, "artifacts": []}, ["artifacts", "at least 1"]),
+    "size 10**400": (_set("size_bytes", 10**400), ["artifacts[0].size_bytes", "less than or equal"]),
+    "p50 1e308": (_set("latency_ms.p50", 1e308), ["artifacts[0].latency_ms.p50", "less than or equal"]),
+    "p50 5e-324": (_set("latency_ms.p50", 5e-324), ["artifacts[0].latency_ms.p50", "greater than or equal"]),
 }
 
 
@@ -302,3 +309,43 @@ def test_recorded_latency_within_its_own_noise_is_not_a_failure(cli, tmp_path, b
 
     tight_base = _changed(baseline, "tflite-int8", lambda a: a["latency_ms"].update(p90=a["latency_ms"]["p50"] * 1.02))
     assert _gate(cli, tmp_path, tight_base, _changed(tight_base, "tflite-int8", tight)).exit_code == 1
+
+
+@pytest.mark.parametrize("key", ["size_bytes", "top1", "id", "schema"])
+@pytest.mark.parametrize("side", ["report", "baseline"])
+def test_a_key_twice_in_one_object_is_exit_2(cli, tmp_path, baseline, key, side):
+    """json.loads keeps the last of two equal keys: a huge size_bytes shown first to a reviewer,
+    the real one last to the gate, passed. Refused on either side, nothing written."""
+    text = json.dumps(baseline)
+    twice = {"size_bytes": '"size_bytes": 999999999999, ', "top1": '"top1": 0.01, ', "id": '"id": "decoy", ',
+             "schema": '"schema": "edgekit.report/0", '}[key]
+    at = text.index(f'"{key}": ')
+    bad = tmp_path / "bad.json"
+    bad.write_text(text[:at] + twice + text[at:])
+    good = _write(tmp_path, "good.json", baseline)
+    new, base = (bad, good) if side == "report" else (good, bad)
+    junit = tmp_path / "gate.xml"
+    result = cli("gate", new, "--baseline", base, "--junit", junit)
+    refusal_line(result, [side, "bad.json", f"'{key}' appears twice"])
+    assert not junit.exists()
+
+
+def test_a_new_report_without_accuracy_fails_the_accuracy_checks(cli, tmp_path, baseline):
+    """Fail closed: a new report whose every accuracy is null shows no drop, and passed with the
+    checks skipped. Each accuracy check now fails, naming the way out."""
+    blind = copy.deepcopy(baseline)
+    for artifact in blind["artifacts"]:
+        artifact["accuracy"] = None
+    result = _gate(cli, tmp_path, baseline, blind)
+    assert result.exit_code == 1, result.output
+    accuracy = [c for c in json.loads(result.stdout)["checks"] if c["check"] == "accuracy"]
+    assert len(accuracy) == len(baseline["artifacts"])
+    assert all(c["verdict"] == "fail" and "--val" in c["note"] for c in accuracy)
+    # the other way round (no accuracy in the baseline) there is nothing to hold the new one to
+    result = _gate(cli, tmp_path, blind, baseline)
+    assert result.exit_code == 0, result.output
+
+
+def test_max_accuracy_drop_over_100_points_is_refused(cli, tmp_path, baseline):
+    refusal_line(_gate(cli, tmp_path, baseline, baseline, "--max-accuracy-drop", "1e9"),
+                 ["--max-accuracy-drop", "less than or equal to 100"])
