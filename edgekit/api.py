@@ -229,7 +229,7 @@ def gate(report, baseline, *, max_accuracy_drop: float | None = None, max_latenc
 def sweep(model, *, data=None, val=None, recipes: str | Sequence[str] = "int8,prune50-int8,qat-int8,fp16",
           grid: dict | Sequence[str] | None = None, devices: str | Sequence[str] = "host",
           max_accuracy_drop: float = 1.0, output="sweep", store=None, jobs: int | None = None,
-          ray: bool | str | None = None, cpus_per_cell: int | None = None, retries: int = 2,
+          ray: bool | str | None = None, cpus_per_cell: int | None = None, retries: int = 2, max_cells: int = 200,
           formats: str | Sequence[str] | None = None, preprocess: str | None = None, seed: int = 0,
           trust_model: bool = False, runs: int = 20, min_time: float = 0.5, threads: int | None = None,
           remote: dict | Sequence[str] | None = None, remote_python: str = "python3",
@@ -250,7 +250,8 @@ def sweep(model, *, data=None, val=None, recipes: str | Sequence[str] = "int8,pr
             val=_data_path(val, folder, "val", "val"), recipes=_joined(recipes), grid=_grid_items(grid),
             devices=_joined(devices), max_accuracy_drop=max_accuracy_drop, output=Path(output),
             store=Path(store) if store else None, jobs=jobs, ray=_ray_address(ray), cpus_per_cell=cpus_per_cell,
-            retries=retries, formats=_joined(formats) if formats else None, preprocess=preprocess, seed=seed,
+            retries=retries, max_cells=max_cells, formats=_joined(formats) if formats else None, preprocess=preprocess,
+            seed=seed,
             trust_model=trust_model, runs=runs, min_time=min_time, threads=threads,
             remotes=[f"{k}={v}" for k, v in remote.items()] if isinstance(remote, dict) else list(remote or []),
             remote_python=remote_python, ssh_options=list(ssh_options))

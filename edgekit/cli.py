@@ -270,6 +270,7 @@ def sweep(
                                       "or --ray HOST:PORT. Needs pip install \"edgekit[ray]\"."),
     cpus_per_cell: Optional[int] = typer.Option(None, "--cpus-per-cell", help="Threads (local) or Ray CPUs per cell."),
     retries: int = typer.Option(2, "--retries", help="With --ray: times a cell whose worker died is run again."),
+    max_cells: int = typer.Option(200, "--max-cells", help="Refuse a sweep of more cells than this (before any runs)."),
     formats: Optional[str] = typer.Option(None, "--formats", help="Only these formats in every cell: tflite,onnx,openvino."),
     preprocess: Optional[str] = typer.Option(None, "--preprocess", help="unit, symmetric or none (as in compress)."),
     seed: int = typer.Option(0, "--seed", help="Seed for calibration sampling."),
@@ -295,8 +296,8 @@ def sweep(
         try:
             result = api.sweep(model, data=data, val=val, recipes=recipes, grid=grid, devices=devices,
                                max_accuracy_drop=max_accuracy_drop, output=outdir, store=store, jobs=jobs, ray=ray,
-                               cpus_per_cell=cpus_per_cell, retries=retries, formats=formats, preprocess=preprocess,
-                               seed=seed, trust_model=trust_model, runs=runs, min_time=min_time, threads=threads,
+                               cpus_per_cell=cpus_per_cell, retries=retries, max_cells=max_cells, formats=formats,
+                               preprocess=preprocess, seed=seed, trust_model=trust_model, runs=runs, min_time=min_time, threads=threads,
                                remote=remote, remote_python=remote_python, ssh_options=ssh_option, quiet=quiet,
                                raise_on_failure=True)
         except CellsFailed as failure:  # the sweep's files were written from the other cells: show them first

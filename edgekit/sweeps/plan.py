@@ -9,6 +9,7 @@ again, and a change to any input makes a new cell rather than reusing a stale on
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 import re
 from dataclasses import dataclass, field
@@ -153,6 +154,12 @@ def expand(choices: list[RecipeChoice], grid: dict[str, list], overrides: dict, 
             recipe = _overridden(_with_values(choice.recipe, values), overrides)
             cells.append(_cell(choice.label, recipe, values, inputs_key))
     return _unique(cells)
+
+
+def count_cells(choices: list[RecipeChoice], grid: dict[str, list]) -> int:
+    """How many cells `expand` would make (before merging equal ones), without making them:
+    a grid of 99 × 1000 × 10 values is refused in microseconds, not after 4 minutes and 3 GB."""
+    return sum(math.prod(len(grid[k]) for k in grid if _applies(k, c.recipe)) if c.recipe else 1 for c in choices)
 
 
 def _combinations(lists: list[list]) -> list[tuple]:

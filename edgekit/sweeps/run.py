@@ -11,7 +11,7 @@ from pathlib import Path
 
 from edgekit.errors import EdgekitError, InputError, OutputError
 from edgekit.sweeps.cell import read_record
-from edgekit.sweeps.plan import DEFAULT_RECIPES, Cell, expand, inputs_key, parse_grid, parse_recipes
+from edgekit.sweeps.plan import DEFAULT_RECIPES, Cell, count_cells, expand, inputs_key, parse_grid, parse_recipes
 
 SCHEMA = "edgekit.sweep/1"
 OUTPUTS = ("sweep.json", "sweep.md", "sweep.html")
@@ -54,6 +54,7 @@ class SweepOptions:
     remotes: list[str] = field(default_factory=list)  # NAME=USER@HOST
     remote_python: str = "python3"
     ssh_options: list[str] = field(default_factory=list)
+    max_cells: int = 200  # a bigger grid is a typo more often than a plan: ask for it by name
 
     @property
     def cell_store(self) -> Path:
@@ -131,6 +132,10 @@ def _check_and_plan(opts: SweepOptions) -> _Plan:
     overrides = {"formats": parse_formats(opts.formats) if opts.formats else None, "preprocess": opts.preprocess}
     choices = parse_recipes(opts.recipes)
     grid = parse_grid(opts.grid)
+    planned = count_cells(choices, grid)
+    if planned > opts.max_cells:
+        raise InputError(f"--recipes and --grid make {planned:,} cells, over --max-cells {opts.max_cells}: "
+                         "list fewer values, or raise --max-cells if you mean it")
     _check_output(Path(opts.output), opts.cell_store)
     info = read_model_file(Path(opts.model))  # a missing, hostile or non-Keras file stops here, not in every cell
     for option, path in (("--data", opts.data), ("--val", opts.val)):
@@ -153,6 +158,8 @@ def _check_options(opts: SweepOptions) -> None:
         raise InputError(f"--jobs {opts.jobs}: choose 1 to 256 cells at a time")
     if opts.cpus_per_cell is not None and not 1 <= opts.cpus_per_cell <= 1024:
         raise InputError(f"--cpus-per-cell {opts.cpus_per_cell}: choose 1 to 1024")
+    if not 1 <= opts.max_cells <= 100_000:
+        raise InputError(f"--max-cells {opts.max_cells}: choose 1 to 100000")
     if not 0 <= opts.retries <= 100:
         raise InputError(f"--retries {opts.retries}: choose 0 to 100")
     if opts.ray is not None and opts.jobs is not None:

@@ -450,6 +450,14 @@ def test_sigterm_cancels_the_ray_tasks_and_keeps_finished_cells(digits, ray_clus
     (["--val", "VAL", "--cpus-per-cell", "0"], ["--cpus-per-cell 0"]),
     (["--val", "VAL", "--max-accuracy-drop", "101"], ["--max-accuracy-drop 101"]),
     (["--val", "VAL", "--retries", "-1"], ["--retries -1"]),
+    (["--val", "VAL", "--max-cells", "0"], ["--max-cells 0"]),
+    # issue 23: 99 × 1000 × 10 values planned 990,000 cells (3.3 GB, 4 minutes) and started them
+    (["--val", "VAL", "--recipes", "prune50-int8", "--grid",
+      "sparsity=" + ",".join(f"0.{i:02d}" for i in range(1, 100)) + " calib_samples="
+      + ",".join(str(i) for i in range(1, 1001)) + " epochs=" + ",".join(str(i) for i in range(1, 11))],
+     ["make 990,000 cells", "over --max-cells 200"]),
+    (["--val", "VAL", "--recipes", "int8", "--grid", "calib_samples=" + ",".join(str(i) for i in range(1, 202))],
+     ["make 201 cells", "--max-cells"]),
     (["--val", "VAL", "--min-time", "-1"], ["--min-time"]),
     (["--val", "VAL", "--formats", "tflite,tensorrt"], ["--formats", "tensorrt"]),
     (["--val", "VAL", "--preprocess", "imagenet"], ["--preprocess imagenet"]),
