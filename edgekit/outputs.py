@@ -19,7 +19,6 @@ import os
 import shutil
 import stat
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -81,9 +80,11 @@ def _check_can_write_in(folder: Path, option: str, target: Path) -> None:
 OWNER_FILE = ".edgekit-owner"
 STAGING_MARK = ".edgekit-"  # .<outdir name>.edgekit-XXXX
 SCRATCH_PREFIX = "edgekit-scratch-"
-# A folder without an owner file is left alone this long: it may be one being created now,
-# or one from an edgekit that wrote no owner files.
-UNOWNED_GRACE_S = 3600
+OWNER_KIND = "edgekit staging or scratch folder"  # what the owner record says it is
+
+
+def owner_record(pid: int, started: str | None) -> str:
+    return json.dumps({"edgekit": OWNER_KIND, "pid": pid, "started": started})
 
 
 @contextmanager
@@ -110,7 +111,7 @@ def scratch_folder():
 def _owned_folder(prefix: str, parent: Path):
     folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     try:
-        (folder / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "started": _start_time(os.getpid())}))
+        (folder / OWNER_FILE).write_text(owner_record(os.getpid(), _start_time(os.getpid())))
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -131,16 +132,18 @@ def remove_stale(parent: Path, is_ours) -> list[Path]:
 
 
 def _is_stale(folder: Path) -> bool:
+    """Only a folder whose owner record edgekit wrote, naming a process that no longer runs.
+    A name alone proves nothing: a user's `.notes.edgekit-mine` was once removed for it."""
+    record = folder / OWNER_FILE
     try:
-        owner = json.loads((folder / OWNER_FILE).read_text())
-        pid, started = int(owner["pid"]), owner.get("started")
-    except FileNotFoundError:
-        try:
-            return time.time() - folder.stat().st_mtime > UNOWNED_GRACE_S
-        except OSError:
+        if not stat.S_ISREG(record.lstat().st_mode) or record.lstat().st_size > 4096:
             return False
-    except (OSError, ValueError, KeyError, TypeError):
-        return False  # unreadable: not provably ours to delete
+        owner = json.loads(record.read_text())
+        if owner.get("edgekit") != OWNER_KIND:
+            return False
+        pid, started = int(owner["pid"]), owner.get("started")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False  # missing or unreadable: not provably ours to delete
     return not _alive(pid, started)
 
 
@@ -157,8 +160,8 @@ def _alive(pid: int, started) -> bool:
 def _start_time(pid: int) -> str | None:
     """The process start time in clock ticks since boot (Linux), to tell a reused pid."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[19]
+        fields = Path(f"/proc/{pid}/stat").read_text()
+        return fields.rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
         return None
 

@@ -113,7 +113,7 @@ def _dead_pid() -> int:
 
 
 def test_stale_staging_and_scratch_folders_are_removed_by_the_next_run(digits, cli, tmp_path, monkeypatch):
-    from edgekit.outputs import OWNER_FILE
+    from edgekit.outputs import OWNER_FILE, owner_record
 
     scratch_root = tmp_path / "tmp"
     scratch_root.mkdir()
@@ -123,7 +123,7 @@ def test_stale_staging_and_scratch_folders_are_removed_by_the_next_run(digits, c
         folder = parent / name
         folder.mkdir()
         (folder / "big.bin").write_bytes(b"x" * 1000)
-        (folder / OWNER_FILE).write_text(json.dumps({"pid": pid, "started": None}))
+        (folder / OWNER_FILE).write_text(owner_record(pid, None))
         return folder
 
     dead = _dead_pid()
@@ -190,22 +190,41 @@ def test_table_flags_a_mostly_float_int8_artifact():
     assert row[0] == "tflite-int8 (mostly float)"
 
 
-def test_a_reused_pid_does_not_keep_a_stale_folder_and_unowned_folders_wait(tmp_path):
-    """The owner file holds the process start time: a live pid that started at another time
-    is another process. A folder without an owner file is removed only after a grace period."""
-    from edgekit.outputs import OWNER_FILE, UNOWNED_GRACE_S, remove_stale
+def test_a_reused_pid_does_not_keep_a_stale_folder_and_only_edgekit_folders_go(tmp_path):
+    """The owner record holds the process start time: a live pid that started at another time
+    is another process. A folder named like staging is removed only with an owner record that
+    edgekit wrote, however old: a user's `.notes.edgekit-mine` once went for its name alone."""
+    from edgekit.outputs import OWNER_FILE, owner_record, remove_stale
 
     reused = tmp_path / ".out.edgekit-reused"
     reused.mkdir()
-    (reused / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "started": "1"}))
-    fresh, old = tmp_path / ".out.edgekit-fresh", tmp_path / ".out.edgekit-old"
-    fresh.mkdir()
-    old.mkdir()
-    past = os.stat(old).st_mtime - UNOWNED_GRACE_S - 60
-    os.utime(old, (past, past))
+    (reused / OWNER_FILE).write_text(owner_record(os.getpid(), "1"))
+    mine, forged, linked = (tmp_path / ".notes.edgekit-mine", tmp_path / ".notes.edgekit-other",
+                            tmp_path / ".notes.edgekit-linked")
+    for folder in (mine, forged, linked):
+        folder.mkdir()
+        (folder / "precious.txt").write_text("keep me\n")
+        past = os.stat(folder).st_mtime - 30 * 86400
+        os.utime(folder, (past, past))
+    (forged / OWNER_FILE).write_text(json.dumps({"pid": _dead_pid(), "started": None}))  # not edgekit's record
+    record = tmp_path / "record.json"
+    record.write_text(owner_record(_dead_pid(), None))
+    (linked / OWNER_FILE).symlink_to(record)  # a record elsewhere, linked in
     removed = remove_stale(tmp_path, lambda name: ".edgekit-" in name)
-    assert sorted(p.name for p in removed) == [".out.edgekit-old", ".out.edgekit-reused"]
-    assert fresh.exists()
+    assert [p.name for p in removed] == [".out.edgekit-reused"]
+    for folder in (mine, forged, linked):
+        assert (folder / "precious.txt").read_text() == "keep me\n"
+
+
+def test_compress_leaves_a_users_folder_named_like_staging(digits, cli, tmp_path):
+    victim = tmp_path / ".out.edgekit-mine"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("keep me\n")
+    past = os.stat(victim).st_mtime - 30 * 86400
+    os.utime(victim, (past, past))
+    result = cli("compress", digits["model"], "-o", tmp_path / "out", "--formats", "tflite", "-q")
+    assert result.exit_code == 0, result.output
+    assert (victim / "precious.txt").read_text() == "keep me\n"
 
 
 def test_a_model_file_swapped_after_its_scan_is_refused_by_the_step(digits, tmp_path, monkeypatch):
