@@ -53,6 +53,7 @@ class RayEngine:
         self.memory_mb = memory_mb
         self.retries = retries
         self.cluster: dict = {}  # what the cluster had when the cells ran, for sweep.json
+        self.archive_cap = ARCHIVE_MIN_CAP
 
     def run(self, specs: list[dict], done: Callable[[dict], None], inputs: dict[str, Path | None]) -> None:
         ray = require("ray", "ray")
@@ -64,6 +65,7 @@ class RayEngine:
                             "cpus": ray.cluster_resources().get("CPU", 0)}
             self._check_fits(ray)
             self.store.mkdir(parents=True, exist_ok=True)
+            self.archive_cap = archive_cap(inputs.get("model"))
             shipped = {name: ray.put(pack(path)) if path else None for name, path in inputs.items()}
             task = ray.remote(max_calls=1)(run_cell_task).options(  # max_calls is the function's, not a call's
                 num_cpus=self.cpus_per_cell, memory=int(self.memory_mb * (1 << 20)), max_retries=self.retries,
@@ -125,7 +127,7 @@ class RayEngine:
                                   f"{first_line(exc, 300)}")
         if archive is not None:
             try:
-                replace_folder(self.store / spec["folder"], archive)
+                replace_folder(self.store / spec["folder"], archive, self.archive_cap)
             except (tarfile.TarError, InputError, OSError) as exc:  # a truncated or hostile archive
                 return _lost(spec, 2, f"the cell's files could not be unpacked here: {first_line(exc, 300)}")
         return record
@@ -163,33 +165,60 @@ def pack(path: Path) -> bytes:
     return buffer.getvalue()
 
 
-def unpack(blob: bytes, into: Path) -> Path:
-    """The one file or folder of `pack`, under `into`; members that would land outside it,
-    links and devices are refused (tarfile's "data" filter)."""
+# What a cell can write: fp32, fp16 and int8 files in three formats, each at most the model's
+# size, plus reports. An archive bigger than this is not a cell's output (1 MiB unpacked to 1 GiB).
+ARCHIVE_MODEL_FACTOR = 16
+ARCHIVE_MIN_CAP = 64 << 20
+
+
+def archive_cap(model: Path | None) -> int:
+    size = Path(model).stat().st_size if model else 0
+    return ARCHIVE_MODEL_FACTOR * size + ARCHIVE_MIN_CAP
+
+
+def unpack(blob: bytes, into: Path, expected: str | None = None, max_bytes: int | None = None) -> Path:
+    """The one file or folder of `pack`, under `into`. Every member must be a regular file or a
+    folder inside that one entry (named `expected` when given): no links, devices, absolute or
+    climbing names, no `.` as the entry; and the sizes must add up to at most max_bytes."""
     into.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as archive:
         members = archive.getmembers()
-        names = {Path(m.name).parts[0] for m in members}
-        if len(names) != 1:
-            raise InputError(f"a cell archive holds {len(names)} top-level entries, not one")
-        if hasattr(tarfile, "data_filter"):
+        top = _check_members(members, expected, max_bytes)
+        if hasattr(tarfile, "data_filter"):  # Python 3.11.4+: its checks too
             archive.extractall(into, filter="data")
-        else:  # Python before 3.10.12 / 3.11.4: the same rules, by hand
-            for member in members:
-                if not (member.isfile() or member.isdir()) or member.name.startswith("/") or ".." in Path(
-                        member.name).parts:
-                    raise tarfile.TarError(f"a cell archive holds {member.name!r}, which is not a plain file in it")
+        else:
             archive.extractall(into)
-    return into / names.pop()
+    return into / top
 
 
-def replace_folder(folder: Path, archive: bytes) -> None:
+def _check_members(members: list, expected: str | None, max_bytes: int | None) -> str:
+    tops, total = set(), 0
+    for member in members:
+        parts = member.name.rstrip("/").split("/")  # as written: Path() would drop a "." part
+        if not (member.isfile() or member.isdir()):
+            raise InputError(f"a cell archive holds {member.name[:200]!r}, which is not a plain file or folder")
+        if any(part in ("", ".", "..") for part in parts):
+            raise InputError(f"a cell archive holds {member.name[:200]!r}, which is not inside the cell's folder")
+        tops.add(parts[0])
+        total += member.size
+    if len(tops) != 1 or (expected is not None and tops != {expected}):
+        raise InputError(f"a cell archive holds {len(tops)} top-level entries, not the cell's folder alone")
+    if max_bytes is not None and total > max_bytes:
+        raise InputError(f"a cell archive unpacks to {total:,} bytes, over the {max_bytes:,} a cell can write")
+    return tops.pop()
+
+
+def replace_folder(folder: Path, archive: bytes, max_bytes: int | None = None) -> None:
     """The store's folder of a cell becomes the archive's, whole: unpacked beside it, then swapped."""
     incoming = Path(tempfile.mkdtemp(prefix=f".{folder.name}.incoming-", dir=folder.parent))
     try:
-        unpacked = unpack(archive, incoming)
+        unpacked = unpack(archive, incoming, expected=folder.name, max_bytes=max_bytes)
+        if unpacked.is_symlink() or not unpacked.is_dir():
+            raise InputError("a cell archive holds no folder for the cell")
         old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-        if folder.exists():
+        if folder.is_symlink() or folder.is_file():
+            folder.unlink()  # a link planted in the store is replaced, never followed
+        elif folder.exists():
             folder.rename(old)
         unpacked.rename(folder)
         shutil.rmtree(old, ignore_errors=True)
