@@ -13,16 +13,18 @@ GateFailure, …) with the same messages the CLI prints.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import tempfile
 import warnings
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError, validate_call
 
-from edgekit.errors import InputError
+from edgekit.errors import InputError, first_line
 from edgekit.report_schema import Report as _ReportSchema
 
 
@@ -84,6 +86,36 @@ class GateResult(_Result):
     passed: bool
 
 
+# --- arguments: checked at the boundary, so only edgekit's errors come out -------------------
+
+PathArg = Union[str, os.PathLike]
+
+
+def _checked(function):
+    """Each argument is checked against the function's annotations before it runs (pydantic):
+    `seed=1.5`, `formats=[1, 2]`, `output=123` or `recipes=None` is an InputError naming the
+    argument, as the CLI refuses a bad option, not a TypeError from deep inside."""
+    import inspect
+
+    validated = validate_call(config=ConfigDict(arbitrary_types_allowed=True))(function)
+    parameters = list(inspect.signature(function).parameters)
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        try:
+            return validated(*args, **kwargs)
+        except ValidationError as exc:
+            if exc.title != function.__name__:
+                raise  # a model checked inside the call: not about the arguments
+            error = exc.errors()[0]
+            name = error["loc"][0] if error["loc"] else "arguments"
+            name = parameters[name] if isinstance(name, int) and name < len(parameters) else name
+            wanted = str(function.__annotations__.get(name, "another type")).replace("PathArg", "str | os.PathLike")
+            raise InputError(f"{function.__name__}(): {name} must be {wanted}, got {type(error.get('input')).__name__}"
+                             f" {str(error.get('input'))[:60]!r}") from None
+    return call
+
+
 # --- inputs: paths, or objects written to a private folder ------------------------------------
 
 def _model_path(model, folder: Path) -> Path:
@@ -95,7 +127,11 @@ def _model_path(model, folder: Path) -> Path:
     path = folder / ("model.keras" if keras3 else "model.h5")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tf_keras calls .h5 "legacy": it is what it reads fastest
-        model.save(path)
+        try:
+            model.save(path)
+        except Exception as exc:  # noqa: BLE001 - the user's object failed: bad input, named
+            raise InputError(f"model: saving the in-memory {type(model).__name__} failed ({type(exc).__name__}: "
+                             f"{first_line(exc)}); save it yourself and pass the path") from None
     return path
 
 
@@ -106,12 +142,26 @@ def _data_path(data, folder: Path, name: str, option: str) -> Optional[Path]:
 
     if not (isinstance(data, (tuple, list)) and len(data) in (1, 2)):
         raise InputError(f"{option}: expected a path or an (x, y) tuple of numpy arrays, got {type(data).__name__}")
-    arrays = {"x": np.asarray(data[0])}
+    arrays = {"x": _array(data[0], f"{option} x")}
     if len(data) == 2 and data[1] is not None:
-        arrays["y"] = np.asarray(data[1])
+        arrays["y"] = _array(data[1], f"{option} y")
     path = folder / f"{name}.npz"
     np.savez(path, **arrays)
     return path
+
+
+def _array(value, what: str):
+    """A numeric numpy array of value: ragged lists, generators and objects are refused here."""
+    import numpy as np
+
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{what}: not an array of numbers ({first_line(exc)})") from None
+    if array.dtype.hasobject or not np.issubdtype(array.dtype, np.number) or array.ndim == 0:
+        raise InputError(f"{what}: expected a numpy array of numbers, got {type(value).__name__} "
+                         f"(dtype {array.dtype}, {array.ndim} dimensions)")
+    return array
 
 
 def _private_folder(stack: ExitStack) -> Path:
@@ -120,12 +170,15 @@ def _private_folder(stack: ExitStack) -> Path:
 
 # --- the functions -------------------------------------------------------------------------
 
-def compress(model, *, int8: bool = False, fp16: bool = False, prune: float | None = None,
+@_checked
+def compress(model: Any, *, int8: bool = False, fp16: bool = False, prune: float | None = None,
              prune_structure: str | None = None, qat: bool = False, epochs: int | None = None,
-             recipe: str | None = None, data=None, val=None, formats: str | Sequence[str] | None = None,
+             recipe: str | None = None, data: Any = None, val: Any = None,
+             formats: str | Sequence[str] | None = None,
              preprocess: str | None = None, calib_samples: int | None = None, io_dtype: str | None = None,
              max_accuracy_drop: float | None = None, learning_rate: float | None = None,
-             accuracy_tolerance: float | None = None, output=None, force: bool = False, seed: int = 0,
+             accuracy_tolerance: float | None = None, output: PathArg | None = None, force: bool = False,
+             seed: int = 0,
              trust_model: bool = False, custom_objects: str | None = None, bench: bool = True,
              quiet: bool = True) -> Report:
     """`edgekit compress`: export, verify, measure; returns the report (also written to `output`,
@@ -153,8 +206,9 @@ def compress(model, *, int8: bool = False, fp16: bool = False, prune: float | No
     return Report.model_validate(_json_ready(report))
 
 
-def evaluate(artifacts, data, *, preprocess: str | None = None, threads: int | None = None,
-             timeout: float = 600.0) -> Evaluation:
+@_checked
+def evaluate(artifacts: PathArg | Sequence[PathArg], data: Any, *, preprocess: str | None = None,
+             threads: int | None = None, timeout: float = 600.0) -> Evaluation:
     """`edgekit eval`: top-1/top-5, confusion and agreement of each artifact on labelled data."""
     from edgekit.evaluation import evaluate_artifacts
 
@@ -165,8 +219,10 @@ def evaluate(artifacts, data, *, preprocess: str | None = None, threads: int | N
     return Evaluation.model_validate(result)
 
 
-def bench(artifacts, *, device: str | None = None, remote: str | None = None, remote_python: str = "python3",
-          ssh_options: Sequence[str] = (), threads: int | None = None, runs: int = 50, min_time: float = 1.0,
+@_checked
+def bench(artifacts: PathArg | Sequence[PathArg], *, device: str | None = None, remote: str | None = None,
+          remote_python: str = "python3", ssh_options: Sequence[str] = (), threads: int | None = None, runs: int = 50,
+          min_time: float = 1.0,
           warmup: int = 1, warmup_time: float = 0.5, timeout: float = 300.0) -> Benchmark:
     """`edgekit bench`: batch-1 latency percentiles per artifact, measured on this host or on
     `remote` ("USER@HOST", over SSH); with a `device` profile and no remote, that device's
@@ -204,9 +260,12 @@ def bench(artifacts, *, device: str | None = None, remote: str | None = None, re
     return Benchmark(results=results)
 
 
-def gate(report, baseline, *, max_accuracy_drop: float | None = None, max_latency_increase: float | None = None,
+@_checked
+def gate(report: Any, baseline: Any, *, max_accuracy_drop: float | None = None,
+         max_latency_increase: float | None = None,
          max_size_increase: float | None = None, min_accuracy: float | None = None, allow_missing: bool = False,
-         config=None, junit=None, summary=None, raise_on_failure: bool = False, remeasure: bool = True) -> GateResult:
+         config: PathArg | None = None, junit: PathArg | None = None, summary: PathArg | None = None,
+         raise_on_failure: bool = False, remeasure: bool = True) -> GateResult:
     """`edgekit gate`: compare a report (a path or a Report) with a baseline. `passed` says the
     verdict; with raise_on_failure a regression raises GateFailure, as the CLI exits 1. remeasure: when
     both reports' files are beside them, their latency is measured again side by side."""
@@ -226,13 +285,16 @@ def gate(report, baseline, *, max_accuracy_drop: float | None = None, max_latenc
     return GateResult.model_validate(result)
 
 
-def sweep(model, *, data=None, val=None, recipes: str | Sequence[str] = "int8,prune50-int8,qat-int8,fp16",
+@_checked
+def sweep(model: Any, *, data: Any = None, val: Any = None,
+          recipes: str | Sequence[str] = "int8,prune50-int8,qat-int8,fp16",
           grid: dict | Sequence[str] | None = None, devices: str | Sequence[str] = "host",
-          max_accuracy_drop: float = 1.0, output="sweep", store=None, jobs: int | None = None,
+          max_accuracy_drop: float = 1.0, output: PathArg = "sweep", store: PathArg | None = None,
+          jobs: int | None = None,
           ray: bool | str | None = None, cpus_per_cell: int | None = None, retries: int = 2, max_cells: int = 200,
           formats: str | Sequence[str] | None = None, preprocess: str | None = None, seed: int = 0,
           trust_model: bool = False, runs: int = 20, min_time: float = 0.5, threads: int | None = None,
-          remote: dict | Sequence[str] | None = None, remote_python: str = "python3",
+          remote: dict[str, str] | Sequence[str] | None = None, remote_python: str = "python3",
           ssh_options: Sequence[str] = (), quiet: bool = True, raise_on_failure: bool = False) -> Sweep:
     """`edgekit sweep`: one compress per recipe × grid value (cells reused from an earlier run of
     the same output folder), every artifact measured or estimated per device, fronts and picks.
@@ -288,7 +350,10 @@ def _report_path(report, folder: Path, name: str) -> Path:
     if isinstance(report, (str, Path)):
         return Path(report)
     if isinstance(report, _Result):
-        return report.save(folder / f"{name}.json")
+        try:
+            return report.save(folder / f"{name}.json")
+        except ValueError as exc:  # NaN or infinity set on a field: JSON has no such numbers
+            raise InputError(f"{name}: the Report cannot be written as JSON ({first_line(exc)})") from None
     raise InputError(f"{name}: expected a path to a report.json or a Report, got {type(report).__name__}")
 
 

@@ -140,8 +140,9 @@ def _read_npz(path: Path, image_shape, option: str):
         )
     if len(x) == 0:
         raise DataError(f"{option} {path}: `x` holds no samples")
-    if not np.issubdtype(x.dtype, np.number):
-        raise DataError(f"{option} {path}: `x` has dtype {x.dtype}, expected numbers")
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        # complex values were cast to their real part without a word
+        raise DataError(f"{option} {path}: `x` has dtype {x.dtype}, expected real numbers (integers or floats)")
     if y is not None:
         y = np.asarray(y).reshape(-1)
         if len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):

@@ -8,8 +8,6 @@ A check that cannot be made is "skipped" with the reason, never silently passed.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, Optional
@@ -270,7 +268,7 @@ def run_gate(report_path: Path, baseline_path: Path, limits: Thresholds, junit: 
              summary: Optional[Path] = None, remeasure: bool = True) -> dict:
     """Load, compare, write the JUnit/summary files asked for. Bad input raises before anything
     is written; a regression is reported in the files, then `raise_if_failed` makes it exit 1."""
-    from edgekit.outputs import check_writable_file
+    from edgekit.outputs import check_writable_file, write_text_atomically
 
     for option, path in (("--junit", junit), ("--summary", summary)):
         if path is not None:
@@ -280,7 +278,7 @@ def run_gate(report_path: Path, baseline_path: Path, limits: Thresholds, junit: 
     result = {"report": str(report_path), "baseline": str(baseline_path), "thresholds": limits.model_dump(),
               "checks": [asdict(c) for c in checks], "passed": not any(c.verdict == "fail" for c in checks)}
     if junit:
-        _write_atomically(Path(junit), junit_xml(checks))
+        write_text_atomically(Path(junit), junit_xml(checks), "--junit")
     if summary:
         _append(Path(summary), summary_markdown(result))
     return result
@@ -350,17 +348,3 @@ def summary_markdown(result: dict) -> str:
 def _cell(value) -> str:
     return "—" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
 
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write beside path under a fresh, exclusively created name (mkstemp: O_EXCL, never through
-    a link someone planted), then replace path."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise OutputError(f"--junit {path} could not be written ({exc.strerror or exc})") from None
-        raise

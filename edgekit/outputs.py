@@ -251,3 +251,26 @@ def _move_files(staging: Path, outdir: Path) -> None:
     files.sort(key=lambda p: REPORT_FILES.index(p.name) + 1 if p.name in REPORT_FILES else 0)
     for file in files:
         os.replace(file, outdir / file.name)
+
+
+def write_text_atomically(path: Path, text: str, what: str) -> None:
+    """Write beside path under a fresh, exclusively created name (mkstemp: O_EXCL, never through
+    a link someone planted at a predictable temporary name), then replace path (a link at path
+    itself is replaced, not followed). A reader sees the old file or the new one, whole."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        raise OutputError(f"{what} {path} is a folder, not a file; remove it")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"{what} {path} could not be written ({exc.strerror or exc})") from None
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private; the file is the user's output
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputError(f"{what} {path} could not be written ({exc.strerror or exc})") from None
+        raise

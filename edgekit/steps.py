@@ -116,7 +116,8 @@ def _run_in_child(target: str, kwargs: dict, workdir: Path, label: str) -> StepR
     # The parent's import path as it is (a --custom-objects module found through PYTHONPATH
     # is found by the child too): -I only stops the child adding its own folder to it.
     path = [p for p in sys.path if p]
-    job.write_text(json.dumps({"target": target, "kwargs": kwargs, "result": str(result_file), "sys_path": path}))
+    job.write_text(json.dumps({"target": target, "kwargs": kwargs, "result": str(result_file), "sys_path": path,
+                               "parent_pid": os.getpid()}))
     with open(log_file, "wb") as log:
         # cwd is the scratch folder: libraries that drop temporary files in the current
         # folder (onnxruntime's shape inference does) write nothing where the user stands
@@ -188,8 +189,25 @@ def _child_error(label: str, outcome: dict | None, log_file: Path, code: int) ->
     return crash
 
 
+def die_with_parent(parent_pid: int | None, sig: int = signal.SIGTERM) -> None:
+    """Linux: this process gets `sig` when the process that started it dies (PR_SET_PDEATHSIG),
+    so a driver killed with -9 takes its cells and steps along instead of leaving them to write
+    into the store for minutes. If the parent is already gone, exit now."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, int(sig), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: the driver's own stop (SIGTERM to the group) still applies
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)  # the parent died before the signal was armed
+
+
 def _worker(job_path: str) -> int:
     job = json.loads(Path(job_path).read_text())
+    die_with_parent(job.get("parent_pid"))
     sys.path[:] = job.get("sys_path") or sys.path
     result = Path(job["result"])
     from edgekit.library_output import step_output

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -104,10 +105,41 @@ def _peak_mb(report: dict | None) -> float | None:
 
 
 def write_record(outdir: Path, record: dict) -> None:
+    from edgekit.outputs import write_text_atomically
+
     outdir.mkdir(parents=True, exist_ok=True)
-    temporary = outdir / f".{RECORD}.tmp"
-    temporary.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(temporary, outdir / RECORD)  # a reader sees the old record or the new one, whole
+    write_text_atomically(outdir / RECORD, json.dumps(record, indent=2) + "\n", "the cell record")
+
+
+def path_in_folder(folder: Path, relative: str) -> Path | None:
+    """folder/relative when that names a regular file inside folder: a plain relative path (no
+    "..", not absolute), no symlink on the way (the folder included), else None. A store's
+    report.json is input like any other: an artifact "path" of /etc/passwd or ../../x, with a
+    matching size, was hashed, measured and listed as the cell's."""
+    parts = str(relative).split("/")
+    if not relative or str(relative).startswith("/") or any(p in ("", ".", "..") for p in parts):
+        return None
+    if folder.is_symlink():
+        return None
+    path = folder
+    for part in parts:
+        path = path / part
+        if path.is_symlink():
+            return None
+    return path if path.is_file() else None
+
+
+def clear_place(folder: Path) -> None:
+    """A cell about to run writes into folder: a link or a file planted at its place is
+    removed, never followed (a symlinked cell folder received the cell's artifacts)."""
+    if folder.is_symlink() or folder.is_file():
+        folder.unlink()
+        return
+    record = folder / RECORD
+    if record.is_symlink():
+        record.unlink()
+    elif record.is_dir():  # the record's own place in the store: what sits there is not a record
+        shutil.rmtree(record)
 
 
 def read_record(folder: Path) -> dict | None:
@@ -115,7 +147,7 @@ def read_record(folder: Path) -> dict | None:
     from edgekit.errors import InputError
     from edgekit.untrusted import load_json
 
-    if not (folder / RECORD).exists():
+    if folder.is_symlink() or not (folder / RECORD).is_file() or (folder / RECORD).is_symlink():
         return None
     try:
         record = load_json(folder / RECORD, "cell record")
@@ -132,9 +164,12 @@ def main(argv: list[str]) -> int:
     """`python -I -m edgekit.sweeps.cell SPEC.json`: the local pool's child."""
     import signal
 
+    from edgekit.steps import die_with_parent
+
     signal.signal(signal.SIGTERM, _terminate_like_interrupt)
     spec_path = Path(argv[0])
     spec = json.loads(spec_path.read_text())
+    die_with_parent(spec.get("parent_pid"))  # SIGTERM: it unwinds like Ctrl-C, removing its staging
     sys.path[:0] = [p for p in spec.get("sys_path", []) if p not in sys.path]
     try:
         record = run_cell(spec)

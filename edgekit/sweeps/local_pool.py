@@ -39,7 +39,7 @@ class LocalPool:
 
     def _run_one(self, spec: dict) -> dict:
         job = self.scratch / f"{spec['folder']}.json"
-        job.write_text(json.dumps({**spec, "sys_path": [p for p in sys.path if p]}))
+        job.write_text(json.dumps({**spec, "sys_path": [p for p in sys.path if p], "parent_pid": os.getpid()}))
         log = job.with_suffix(".log")
         with open(log, "wb") as out:
             with self._lock:  # started and registered at once: a stop in between would miss this cell

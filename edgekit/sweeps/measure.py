@@ -30,6 +30,8 @@ class Measuring:
 
 def collect_points(records: list[dict], store: Path, output: Path) -> list[dict]:
     """One point per distinct artifact file of the finished cells, with its accuracy."""
+    from edgekit.sweeps.cell import path_in_folder
+
     points: dict[str, dict] = {}
     for record in records:
         if record["status"] != "ok":
@@ -37,7 +39,9 @@ def collect_points(records: list[dict], store: Path, output: Path) -> list[dict]
         folder = store / record["folder"]
         report = json.loads((folder / "report.json").read_text())
         for entry in report["artifacts"]:
-            path = folder / entry["path"]
+            path = path_in_folder(folder, entry.get("path") or "")
+            if path is None:  # _intact refused such a cell; a report changed since then gives nothing
+                continue
             digest = _artifact_digest(path)
             if digest in points:
                 points[digest]["cells"].append(record["name"])

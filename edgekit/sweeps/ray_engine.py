@@ -94,8 +94,12 @@ class RayEngine:
         # like Ctrl-C) is put back, so a cancelled job still cancels its tasks and says what it kept
         previous = signal.getsignal(signal.SIGTERM)
         try:
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-                     configure_logging=True)
+            # Without a working_dir Ray puts the driver's current folder on every worker's import
+            # path: a numpy.py left there ran in the cells. An empty one is uploaded instead
+            # (and each task works in a folder of its own, see run_cell_task).
+            with tempfile.TemporaryDirectory(prefix="edgekit-ray-empty-") as empty:
+                ray.init(address=self.address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                         configure_logging=True, runtime_env={"working_dir": empty})
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise InputError(f"--ray {self.address or ''}: cannot connect to a Ray cluster ({first_line(exc, 200)}); "
                              "start one with `ray start --head`, or give its ADDRESS (HOST:PORT)") from None

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekit.errors import EdgekitError, InputError, OutputError
-from edgekit.sweeps.cell import read_record
+from edgekit.sweeps.cell import clear_place, read_record
 from edgekit.sweeps.plan import DEFAULT_RECIPES, Cell, count_cells, expand, inputs_key, parse_grid, parse_recipes
 
 SCHEMA = "edgekit.sweep/1"
@@ -249,10 +249,14 @@ def _intact(folder: Path) -> bool:
     from edgekit.report_schema import ReportError, parse_strict_json, validate_report
     from edgekit.untrusted import read_text
 
+    from edgekit.sweeps.cell import path_in_folder
+
     try:
+        if path_in_folder(folder, "report.json") is None:
+            return False
         report = validate_report(parse_strict_json(read_text(folder / "report.json", "report")))
-        return all((folder / a.path).is_file() and (folder / a.path).stat().st_size == a.size_bytes
-                   for a in report.artifacts)
+        paths = [(path_in_folder(folder, getattr(a, "path", None) or ""), a.size_bytes) for a in report.artifacts]
+        return all(path is not None and path.stat().st_size == size for path, size in paths)
     except (ReportError, InputError, OSError, ValueError, AttributeError):
         return False
 
@@ -275,6 +279,8 @@ def _run_cells(opts: SweepOptions, plan: _Plan, cells: list[Cell], store: Path, 
         _record_missing(store, record)
         log.done(f"[{len(records)}/{len(cells)}] {_cell_line(record)}", record["status"] == "ok")
 
+    for cell in cells:
+        clear_place(store / cell.folder)
     specs = _specs(opts, plan, cells, store)
     try:
         if plan.engine["name"] == "ray":
@@ -367,12 +373,11 @@ def _version() -> str:
 
 def _write_outputs(result: dict, output: Path) -> None:
     """Each file whole or not at all: written beside, then moved into place; sweep.json last."""
+    from edgekit.outputs import write_text_atomically
     from edgekit.sweeps.render import render_html, render_markdown
 
     texts = {"sweep.md": render_markdown(result), "sweep.html": render_html(result),
              "sweep.json": json.dumps(result, indent=2, allow_nan=False) + "\n"}
     output.mkdir(parents=True, exist_ok=True)
     for name in OUTPUTS[1:] + OUTPUTS[:1]:
-        temporary = output / f".{name}.tmp"
-        temporary.write_text(texts[name])
-        os.replace(temporary, output / name)
+        write_text_atomically(output / name, texts[name], "the sweep's")

@@ -119,6 +119,50 @@ def test_api_errors_are_edgekit_errors(digits, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+class _Unsaveable:
+    """A model-like object whose save fails, as a user's half-built model may."""
+    layers: list = []
+
+    def save(self, path):
+        raise RuntimeError("disk on fire")
+
+
+def _nan_report(validated_run):
+    report = edgekit.Report.model_validate(json.loads((validated_run / "report.json").read_text()))
+    report.artifacts[0].accuracy.top1 = float("nan")
+    return report
+
+
+BAD_CALLS = {  # issue 23: each leaked a RuntimeError, ValueError or TypeError
+    "model.save raises": (lambda d, v, out: edgekit.compress(_Unsaveable(), int8=True, output=out),
+                          ["saving the in-memory _Unsaveable failed", "RuntimeError: disk on fire"]),
+    "ragged list as data": (lambda d, v, out: edgekit.compress(d["model"], int8=True, data=([[1, 2], [3]], None),
+                                                               output=out), ["data x: not an array of numbers"]),
+    "generator as data": (lambda d, v, out: edgekit.compress(d["model"], int8=True, data=((i for i in range(3)),),
+                                                             output=out), ["data x", "got generator"]),
+    "formats of numbers": (lambda d, v, out: edgekit.compress(d["model"], formats=[1, 2], output=out),
+                           ["compress(): formats must be"]),
+    "output a number": (lambda d, v, out: edgekit.compress(d["model"], int8=True, output=123),
+                        ["compress(): output must be", "got int"]),
+    "seed 1.5": (lambda d, v, out: edgekit.compress(d["model"], int8=True, seed=1.5, output=out),
+                 ["compress(): seed must be int", "got float"]),
+    "bench(5)": (lambda d, v, out: edgekit.bench(5), ["bench(): artifacts must be", "got int"]),
+    "sweep(recipes=None)": (lambda d, v, out: edgekit.sweep(d["model"], recipes=None, output=out),
+                            ["sweep(): recipes must be", "NoneType"]),
+    "a Report holding NaN": (lambda d, v, out: edgekit.gate(_nan_report(v), v / "report.json"),
+                             ["report: the Report cannot be written as JSON"]),
+}
+
+
+@pytest.mark.parametrize("name", BAD_CALLS)
+def test_bad_arguments_and_failing_objects_raise_edgekit_errors(name, digits, validated_run, tmp_path):
+    call, words = BAD_CALLS[name]
+    with pytest.raises(InputError) as caught:
+        call(digits, validated_run, tmp_path / "out")
+    assert all(w in str(caught.value) for w in words), str(caught.value)
+    assert not (tmp_path / "out").exists()
+
+
 def test_sweep_with_an_in_memory_model_and_arrays(digits, tmp_path):
     """A model object and (x, y) arrays: one cell, measured, picked, typed."""
     from edgekit.keras_compat import tf_keras

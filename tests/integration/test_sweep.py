@@ -402,6 +402,33 @@ def test_ctrl_c_stops_running_cells_and_keeps_finished_ones(digits, tmp_path):
     assert len(reused) == len(finished)
 
 
+def test_cells_die_with_a_driver_killed_outright(digits, tmp_path):
+    """kill -9 of the driver cannot unwind anything: its cells (in sessions of their own, so
+    Ctrl-C reaches the driver first) kept running and wrote into the store minutes later. Now
+    each cell gets SIGTERM when its driver dies, and unwinds, removing its staging folder."""
+    out = tmp_path / "sweep"
+    command = _edgekit("sweep", digits["model"], "--data", digits["calib"], "--val", digits["val"], *RECIPES,
+                       "--formats", "tflite", "--jobs", "1", "-o", out)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    cells: list[str] = []
+    while time.time() < deadline and not cells:
+        cells = subprocess.run(["pgrep", "-f", "edgekit.sweeps.cell"], capture_output=True, text=True).stdout.split()
+        time.sleep(0.2)
+    assert cells, "no cell started"
+    time.sleep(2.0)  # the cell is under way
+    process.kill()
+    process.wait(timeout=30)
+    deadline = time.time() + 60
+    while time.time() < deadline and subprocess.run(["pgrep", "-f", "edgekit.sweeps.cell"]).returncode == 0:
+        time.sleep(0.5)
+    assert subprocess.run(["pgrep", "-f", "edgekit.sweeps.cell"]).returncode == 1, "a cell outlived its driver"
+    before = snapshot(out)
+    time.sleep(3.0)
+    assert snapshot(out) == before  # nothing lands after the driver died
+    assert list((out / "cells").glob(".*")) == []  # the cell unwound: no staging folder left
+
+
 def test_a_cell_no_ray_node_can_hold_is_refused_not_queued_for_ever(digits, ray_cluster, cli, tmp_path):
     out = tmp_path / "sweep"
     result = cli("sweep", digits["model"], "--val", digits["val"], "--recipes", "int8", "-o", out,
@@ -554,3 +581,115 @@ def test_a_cell_and_a_standalone_compress_of_the_same_recipe_give_the_same_model
             == cell_report["stages"]["prune"]["finetune"]["val_top1_per_epoch"])
     assert ({a["id"]: a["accuracy"]["top1"] for a in report["artifacts"]}
             == {a["id"]: a["accuracy"]["top1"] for a in cell_report["artifacts"]})
+
+
+# --- a store turned against its owner (issue 23) ------------------------------------------------
+
+SMALL = ["--recipes", "int8", "--devices", "host", "--formats", "tflite", "--runs", "3", "--min-time", "0.01", "-q"]
+
+
+@pytest.fixture(scope="module")
+def small_sweep(digits, tmp_path_factory):
+    """One int8 cell, TFLite only: a store to copy and tamper with."""
+    out = tmp_path_factory.mktemp("small") / "sweep"
+    done = subprocess.run(_edgekit("sweep", digits["model"], "--data", digits["calib"], "--val", digits["val"], *SMALL,
+                                   "-o", out), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def _rerun(digits, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(_edgekit("sweep", digits["model"], "--data", digits["calib"], "--val", digits["val"], *SMALL,
+                                   "-o", out), capture_output=True, text=True, timeout=600)
+
+
+def _tampered_copy(small_sweep, tmp_path) -> tuple[Path, Path]:
+    out = tmp_path / "sweep"
+    shutil.copytree(small_sweep, out)
+    (cell,) = _result(out)["cells"]
+    return out, out / cell["folder"]
+
+
+def _victim(tmp_path) -> Path:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("precious\n")
+    return victim
+
+
+def _untouched(victim: Path) -> bool:
+    return sorted(p.name for p in victim.iterdir()) == ["keep.txt"] and (victim / "keep.txt").read_text() == "precious\n"
+
+
+def test_links_at_the_old_temporary_names_are_never_written_through(digits, small_sweep, tmp_path):
+    out, cell = _tampered_copy(small_sweep, tmp_path)
+    victim = _victim(tmp_path)
+    (cell / "cell.json").unlink()  # the cell runs again, and writes its record
+    for planted in (out / ".sweep.json.tmp", out / ".sweep.md.tmp", out / ".sweep.html.tmp", cell / ".cell.json.tmp"):
+        planted.symlink_to(victim / "keep.txt")
+    done = _rerun(digits, out)
+    assert done.returncode == 0, done.stderr
+    assert _untouched(victim)
+    assert json.loads((cell / "cell.json").read_text())["status"] == "ok"
+
+
+def test_a_cell_folder_replaced_by_a_link_is_replaced_not_followed(digits, small_sweep, tmp_path):
+    out, cell = _tampered_copy(small_sweep, tmp_path)
+    victim = _victim(tmp_path)
+    shutil.rmtree(cell)
+    cell.symlink_to(victim, target_is_directory=True)
+    done = _rerun(digits, out)
+    assert done.returncode == 0, done.stderr
+    assert _untouched(victim)
+    assert not cell.is_symlink() and (cell / "report.json").is_file() and (cell / "cell.json").is_file()
+
+
+@pytest.mark.parametrize("where", ["absolute", "climbing"])
+def test_a_report_naming_files_outside_its_cell_makes_the_cell_run_again(digits, small_sweep, tmp_path, where):
+    """An artifact path outside the cell, with a matching size, was taken as the cell's file:
+    hashed, measured and listed. Now the cell is not intact: it runs again and lists its own."""
+    out, cell = _tampered_copy(small_sweep, tmp_path)
+    victim = _victim(tmp_path)
+    report = json.loads((cell / "report.json").read_text())
+    size = (victim / "keep.txt").stat().st_size
+    outside = str(victim / "keep.txt") if where == "absolute" else os.path.relpath(victim / "keep.txt", cell)
+    report["artifacts"][0].update(path=outside, size_bytes=size)
+    (cell / "report.json").write_text(json.dumps(report))
+    done = _rerun(digits, out)
+    assert done.returncode == 0, done.stderr
+    assert "0 finished earlier (reused), 1 to run" in done.stderr or "1 to run" in done.stderr
+    assert _untouched(victim)
+    points = _result(out)["points"]
+    assert points and all("victim" not in p["path"] and not p["path"].startswith("/") for p in points)
+
+
+@pytest.mark.parametrize("damage", ["cell.json is a folder", "the cell folder is a file"])
+def test_a_store_entry_of_the_wrong_kind_is_run_again_not_a_crash(digits, small_sweep, tmp_path, damage):
+    out, cell = _tampered_copy(small_sweep, tmp_path)
+    if damage == "cell.json is a folder":
+        (cell / "cell.json").unlink()
+        (cell / "cell.json").mkdir()
+    else:
+        shutil.rmtree(cell)
+        cell.write_text("not a folder\n")
+    done = _rerun(digits, out)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((cell / "cell.json").read_text())["status"] == "ok"
+
+
+def test_ray_workers_never_import_modules_planted_in_the_drivers_folder(digits, ray_cluster, tmp_path):
+    """Ray put the driver's working folder on every worker's path: a numpy.py or h5py.py there
+    ran inside the cells. The driver is the console script (its own folder first on its path)."""
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    marker = tmp_path / "imported.txt"
+    for module in ("numpy", "h5py", "tensorflow"):
+        (planted / f"{module}.py").write_text(f"open({str(marker)!r}, 'a').write('{module}\\n')\n"
+                                              "raise ImportError('planted')\n")
+    out = tmp_path / "sweep"
+    done = subprocess.run([str(Path(sys.executable).with_name("edgekit")), "sweep", str(digits["model"]),
+                           "--data", str(digits["calib"]), "--val", str(digits["val"]), *SMALL, "--ray", ray_cluster,
+                           "-o", str(out)], capture_output=True, text=True, timeout=600, cwd=planted)
+    assert done.returncode == 0, done.stderr
+    assert not marker.exists(), marker.read_text()
+    assert _result(out)["cells"][0]["status"] == "ok"
