@@ -416,17 +416,17 @@ def test_cells_die_with_a_driver_killed_outright(digits, tmp_path):
         cells = subprocess.run(["pgrep", "-f", "edgekit.sweeps.cell"], capture_output=True, text=True).stdout.split()
         time.sleep(0.2)
     assert cells, "no cell started"
-    time.sleep(2.0)  # the cell is under way
+    time.sleep(2.0)  # the cell is under way (a cell of this model takes ~10 s)
+    finished = sorted((out / "cells").glob("*/cell.json"))
     process.kill()
     process.wait(timeout=30)
     deadline = time.time() + 60
     while time.time() < deadline and subprocess.run(["pgrep", "-f", "edgekit.sweeps.cell"]).returncode == 0:
         time.sleep(0.5)
     assert subprocess.run(["pgrep", "-f", "edgekit.sweeps.cell"]).returncode == 1, "a cell outlived its driver"
-    before = snapshot(out)
-    time.sleep(3.0)
-    assert snapshot(out) == before  # nothing lands after the driver died
-    assert list((out / "cells").glob(".*")) == []  # the cell unwound: no staging folder left
+    # the running cell was stopped, not left to finish: no record or report of it lands afterwards
+    assert sorted((out / "cells").glob("*/cell.json")) == finished
+    assert list((out / "cells").glob(".*")) == []  # it unwound: no staging folder left
 
 
 def test_a_cell_no_ray_node_can_hold_is_refused_not_queued_for_ever(digits, ray_cluster, cli, tmp_path):
@@ -657,7 +657,7 @@ def test_a_report_naming_files_outside_its_cell_makes_the_cell_run_again(digits,
     (cell / "report.json").write_text(json.dumps(report))
     done = _rerun(digits, out)
     assert done.returncode == 0, done.stderr
-    assert "0 finished earlier (reused), 1 to run" in done.stderr or "1 to run" in done.stderr
+    assert [c["reused"] for c in _result(out)["cells"]] == [False]
     assert _untouched(victim)
     points = _result(out)["points"]
     assert points and all("victim" not in p["path"] and not p["path"].startswith("/") for p in points)
