@@ -44,13 +44,18 @@ class Latency(_Open):
 
 class ArtifactEntry(_Open):
     id: Text
-    format: Text
-    precision: Text
+    format: Literal["tflite", "onnx", "openvino"]  # what a sweep measures with: no other runtime
+    precision: Literal["fp32", "fp16", "int8", "int8w"]
     size_bytes: Bytes
     accuracy: Optional[Accuracy] = None
     agreement: Optional[Fraction] = None
     latency_ms: Optional[Latency] = None
     device: Text = "host"
+
+
+class Reference(_Open):
+    """The source model's own scores: a sweep's accuracy floor is taken from them."""
+    accuracy: Optional[Accuracy] = None
 
 
 class Host(_Open):
@@ -122,7 +127,7 @@ def parse_strict_json(text: str):
 
 
 # Sections checked strictly but kept as plain dicts on Report (API users index report.source["keras"]).
-SECTIONS = {"recipe": RecipeRecord, "source": SourceRecord}
+SECTIONS = {"recipe": RecipeRecord, "source": SourceRecord, "reference": Reference}
 
 
 def validate_report(data) -> Report:

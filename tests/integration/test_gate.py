@@ -243,6 +243,11 @@ HOSTILE = {  # the gate must fail closed: each of these passed before, or crashe
     "size 10**400": (_set("size_bytes", 10**400), ["artifacts[0].size_bytes", "less than or equal"]),
     "p50 1e308": (_set("latency_ms.p50", 1e308), ["artifacts[0].latency_ms.p50", "less than or equal"]),
     "p50 5e-324": (_set("latency_ms.p50", 5e-324), ["artifacts[0].latency_ms.p50", "greater than or equal"]),
+    "format evil": (_set("format", "evil"), ["artifacts[0].format", "'tflite', 'onnx' or 'openvino'"]),
+    "precision int4": (_set("precision", "int4"), ["artifacts[0].precision"]),
+    "reference top1 high": (lambda r: {**r, "reference": {**r["reference"], "accuracy": {"top1": "high"}}},
+                            ["reference.accuracy.top1"]),
+    "reference a list": (lambda r: {**r, "reference": [1, 2]}, ["reference", "dictionary"]),
 }
 
 
