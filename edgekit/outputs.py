@@ -34,6 +34,9 @@ def check_output_folder(outdir: Path, names: list[str], force: bool) -> None:
     if outdir.exists() and not outdir.is_dir():
         raise OutputError(f"output {outdir} exists and is not a folder; choose another -o")
     anchor = _nearest_existing_folder(Path(outdir).resolve().parent)
+    blocking = _first_existing(Path(outdir).resolve().parent)
+    if blocking != anchor:  # /dev/full/x: the folder would have to be made inside a file
+        raise OutputError(f"output {outdir} cannot be made: {blocking} is not a folder; choose another -o")
     for folder in ([outdir] if outdir.is_dir() else []) + [anchor]:
         _check_can_write_in(folder, "-o", outdir)
     if force or not outdir.exists():
@@ -164,6 +167,12 @@ def _start_time(pid: int) -> str | None:
         return fields.rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
         return None
+
+
+def _first_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def _nearest_existing_folder(path: Path) -> Path:

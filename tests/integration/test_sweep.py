@@ -478,6 +478,7 @@ def test_sigterm_cancels_the_ray_tasks_and_keeps_finished_cells(digits, ray_clus
     (["--val", "VAL", "--max-accuracy-drop", "101"], ["--max-accuracy-drop 101"]),
     (["--val", "VAL", "--retries", "-1"], ["--retries -1"]),
     (["--val", "VAL", "--max-cells", "0"], ["--max-cells 0"]),
+    (["--val", "VAL", "--store", "/dev/full/x"], ["/dev/full is not a folder"]),  # exit 3 before
     # issue 23: 99 × 1000 × 10 values planned 990,000 cells (3.3 GB, 4 minutes) and started them
     (["--val", "VAL", "--recipes", "prune50-int8", "--grid",
       "sparsity=" + ",".join(f"0.{i:02d}" for i in range(1, 100)) + " calib_samples="
