@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import os
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -171,6 +172,7 @@ def _h5_learning_rate(raw) -> float | None:
 def _read_keras_zip(path: Path) -> ModelFile:
     try:
         with zipfile.ZipFile(path) as zf:
+            _check_members(zf, path)
             names = set(zf.namelist())
             if "config.json" not in names:
                 raise ModelError(f"{path} is a zip archive without config.json: not a .keras model")
@@ -205,6 +207,23 @@ def recorded_learning_rate(training_config) -> float | None:
     return float(rate)
 
 
+MAX_ZIP_MEMBERS = 100_000
+
+
+def _check_members(zf: zipfile.ZipFile, path: Path) -> None:
+    """What Keras writes: plain, unencrypted members with relative names. An encrypted member
+    made zipfile raise a RuntimeError (exit 3); Keras extracts the others to disk."""
+    members = zf.infolist()
+    if len(members) > MAX_ZIP_MEMBERS:
+        raise ModelError(f"{path} holds {len(members):,} archive members, not a .keras model's few; refused")
+    for info in members:
+        parts = info.filename.rstrip("/").split("/")
+        if info.flag_bits & 0x1:
+            raise ModelError(f"{path}: member {info.filename[:100]!r} is encrypted; Keras writes none; refused")
+        if info.filename.startswith("/") or "\\" in info.filename or any(p in ("", ".", "..") for p in parts):
+            raise ModelError(f"{path}: member {info.filename[:100]!r} is not a plain relative name; refused")
+
+
 def _read_member(zf: zipfile.ZipFile, name: str, limit: int, path: Path) -> bytes:
     """A zip member, inflated to at most `limit` bytes whatever its header claims."""
     with zf.open(name) as member:
@@ -214,10 +233,30 @@ def _read_member(zf: zipfile.ZipFile, name: str, limit: int, path: Path) -> byte
     return data
 
 
+MAX_SAVED_MODEL_ENTRIES = 100_000
+
+
 def _read_saved_model_dir(path: Path) -> ModelFile:
     if not (path / "saved_model.pb").is_file():
         raise ModelError(f"{path} is a folder without saved_model.pb: pass a Keras .h5/.keras file or a SavedModel folder")
+    _check_saved_model_tree(path)
     return _model_file(path, "savedmodel", "", None, keras="none")
+
+
+def _check_saved_model_tree(path: Path) -> None:
+    """Only folders and regular files: TensorFlow reads what a link points at (assets/m ->
+    /proc/self/mem made the load fail with an internal error, exit 3), and a FIFO blocks it."""
+    seen = 0
+    for root, folders, files in os.walk(path):
+        for name in folders + files:
+            seen += 1
+            entry = Path(root) / name
+            if seen > MAX_SAVED_MODEL_ENTRIES:
+                raise ModelError(f"{path} holds over {MAX_SAVED_MODEL_ENTRIES:,} entries, not a SavedModel's; refused")
+            if entry.is_symlink() or not (entry.is_dir() or entry.is_file()):
+                kind = "a link" if entry.is_symlink() else "not a regular file"
+                raise ModelError(f"{path}: {entry.relative_to(path)} is {kind}; a SavedModel holds plain files and "
+                                 "folders only; refused")
 
 
 # --- load -------------------------------------------------------------------------------------

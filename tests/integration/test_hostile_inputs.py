@@ -187,6 +187,54 @@ def test_plain_tf1_saved_model_loads(cli, tmp_path):
     assert result.exit_code == 0, result.output
 
 
+def _keras_zip(path, members: dict, encrypted: bool = False):
+    """A .keras-named zip with these members (name: bytes), every one flagged as encrypted if asked."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(zipfile.ZipInfo(name), data)
+    if encrypted:  # zipfile writes no encrypted members: set the flag in both headers by hand
+        raw = bytearray(path.read_bytes())
+        for signature, flag_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+            at = raw.find(signature)
+            while at != -1:
+                raw[at + flag_at] |= 0x1
+                at = raw.find(signature, at + 4)
+        path.write_bytes(bytes(raw))
+    return path
+
+
+CONFIG = b'{"class_name": "Sequential", "config": {"layers": []}}'
+KERAS_ZIPS = {  # issue 23: exit 3 before (zipfile's RuntimeError for the encrypted member)
+    "encrypted config.json": (dict(members={"config.json": CONFIG}, encrypted=True), "is encrypted"),
+    "a member named '.'": (dict(members={"config.json": CONFIG, ".": b""}), "not a plain relative name"),
+    "an empty member name": (dict(members={"config.json": CONFIG, "": b"x"}), "not a plain relative name"),
+    "a climbing member": (dict(members={"config.json": CONFIG, "assets/../../x": b"x"}), "not a plain relative name"),
+}
+
+
+@pytest.mark.parametrize("command", ["compress", "inspect"])
+@pytest.mark.parametrize("name", KERAS_ZIPS)
+def test_keras_archives_with_odd_members_are_refused(name, command, cli, digits, tmp_path):
+    spec, words = KERAS_ZIPS[name]
+    model = _keras_zip(tmp_path / "m.keras", **spec)
+    before = snapshot(tmp_path)
+    args = [model, "--int8", "--data", digits["calib"], "-o", tmp_path / "out"] if command == "compress" else [model]
+    refusal_line(cli(command, *args), ["m.keras", words])
+    assert snapshot(tmp_path) == before
+
+
+def test_saved_model_with_a_link_inside_is_refused(cli, tmp_path):
+    """assets/m -> /proc/self/mem: TensorFlow reads what a link points at (exit 3 before)."""
+    model = _tf1_saved_model(tmp_path / "sm")
+    (model / "assets").mkdir(exist_ok=True)
+    (model / "assets" / "m").symlink_to("/proc/self/mem")
+    before = snapshot(tmp_path)
+    refusal_line(cli("inspect", model), ["sm", "assets/m is a link"])
+    assert snapshot(tmp_path) == before
+
+
 def test_trusted_saved_model_loads(cli, tmp_path):
     model = _saved_model(tmp_path / "sm", _write_file(tmp_path / "marker.txt"))
     result = cli("inspect", model, "--trust-model", "--json")
