@@ -261,8 +261,9 @@ def _check_saved_model_tree(path: Path) -> None:
 
 # --- load -------------------------------------------------------------------------------------
 
-def load_model(path: Path, trust: bool = False, custom_objects: str | None = None) -> LoadedModel:
-    """Identify, vet, load and check a classifier. Raises ModelError with a one-line reason."""
+def vet_model_file(path: Path, trust: bool = False):
+    """Identify a model file and refuse what would run code or touch files when loaded, without
+    loading it: (ModelFile, the scan). A sweep calls this once before any cell."""
     info = read_model_file(path)
     if info.config is not None:
         found = scan(info.config)
@@ -272,6 +273,12 @@ def load_model(path: Path, trust: bool = False, custom_objects: str | None = Non
     else:
         found = scan_saved_model(info.path)
         check_safe(found, str(info.path), trust, what="ops that touch files or run code, not just compute")
+    return info, found
+
+
+def load_model(path: Path, trust: bool = False, custom_objects: str | None = None) -> LoadedModel:
+    """Identify, vet, load and check a classifier. Raises ModelError with a one-line reason."""
+    info, found = vet_model_file(path, trust)
     objects = import_custom_objects(custom_objects) if custom_objects else {}
     if info.format == "savedmodel":
         loaded = _load_saved_model(info)

@@ -120,7 +120,7 @@ def _check_and_plan(opts: SweepOptions) -> _Plan:
     """Every option and input that can be wrong is refused here, before a folder is made."""
     from edgekit.data import check_data_path
     from edgekit.devices import load_profile
-    from edgekit.model import read_model_file
+    from edgekit.model import vet_model_file
     from edgekit.pipeline import parse_formats
 
     _check_options(opts)
@@ -137,7 +137,8 @@ def _check_and_plan(opts: SweepOptions) -> _Plan:
         raise InputError(f"--recipes and --grid make {planned:,} cells, over --max-cells {opts.max_cells}: "
                          "list fewer values, or raise --max-cells if you mean it")
     _check_output(Path(opts.output), opts.cell_store)
-    info = read_model_file(Path(opts.model))  # a missing, hostile or non-Keras file stops here, not in every cell
+    # a missing, non-Keras or hostile file (a Lambda, a SavedModel that writes files) stops here, not in every cell
+    info, _ = vet_model_file(Path(opts.model), opts.trust_model)
     for option, path in (("--data", opts.data), ("--val", opts.val)):
         if path is not None:
             check_data_path(Path(path), option)
@@ -145,7 +146,16 @@ def _check_and_plan(opts: SweepOptions) -> _Plan:
                                                         opts.trust_model))
     cell_mb = _cell_memory_mb(info.size_bytes)
     engine, text = _engine(opts, cell_mb)
+    _check_cells_have_data(choices, opts.data)
     return _Plan(cells, profiles, remotes, engine, text, cell_mb, grid)
+
+
+def _check_cells_have_data(choices, data: Path | None) -> None:
+    """Pruning and QAT fine-tune on --data: without it every such cell would fail the same way."""
+    needing = [c.label for c in choices if c.recipe is not None and c.recipe.stages]
+    if needing and data is None:
+        raise InputError(f"--recipes {', '.join(needing)} fine-tune the model and need labelled training data: pass "
+                         "--data (an image folder or .npz with x, y), or choose recipes without stages (int8, fp16)")
 
 
 def _check_options(opts: SweepOptions) -> None:

@@ -512,6 +512,24 @@ def test_bad_model_files_are_refused_once_not_in_every_cell(digits, cli, tmp_pat
         assert not (tmp_path / "sweep").exists()
 
 
+def test_inputs_every_cell_shares_are_refused_once_before_any_cell(digits, cli, tmp_path):
+    """Issue 23: a hostile model ran every cell (each failing the same way), exited 1 and wrote
+    sweep files and cells/. Now exit 2 before anything runs, naming the problem once."""
+    from tests.integration.test_hostile_inputs import _saved_model, _write_file
+    from tests.integration.test_intake import _lambda_h5
+
+    marker = tmp_path / "marker.txt"
+    cases = [
+        ([_lambda_h5(tmp_path / "lambda.h5"), "--data", digits["calib"]], ["lambda.h5", "Lambda", "--trust-model"]),
+        ([_saved_model(tmp_path / "sm", _write_file(marker)), "--data", digits["calib"]], ["sm", "WriteFile"]),
+        ([digits["model"], "--recipes", "int8,prune50-int8"], ["--recipes prune50-int8", "pass --data"]),
+    ]
+    for args, words in cases:
+        result = cli("sweep", *args, "--val", digits["val"], "-o", tmp_path / "sweep")
+        refusal_line(result, words)
+        assert not (tmp_path / "sweep").exists() and not marker.exists()
+
+
 def test_output_that_is_not_a_sweep_folder_is_refused(digits, cli, tmp_path):
     as_file = tmp_path / "taken"
     as_file.write_text("x")
