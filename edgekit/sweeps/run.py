@@ -257,9 +257,8 @@ def _split_finished(cells: list[Cell], store: Path) -> tuple[list[dict], list[Ce
 
 def _intact(folder: Path) -> bool:
     from edgekit.report_schema import ReportError, parse_strict_json, validate_report
-    from edgekit.untrusted import read_text
-
     from edgekit.sweeps.cell import path_in_folder
+    from edgekit.untrusted import read_text
 
     try:
         if path_in_folder(folder, "report.json") is None:
