@@ -142,12 +142,29 @@ def _check_and_plan(opts: SweepOptions) -> _Plan:
     for option, path in (("--data", opts.data), ("--val", opts.val)):
         if path is not None:
             check_data_path(Path(path), option)
+    _check_shared_npz(opts)
     cells = expand(choices, grid, overrides, inputs_key(Path(opts.model), opts.data, opts.val, opts.seed,
                                                         opts.trust_model))
     cell_mb = _cell_memory_mb(info.size_bytes)
     engine, text = _engine(opts, cell_mb)
     _check_cells_have_data(choices, opts.data)
     return _Plan(cells, profiles, remotes, engine, text, cell_mb, grid)
+
+
+def _check_shared_npz(opts: SweepOptions) -> None:
+    """An .npz every cell would read is read once here (pickled, NaN, complex, no `x`, a --val
+    without labels): exit 2 before any cell, not the same failure in each. Image folders are
+    resized to the model's input, which only a cell loads, so a cell reads those."""
+    from edgekit.data import load_dataset, read_npz_arrays
+
+    for option, path, labels in (("--data", opts.data, False), ("--val", opts.val, True)):
+        if path is None or Path(path).is_dir():
+            continue
+        x = read_npz_arrays(Path(path), option, ("x",)).get("x")
+        if x is not None and x.ndim != 4:
+            continue  # a cell compares the shape with the model's and says what is wrong
+        shape = tuple(x.shape[1:]) if x is not None else (1, 1, 1)  # no `x`: refused whatever the shape
+        load_dataset(Path(path), shape, opts.preprocess, option, need_labels=labels)
 
 
 def _check_cells_have_data(choices, data: Path | None) -> None:

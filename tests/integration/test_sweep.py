@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import refusal_line, snapshot
@@ -524,8 +525,17 @@ def test_inputs_every_cell_shares_are_refused_once_before_any_cell(digits, cli, 
         ([_saved_model(tmp_path / "sm", _write_file(marker)), "--data", digits["calib"]], ["sm", "WriteFile"]),
         ([digits["model"], "--recipes", "int8,prune50-int8"], ["--recipes prune50-int8", "pass --data"]),
     ]
+    x, y = np.load(digits["val"])["x"], np.load(digits["val"])["y"]
+    np.savez(tmp_path / "nan.npz", x=np.where(np.arange(x.size).reshape(x.shape) == 0, np.nan, x), y=y)
+    np.savez(tmp_path / "nolabels.npz", x=x)
+    np.savez(tmp_path / "pickled.npz", x=np.array([object()] * 4, dtype=object), y=y[:4])
+    cases += [([digits["model"], "--data", digits["calib"], "--val", tmp_path / "nan.npz"], ["--val", "nan.npz", "NaN"]),
+              ([digits["model"], "--data", digits["calib"], "--val", tmp_path / "nolabels.npz"], ["--val", "no labels"]),
+              ([digits["model"], "--data", tmp_path / "pickled.npz"], ["--data", "pickled.npz", "Python objects"])]
     for args, words in cases:
-        result = cli("sweep", *args, "--val", digits["val"], "-o", tmp_path / "sweep")
+        if "--val" not in map(str, args):
+            args = [*args, "--val", digits["val"]]
+        result = cli("sweep", *args, "-o", tmp_path / "sweep")
         refusal_line(result, words)
         assert not (tmp_path / "sweep").exists() and not marker.exists()
 
