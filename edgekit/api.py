@@ -178,8 +178,7 @@ def compress(model: Any, *, int8: bool = False, fp16: bool = False, prune: float
              preprocess: str | None = None, calib_samples: int | None = None, io_dtype: str | None = None,
              max_accuracy_drop: float | None = None, learning_rate: float | None = None,
              accuracy_tolerance: float | None = None, output: PathArg | None = None, force: bool = False,
-             seed: int = 0,
-             trust_model: bool = False, custom_objects: str | None = None, bench: bool = True,
+             seed: int = 0, trust_model: bool = False, custom_objects: str | None = None, bench: bool = True,
              quiet: bool = True) -> Report:
     """`edgekit compress`: export, verify, measure; returns the report (also written to `output`,
     default ./<model stem>-edgekit, or ./model-edgekit for an in-memory model)."""
@@ -222,8 +221,7 @@ def evaluate(artifacts: PathArg | Sequence[PathArg], data: Any, *, preprocess: s
 @_checked
 def bench(artifacts: PathArg | Sequence[PathArg], *, device: str | None = None, remote: str | None = None,
           remote_python: str = "python3", ssh_options: Sequence[str] = (), threads: int | None = None, runs: int = 50,
-          min_time: float = 1.0,
-          warmup: int = 1, warmup_time: float = 0.5, timeout: float = 300.0) -> Benchmark:
+          min_time: float = 1.0, warmup: int = 1, warmup_time: float = 0.5, timeout: float = 300.0) -> Benchmark:
     """`edgekit bench`: batch-1 latency percentiles per artifact, measured on this host or on
     `remote` ("USER@HOST", over SSH); with a `device` profile and no remote, that device's
     estimate and compatibility checks instead (`estimated` says which)."""
@@ -262,8 +260,8 @@ def bench(artifacts: PathArg | Sequence[PathArg], *, device: str | None = None, 
 
 @_checked
 def gate(report: Any, baseline: Any, *, max_accuracy_drop: float | None = None,
-         max_latency_increase: float | None = None,
-         max_size_increase: float | None = None, min_accuracy: float | None = None, allow_missing: bool = False,
+         max_latency_increase: float | None = None, max_size_increase: float | None = None,
+         min_accuracy: float | None = None, allow_missing: bool = False,
          config: PathArg | None = None, junit: PathArg | None = None, summary: PathArg | None = None,
          raise_on_failure: bool = False, remeasure: bool = True) -> GateResult:
     """`edgekit gate`: compare a report (a path or a Report) with a baseline. `passed` says the
@@ -290,8 +288,8 @@ def sweep(model: Any, *, data: Any = None, val: Any = None,
           recipes: str | Sequence[str] = "int8,prune50-int8,qat-int8,fp16",
           grid: dict | Sequence[str] | None = None, devices: str | Sequence[str] = "host",
           max_accuracy_drop: float = 1.0, output: PathArg = "sweep", store: PathArg | None = None,
-          jobs: int | None = None,
-          ray: bool | str | None = None, cpus_per_cell: int | None = None, retries: int = 2, max_cells: int = 200,
+          jobs: int | None = None, ray: bool | str | None = None, cpus_per_cell: int | None = None, retries: int = 2,
+          max_cells: int = 200,
           formats: str | Sequence[str] | None = None, preprocess: str | None = None, seed: int = 0,
           trust_model: bool = False, runs: int = 20, min_time: float = 0.5, threads: int | None = None,
           remote: dict[str, str] | Sequence[str] | None = None, remote_python: str = "python3",
@@ -313,8 +311,7 @@ def sweep(model: Any, *, data: Any = None, val: Any = None,
             devices=_joined(devices), max_accuracy_drop=max_accuracy_drop, output=Path(output),
             store=Path(store) if store else None, jobs=jobs, ray=_ray_address(ray), cpus_per_cell=cpus_per_cell,
             retries=retries, max_cells=max_cells, formats=_joined(formats) if formats else None, preprocess=preprocess,
-            seed=seed,
-            trust_model=trust_model, runs=runs, min_time=min_time, threads=threads,
+            seed=seed, trust_model=trust_model, runs=runs, min_time=min_time, threads=threads,
             remotes=[f"{k}={v}" for k, v in remote.items()] if isinstance(remote, dict) else list(remote or []),
             remote_python=remote_python, ssh_options=list(ssh_options))
         try:

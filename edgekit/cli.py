@@ -297,8 +297,8 @@ def sweep(
             result = api.sweep(model, data=data, val=val, recipes=recipes, grid=grid, devices=devices,
                                max_accuracy_drop=max_accuracy_drop, output=outdir, store=store, jobs=jobs, ray=ray,
                                cpus_per_cell=cpus_per_cell, retries=retries, max_cells=max_cells, formats=formats,
-                               preprocess=preprocess, seed=seed, trust_model=trust_model, runs=runs, min_time=min_time, threads=threads,
-                               remote=remote, remote_python=remote_python, ssh_options=ssh_option, quiet=quiet,
+                               preprocess=preprocess, seed=seed, trust_model=trust_model, runs=runs, min_time=min_time,
+                               threads=threads, remote=remote, remote_python=remote_python, ssh_options=ssh_option, quiet=quiet,
                                raise_on_failure=True)
         except CellsFailed as failure:  # the sweep's files were written from the other cells: show them first
             _print(render_summary(failure.result))

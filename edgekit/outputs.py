@@ -33,10 +33,9 @@ def check_output_folder(outdir: Path, names: list[str], force: bool) -> None:
     check_path_name(outdir, "-o", OutputError)
     if outdir.exists() and not outdir.is_dir():
         raise OutputError(f"output {outdir} exists and is not a folder; choose another -o")
-    anchor = _nearest_existing_folder(Path(outdir).resolve().parent)
-    blocking = _first_existing(Path(outdir).resolve().parent)
-    if blocking != anchor:  # /dev/full/x: the folder would have to be made inside a file
-        raise OutputError(f"output {outdir} cannot be made: {blocking} is not a folder; choose another -o")
+    anchor = _first_existing(Path(outdir).resolve().parent)
+    if not anchor.is_dir():  # /dev/full/x: the folder would have to be made inside a file
+        raise OutputError(f"output {outdir} cannot be made: {anchor} is not a folder; choose another -o")
     for folder in ([outdir] if outdir.is_dir() else []) + [anchor]:
         _check_can_write_in(folder, "-o", outdir)
     if force or not outdir.exists():

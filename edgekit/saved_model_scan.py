@@ -79,7 +79,6 @@ DisableCopyOnRead SaveSlices RestoreSlice Restore Save
 
 # Loading runs the restore side: it may read the variables checkpoint, nothing more.
 RESTORE_OPS = frozenset({"RestoreV2", "RestoreSlice", "Restore"})
-SAVE_OPS = CHECKPOINT_OPS - RESTORE_OPS
 
 # Why a few well-known ops are refused (any other op is refused as "not on the allowlist").
 WHY = {
@@ -127,12 +126,12 @@ def _scan_meta_graph(graph, result: Scan) -> None:
     saving = _reachable(functions, [n for n in main_nodes if n.name in save_nodes]) - restoring - elsewhere
     restoring -= elsewhere
     filename = graph.saver_def.filename_tensor_name.split(":")[0]
+    by_name = {n.name: n for n in main_nodes}
     for node in main_nodes:
-        extra = RESTORE_OPS if node.name in restore_nodes else SAVE_OPS | RESTORE_OPS if node.name in save_nodes else ()
-        _check(node, "the main graph", extra, result)
+        extra = RESTORE_OPS if node.name in restore_nodes else CHECKPOINT_OPS if node.name in save_nodes else ()
+        _check(node, "the main graph", extra, result, functions)
         if node.name in restore_nodes and node.op in RESTORE_OPS:
-            nodes = {n.name: n for n in main_nodes}
-            _check_restore_prefix(node, nodes, {filename}, "the main graph", result)
+            _check_restore_prefix(node, by_name, {filename}, "the main graph", result)
     for name, function in functions.items():
         extra = RESTORE_OPS if name in restoring else CHECKPOINT_OPS if name in saving else ()
         nodes = {n.name: n for n in function.node_def}
@@ -143,8 +142,8 @@ def _scan_meta_graph(graph, result: Scan) -> None:
                 _check_restore_prefix(node, nodes, args, name, result)
 
 
-def _check(node, where: str, extra_ops, result: Scan, functions: dict | None = None) -> None:
-    allowed = node.op in ALLOWED_OPS or (functions is not None and node.op in functions) or node.op in extra_ops
+def _check(node, where: str, extra_ops, result: Scan, functions: dict) -> None:
+    allowed = node.op in ALLOWED_OPS or node.op in functions or node.op in extra_ops
     if not allowed:
         why = WHY.get(node.op, "not on the allowlist of pure compute ops")
         _refuse(result, f"{where} ({node.op}: {why})")

@@ -3,8 +3,8 @@
 Each precision is one step (`convert`) that starts from the Keras model where there is one,
 saved with its variables (see save_forward): that needs far less memory than converting the
 frozen graph (VGG16: 4.8 vs 16.6 GiB). SavedModels, Keras 3 models without a tf_keras
-rebuild and the QAT graph convert from their frozen graph. Full-integer int8 uses per-channel weights (the converter's default)
-and calibrates the activations on the representative dataset.
+rebuild and the QAT graph convert from their frozen graph. Full-integer int8 uses per-channel
+weights (the converter's default) and calibrates the activations on the representative dataset.
 """
 
 from __future__ import annotations

@@ -68,13 +68,18 @@ def test_saved_model_with_io_ops_is_refused_before_anything_runs(op, command, cl
     marker = tmp_path / "marker.txt"
     model = _saved_model(tmp_path / "sm", HOSTILE_GRAPHS[op](marker))
     before = snapshot(tmp_path)
+    _refused_as_io(cli, command, model, op, digits, tmp_path)
+    assert not marker.exists()
+    assert snapshot(tmp_path) == before
+
+
+def _refused_as_io(cli, command: str, model, op: str, digits, tmp_path) -> None:
+    """`command` on a SavedModel named sm is exit 2, one line naming sm, the op and the way out."""
     args = [model, "--int8", "--data", digits["calib"], "-o", tmp_path / "out"] if command == "compress" else [model]
     result = cli(command, *args)
     line = refusal_line(result, ["sm", op, "--trust-model"])
     assert "touch files or run code" in line
     _no_traceback(result)
-    assert not marker.exists()
-    assert snapshot(tmp_path) == before
 
 
 def test_plain_saved_model_passes_the_op_scan(digits, tmp_path):
@@ -167,11 +172,7 @@ def test_tf1_saved_model_whose_restore_op_touches_other_files_is_refused(attack,
     target = victim if attack is not _restore_writes else tmp_path / "planted" / "ckpt"
     model = _tf1_saved_model(tmp_path / "sm", attack(target))
     before = snapshot(tmp_path)
-    args = [model, "--int8", "--data", digits["calib"], "-o", tmp_path / "out"] if command == "compress" else [model]
-    result = cli(command, *args)
-    line = refusal_line(result, ["sm", op, "--trust-model"])
-    assert "touch files or run code" in line
-    _no_traceback(result)
+    _refused_as_io(cli, command, model, op, digits, tmp_path)
     assert {p.name: p.read_bytes() for p in victim.iterdir()} == original
     assert not (tmp_path / "planted").exists() and not list(tmp_path.glob("merged*"))
     assert snapshot(tmp_path) == before
