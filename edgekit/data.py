@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -232,8 +233,54 @@ def _class_folders(path: Path, option: str) -> list[Path]:
     return classes
 
 
-def _read_image_folder(path: Path, image_shape, option: str):
+def image_folder_listing(path: Path, option: str) -> tuple[list[Path], list[tuple[int, Path]]]:
+    """The class folders (empty ones too: they keep their index) and every image file as
+    (class index, path), links followed as any reader would. One listing for every reader: the
+    cells, the sweep's driver check and what a Ray sweep ships, so they all see the same data."""
+    classes = _class_folders(path, option)
+    files = []
+    for index, folder in enumerate(classes):
+        for file in sorted(folder.iterdir()):
+            if file.suffix.lower() in IMAGE_SUFFIXES:
+                regular_file(file, option, DataError)  # a FIFO named x.png would hang the decoder
+                files.append((index, file))
+    if not files:
+        raise DataError(
+            f"{option} {path} has class sub-folders but no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
+    return classes, files
+
+
+@contextmanager
+def _opened_image(file: Path, option: str):
+    """A PIL image whose header passed the pixel limit; decoding errors become DataError."""
     from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # _check_pixels decides
+            img = Image.open(file)  # reads the header only; pixels are decoded by the caller
+        with img:
+            _check_pixels(img.size, file, option)
+            yield img
+    except Image.DecompressionBombError:
+        raise DataError(_too_many_pixels(file, option)) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{option}: {file} is not a readable image ({exc})") from None
+
+
+def check_image_folder(path: Path, option: str) -> int:
+    """Every image of the folder decodes (whatever size the model will want): the sweep's driver
+    checks this once, so a broken image or a FIFO is exit 2 before any cell. Returns the count."""
+    _, files = image_folder_listing(path, option)
+    for _, file in files:
+        with _opened_image(file, option) as img:
+            img.load()
+    return len(files)
+
+
+def _read_image_folder(path: Path, image_shape, option: str):
+    from PIL import Image
 
     height, width, channels = image_shape
     if channels not in _PIL_MODE:
@@ -242,32 +289,15 @@ def _read_image_folder(path: Path, image_shape, option: str):
             "pass an .npz with x of shape (N, H, W, C)"
         )
     images, labels, sizes = [], [], set()
-    classes = _class_folders(path, option)
-    for index, folder in enumerate(classes):
-        for file in sorted(folder.iterdir()):
-            if file.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            regular_file(file, option, DataError)  # a FIFO named x.png would hang the decoder
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # _check_pixels decides
-                    img = Image.open(file)  # reads the header only; pixels are decoded below
-                with img:
-                    _check_pixels(img.size, file, option)
-                    sizes.add(img.size)
-                    _check_channels(img.mode, channels, file, option)
-                    img = img.convert(_PIL_MODE[channels]).resize((width, height), Image.BILINEAR)
-                    array = np.asarray(img, dtype=np.float32)
-            except Image.DecompressionBombError:
-                raise DataError(_too_many_pixels(file, option)) from None
-            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-                raise DataError(f"{option}: {file} is not a readable image ({exc})") from None
-            images.append(array.reshape(height, width, channels))
-            labels.append(index)
-    if not images:
-        raise DataError(
-            f"{option} {path} has class sub-folders but no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
-        )
+    classes, files = image_folder_listing(path, option)
+    for index, file in files:
+        with _opened_image(file, option) as img:
+            sizes.add(img.size)
+            _check_channels(img.mode, channels, file, option)
+            img = img.convert(_PIL_MODE[channels]).resize((width, height), Image.BILINEAR)
+            array = np.asarray(img, dtype=np.float32)
+        images.append(array.reshape(height, width, channels))
+        labels.append(index)
     return np.stack(images), np.asarray(labels, dtype=np.int64), [c.name for c in classes], sizes
 
 

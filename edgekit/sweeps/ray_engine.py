@@ -66,7 +66,7 @@ class RayEngine:
             self._check_fits(ray)
             self.store.mkdir(parents=True, exist_ok=True)
             self.archive_cap = archive_cap(inputs.get("model"))
-            shipped = {name: ray.put(pack(path)) if path else None for name, path in inputs.items()}
+            shipped = {name: ray.put(pack_input(name, path)) if path else None for name, path in inputs.items()}
             task = ray.remote(max_calls=1)(run_cell_task).options(  # max_calls is the function's, not a call's
                 num_cpus=self.cpus_per_cell, memory=int(self.memory_mb * (1 << 20)), max_retries=self.retries,
                 retry_exceptions=False, name="edgekit-sweep-cell")
@@ -159,6 +159,26 @@ def run_cell_task(spec: dict, shared_store: str | None, **shipped: bytes | None)
         os.chdir(work_path)  # whatever a library drops in the current folder goes with the task
         record = run_cell(local)
         return record, None if shared_store else pack(outdir)
+
+
+def pack_input(name: str, path: Path) -> bytes:
+    """The model as it is; a data folder as the image listing a local cell would read (links
+    followed, one level of class folders): the same data on Ray as on the local pool."""
+    if name == "model" or not Path(path).is_dir():
+        return pack(path)
+    from edgekit.data import image_folder_listing
+
+    option = "--val" if name == "val" else "--data"
+    classes, files = image_folder_listing(Path(path), option)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", dereference=True) as archive:
+        top = name  # not the folder's own name, which may be "" (--data .)
+        archive.add(str(path), arcname=top, recursive=False)
+        for folder in classes:
+            archive.add(str(folder), arcname=f"{top}/{folder.name}", recursive=False)
+        for _, file in files:
+            archive.add(str(file), arcname=f"{top}/{file.parent.name}/{file.name}", recursive=False)
+    return buffer.getvalue()
 
 
 def pack(path: Path) -> bytes:

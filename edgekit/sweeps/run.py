@@ -142,7 +142,7 @@ def _check_and_plan(opts: SweepOptions) -> _Plan:
     for option, path in (("--data", opts.data), ("--val", opts.val)):
         if path is not None:
             check_data_path(Path(path), option)
-    _check_shared_npz(opts)
+    _check_shared_data(opts)
     cells = expand(choices, grid, overrides, inputs_key(Path(opts.model), opts.data, opts.val, opts.seed,
                                                         opts.trust_model))
     cell_mb = _cell_memory_mb(info.size_bytes)
@@ -151,14 +151,18 @@ def _check_and_plan(opts: SweepOptions) -> _Plan:
     return _Plan(cells, profiles, remotes, engine, text, cell_mb, grid)
 
 
-def _check_shared_npz(opts: SweepOptions) -> None:
-    """An .npz every cell would read is read once here (pickled, NaN, complex, no `x`, a --val
-    without labels): exit 2 before any cell, not the same failure in each. Image folders are
-    resized to the model's input, which only a cell loads, so a cell reads those."""
-    from edgekit.data import load_dataset, read_npz_arrays
+def _check_shared_data(opts: SweepOptions) -> None:
+    """Data every cell would read is checked once here: exit 2 before any cell, not the same
+    failure in each. An .npz is read whole (pickled, NaN, complex, no `x`, a --val without
+    labels); every image of a folder is decoded (a FIFO, a broken or oversized image). Resizing
+    to the model's input and its channel count are left to the cells, which load the model."""
+    from edgekit.data import check_image_folder, load_dataset, read_npz_arrays
 
     for option, path, labels in (("--data", opts.data, False), ("--val", opts.val, True)):
-        if path is None or Path(path).is_dir():
+        if path is None:
+            continue
+        if Path(path).is_dir():
+            check_image_folder(Path(path), option)
             continue
         x = read_npz_arrays(Path(path), option, ("x",)).get("x")
         if x is not None and x.ndim != 4:

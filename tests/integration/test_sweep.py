@@ -532,12 +532,29 @@ def test_inputs_every_cell_shares_are_refused_once_before_any_cell(digits, cli, 
     cases += [([digits["model"], "--data", digits["calib"], "--val", tmp_path / "nan.npz"], ["--val", "nan.npz", "NaN"]),
               ([digits["model"], "--data", digits["calib"], "--val", tmp_path / "nolabels.npz"], ["--val", "no labels"]),
               ([digits["model"], "--data", tmp_path / "pickled.npz"], ["--data", "pickled.npz", "Python objects"])]
+    broken, fifo = _digit_folder(tmp_path / "broken", digits, 20), _digit_folder(tmp_path / "fifo", digits, 20)
+    next(broken.glob("*/*.png")).write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(64))
+    os.mkfifo(next(fifo.iterdir()) / "pipe.png")
+    cases += [([digits["model"], "--data", digits["calib"], "--val", broken], ["--val", "not a readable image"]),
+              ([digits["model"], "--data", fifo], ["--data", "pipe.png", "FIFO"])]
     for args, words in cases:
         if "--val" not in map(str, args):
             args = [*args, "--val", digits["val"]]
         result = cli("sweep", *args, "-o", tmp_path / "sweep")
         refusal_line(result, words)
         assert not (tmp_path / "sweep").exists() and not marker.exists()
+
+
+def _digit_folder(folder: Path, digits, count: int) -> Path:
+    """The first `count` validation digits as class folders of PNGs."""
+    from PIL import Image
+
+    for i in range(count):
+        cls = folder / f"digit_{digits['y_val'][i]}"
+        cls.mkdir(parents=True, exist_ok=True)
+        pixels = np.round(digits["x_val"][i, :, :, 0] * 255).astype(np.uint8)
+        Image.fromarray(pixels, mode="L").save(cls / f"{i}.png")
+    return folder
 
 
 def test_output_that_is_not_a_sweep_folder_is_refused(digits, cli, tmp_path):
@@ -722,3 +739,22 @@ def test_ray_workers_never_import_modules_planted_in_the_drivers_folder(digits, 
     assert done.returncode == 0, done.stderr
     assert not marker.exists(), marker.read_text()
     assert _result(out)["cells"][0]["status"] == "ok"
+
+
+def test_an_image_folder_with_links_reads_the_same_on_ray_as_on_the_local_pool(digits, ray_cluster, tmp_path):
+    """Issue 23: a relative link inside an image folder was exit 0 on the local pool, exit 1 on Ray."""
+    folder = _digit_folder(tmp_path / "val", digits, 60)
+    moved = tmp_path / "elsewhere.png"
+    linked = next(folder.glob("*/*.png"))
+    linked.rename(moved)
+    linked.symlink_to(Path("../..") / moved.name)  # relative, out of the folder
+    results = {}
+    for engine, extra in (("local", []), ("ray", ["--ray", ray_cluster])):
+        out = tmp_path / engine
+        done = subprocess.run(_edgekit("sweep", digits["model"], "--data", digits["calib"], "--val", folder,
+                                       *SMALL, *extra, "-o", out), capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        result = _result(out)
+        assert result["cells"][0]["status"] == "ok"
+        results[engine] = {p["id"]: p["top1"] for p in result["points"]}
+    assert results["local"] == results["ray"] and None not in results["local"].values()

@@ -78,3 +78,40 @@ def test_a_cell_archive_replaces_the_folder_and_a_planted_link_in_the_store(tmp_
 
 def test_unpack_without_an_expected_name_still_takes_one_plain_entry(tmp_path):
     assert unpack(_tar(_file("data.npz", b"abc")), tmp_path / "in").read_bytes() == b"abc"
+
+
+def _image_folder_with_links(root) -> "Path":
+    """Class folders of PNGs where one image is a relative link out of the folder, one class
+    folder is a link, and one class is empty (it keeps its index)."""
+    import numpy as np
+    from PIL import Image
+
+    outside = root / "outside"
+    (outside / "cls_b").mkdir(parents=True)
+    folder = root / "images"
+    for i, cls in enumerate(("cls_a", "cls_c", "cls_d")):
+        (folder / cls).mkdir(parents=True)
+        if cls != "cls_d":
+            Image.fromarray(np.full((8, 8), 40 * i + 10, np.uint8), mode="L").save(folder / cls / "1.png")
+    Image.fromarray(np.full((8, 8), 200, np.uint8), mode="L").save(outside / "far.png")
+    Image.fromarray(np.full((8, 8), 90, np.uint8), mode="L").save(outside / "cls_b" / "2.png")
+    (folder / "cls_a" / "2.png").symlink_to("../../outside/far.png")  # relative, climbing out
+    (folder / "cls_b").symlink_to(outside / "cls_b", target_is_directory=True)
+    return folder
+
+
+def test_a_data_folder_ships_to_ray_as_the_local_cells_read_it(tmp_path):
+    """Issue 23: the local pool followed a relative link in an image folder, Ray's tar kept the
+    link (then refused it): exit 0 locally, exit 1 on Ray. Ray now ships what the reader lists."""
+    import numpy as np
+
+    from edgekit.data import load_dataset
+    from edgekit.sweeps.ray_engine import pack_input
+
+    folder = _image_folder_with_links(tmp_path)
+    here = load_dataset(folder, (8, 8, 1), None, "--val")
+    shipped = unpack(pack_input("val", folder), tmp_path / "task")
+    there = load_dataset(shipped, (8, 8, 1), None, "--val")
+    assert here.class_names == there.class_names == ["cls_a", "cls_b", "cls_c", "cls_d"]
+    assert len(here) == 4 and np.array_equal(here.y, there.y) and np.array_equal(here.x, there.x)
+    assert not any(p.is_symlink() for p in shipped.rglob("*"))
