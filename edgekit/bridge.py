@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import ModelError, first_line
+from edgekit.errors import EdgekitError, ModelError, first_line
 from edgekit.safety import check_node_references, group_layers, has_own_input, iter_layers
 
 BRIDGEABLE = frozenset("""
@@ -211,7 +211,9 @@ def bridge(keras3_model, seed: int = 0) -> BridgeResult:
     twins = {name: _tf_keras_twin(module, name) for module, name in SHIPPED_TWINS if (module, name) in used}
     try:
         rebuilt = keras.models.model_from_json(json.dumps(tf_config), custom_objects=twins)
-    except (TypeError, ValueError, KeyError, IndexError) as exc:
+    except (EdgekitError, MemoryError):
+        raise
+    except Exception as exc:  # any failure of tf_keras' deserializer: Keras 3 loaded it, the bridge cannot
         raise BridgeUnavailable(f"tf_keras could not build the translated config ({first_line(exc)})") from None
     _copy_weights(keras3_model, rebuilt)
     diff = _prove(keras3_model, rebuilt, seed)

@@ -13,13 +13,14 @@ import importlib
 import json
 import os
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from edgekit.errors import ModelError, check_path_name, first_line, regular_file, require
+from edgekit.errors import EdgekitError, ModelError, check_path_name, first_line, regular_file, require
 from edgekit.safety import Scan, check_declared_parameters, check_node_references, check_safe, scan
 from edgekit.saved_model_scan import scan_saved_model
 
@@ -304,7 +305,17 @@ def _deserialization_error(info: ModelFile, exc: BaseException) -> ModelError:
                       f"({first_line(exc)})")
 
 
-_LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, RuntimeError)
+@contextmanager
+def _loading(info: ModelFile):
+    """Keras and TensorFlow deserializing a hostile config fail in any way their code allows
+    (AssertionError, UnboundLocalError, ... besides the usual ValueError): all of them mean the
+    file cannot be loaded, exit 2. Edgekit's own errors and running out of memory pass through."""
+    try:
+        yield
+    except (EdgekitError, MemoryError):
+        raise
+    except Exception as exc:
+        raise _deserialization_error(info, exc) from None
 
 
 def _load_tf_keras(info: ModelFile, objects: dict, trust: bool) -> LoadedModel:
@@ -312,10 +323,8 @@ def _load_tf_keras(info: ModelFile, objects: dict, trust: bool) -> LoadedModel:
 
     keras = tf_keras()
     kwargs = {"safe_mode": not trust} if info.format == "keras" else {}
-    try:
+    with _loading(info):
         model = keras.models.load_model(str(info.path), compile=False, custom_objects=objects, **kwargs)
-    except _LOAD_ERRORS as exc:
-        raise _deserialization_error(info, exc) from None
     _check_finite(info, model)
     return _from_keras_model(info, model, working=model)
 
@@ -326,11 +335,10 @@ def _load_keras3(info: ModelFile, objects: dict, trust: bool) -> LoadedModel:
 
     tensorflow()  # TF_USE_LEGACY_KERAS must be set before Keras 3 pulls TensorFlow in
     keras3 = require("keras", "compress")
-    try:
+    with _loading(info):
         model = keras3.saving.load_model(str(info.path), compile=False, custom_objects=objects, safe_mode=not trust)
-    except _LOAD_ERRORS as exc:
-        raise _deserialization_error(info, exc) from None
     _check_finite(info, model)
+    _classifier_shapes(info, model)  # before the bridge, which runs the model on an input of this shape
     try:
         result = bridge(model)
     except BridgeUnavailable as exc:
@@ -343,10 +351,21 @@ def _load_keras3(info: ModelFile, objects: dict, trust: bool) -> LoadedModel:
     return loaded
 
 
+def _classifier_shapes(info: ModelFile, model) -> tuple[tuple, int]:
+    return check_classifier([_dims(t.shape) for t in model.inputs], [_dims(t.shape) for t in model.outputs],
+                            str(info.path))
+
+
+def _dims(shape) -> tuple:
+    """A tensor's shape as a tuple; a shape of unknown rank (a config can claim one) as ("?",)."""
+    try:
+        return tuple(shape)
+    except ValueError:
+        return ("?",)
+
+
 def _from_keras_model(info: ModelFile, model, working) -> LoadedModel:
-    inputs = [tuple(t.shape) for t in model.inputs]
-    outputs = [tuple(t.shape) for t in model.outputs]
-    input_shape, num_classes = check_classifier(inputs, outputs, str(info.path))
+    input_shape, num_classes = _classifier_shapes(info, model)
     return LoadedModel(
         file=info, forward=lambda x: model(x, training=False), trackable=model, keras_model=working,
         input_shape=input_shape, num_classes=num_classes, params=int(model.count_params()),
@@ -358,16 +377,14 @@ def _load_saved_model(info: ModelFile) -> LoadedModel:
     from edgekit.keras_compat import tensorflow
 
     tf = tensorflow()
-    try:
+    with _loading(info):
         loaded = tf.saved_model.load(str(info.path))
         signature = loaded.signatures["serving_default"]
-    except (_LOAD_ERRORS + (tf.errors.OpError,)) as exc:
-        raise _deserialization_error(info, exc) from None
     args, kwargs = signature.structured_input_signature
     specs = list(args) + list(kwargs.values())
     outputs = signature.structured_outputs
-    input_shape, num_classes = check_classifier([tuple(s.shape) for s in specs],
-                                                [tuple(o.shape) for o in outputs.values()], str(info.path))
+    input_shape, num_classes = check_classifier([_dims(s.shape) for s in specs],
+                                                [_dims(o.shape) for o in outputs.values()], str(info.path))
     input_name, output_name = next(iter(kwargs)), next(iter(outputs))
     variables = list(signature.variables)
     for var in variables:
