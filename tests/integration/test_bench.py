@@ -99,7 +99,7 @@ def test_a_crashing_runtime_is_exit_2_not_a_crash():
         run_child(hang, 1, "model.tflite")
 
 
-@pytest.mark.parametrize("name", ["--runs 0", "missing", "corrupt", "extension mismatch", "timeout"])
+@pytest.mark.parametrize("name", ["--runs 0", "missing", "corrupt", "extension mismatch", "timeout", "external data"])
 def test_bench_bad_input_exits_2(name, cli, artifacts, tmp_path):
     args = {"--runs 0": [artifacts / "digits.int8.tflite", "--runs", "0"],
             "missing": [tmp_path / "none.onnx"],
@@ -108,7 +108,13 @@ def test_bench_bad_input_exits_2(name, cli, artifacts, tmp_path):
              "corrupt": ["bad.tflite", "cannot be loaded by tflite"],
              "extension mismatch": ["onnx_inside.xml", "the extension says openvino but the content is an onnx model",
                                    "rename it to onnx_inside.onnx"],
-             "timeout": ["did not finish within 0.01 s", "--timeout"]}[name]
+             "timeout": ["did not finish within 0.01 s", "--timeout"],
+             "external data": ["ext.onnx", "cannot be loaded by onnx"]}[name]
+    if name == "external data":  # weights said to be in a link to /etc/passwd beside the file
+        from tests.integration.test_eval import _onnx_with_external_weights
+
+        (tmp_path / "w.bin").symlink_to("/etc/passwd")
+        args = [_onnx_with_external_weights(tmp_path / "ext.onnx", "w.bin")]
     if name == "corrupt":
         (tmp_path / "bad.tflite").write_bytes(b"\x00" * 64)
         args = [tmp_path / "bad.tflite"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -95,12 +96,39 @@ def _bad(name, tmp, out, digits):
     if name == "NaN in the data":
         np.savez(tmp / "nan.npz", x=np.full((3, 8, 8, 1), np.nan, np.float32), y=np.zeros(3, np.int64))
         return [out / "digits.int8.tflite", "--data", tmp / "nan.npz"], ["nan.npz", "3 of 3 samples hold NaN or Inf"]
+    if name.startswith("external data"):  # weights read from another file: ONNX Runtime must refuse
+        where = name.split(": ")[1]
+        if where == "a link out of the folder":
+            (tmp / "w.bin").symlink_to("/etc/passwd")
+        elif where == "a FIFO":
+            os.mkfifo(tmp / "w.bin")
+        location = {"absolute": "/etc/passwd", "climbing": "../../etc/passwd"}.get(where, "w.bin")
+        return [_onnx_with_external_weights(tmp / "ext.onnx", location)], ["ext.onnx", "cannot be loaded by onnx"]
     raise AssertionError(name)
+
+
+def _onnx_with_external_weights(path, location: str):
+    """A valid (1, 8, 8, 1) → (1, 10) ONNX classifier whose weights are said to live in `location`."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    weights = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[64, 10], data_location=TensorProto.EXTERNAL)
+    for key, value in (("location", location), ("offset", "0"), ("length", str(64 * 10 * 4))):
+        weights.external_data.add(key=key, value=value)
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("MatMul", ["f", "w"], ["m"]),
+         helper.make_node("Softmax", ["m"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 8, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], initializer=[weights])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    onnx.save(model, str(path))
+    return path
 
 
 BAD = ["missing artifact", "unknown extension", "corrupt .tflite", "corrupt .onnx", "corrupt .xml",
        "extension does not match content", "data of another shape", "data without labels", "label -1",
-       "NaN in the data"]
+       "NaN in the data", "external data: absolute", "external data: climbing",
+       "external data: a link out of the folder", "external data: a FIFO"]
 
 
 @pytest.mark.parametrize("name", BAD)
