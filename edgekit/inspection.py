@@ -16,15 +16,10 @@ _TRANSFORMED = {"SeparableConv2D"}
 
 
 def qat_unsupported_layers(keras_model) -> list[str]:
-    """Layers tfmot's default 8-bit scheme cannot quantize, as "name (Class)"."""
-    from edgekit.errors import require
+    """Layers edgekit's 8-bit QAT scheme (tfmot's, corrected) cannot quantize, as "name (Class)"."""
+    from edgekit.stages.qat_scheme import qat_scheme
 
-    require("tensorflow_model_optimization", "compress")
-    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
-        default_8bit_quantize_registry as registry_module,
-    )
-
-    registry = registry_module.Default8BitQuantizeRegistry()
+    registry = qat_scheme(False)[1].get_quantize_registry()
     unsupported = []
     for layer in keras_model.layers:
         kind = type(layer).__name__

@@ -49,6 +49,55 @@ def fold_batchnorm(model):
     return folded, sorted(dropped)
 
 
+GATES = ("swish", "sigmoid")
+
+
+def split_gates(model):
+    """A new tf_keras model where each Conv2D/DepthwiseConv2D/Dense with a swish or sigmoid
+    activation is the layer with a linear activation then an Activation layer; (model, names of
+    the layers split). The same function, in float exactly; but tfmot then quantizes the
+    layer's output and the gate as the int8 files compute them (edgekit.stages.qat_scheme),
+    not the fused activation, which it rounds once where the files round three times."""
+    keras = tf_keras()
+    split = [layer.name for layer in model.layers if type(layer).__name__ in FOLDABLE
+             and getattr(layer.activation, "__name__", None) in GATES and len(layer._inbound_nodes) == 1]  # noqa: SLF001
+    config = model.get_config()
+    if not split or "layers" not in config:
+        return model, []
+    taken = {layer["config"].get("name") for layer in config["layers"]}
+    into, layers = {}, []
+    for layer in config["layers"]:
+        _rewire(layer, into)
+        layers.append(layer)
+        name = layer["config"].get("name")
+        if name in split:
+            gate = layer["config"]["activation"]
+            layer["config"]["activation"] = "linear"
+            into[name] = _unused(f"{name}_{gate}", taken)
+            layers.append({"class_name": "Activation", "name": into[name],
+                           "config": {"name": into[name], "trainable": True, "dtype": layer["config"].get("dtype"),
+                                      "activation": gate},
+                           "inbound_nodes": [[[name, 0, 0, {}]]]})
+    config["layers"] = layers
+    if isinstance(model, keras.Sequential):
+        rebuilt = keras.Sequential.from_config(config)
+    else:
+        config["output_layers"] = [_renamed(entry, into) for entry in config.get("output_layers", [])]
+        rebuilt = keras.Model.from_config(config)
+    for layer in rebuilt.layers:
+        if layer.weights:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    return rebuilt, split
+
+
+def _unused(name: str, taken: set) -> str:
+    candidate, n = name, 1
+    while candidate in taken:
+        candidate, n = f"{name}_{n}", n + 1
+    taken.add(candidate)
+    return candidate
+
+
 def _foldable_pairs(model) -> list[tuple[str, str]]:
     """(batchnorm, conv) names that can be folded."""
     pairs = []

@@ -28,7 +28,7 @@ class QATResult:
 
 def quantize_aware(model, data: Dataset | None, stage: QATStage, preserve_sparsity: bool, settings: FinetuneSettings,
                    seed: int, targets=None, validation=None, quiet: bool = False) -> QATResult:
-    from edgekit.stages.fold import fold_batchnorm
+    from edgekit.stages.fold import fold_batchnorm, split_gates
     from edgekit.stages.qat_scheme import qat_scheme
 
     data = require_labelled(data, "--qat")
@@ -36,6 +36,7 @@ def quantize_aware(model, data: Dataset | None, stage: QATStage, preserve_sparsi
     keras = tf_keras()
     qk = tfmot.quantization.keras
     model, folded = fold_batchnorm(model)  # QAT then trains the kernels the converters write
+    model, _ = split_gates(model)  # and rounds a conv's swish/sigmoid where the files do
     unsupported = qat_unsupported_layers(model)
     skip = {item.split(" (")[0] for item in unsupported}
     from_logits = not outputs_probabilities(model)

@@ -1,5 +1,5 @@
-"""tfmot's 8-bit QAT schemes with one layout rule corrected, so a QAT model computes what its
-int8 files compute.
+"""tfmot's 8-bit QAT schemes with a layout rule and three quantizers corrected, so a QAT model
+computes what its int8 files compute.
 
 tfmot's `LayerReLUQuantize` matches ReLU after Add, Conv2D, DepthwiseConv2D or Dense and
 gives the layer before it a no-op quantize config. For an Add that only removes the fake
@@ -14,6 +14,15 @@ And one quantizer: tfmot quantizes a DepthwiseConv2D kernel (kh, kw, in, multipl
 axis" over its last axis, the multiplier (1 in MobileNets): one range for the whole kernel,
 while TFLite, ONNX Runtime and OpenVINO quantize depthwise kernels per output channel. Here
 the range is per output channel (in × multiplier), as the files hold it.
+
+And the gates of EfficientNet-style blocks: the files compute swish as LOGISTIC, whose int8
+output is fixed to 1/256 steps, then MUL; tfmot fake-quantizes only the product, and a conv's
+fused swish without rounding the conv's output. With the fused gates split off first
+(edgekit.stages.fold.split_gates), the conv's output is rounded, the gate on LOGISTIC's grid and
+the product on its own range; a sigmoid gate likewise. Rescaling, Normalization and Multiply,
+which tfmot leaves float but the files quantize (from calibration), are quantized at their output.
+On a squeeze-excite block the QAT model and its TFLite file then give the same logits to the bit
+(tests/unit/test_qat_gates.py; 0.9% apart before).
 """
 
 from __future__ import annotations
@@ -21,18 +30,25 @@ from __future__ import annotations
 from edgekit.errors import require
 
 WEIGHTED = "Conv2D|DepthwiseConv2D|Dense"
+GATES = ("swish", "sigmoid")  # Activation layers whose int8 kernels round inside (LOGISTIC's fixed grid)
+# No weights, not in tfmot's registry; the int8 files quantize their output (calibrated), so QAT does too
+OUTPUT_ONLY = ("Rescaling", "Normalization", "Multiply")
 # What report.json's stages.qat.corrections lists: how this scheme differs from tfmot's.
 CORRECTIONS = ["conv/dense before a ReLU keeps its weight quantizers (tfmot drops them)",
-               "depthwise kernels quantized per output channel (tfmot: one range per kernel)"]
+               "depthwise kernels quantized per output channel (tfmot: one range per kernel)",
+               "swish and sigmoid gates rounded as int8 LOGISTIC (1/256 steps) then MUL, a conv's fused gate split off",
+               "Rescaling, Normalization and Multiply quantized at their output (tfmot leaves them float)"]
 
 
 def qat_scheme(preserve_sparsity: bool):
     """(name, scheme): the default or prune-preserving 8-bit scheme with the corrected layout."""
     require("tensorflow_model_optimization", "compress")
     from tensorflow_model_optimization.python.core.quantization.keras import quantize_aware_activation
+    from tensorflow_model_optimization.python.core.quantization.keras import quantize_config as quantize_config_module
     from tensorflow_model_optimization.python.core.quantization.keras import utils as quantize_utils
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
-        default_8bit_quantize_layout_transform as layout, default_8bit_quantize_scheme, default_8bit_transforms as t)
+        default_8bit_quantize_layout_transform as layout, default_8bit_quantize_registry, default_8bit_quantize_scheme,
+        default_8bit_transforms as t)
     from tensorflow_model_optimization.python.core.quantization.keras.graph_transformations import (
         model_transformer, transforms)
     from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (
@@ -65,16 +81,77 @@ def qat_scheme(preserve_sparsity: bool):
         def get_config(self):
             return {}
 
+    def sigmoid_on_the_int8_grid(x):
+        """sigmoid(x) rounded as int8 LOGISTIC writes it: output scale 1/256, zero point -128."""
+        return tf.quantization.fake_quant_with_min_max_args(tf.sigmoid(x), min=0.0, max=255.0 / 256.0, num_bits=8)
+
+    class SwishQuantizer(quantizers.MovingAverageQuantizer):
+        """x · sigmoid(x) as the int8 files compute it: the gate on LOGISTIC's fixed grid, then
+        the product on its own moving-average range (MUL's output)."""
+
+        def __init__(self):
+            super().__init__(num_bits=8, per_axis=False, symmetric=False, narrow_range=False)
+
+        def __call__(self, inputs, training, weights, **kwargs):
+            return super().__call__(inputs * sigmoid_on_the_int8_grid(inputs), training, weights, **kwargs)
+
+        def get_config(self):
+            return {}
+
+    class SigmoidQuantizer(quantizers.Quantizer):
+        """sigmoid(x) on LOGISTIC's fixed output grid: nothing to learn."""
+
+        def build(self, tensor_shape, name, layer):
+            return {}
+
+        def __call__(self, inputs, training, weights, **kwargs):
+            return sigmoid_on_the_int8_grid(inputs)
+
+        def get_config(self):
+            return {}
+
+    class GateConfig(quantize_config_module.QuantizeConfig):
+        """An Activation whose function the quantizer itself computes (given a linear activation,
+        tfmot applies the quantizer to the layer's input)."""
+
+        def __init__(self, quantizer):
+            self.quantizer = quantizer
+
+        def get_weights_and_quantizers(self, layer):
+            return []
+
+        def get_activations_and_quantizers(self, layer):
+            return [(keras.activations.linear, self.quantizer)]
+
+        def set_quantize_weights(self, layer, quantize_weights):
+            pass
+
+        def set_quantize_activations(self, layer, quantize_activations):
+            layer.activation = quantize_activations[0]
+
+        def get_output_quantizers(self, layer):
+            return []
+
+        def get_config(self):
+            return {}
+
     class Registry:
-        """The scheme's registry, with per-channel depthwise kernels."""
+        """The scheme's registry, with per-channel depthwise kernels, swish and sigmoid as the
+        int8 files compute them, and the input's Rescaling/Normalization quantized at their output."""
 
         def __init__(self, inner):
             self.inner = inner
 
         def supports(self, layer):
-            return self.inner.supports(layer)
+            return type(layer).__name__ in OUTPUT_ONLY or self.inner.supports(layer)
 
         def get_quantize_config(self, layer):
+            kind = type(layer).__name__
+            if kind in OUTPUT_ONLY:
+                return default_8bit_quantize_registry.Default8BitQuantizeConfig([], [], True)
+            gate = getattr(getattr(layer, "activation", None), "__name__", None) if kind == "Activation" else None
+            if gate in GATES:
+                return GateConfig(SwishQuantizer() if gate == "swish" else SigmoidQuantizer())
             config = self.inner.get_quantize_config(layer)
             if type(layer).__name__ == "DepthwiseConv2D" and hasattr(config, "weight_quantizer"):
                 config.weight_quantizer = DepthwiseWeightsQuantizer()
