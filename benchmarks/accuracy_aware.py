@@ -42,7 +42,7 @@ def compress(edgekit: Path, root: Path, model: Path, out: str, extra: list[str])
 
 
 def latencies(files: dict[str, dict[str, Path]], rounds: int) -> dict:
-    from edgekit.latency import BenchSettings, bench_local
+    from edgekit.measure.latency import BenchSettings, bench_local
 
     settings = BenchSettings(threads=1, runs=200, min_time_s=0.5)
     kinds = ["fp32", "plain int8", "accuracy-aware int8"]
@@ -105,8 +105,8 @@ def mobilenet_section(edgekit: Path, root: Path, size: int) -> list[str]:
                    capture_output=True)
     x = np.load(root / "mval.npz")["x"]
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    from edgekit.diagnose import diagnose_files
-    from edgekit.keras_compat import tf_keras
+    from edgekit.quality.diagnose import diagnose_files
+    from edgekit.support.keras_compat import tf_keras
     from edgekit.runtime import open_runner
     from edgekit.runtime.reference import ReferenceRunner
 

@@ -38,7 +38,7 @@ PUBLISHED = {  # (device, model, precision) -> ms
 
 
 def build(name: str):
-    from edgekit.keras_compat import tf_keras
+    from edgekit.support.keras_compat import tf_keras
 
     keras = tf_keras()
     apps = keras.applications
@@ -48,7 +48,7 @@ def build(name: str):
 
 
 def convert(model, precision: str) -> bytes:
-    from edgekit.keras_compat import tensorflow
+    from edgekit.support.keras_compat import tensorflow
 
     tf = tensorflow()
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -66,8 +66,8 @@ def convert(model, precision: str) -> bytes:
 
 
 def main() -> None:
-    from edgekit.devices import load_profile
-    from edgekit.estimate import estimate_all
+    from edgekit.measure.devices import load_profile
+    from edgekit.measure.estimate import estimate_all
 
     folder = Path(tempfile.mkdtemp(prefix="edgekit-estimates-"))
     files = {}

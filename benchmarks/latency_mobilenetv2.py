@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.latency import BenchSettings, bench_local, machine
+from edgekit.measure.latency import BenchSettings, bench_local, machine
 
 
 def bare_tflite_p50(path: Path, threads: int, runs: int) -> float:

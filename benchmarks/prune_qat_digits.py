@@ -68,7 +68,7 @@ def latency_rows(ptq: dict, qat: dict, rounds: int) -> list[str]:
     which of the two goes first alternating by round, so drift and order cancel out."""
     from statistics import median
 
-    from edgekit.latency import BenchSettings, bench_local
+    from edgekit.measure.latency import BenchSettings, bench_local
 
     settings = BenchSettings(threads=1, runs=200, min_time_s=1.0)
     p50 = {fmt: {"ptq": [], "qat": []} for fmt in FORMATS}

@@ -87,7 +87,7 @@ def compare_cost(case: dict, root: Path, repeats: int) -> dict:
 
 
 def compare_latency(case: dict, root: Path, repeats: int, quick: bool) -> dict:
-    from edgekit.latency import BenchSettings, bench_local
+    from edgekit.measure.latency import BenchSettings, bench_local
 
     stem = Path(case["model"]).stem
     files = {("edgekit", "int8", f): p for f, p in edgekit_files(root / "edgekit", stem, "int8").items()}
@@ -110,7 +110,7 @@ def compare_accuracy(case: dict, root: Path) -> dict | None:
     compress verified to match Keras within 1e-4 (so no TensorFlow import here)."""
     if case["val"] is None:
         return None  # random weights: accuracy means nothing
-    from edgekit.evaluation import evaluate_artifacts
+    from edgekit.quality.evaluation import evaluate_artifacts
 
     stem = Path(case["model"]).stem
     files = {"fp32": root / "edgekit" / f"{stem}.fp32.tflite"}
@@ -145,7 +145,7 @@ def scaling(root: Path) -> list[dict]:
 # --- the report -----------------------------------------------------------------------------
 
 def render(results: list[dict], scale: list[dict] | None, repeats: int) -> str:
-    from edgekit.latency import machine
+    from edgekit.measure.latency import machine
 
     host = machine()
     lines = [f"# edgekit vs hand-written pipelines ({datetime.date.today().isoformat()})", "",

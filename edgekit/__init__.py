@@ -1,11 +1,11 @@
 """edgekit: compress Keras image classifiers and take them to edge devices.
 
 Importing this package must stay cheap: TensorFlow, tf2onnx, OpenVINO and NNCF are
-imported lazily inside the functions that need them (see DESIGN.md, "Light on the device").
+imported lazily inside the functions that need them (docs/architecture.md, "Light imports").
 The Python API (edgekit.api) is imported on first use: `from edgekit import compress`.
 """
 
-__version__ = "0.1.0"
+from edgekit.support.version import __version__
 
 _API = ("compress", "evaluate", "bench", "gate", "sweep", "Report", "Evaluation", "Benchmark", "GateResult", "Sweep")
 __all__ = ["__version__", *_API]

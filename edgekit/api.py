@@ -25,7 +25,7 @@ from typing import Any, Optional, Sequence, Union
 from pydantic import BaseModel, ConfigDict, ValidationError, validate_call
 
 from edgekit.errors import InputError, first_line
-from edgekit.report_schema import Report as _ReportSchema
+from edgekit.reports.report_schema import Report as _ReportSchema
 
 
 class _Result(BaseModel):
@@ -182,9 +182,9 @@ def compress(model: Any, *, int8: bool = False, fp16: bool = False, prune: float
              quiet: bool = True) -> Report:
     """`edgekit compress`: export, verify, measure; returns the report (also written to `output`,
     default ./<model stem>-edgekit, or ./model-edgekit for an in-memory model)."""
-    from edgekit.pipeline import CompressOptions, compress as run_compress
-    from edgekit.progress import StepLog
-    from edgekit.recipe_flags import recipe_from_flags
+    from edgekit.compression.pipeline import CompressOptions, compress as run_compress
+    from edgekit.support.progress import StepLog
+    from edgekit.compression.recipe_flags import recipe_from_flags
 
     if formats is not None and not isinstance(formats, str):
         formats = ",".join(formats)
@@ -209,7 +209,7 @@ def compress(model: Any, *, int8: bool = False, fp16: bool = False, prune: float
 def evaluate(artifacts: PathArg | Sequence[PathArg], data: Any, *, preprocess: str | None = None,
              threads: int | None = None, timeout: float = 600.0) -> Evaluation:
     """`edgekit eval`: top-1/top-5, confusion and agreement of each artifact on labelled data."""
-    from edgekit.evaluation import evaluate_artifacts
+    from edgekit.quality.evaluation import evaluate_artifacts
 
     with ExitStack() as stack:
         folder = _private_folder(stack)
@@ -225,20 +225,20 @@ def bench(artifacts: PathArg | Sequence[PathArg], *, device: str | None = None, 
     """`edgekit bench`: batch-1 latency percentiles per artifact, measured on this host or on
     `remote` ("USER@HOST", over SSH); with a `device` profile and no remote, that device's
     estimate and compatibility checks instead (`estimated` says which)."""
-    from edgekit.latency import BenchSettings, bench_local
+    from edgekit.measure.latency import BenchSettings, bench_local
 
     paths = _paths(artifacts)
     profile = None
     if remote is not None:  # checked first, "" included: nothing else runs on a bad destination
-        from edgekit.remote import parse_destination
+        from edgekit.measure.remote import parse_destination
 
         parse_destination(remote)
     if device:
-        from edgekit.devices import load_profile
+        from edgekit.measure.devices import load_profile
 
         profile = load_profile(device)
         if not remote and not profile.measured_live:
-            from edgekit.estimate import estimate_all
+            from edgekit.measure.estimate import estimate_all
 
             return Benchmark(results=estimate_all(paths, profile), estimated=True)
     if threads is None and profile and remote:
@@ -248,7 +248,7 @@ def bench(artifacts: PathArg | Sequence[PathArg], *, device: str | None = None, 
                              providers=profile.onnx_providers if profile else None,
                              openvino_device=profile.openvino_device if profile else None)
     if remote is not None:
-        from edgekit.remote import bench_remote
+        from edgekit.measure.remote import bench_remote
 
         results = bench_remote(paths, settings, remote, remote_python, list(ssh_options))
     else:
@@ -267,7 +267,7 @@ def gate(report: Any, baseline: Any, *, max_accuracy_drop: float | None = None,
     """`edgekit gate`: compare a report (a path or a Report) with a baseline. `passed` says the
     verdict; with raise_on_failure a regression raises GateFailure, as the CLI exits 1. remeasure: when
     both reports' files are beside them, their latency is measured again side by side."""
-    from edgekit.gating import load_thresholds, raise_if_failed, run_gate
+    from edgekit.reports.gating import load_thresholds, raise_if_failed, run_gate
 
     limits = load_thresholds(Path(config) if config else None, {
         "max_accuracy_drop": max_accuracy_drop, "min_accuracy": min_accuracy,
@@ -300,7 +300,7 @@ def sweep(model: Any, *, data: Any = None, val: Any = None,
     `remote={"rpi4": "pi@raspberrypi"}`. Failed cells are in `.failed` (with raise_on_failure,
     CellsFailed is raised after the files are written, as the CLI exits 1).
     In-memory models and arrays are saved afresh on each call, so only paths let a rerun reuse cells."""
-    from edgekit.progress import StepLog
+    from edgekit.support.progress import StepLog
     from edgekit.sweeps.run import CellsFailed, SweepOptions, run_sweep
 
     with ExitStack() as stack:

@@ -12,9 +12,9 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from edgekit import __version__
+from edgekit.support.version import __version__
 from edgekit.errors import EXIT_INTERNAL, EdgekitError, GateFailure, first_line, printable
-from edgekit.progress import StepLog, console as err_console
+from edgekit.support.progress import StepLog, console as err_console
 
 app = typer.Typer(
     name="edgekit",
@@ -78,7 +78,7 @@ def _main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
 ):
-    from edgekit.library_output import configure
+    from edgekit.support.library_output import configure
 
     _state["debug"] = debug
     configure(debug, quiet_on=False)  # a command's -q turns it on
@@ -119,7 +119,7 @@ def compress(
 ):
     """Export a Keras classifier to TFLite, ONNX and OpenVINO (fp32 and int8), verify, report."""
     from edgekit import api
-    from edgekit.library_output import configure
+    from edgekit.support.library_output import configure
 
     configure(_state["debug"], quiet)
     with _errors_to_exit_codes():
@@ -150,7 +150,7 @@ def evaluate(
 ):
     """Top-1/top-5 accuracy of each artifact on labelled data, and how often they agree."""
     from edgekit import api
-    from edgekit.report import render_evaluation
+    from edgekit.reports.report import render_evaluation
 
     with _errors_to_exit_codes(), _progress(f"Evaluate {len(artifacts)} artifact(s) on {data}", quiet):
         result = api.evaluate(artifacts, data, preprocess=preprocess, threads=threads, timeout=timeout)
@@ -172,8 +172,8 @@ def diagnose(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
 ):
     """Per-layer int8 error of each file against the Keras model: SQNR, the error each layer adds, activation ranges."""
-    from edgekit.diagnose import diagnose_artifacts
-    from edgekit.report import render_diagnosis
+    from edgekit.quality.diagnose import diagnose_artifacts
+    from edgekit.reports.report import render_diagnosis
 
     with _errors_to_exit_codes():
         if top < 1:
@@ -206,7 +206,7 @@ def bench(
     """Latency of each artifact on this machine (or --remote): batch 1, warm-up, then percentiles.
     With --device and no --remote: an estimate for that device, labelled as such."""
     from edgekit import api
-    from edgekit.report import render_bench, render_estimates
+    from edgekit.reports.report import render_bench, render_estimates
 
     with _errors_to_exit_codes(), _progress(f"Benchmark {len(artifacts)} artifact(s)", quiet):
         result = api.bench(artifacts, device=device, remote=remote, remote_python=remote_python,
@@ -234,8 +234,8 @@ def gate(
 ):
     """Compare a report with a baseline: exit 1 if accuracy, latency or size regressed, 0 if not."""
     from edgekit import api
-    from edgekit.gating import raise_if_failed
-    from edgekit.report import render_gate
+    from edgekit.reports.gating import raise_if_failed
+    from edgekit.reports.report import render_gate
 
     with _errors_to_exit_codes():
         with _progress(f"Compare {report} with {baseline}", quiet):
@@ -286,7 +286,7 @@ def sweep(
 ):
     """Compress with every recipe × grid value, measure every artifact on every device, and pick per device."""
     from edgekit import api
-    from edgekit.library_output import configure
+    from edgekit.support.library_output import configure
     from edgekit.sweeps.render import render_summary
 
     configure(_state["debug"], quiet)
@@ -312,8 +312,8 @@ def devices(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ):
     """List the device profiles, or show one: specs, constraints and the published latency it is calibrated on."""
-    from edgekit.devices import all_profiles, load_profile
-    from edgekit.report import render_device, render_devices
+    from edgekit.measure.devices import all_profiles, load_profile
+    from edgekit.reports.report import render_device, render_devices
 
     with _errors_to_exit_codes():
         if name:
@@ -325,7 +325,7 @@ def devices(
 @app.command()
 def recipes():
     """List the shipped recipes, one line each (use with --recipe NAME)."""
-    from edgekit.config import load_recipe, shipped_recipes
+    from edgekit.compression.config import load_recipe, shipped_recipes
 
     with _errors_to_exit_codes():
         for name in shipped_recipes():
@@ -342,8 +342,8 @@ def inspect(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
 ):
     """Show a model's format, Keras flavour, signature, size, MACs, and what QAT and the bridge cannot handle."""
-    from edgekit.inspection import inspect_file
-    from edgekit.report import render_inspection
+    from edgekit.compression.inspection import inspect_file
+    from edgekit.reports.report import render_inspection
 
     with _errors_to_exit_codes(), _progress(f"Inspect {model}", quiet):
         facts = inspect_file(model, trust=trust_model, custom_objects=custom_objects)
@@ -358,7 +358,7 @@ def demo(
 ):
     """Train a small CNN on scikit-learn's digits, then compress it to int8 in every format."""
     from edgekit.demo import run_demo
-    from edgekit.library_output import configure
+    from edgekit.support.library_output import configure
 
     configure(_state["debug"], quiet)
     with _errors_to_exit_codes():
@@ -382,7 +382,7 @@ def _finite(value):
 @contextmanager
 def _progress(title: str, quiet: bool):
     """A spinner while a command works, then one line with its time and peak memory (stderr)."""
-    from edgekit.progress import StepLog
+    from edgekit.support.progress import StepLog
 
     with StepLog(quiet=quiet).step(title):
         yield
@@ -399,7 +399,7 @@ def _emit(result, as_json: bool, render) -> None:
 
 
 def _show(report: dict) -> None:
-    from edgekit.report import accuracy_aware_lines, render_table, worst_layer_lines
+    from edgekit.reports.report import accuracy_aware_lines, render_table, worst_layer_lines
 
     _print(render_table(report))
     for line in [*accuracy_aware_lines(report), *worst_layer_lines(report)]:  # long: plain lines, not a caption

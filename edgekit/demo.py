@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import require
-from edgekit.progress import StepLog
+from edgekit.support.progress import StepLog
 
 VALIDATION_FRACTION = 0.3
 
@@ -31,7 +31,7 @@ def digits_splits(seed: int = 0):
 
 def build_digits_cnn(seed: int = 0):
     """~85k parameters: big enough that int8 size ratios are meaningful, trains in seconds."""
-    from edgekit.keras_compat import tf_keras
+    from edgekit.support.keras_compat import tf_keras
 
     keras = tf_keras()
     keras.utils.set_random_seed(seed)
@@ -73,9 +73,9 @@ def run_demo(outdir: Path, force: bool, log: StepLog) -> dict:
     """Prepare the demo files, then compress them exactly as `edgekit compress` would."""
     from edgekit.export import FORMATS
     from edgekit.export.base import artifact_names
-    from edgekit.outputs import check_output_folder
-    from edgekit.config import Recipe
-    from edgekit.pipeline import CompressOptions, compress
+    from edgekit.support.outputs import check_output_folder
+    from edgekit.compression.config import Recipe
+    from edgekit.compression.pipeline import CompressOptions, compress
 
     outdir = Path(outdir)
     options = CompressOptions(model=outdir / "digits.h5", recipe=Recipe(int8=True), data=outdir / "calib.npz",
@@ -115,7 +115,7 @@ def add_activation_outliers(source: Path, out: Path, layer: str = "fc", consumer
     `consumer` scales its weights for them down by as much. ReLU commutes with a positive scale,
     so the float model computes the same function, but a per-tensor int8 range over `layer`'s
     output is now ~scale× wider and rounds every other unit to a step or two."""
-    from edgekit.keras_compat import tf_keras
+    from edgekit.support.keras_compat import tf_keras
 
     keras = tf_keras()
     model = keras.models.load_model(source)

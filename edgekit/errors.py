@@ -1,12 +1,13 @@
 """The error hierarchy. Each error carries the process exit code the CLI returns for it.
 
-Exit codes (DESIGN.md): 0 success, 1 a gate failed, 2 bad input or usage, 3 internal error.
+Exit codes (README, "Exit codes"): 0 success, 1 a gate failed, 2 bad input or usage, 3 internal error.
 """
 
 EXIT_OK = 0
 EXIT_GATE_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 
 class EdgekitError(Exception):
@@ -58,6 +59,55 @@ class ConversionError(InputError):
 
 class MissingDependencyError(InputError):
     """An optional dependency (an extra) is not installed."""
+
+
+# --- raised by one package each, listed here so the whole hierarchy and its exit codes are in one place
+
+class QATMismatch(GateFailure):
+    """A QAT int8 file computes something else than the QAT model: a result asked for and not
+    reached (exit 1). The pipeline leaves that file out, writes the rest and records this."""
+
+    def __init__(self, message: str, check: dict):
+        super().__init__(message)
+        self.check = check
+
+
+class StepKilled(InputError):
+    """The system killed a step (e.g. out of memory): exit 2 with the step and the way out."""
+
+
+class StepCrashed(EdgekitError):
+    """A step failed with an unexpected error in its child process (a bug: exit 3)."""
+
+
+class WontFit(InputError):
+    """A step's estimated peak exceeds the memory available: refused before it starts."""
+
+
+class ReportError(InputError, ValueError):
+    """The first field of a report.json that breaks the schema, as "artifacts[2].accuracy.top1: why".
+    A ValueError too: pydantic turns only those, raised in validators, into its own errors."""
+
+
+class CellsFailed(EdgekitError):
+    """Some cells failed: the sweep's files were written from the others (exit 1, like a gate)."""
+
+    exit_code = EXIT_GATE_FAILED
+
+
+class Interrupted(EdgekitError):
+    """Ctrl-C or SIGTERM during the cells: finished cells are kept for the rerun."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+class BridgeUnavailable(ModelError):
+    """This model cannot be rebuilt in tf_keras; the message names the layer and why.
+    The loader catches it and keeps the Keras 3 model for the PTQ/export path."""
+
+
+class Incompatible(InputError):
+    """The device cannot run this artifact (exit 2): the message names why and the fix."""
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:

@@ -84,3 +84,15 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
         return {}
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
             for p in sorted(folder.rglob("*"))}
+
+
+# Tiers (pyproject.toml markers): a test that needs the two-node Ray cluster is `cluster`, one
+# that starts sshd is `system`, decided by the fixtures it asks for so no test can forget its mark.
+TIER_FIXTURES = {"ray_cluster": "cluster", "ray_sweep": "cluster", "sshd": "system"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture, tier in TIER_FIXTURES.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(tier)

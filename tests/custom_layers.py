@@ -1,6 +1,6 @@
 """A custom layer for the --trust-model --custom-objects tests (imported by module path)."""
 
-from edgekit.keras_compat import tf_keras
+from edgekit.support.keras_compat import tf_keras
 
 keras = tf_keras()
 

@@ -56,7 +56,7 @@ def build_mobilenet_on_digits(folder: Path, size: int = 64) -> Path:
     import tensorflow as tf
 
     from edgekit.demo import digits_splits
-    from edgekit.keras_compat import tf_keras
+    from edgekit.support.keras_compat import tf_keras
 
     keras = tf_keras()
     keras.utils.set_random_seed(0)

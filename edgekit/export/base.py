@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from edgekit.progress import StepLog
+from edgekit.support.progress import StepLog
 
 # File suffixes per format; the first one is the artifact's main file.
 SUFFIXES = {"tflite": (".tflite",), "onnx": (".onnx",), "openvino": (".xml", ".bin")}
@@ -53,8 +53,8 @@ class ExportRequest:
 
     def run(self, kind: str, label: str, target: str, kwargs: dict, log: StepLog):
         """One heavy step: refused up front if it cannot fit, timed, its peak memory recorded."""
-        from edgekit.memory import check_fits, way_out
-        from edgekit.steps import StepKilled, run_step
+        from edgekit.support.memory import check_fits, way_out
+        from edgekit.support.steps import StepKilled, run_step
 
         check_fits(kind, label, self.weight_bytes, self.formats)
         with log.step(label) as stats:
@@ -105,7 +105,7 @@ class FrozenGraph:
     @property
     def function(self):
         """The graph as a ConcreteFunction (what TFLiteConverter.from_concrete_functions takes)."""
-        from edgekit.keras_compat import tensorflow
+        from edgekit.support.keras_compat import tensorflow
 
         tf = tensorflow()
         wrapped = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(self.graph_def, name=""), [])
@@ -115,7 +115,7 @@ class FrozenGraph:
 
 def freeze(forward, image_shape) -> FrozenGraph:
     from edgekit.export.graph_fixes import portable_graph
-    from edgekit.keras_compat import tensorflow
+    from edgekit.support.keras_compat import tensorflow
 
     tf = tensorflow()
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2

@@ -1,9 +1,9 @@
 """ONNX export: tf2onnx (from the shared frozen graph) for fp32, then onnxruntime.quantization from that fp32 file.
 
-Each conversion and quantization is a step (edgekit.steps): paths in, files out.
+Each conversion and quantization is a step (edgekit.support.steps): paths in, files out.
 
 Static int8 is QDQ with per-channel signed weights and unsigned activations (U8S8): on x86
-ORT's signed-activation kernels ran slower than fp32 (DESIGN.md, pitfalls), U8S8 faster.
+ORT's signed-activation kernels ran slower than fp32 (docs/architecture.md, pitfalls), U8S8 faster.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 
 from edgekit.errors import ConversionError, require
 from edgekit.export.base import Artifact, ExportRequest
-from edgekit.progress import StepLog
+from edgekit.support.progress import StepLog
 
 OPSET = 17
 # ONNX Runtime calibrates by running a copy of the model that outputs every tensor's min and

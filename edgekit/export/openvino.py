@@ -1,6 +1,6 @@
 """OpenVINO IR export: openvino.convert_model once (from the shared frozen graph), NNCF for int8 on that converted model.
 
-Each conversion and quantization is a step (edgekit.steps): paths in, files out; the
+Each conversion and quantization is a step (edgekit.support.steps): paths in, files out; the
 quantizers read the fp32 IR back. NNCF 3 has no TensorFlow backend, so quantization runs
 on the OpenVINO model. fp32 IR is saved with compress_to_fp16=False (save_model's default
 would halve it to fp16).
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from edgekit.errors import ConversionError, first_line, require
 from edgekit.export.base import Artifact, ExportRequest
-from edgekit.progress import StepLog
+from edgekit.support.progress import StepLog
 
 
 class OpenVINOExporter:

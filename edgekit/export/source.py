@@ -45,11 +45,11 @@ def keras_model(source: dict):
     """The tf_keras model of a "keras" source (vetted by the parent before it got here)."""
     if source["path"] in _live:
         return _live[source["path"]]
-    from edgekit.keras_compat import tf_keras
-    from edgekit.model import import_custom_objects
+    from edgekit.support.keras_compat import tf_keras
+    from edgekit.intake.model import import_custom_objects
 
-    from edgekit.bridge import tf_keras_twins
-    from edgekit.model import sha256_of
+    from edgekit.intake.bridge import tf_keras_twins
+    from edgekit.intake.model import sha256_of
 
     if source.get("sha256") and sha256_of(Path(source["path"])) != source["sha256"]:
         raise ModelError(f"{source['path']} changed while edgekit was converting it (it was checked before "
@@ -71,7 +71,7 @@ def frozen_graph(source: dict):
         return freeze(lambda x: model(x, training=False), tuple(source["image_shape"]))
     if source["path"] in _live:
         return _live[source["path"]]
-    from edgekit.keras_compat import tensorflow
+    from edgekit.support.keras_compat import tensorflow
 
     tf = tensorflow()
     graph_def = tf.compat.v1.GraphDef()

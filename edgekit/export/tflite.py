@@ -14,8 +14,8 @@ from contextlib import contextmanager
 
 from edgekit.errors import ConversionError, first_line
 from edgekit.export.base import Artifact, ExportRequest
-from edgekit.keras_compat import tensorflow
-from edgekit.progress import StepLog
+from edgekit.support.keras_compat import tensorflow
+from edgekit.support.progress import StepLog
 
 
 class TFLiteExporter:

@@ -14,6 +14,6 @@ class ReferenceRunner(Runner):
         self.forward = forward
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        from edgekit.keras_compat import tensorflow
+        from edgekit.support.keras_compat import tensorflow
 
         return np.asarray(self.forward(tensorflow().constant(batch)))

@@ -51,10 +51,10 @@ def run_cell(spec: dict) -> dict:
 
 
 def _compress(spec: dict) -> dict:
-    from edgekit.config import Recipe
-    from edgekit.library_output import configure
-    from edgekit.pipeline import CompressOptions, compress
-    from edgekit.progress import StepLog
+    from edgekit.compression.config import Recipe
+    from edgekit.support.library_output import configure
+    from edgekit.compression.pipeline import CompressOptions, compress
+    from edgekit.support.progress import StepLog
 
     if spec.get("error"):  # a recipe file that did not validate: the cell fails with its message
         from edgekit.errors import InputError
@@ -76,7 +76,7 @@ def _failure(exc: BaseException) -> dict:
 
     if isinstance(exc, GateFailure) and getattr(exc, "report", None):
         # the accuracy tolerance, as compress judges it: the files and report were written, the
-        # cell is usable, and the sweep exits 1 at the end as compress would (edgekit.tolerance)
+        # cell is usable, and the sweep exits 1 at the end as compress would (edgekit.quality.tolerance)
         return {"note": first_line(exc, 500), "exit_code": exc.exit_code}
     if isinstance(exc, EdgekitError):
         return {"status": "failed", "error": first_line(exc, 500), "exit_code": exc.exit_code}
@@ -98,14 +98,14 @@ def _written_report(outdir: Path) -> dict | None:
 
 def _peak_mb(report: dict | None) -> float | None:
     """The cell's peak: its own process or the largest step's child, whichever is higher."""
-    from edgekit.steps import current_peak_rss_mb
+    from edgekit.support.steps import current_peak_rss_mb
 
     steps = (report or {}).get("peak_rss_mb", {}).get("largest step")
     return max(v for v in (current_peak_rss_mb(), steps) if v is not None)
 
 
 def write_record(outdir: Path, record: dict) -> None:
-    from edgekit.outputs import write_text_atomically
+    from edgekit.support.outputs import write_text_atomically
 
     outdir.mkdir(parents=True, exist_ok=True)
     write_text_atomically(outdir / RECORD, json.dumps(record, indent=2) + "\n", "the cell record")
@@ -145,7 +145,7 @@ def clear_place(folder: Path) -> None:
 def read_record(folder: Path) -> dict | None:
     """A cell's record, or None where there is none or it is not one (damaged, huge, not JSON)."""
     from edgekit.errors import InputError
-    from edgekit.untrusted import load_json
+    from edgekit.support.untrusted import load_json
 
     if folder.is_symlink() or not (folder / RECORD).is_file() or (folder / RECORD).is_symlink():
         return None
@@ -164,7 +164,7 @@ def main(argv: list[str]) -> int:
     """`python -I -m edgekit.sweeps.cell SPEC.json`: the local pool's child."""
     import signal
 
-    from edgekit.steps import die_with_parent
+    from edgekit.support.steps import die_with_parent
 
     signal.signal(signal.SIGTERM, _terminate_like_interrupt)
     spec_path = Path(argv[0])

@@ -14,9 +14,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgekit.devices import DeviceProfile
+from edgekit.measure.devices import DeviceProfile
 from edgekit.errors import EdgekitError, first_line
-from edgekit.latency import BenchSettings
+from edgekit.measure.latency import BenchSettings
 
 
 @dataclass
@@ -58,7 +58,7 @@ def collect_points(records: list[dict], store: Path, output: Path) -> list[dict]
 
 def _artifact_digest(path: Path) -> str:
     """An OpenVINO model is its .xml and its .bin together."""
-    from edgekit.model import sha256_of
+    from edgekit.intake.model import sha256_of
 
     parts = [sha256_of(path)] + ([sha256_of(path.with_suffix(".bin"))] if path.suffix == ".xml" else [])
     return hashlib.sha256("".join(parts).encode()).hexdigest()
@@ -84,7 +84,7 @@ def measure_points(points: list[dict], how: Measuring, log) -> None:
 
 
 def _measure_here(points: list[dict], settings: BenchSettings, log) -> None:
-    from edgekit.latency import bench_local
+    from edgekit.measure.latency import bench_local
 
     with log.step(f"Measure {len(points)} artifacts on this host, one after another (batch 1)"):
         _timed(points, "host", lambda paths: bench_local(paths, settings), {})
@@ -93,7 +93,7 @@ def _measure_here(points: list[dict], settings: BenchSettings, log) -> None:
 def _measure_remote(points: list[dict], profile: DeviceProfile, how: Measuring, log) -> None:
     from dataclasses import replace
 
-    from edgekit.remote import bench_remote
+    from edgekit.measure.remote import bench_remote
 
     runnable = [p for p in points if not _problems(p, profile)]
     for point in points:
@@ -135,20 +135,20 @@ def _timed(points: list[dict], device: str, bench, extra: dict) -> None:
 
 def _facts(point: dict):
     if "_facts" not in point:
-        from edgekit.artifact_facts import read_facts
+        from edgekit.quality.artifact_facts import read_facts
 
         point["_facts"] = read_facts(point["_path"], point["format"])
     return point["_facts"]
 
 
 def _problems(point: dict, profile: DeviceProfile) -> list[str]:
-    from edgekit.estimate import compatibility_problems
+    from edgekit.measure.estimate import compatibility_problems
 
     return compatibility_problems(profile, _facts(point))
 
 
 def _estimate(points: list[dict], profile: DeviceProfile) -> None:
-    from edgekit.estimate import estimate_artifact
+    from edgekit.measure.estimate import estimate_artifact
 
     for point in points:
         problems = _problems(point, profile)

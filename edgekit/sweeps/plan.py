@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgekit.config import Recipe, load_recipe, validate_recipe
+from edgekit.compression.config import Recipe, load_recipe, validate_recipe
 from edgekit.errors import InputError
 
 DEFAULT_RECIPES = "int8,prune50-int8,qat-int8,fp16"
@@ -54,7 +54,7 @@ class Cell:
 def parse_recipes(text: str) -> list[RecipeChoice]:
     """`int8,prune50-int8,my.yaml`: shipped names or YAML files. A name or path that does not
     exist is a typo (exit 2); a file that exists but is not a valid recipe is a failed cell."""
-    from edgekit.config import shipped_recipes
+    from edgekit.compression.config import shipped_recipes
 
     items = [item.strip() for item in text.split(",") if item.strip()]
     if not items:
@@ -187,8 +187,8 @@ def _unique(cells: list[Cell]) -> list[Cell]:
 
 def inputs_key(model: Path, data: Path | None, val: Path | None, seed: int, trust_model: bool) -> str:
     """The part of every cell's key that the recipe does not decide."""
-    from edgekit.model import sha256_of
-    from edgekit.report import environment
+    from edgekit.intake.model import sha256_of
+    from edgekit.reports.report import environment
 
     env = environment()
     parts = {
@@ -200,6 +200,6 @@ def inputs_key(model: Path, data: Path | None, val: Path | None, seed: int, trus
 
 
 def _edgekit_version() -> str:
-    from edgekit import __version__
+    from edgekit.support.version import __version__
 
     return __version__

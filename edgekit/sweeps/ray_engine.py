@@ -148,7 +148,7 @@ def run_cell_task(spec: dict, shared_store: str | None, **shipped: bytes | None)
     cell, return its record and (unless the store is shared) its folder as a tar archive."""
     import ray
 
-    from edgekit.outputs import scratch_folder
+    from edgekit.support.outputs import scratch_folder
     from edgekit.sweeps.cell import run_cell
 
     with scratch_folder() as work_path:  # owned by this worker: the next task removes it if this one is killed
@@ -166,7 +166,7 @@ def pack_input(name: str, path: Path) -> bytes:
     followed, one level of class folders): the same data on Ray as on the local pool."""
     if name == "model" or not Path(path).is_dir():
         return pack(path)
-    from edgekit.data import image_folder_listing
+    from edgekit.intake.data import image_folder_listing
 
     option = "--val" if name == "val" else "--data"
     classes, files = image_folder_listing(Path(path), option)

@@ -9,24 +9,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgekit.errors import EdgekitError, InputError, OutputError
+from edgekit.errors import CellsFailed, InputError, Interrupted, OutputError
 from edgekit.sweeps.cell import clear_place, read_record
 from edgekit.sweeps.plan import DEFAULT_RECIPES, Cell, count_cells, expand, inputs_key, parse_grid, parse_recipes
 
 SCHEMA = "edgekit.sweep/1"
 OUTPUTS = ("sweep.json", "sweep.md", "sweep.html")
-
-
-class CellsFailed(EdgekitError):
-    """Some cells failed: the sweep's files were written from the others (exit 1, like a gate)."""
-
-    exit_code = 1
-
-
-class Interrupted(EdgekitError):
-    """Ctrl-C or SIGTERM during the cells: finished cells are kept for the rerun."""
-
-    exit_code = 130
 
 
 @dataclass
@@ -118,10 +106,10 @@ class _Plan:
 
 def _check_and_plan(opts: SweepOptions) -> _Plan:
     """Every option and input that can be wrong is refused here, before a folder is made."""
-    from edgekit.data import check_data_path
-    from edgekit.devices import load_profile
-    from edgekit.model import vet_model_file
-    from edgekit.pipeline import parse_formats
+    from edgekit.intake.data import check_data_path
+    from edgekit.measure.devices import load_profile
+    from edgekit.intake.model import vet_model_file
+    from edgekit.compression.pipeline import parse_formats
 
     _check_options(opts)
     names = dict.fromkeys(name.strip() for name in opts.devices.split(",") if name.strip())
@@ -156,7 +144,7 @@ def _check_shared_data(opts: SweepOptions) -> None:
     failure in each. An .npz is read whole (pickled, NaN, complex, no `x`, a --val without
     labels); every image of a folder is decoded (a FIFO, a broken or oversized image). Resizing
     to the model's input and its channel count are left to the cells, which load the model."""
-    from edgekit.data import check_image_folder, load_dataset, read_npz_arrays
+    from edgekit.intake.data import check_image_folder, load_dataset, read_npz_arrays
 
     for option, path, labels in (("--data", opts.data, False), ("--val", opts.val, True)):
         if path is None:
@@ -203,14 +191,14 @@ def _check_options(opts: SweepOptions) -> None:
 
 
 def _bench_settings(opts: SweepOptions):
-    from edgekit.latency import BenchSettings
+    from edgekit.measure.latency import BenchSettings
 
     return BenchSettings(threads=opts.threads, runs=opts.runs, min_time_s=opts.min_time, warmup_runs=1,
                          warmup_time_s=min(0.5, opts.min_time))
 
 
 def _parse_remotes(items: list[str], profiles: list) -> dict[str, str]:
-    from edgekit.remote import parse_destination
+    from edgekit.measure.remote import parse_destination
 
     names = {p.name for p in profiles}
     remotes = {}
@@ -226,7 +214,7 @@ def _parse_remotes(items: list[str], profiles: list) -> dict[str, str]:
 
 def _check_output(output: Path, store: Path) -> None:
     """A sweep folder is reused (that is how a rerun resumes), but a folder of something else is not taken over."""
-    from edgekit.outputs import check_output_folder
+    from edgekit.support.outputs import check_output_folder
 
     for folder in (output, store):
         check_output_folder(folder, [], force=True)  # a folder, or one that can be made, and writable
@@ -254,7 +242,7 @@ def _engine(opts: SweepOptions, cell_mb: float) -> tuple[dict, str]:
                  "retries": opts.retries},
                 f"Ray ({opts.ray or 'default cluster'}; {cpus} CPU and {cell_mb:,.0f} MiB per cell, "
                 f"{opts.retries} retries)")
-    from edgekit.memory import available_mb
+    from edgekit.support.memory import available_mb
 
     jobs = opts.jobs or max(1, min(cores, int(available_mb() // cell_mb)))
     threads = opts.cpus_per_cell or max(1, cores // jobs)
@@ -277,9 +265,9 @@ def _split_finished(cells: list[Cell], store: Path) -> tuple[list[dict], list[Ce
 
 
 def _intact(folder: Path) -> bool:
-    from edgekit.report_schema import ReportError, parse_strict_json, validate_report
+    from edgekit.reports.report_schema import ReportError, parse_strict_json, validate_report
     from edgekit.sweeps.cell import path_in_folder
-    from edgekit.untrusted import read_text
+    from edgekit.support.untrusted import read_text
 
     try:
         if path_in_folder(folder, "report.json") is None:
@@ -396,14 +384,14 @@ def _cell_entry(record: dict, store: Path, output: Path) -> dict:
 
 
 def _version() -> str:
-    from edgekit import __version__
+    from edgekit.support.version import __version__
 
     return __version__
 
 
 def _write_outputs(result: dict, output: Path) -> None:
     """Each file whole or not at all: written beside, then moved into place; sweep.json last."""
-    from edgekit.outputs import write_text_atomically
+    from edgekit.support.outputs import write_text_atomically
     from edgekit.sweeps.render import render_html, render_markdown
 
     texts = {"sweep.md": render_markdown(result), "sweep.html": render_html(result),

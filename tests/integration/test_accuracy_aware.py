@@ -181,7 +181,7 @@ def test_diagnose_refuses_files_that_are_not_exports_of_the_model(plain_run, out
     out, _ = plain_run
     before = snapshot(tmp_path)
     # same input shape and classes, different layers: a Dense-only model on 8×8×1
-    from edgekit.keras_compat import tf_keras
+    from edgekit.support.keras_compat import tf_keras
 
     keras = tf_keras()
     other = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(32),
@@ -195,7 +195,7 @@ def test_diagnose_refuses_files_that_are_not_exports_of_the_model(plain_run, out
 
 
 def test_diagnose_refuses_an_artifact_with_another_input_shape(plain_run, outlier_digits, cli, tmp_path):
-    from edgekit.keras_compat import tf_keras
+    from edgekit.support.keras_compat import tf_keras
 
     keras = tf_keras()
     other = keras.Sequential([keras.layers.Input((16, 16, 1)), keras.layers.Flatten(),
@@ -240,7 +240,7 @@ def test_diagnose_refuses_missing_and_wrong_files(outlier_digits, plain_run, cli
 
 def test_a_model_without_layers_to_rank_is_refused_before_any_export(digits, cli, tmp_path):
     """A SavedModel has no Keras layers to rank or compare: said right after loading, nothing written."""
-    from edgekit.keras_compat import tensorflow, tf_keras
+    from edgekit.support.keras_compat import tensorflow, tf_keras
 
     model = tf_keras().models.load_model(digits["model"], compile=False)
     tensorflow().saved_model.save(model, str(tmp_path / "sm"))
@@ -255,7 +255,7 @@ def test_a_model_without_layers_to_rank_is_refused_before_any_export(digits, cli
 def test_accuracy_aware_search_on_a_keras3_model_in_both_step_modes(mode, outlier_digits, cli, tmp_path, monkeypatch):
     """Issue 22: with a Keras 3 model and steps in-process, the TFLite search reopened working.h5,
     which only child mode writes (exit 3). The outlier CNN rebuilt in Keras 3 needs the search."""
-    from edgekit.keras_compat import tensorflow, tf_keras
+    from edgekit.support.keras_compat import tensorflow, tf_keras
 
     tensorflow()
     import keras as keras3

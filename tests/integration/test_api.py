@@ -30,7 +30,7 @@ def test_import_edgekit_and_the_api_names_load_no_tensorflow():
     assert done.stdout.strip() == "[]"
     assert set(edgekit.__all__) >= {"compress", "evaluate", "bench", "gate", "sweep"}
     # no submodule takes an API name: importing them all leaves the functions in place
-    for module in ("edgekit.evaluation", "edgekit.gating", "edgekit.latency", "edgekit.stages", "edgekit.sweeps.run"):
+    for module in ("edgekit.quality.evaluation", "edgekit.reports.gating", "edgekit.measure.latency", "edgekit.compression.stages", "edgekit.sweeps.run"):
         importlib.import_module(module)
     assert all(getattr(edgekit, name).__module__ == "edgekit.api"
                for name in ("compress", "evaluate", "bench", "gate", "sweep"))
@@ -52,11 +52,11 @@ def test_api_and_cli_write_the_same_report_for_the_same_inputs(digits, cli, tmp_
     assert isinstance(report, edgekit.Report) and report.artifacts[1].id == "tflite-int8"
     assert report.artifacts[1].accuracy.top1 == from_api["artifacts"][1]["accuracy"]["top1"]
     saved = json.loads(report.save(tmp_path / "again.json").read_text())
-    assert _comparable(saved) == _comparable(from_api) and json.loads(report.to_json())["schema"] == "edgekit.report/1"
+    assert _comparable(saved) == _comparable(from_api) and json.loads(report.to_json())["schema"] == "edgekit.reports.report/1"
 
 
 def test_in_memory_tf_keras_model_and_arrays(digits, tmp_path):
-    from edgekit.keras_compat import tf_keras
+    from edgekit.support.keras_compat import tf_keras
 
     model = tf_keras().models.load_model(digits["model"])
     calib = np.load(digits["calib"])
@@ -165,7 +165,7 @@ def test_bad_arguments_and_failing_objects_raise_edgekit_errors(name, digits, va
 
 def test_sweep_with_an_in_memory_model_and_arrays(digits, tmp_path):
     """A model object and (x, y) arrays: one cell, measured, picked, typed."""
-    from edgekit.keras_compat import tf_keras
+    from edgekit.support.keras_compat import tf_keras
 
     model = tf_keras().models.load_model(digits["model"])
     with np.load(digits["calib"]) as calib:

@@ -14,7 +14,7 @@ from tests.conftest import refusal_line, snapshot
 
 
 def _make_two_output_model(path):
-    from edgekit.keras_compat import tf_keras
+    from edgekit.support.keras_compat import tf_keras
 
     keras = tf_keras()
     inp = keras.layers.Input((8, 8, 1))
@@ -132,10 +132,10 @@ def test_existing_artifacts_without_force_are_left_untouched(cli, digits, tmp_pa
 def test_failed_verification_is_an_error_and_leaves_nothing(cli, digits, tmp_path, monkeypatch):
     """A float export that does not match Keras fails the run (exit 2) after the artifacts
     were written to staging: none of them may reach the output folder."""
-    import edgekit.verify
+    import edgekit.quality.verify
 
-    monkeypatch.setattr(edgekit.verify, "FLOAT_TOLERANCE", 0.0)
-    monkeypatch.setattr(edgekit.verify, "FLOAT_RELATIVE_TOLERANCE", 0.0)
+    monkeypatch.setattr(edgekit.quality.verify, "FLOAT_TOLERANCE", 0.0)
+    monkeypatch.setattr(edgekit.quality.verify, "FLOAT_RELATIVE_TOLERANCE", 0.0)
     before = snapshot(tmp_path)
     result = cli("compress", digits["model"], "--int8", "--data", digits["calib"], "--formats", "onnx",
                  "-o", tmp_path / "out")

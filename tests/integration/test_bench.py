@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from edgekit.latency import BenchSettings, bench_local, run_child
+from edgekit.measure.latency import BenchSettings, bench_local
+from edgekit.support.children import run_child
 from edgekit.errors import InputError
 from tests.conftest import refusal_line, snapshot
 
@@ -29,7 +30,7 @@ def artifacts(digits, tmp_path_factory):
 @pytest.fixture(scope="module")
 def conv_tflite(tmp_path_factory):
     """A model that takes about a millisecond, so that per-call overhead would show."""
-    from edgekit.keras_compat import tensorflow, tf_keras
+    from edgekit.support.keras_compat import tensorflow, tf_keras
 
     tf, keras = tensorflow(), tf_keras()
     L = keras.layers

@@ -37,7 +37,7 @@ def test_writes_every_artifact_and_report(int8_run):
         "digits.fp32.xml", "digits.fp32.bin", "digits.int8.xml", "digits.int8.bin",
         "report.html", "report.json", "report.md",
     ])
-    assert report["schema"] == "edgekit.report/1"
+    assert report["schema"] == "edgekit.reports.report/1"
     assert [a["id"] for a in report["artifacts"]] == [
         f"{f}-{p}" for f in FORMATS for p in ("fp32", "int8")]
     assert "tflite-int8" in result.stdout and "Keras reference top-1" in result.stdout
@@ -58,7 +58,7 @@ def test_report_describes_source_data_and_recipe(int8_run, digits):
 
 
 def test_reference_accuracy_is_the_keras_models(int8_run, digits):
-    from edgekit.keras_compat import tf_keras
+    from edgekit.support.keras_compat import tf_keras
 
     _, report, _ = int8_run
     model = tf_keras().models.load_model(digits["model"], compile=False)
@@ -172,7 +172,7 @@ def test_without_data_writes_weight_only_int8(cli, digits, tmp_path):
     # with room for a noisy machine: the slow ones are 2–16× slower)
     written = [a for a in report["artifacts"] if a["precision"] == "int8w"]
     if written:
-        from edgekit.latency import BenchSettings, bench_local
+        from edgekit.measure.latency import BenchSettings, bench_local
 
         files = [out / f"digits.{p}.{EXT[a['format']]}" for a in written for p in ("fp32", "int8w")]
         timings = bench_local(files * 2, BenchSettings(runs=20, min_time_s=0.2))

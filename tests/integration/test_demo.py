@@ -33,7 +33,7 @@ def test_demo_twice_needs_force(cli, tmp_path):
 
 
 def test_interrupted_demo_leaves_nothing_and_can_simply_be_rerun(cli, tmp_path, monkeypatch):
-    from edgekit import pipeline
+    from edgekit.compression import pipeline
 
     def interrupted(options, log):
         assert (tmp_path / "demo" / "nested" / "digits.h5").is_file()  # the inputs were written …

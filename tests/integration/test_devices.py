@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
-from edgekit.artifact_facts import read_facts
-from edgekit.devices import all_profiles
+from edgekit.quality.artifact_facts import read_facts
+from edgekit.measure.devices import all_profiles
 from tests.conftest import refusal_line
 
 REQUIRED = {"host", "rpi4", "rpi5", "jetson-nano", "jetson-orin-nano", "coral-edgetpu", "intel-npu", "hailo8",
@@ -73,8 +73,8 @@ def test_estimate_is_labelled_and_never_mixed_with_measurements(cli, artifacts):
 
 def test_calibrated_on_its_own_reference_the_estimate_reproduces_it(artifacts, tmp_path):
     """The calibration identity: a profile whose reference is this very model predicts its latency."""
-    from edgekit.devices import load_profile
-    from edgekit.estimate import estimate_all
+    from edgekit.measure.devices import load_profile
+    from edgekit.measure.estimate import estimate_all
 
     report = json.loads((artifacts / "all" / "report.json").read_text())
     profile = yaml.safe_load(load_profile("rpi4").model_dump_json())
@@ -185,7 +185,7 @@ def test_estimates_need_no_tensorflow(artifacts):
     import sys
 
     files = [artifacts / "all" / "digits.int8.tflite", artifacts / "all" / "digits.int8.onnx"]
-    code = ("import sys; from edgekit.devices import load_profile; from edgekit.estimate import estimate_all; "
+    code = ("import sys; from edgekit.measure.devices import load_profile; from edgekit.measure.estimate import estimate_all; "
             f"r = estimate_all([r'{files[0]}', r'{files[1]}'], load_profile('rpi4')); "
             "heavy = [m for m in ('tensorflow', 'tf_keras', 'tf2onnx', 'nncf') if m in sys.modules]; "
             "print(heavy, len(r))")

@@ -62,7 +62,7 @@ def test_eval_integer_io_artifact(cli, digits, tmp_path):
 
 def test_eval_needs_no_tensorflow(artifacts, digits):
     out, _ = artifacts
-    code = ("import sys; from edgekit.evaluation import evaluate_here; "
+    code = ("import sys; from edgekit.quality.evaluation import evaluate_here; "
             f"r = evaluate_here([r'{out / 'digits.int8.tflite'}', r'{out / 'digits.fp32.onnx'}'], r'{digits['val']}'); "
             "heavy = [m for m in ('tensorflow', 'tf_keras', 'tf2onnx', 'nncf') if m in sys.modules]; "
             "print(heavy); sys.exit(1 if heavy or r['artifacts'][0]['accuracy']['top1'] < 0.9 else 0)")

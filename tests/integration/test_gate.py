@@ -162,8 +162,8 @@ BAD_INPUT = {
     "missing report": (lambda tmp, base: tmp / "nope.json", ["report", "nope.json", "does not exist"]),
     "not JSON": (_not_json, ["is not JSON"]),
     "not a report": (_not_a_report, ["is not an edgekit report.json"]),
-    "unknown schema": (lambda tmp, base: _write(tmp, "new.json", {**base, "schema": "edgekit.report/2"}),
-                       ["edgekit.report/2", "reads 'edgekit.report/1'"]),
+    "unknown schema": (lambda tmp, base: _write(tmp, "new.json", {**base, "schema": "edgekit.reports.report/2"}),
+                       ["edgekit.reports.report/2", "reads 'edgekit.reports.report/1'"]),
     "artifact missing": (lambda tmp, base: _write(tmp, "new.json", {**base, "artifacts": base["artifacts"][1:]}),
                          ["has no tflite-fp32", "--allow-missing"]),
 }
@@ -264,7 +264,7 @@ def test_a_report_that_breaks_the_schema_is_exit_2_naming_the_field(cli, tmp_pat
 
 
 def test_reports_compress_writes_satisfy_the_strict_schema(validated_run):
-    from edgekit.report_schema import parse_strict_json, validate_report
+    from edgekit.reports.report_schema import parse_strict_json, validate_report
 
     validate_report(parse_strict_json((validated_run / "report.json").read_text()))
 
@@ -323,7 +323,7 @@ def test_a_key_twice_in_one_object_is_exit_2(cli, tmp_path, baseline, key, side)
     the real one last to the gate, passed. Refused on either side, nothing written."""
     text = json.dumps(baseline)
     twice = {"size_bytes": '"size_bytes": 999999999999, ', "top1": '"top1": 0.01, ', "id": '"id": "decoy", ',
-             "schema": '"schema": "edgekit.report/0", '}[key]
+             "schema": '"schema": "edgekit.reports.report/0", '}[key]
     at = text.index(f'"{key}": ')
     bad = tmp_path / "bad.json"
     bad.write_text(text[:at] + twice + text[at:])

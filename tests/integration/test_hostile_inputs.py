@@ -18,7 +18,7 @@ def _no_traceback(result):
 
 def _saved_model(folder, body):
     """A SavedModel classifier for 8×8×1 images whose serving function also runs body(x)."""
-    from edgekit.keras_compat import tensorflow
+    from edgekit.support.keras_compat import tensorflow
 
     tf = tensorflow()
 
@@ -85,8 +85,8 @@ def _refused_as_io(cli, command: str, model, op: str, digits, tmp_path) -> None:
 def test_plain_saved_model_passes_the_op_scan(digits, tmp_path):
     """What tf.saved_model.save writes for an ordinary Keras model (its checkpoint functions
     included) is all allowed."""
-    from edgekit.keras_compat import tensorflow, tf_keras
-    from edgekit.saved_model_scan import scan_saved_model
+    from edgekit.support.keras_compat import tensorflow, tf_keras
+    from edgekit.intake.saved_model_scan import scan_saved_model
 
     model = tf_keras().models.load_model(digits["model"], compile=False)
     tensorflow().saved_model.save(model, str(tmp_path / "sm"))
@@ -95,7 +95,7 @@ def test_plain_saved_model_passes_the_op_scan(digits, tmp_path):
 
 def test_checkpoint_ops_outside_the_saver_are_refused(tmp_path):
     """RestoreV2 is allowed in _traced_restore, not in a function the serving path can call."""
-    from edgekit.saved_model_scan import scan_saved_model
+    from edgekit.intake.saved_model_scan import scan_saved_model
 
     def body(tf, x):
         restored = tf.raw_ops.RestoreV2(prefix=str(tmp_path / "ckpt"), tensor_names=["k"], shape_and_slices=[""],
@@ -110,7 +110,7 @@ def _tf1_saved_model(folder, hijack=None):
     """A TF1 SavedModel (saved_model.Builder with a Saver) classifying 8×8×1 images; with
     hijack(tf, kernel), the saver's restore op, which loading runs, is a group of the real
     restore and what hijack returns."""
-    from edgekit.keras_compat import tensorflow
+    from edgekit.support.keras_compat import tensorflow
 
     tf = tensorflow()
     v1 = tf.compat.v1
@@ -135,7 +135,7 @@ def _tf1_saved_model(folder, hijack=None):
 
 def _victim_checkpoint(folder):
     """A checkpoint somebody else owns: prefix folder/ckpt."""
-    from edgekit.keras_compat import tensorflow
+    from edgekit.support.keras_compat import tensorflow
 
     tf = tensorflow()
     folder.mkdir()
@@ -180,7 +180,7 @@ def test_tf1_saved_model_whose_restore_op_touches_other_files_is_refused(attack,
 
 def test_plain_tf1_saved_model_loads(cli, tmp_path):
     """The TF1 saver's own restore (RestoreV2 of the variables folder, then assignments) is allowed."""
-    from edgekit.saved_model_scan import scan_saved_model
+    from edgekit.intake.saved_model_scan import scan_saved_model
 
     model = _tf1_saved_model(tmp_path / "sm")
     assert scan_saved_model(model).refused == []
@@ -346,8 +346,8 @@ def test_hostile_data_files(name, cli, digits, tmp_path):
 
 
 def test_an_array_larger_than_memory_is_refused_before_allocation(monkeypatch, tmp_path):
-    from edgekit import memory
-    from edgekit.data import read_npz_arrays
+    from edgekit.support import memory
+    from edgekit.intake.data import read_npz_arrays
     from edgekit.errors import DataError
 
     np.savez(tmp_path / "d.npz", x=np.zeros((64, 64, 64), np.float32))  # 1 MiB
@@ -455,7 +455,7 @@ MODEL_CASES = ["metadata.json nested 10^5 deep", "metadata.json of 64 MiB of spa
 
 @pytest.fixture(scope="module")
 def keras3_file(tmp_path_factory):
-    from edgekit.keras_compat import tensorflow
+    from edgekit.support.keras_compat import tensorflow
 
     tensorflow()
     import keras
@@ -526,7 +526,7 @@ def test_hostile_yaml_and_json(kind, name, cli, digits, validated_run, tmp_path)
 def test_device_profile_needs_a_positive_finite_peak(value, cli, validated_run, tmp_path):
     import yaml
 
-    from edgekit.devices import shipped_devices
+    from edgekit.measure.devices import shipped_devices
 
     profile = yaml.safe_load(shipped_devices()["rpi4"].read_text())
     profile["peak_gmacs"]["fp32"] = "VALUE"
@@ -680,7 +680,7 @@ def _old_set(out):
 def test_force_replaces_the_output_set_as_a_whole(exchange, tmp_path, monkeypatch):
     import os
 
-    from edgekit import outputs
+    from edgekit.support import outputs
 
     out = tmp_path / "out"
     _old_set(out)
@@ -699,7 +699,7 @@ def test_force_replaces_the_output_set_as_a_whole(exchange, tmp_path, monkeypatc
 
 
 def test_a_failed_run_leaves_the_old_set_untouched(tmp_path):
-    from edgekit import outputs
+    from edgekit.support import outputs
 
     out = tmp_path / "out"
     _old_set(out)

@@ -14,7 +14,7 @@ from tests.conftest import refusal_line, snapshot
 
 
 def _keras3():
-    from edgekit.keras_compat import tensorflow
+    from edgekit.support.keras_compat import tensorflow
 
     tensorflow()  # TF_USE_LEGACY_KERAS before Keras 3 imports TensorFlow
     import keras
@@ -89,7 +89,7 @@ def test_keras3_model_is_bridged_and_compressed(suffix, cli, keras3_digits, digi
 
 def test_bridge_output_equals_keras3_layer_by_layer(keras3_digits):
     """The rebuilt tf_keras model has every layer, and the same outputs on real digits."""
-    from edgekit.model import load_model
+    from edgekit.intake.model import load_model
 
     keras = _keras3()
     original = keras.saving.load_model(keras3_digits["keras"], compile=False)
@@ -136,7 +136,7 @@ def test_unbridgeable_layer_keeps_the_ptq_path(cli, digits, tmp_path):
 
 
 def test_bridge_mismatch_names_the_first_differing_layer(cli, keras3_digits, tmp_path, monkeypatch):
-    import edgekit.bridge as bridge
+    import edgekit.intake.bridge as bridge
 
     real_copy = bridge._copy_weights
 
@@ -155,7 +155,7 @@ def test_bridge_mismatch_names_the_first_differing_layer(cli, keras3_digits, tmp
 
 
 def test_saved_model_folder(cli, digits, tmp_path):
-    from edgekit.keras_compat import tensorflow, tf_keras
+    from edgekit.support.keras_compat import tensorflow, tf_keras
 
     model = tf_keras().models.load_model(digits["model"], compile=False)
     tensorflow().saved_model.save(model, str(tmp_path / "sm"))
@@ -169,7 +169,7 @@ def test_saved_model_folder(cli, digits, tmp_path):
 
 
 def test_tf_keras_native_keras_format(cli, digits, tmp_path):
-    from edgekit.keras_compat import tf_keras
+    from edgekit.support.keras_compat import tf_keras
 
     model = tf_keras().models.load_model(digits["model"], compile=False)
     model.save(tmp_path / "digits.keras")
@@ -182,7 +182,7 @@ def test_tf_keras_native_keras_format(cli, digits, tmp_path):
 # --- safe loading -------------------------------------------------------------------------
 
 def _tf_keras():
-    from edgekit.keras_compat import tf_keras
+    from edgekit.support.keras_compat import tf_keras
 
     return tf_keras()
 
@@ -302,7 +302,7 @@ def test_unsafe_model_is_refused_before_loading(name, cli, tmp_path):
 
 def test_refused_tf_op_is_never_called(tmp_path, monkeypatch):
     """The hostile name is refused from the config alone: TensorFlow is not even asked."""
-    import edgekit.model as model_module
+    import edgekit.intake.model as model_module
     from edgekit.errors import ModelError
 
     path = _tf_op_h5(tmp_path / "io.h5", lambda tf, x: tf.nn.relu6(x), rename=('"nn.relu6"', '"io.write_file"'))

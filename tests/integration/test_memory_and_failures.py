@@ -19,7 +19,7 @@ from tests.conftest import refusal_line
 def grouped(tmp_path_factory):
     """The issue's reproduction: a tf_keras Sequential with Conv2D(8, 3, groups=2), given
     distinct outputs (a large-scale head) so agreement means something."""
-    from edgekit.keras_compat import tf_keras
+    from edgekit.support.keras_compat import tf_keras
 
     keras = tf_keras()
     keras.utils.set_random_seed(0)
@@ -81,7 +81,7 @@ def _kill_self_worker(job):
 
 
 def test_a_step_killed_by_the_system_is_exit_2_naming_the_step(digits, cli, tmp_path, monkeypatch):
-    import edgekit.steps as steps
+    import edgekit.support.steps as steps
 
     monkeypatch.setenv("EDGEKIT_STEP_PROCESSES", "child")
     monkeypatch.setattr(steps, "worker_command", _kill_self_worker)
@@ -96,7 +96,7 @@ def test_a_step_killed_by_the_system_is_exit_2_naming_the_step(digits, cli, tmp_
 
 
 def test_a_step_that_cannot_fit_is_refused_before_any_work(digits, cli, tmp_path, monkeypatch):
-    import edgekit.memory as memory
+    import edgekit.support.memory as memory
 
     monkeypatch.setattr(memory, "available_mb", lambda: 200.0)
     out = tmp_path / "out"
@@ -113,7 +113,7 @@ def _dead_pid() -> int:
 
 
 def test_stale_staging_and_scratch_folders_are_removed_by_the_next_run(digits, cli, tmp_path, monkeypatch):
-    from edgekit.outputs import OWNER_FILE, owner_record
+    from edgekit.support.outputs import OWNER_FILE, owner_record
 
     scratch_root = tmp_path / "tmp"
     scratch_root.mkdir()
@@ -163,8 +163,8 @@ def test_sigterm_cleans_up_like_ctrl_c(digits, tmp_path):
 
 def test_precision_is_read_from_the_file_and_a_mostly_float_int8_is_flagged(validated_run, tmp_path):
     from edgekit.export.base import Artifact
-    from edgekit.pipeline import _quantization_read_back
-    from edgekit.progress import StepLog
+    from edgekit.compression.pipeline import _quantization_read_back
+    from edgekit.support.progress import StepLog
 
     report = json.loads((validated_run / "report.json").read_text())
     by_id = {a["id"]: a["quantization"] for a in report["artifacts"]}
@@ -181,7 +181,7 @@ def test_precision_is_read_from_the_file_and_a_mostly_float_int8_is_flagged(vali
 
 
 def test_table_flags_a_mostly_float_int8_artifact():
-    from edgekit.report import _rows
+    from edgekit.reports.report import _rows
 
     entry = {"id": "tflite-int8", "path": "m.int8.tflite", "size_bytes": 10, "size_vs_fp32": 1.0,
              "verification": {"kind": "agreement", "agreement": 1.0}, "accuracy": None, "latency_ms": None,
@@ -194,7 +194,7 @@ def test_a_reused_pid_does_not_keep_a_stale_folder_and_only_edgekit_folders_go(t
     """The owner record holds the process start time: a live pid that started at another time
     is another process. A folder named like staging is removed only with an owner record that
     edgekit wrote, however old: a user's `.notes.edgekit-mine` once went for its name alone."""
-    from edgekit.outputs import OWNER_FILE, owner_record, remove_stale
+    from edgekit.support.outputs import OWNER_FILE, owner_record, remove_stale
 
     reused = tmp_path / ".out.edgekit-reused"
     reused.mkdir()
@@ -232,7 +232,7 @@ def test_a_model_file_swapped_after_its_scan_is_refused_by_the_step(digits, tmp_
     (e.g. swapped for one holding a Lambda), the step refuses it instead of loading it."""
     from edgekit.errors import ModelError
     from edgekit.export.source import keras_model, keras_source
-    from edgekit.model import sha256_of
+    from edgekit.intake.model import sha256_of
 
     path = tmp_path / "m.h5"
     path.write_bytes(digits["model"].read_bytes())

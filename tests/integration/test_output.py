@@ -111,7 +111,7 @@ def test_validation_messages_read_like_ours(case, cli, digits, tmp_path):
 
 
 def test_facts_are_shown_as_they_are(cli, digits, validated_run, tmp_path):
-    from edgekit.keras_compat import tensorflow, tf_keras
+    from edgekit.support.keras_compat import tensorflow, tf_keras
 
     tensorflow().saved_model.save(tf_keras().models.load_model(digits["model"], compile=False), str(tmp_path / "sm"))
     shown = cli("inspect", tmp_path / "sm").stdout
@@ -154,7 +154,7 @@ def test_notes_say_what_was_done_to_the_data(cli, digits, tmp_path):
 
 
 def test_accuracy_and_agreement_break_ties_the_same_way():
-    from edgekit.evaluation import accuracy, agreement, confusion
+    from edgekit.quality.evaluation import accuracy, agreement, confusion
 
     tied = np.array([[0.5, 0.5, 0.0], [0.2, 0.4, 0.4]], np.float32)
     labels = np.array([0, 1])

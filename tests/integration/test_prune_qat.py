@@ -122,7 +122,7 @@ def test_seed_makes_pruning_repeatable(cli, digits, tmp_path):
 
 
 def test_qat_reports_layers_it_cannot_quantize(cli, digits, tmp_path):
-    from edgekit.keras_compat import tf_keras
+    from edgekit.support.keras_compat import tf_keras
 
     keras = tf_keras()
     L = keras.layers
@@ -241,7 +241,7 @@ def test_fine_tuning_needs_labelled_data(flag, cli, digits, tmp_path):
 
 
 def test_pruning_an_unbridged_keras3_model_is_refused(cli, digits, tmp_path):
-    from edgekit.keras_compat import tensorflow
+    from edgekit.support.keras_compat import tensorflow
 
     tensorflow()
     import keras
@@ -259,15 +259,15 @@ def test_pruning_an_unbridged_keras3_model_is_refused(cli, digits, tmp_path):
 
 def test_accuracy_tolerance_fails_with_exit_1(cli, digits, tmp_path, monkeypatch):
     """A recipe's tolerance turns an accuracy drop into exit 1 (the artifacts are still written)."""
-    import edgekit.verify
+    import edgekit.quality.verify
 
-    real = edgekit.verify.accuracy
+    real = edgekit.quality.verify.accuracy
 
     def worse(scores, labels):  # the quantized artifacts lose a fifth of their correct answers
         result = real(scores, labels)
         return result if result is None else {k: v * 0.8 for k, v in result.items()}
 
-    monkeypatch.setattr(edgekit.verify, "accuracy", worse)
+    monkeypatch.setattr(edgekit.quality.verify, "accuracy", worse)
     recipe = _write(tmp_path, "int8: true\naccuracy_tolerance: 1.0\nformats: [tflite]\n")
     result = cli("compress", digits["model"], "--recipe", recipe, "--data", digits["calib"], "--val", digits["val"],
                  "-o", tmp_path / "out")

@@ -37,7 +37,7 @@ def _trained(keras, digits, head: str, path):
 
 @pytest.fixture(scope="module")
 def conv_bn_models(digits, tmp_path_factory):
-    from edgekit.keras_compat import tensorflow, tf_keras
+    from edgekit.support.keras_compat import tensorflow, tf_keras
 
     tensorflow()
     import keras as keras3
@@ -112,7 +112,7 @@ def test_pruned_fp32_file_scores_the_pruned_stage_accuracy(cli, conv_bn_models, 
 
 def test_a_qat_int8_file_that_disagrees_with_the_qat_model_fails_the_run(cli, conv_bn_models, digits, tmp_path,
                                                                          monkeypatch):
-    from edgekit import verify
+    from edgekit.quality import verify
 
     real = verify.agreement
     monkeypatch.setattr(verify, "agreement", lambda scores, reference: real(scores, reference) * 0.5)
@@ -139,7 +139,7 @@ def _artifact(report, artifact_id):
 def test_pruning_fine_tunes_a_softmax_model_with_the_probability_loss(cli, digits, tmp_path, monkeypatch):
     """The pruning wrapper hides the softmax of the last Dense: the loss must still be the one
     for probabilities (it was from_logits=True, with tf_keras' warning on every --prune run)."""
-    from edgekit.stages import finetune, prune
+    from edgekit.compression.stages import finetune, prune
 
     seen = []
     real = finetune.finetune

@@ -126,7 +126,7 @@ def test_remote_values_that_are_not_user_at_host_are_refused(value, cli, artifac
 
 
 def test_remote_destination_parsing():
-    from edgekit.remote import _scp_host, parse_destination
+    from edgekit.measure.remote import _scp_host, parse_destination
 
     assert parse_destination("pi@raspberrypi.local") == ("pi@raspberrypi.local", None)
     assert parse_destination("pi@10.0.0.7:2222") == ("pi@10.0.0.7", 2222)

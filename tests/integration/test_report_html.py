@@ -34,7 +34,7 @@ def test_report_json_is_moved_into_place_last_when_files_move_one_by_one(tmp_pat
     link): report.json, which claims success, arrives last."""
     import os
 
-    from edgekit.outputs import staged
+    from edgekit.support.outputs import staged
 
     (tmp_path / "out" / "sub").mkdir(parents=True)
     moved = []
@@ -67,7 +67,7 @@ def _tradeoff_figure(report):
     matplotlib.use("Agg", force=True)
     from matplotlib import pyplot as plt
 
-    from edgekit.html_report import draw_tradeoff, tradeoff_points
+    from edgekit.reports.html_report import draw_tradeoff, tradeoff_points
 
     fig, ax = plt.subplots(figsize=(8, 4.2), dpi=100)
     draw_tradeoff(ax, tradeoff_points(report))
@@ -130,15 +130,16 @@ def _screenshot(page, shot):
     return image.imread(shot)[..., :3]
 
 
+@pytest.mark.system
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (.ci/run installs it)")
 @pytest.mark.parametrize("count", [3, 9, 18])
 def test_pages_with_many_artifacts_render_in_headless_chromium(count, tmp_path):
     """Screenshots at several artifact counts: the page draws, every format's colour is on
     screen, and the trade-off plot (legend beside it) fits the page width."""
-    from edgekit.html_report import render_html
+    from edgekit.reports.html_report import render_html
 
     report = _synthetic_report(count)
-    report.update({"schema": "edgekit.report/1", "source": {"path": "m.h5", "macs": 1, "params": 1}})
+    report.update({"schema": "edgekit.reports.report/1", "source": {"path": "m.h5", "macs": 1, "params": 1}})
     page = tmp_path / "report.html"
     page.write_text(render_html(report, {a["id"]: [0.01, 0.011, 0.012] for a in report["artifacts"]}))
     pixels = _screenshot(page, tmp_path / "report.png")
@@ -148,6 +149,7 @@ def test_pages_with_many_artifacts_render_in_headless_chromium(count, tmp_path):
     assert not (pixels[:, -40:] < 0.5).any()  # nothing runs off the right edge
 
 
+@pytest.mark.system
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (.ci/run installs it)")
 def test_report_html_renders_in_headless_chromium(validated_run, tmp_path):
     pixels = _screenshot(validated_run / "report.html", tmp_path / "report.png")
@@ -161,9 +163,9 @@ def test_report_html_renders_in_headless_chromium(validated_run, tmp_path):
 
 def test_a_report_with_unknown_macs_still_renders():
     """A SavedModel input has no Keras layers to count MACs from (source.macs is null)."""
-    from edgekit.html_report import render_html
+    from edgekit.reports.html_report import render_html
 
-    report = {"schema": "edgekit.report/1", "source": {"path": "sm", "macs": None, "params": None},
+    report = {"schema": "edgekit.reports.report/1", "source": {"path": "sm", "macs": None, "params": None},
               "artifacts": [{"id": "tflite-fp32", "format": "tflite", "precision": "fp32", "path": "sm.fp32.tflite",
                              "size_bytes": 1000, "accuracy": None, "agreement": None, "latency_ms": None}]}
     page = render_html(report)

@@ -1,5 +1,5 @@
 """`edgekit sweep` end to end on the digits CNN: the local pool and a real two-node Ray cluster
-started here on loopback (DESIGN.md, pitfalls: 127.0.0.2 and 127.0.0.3, which Ray keeps as
+started here on loopback (docs/architecture.md, pitfalls: 127.0.0.2 and 127.0.0.3, which Ray keeps as
 given), a Ray worker killed mid-cell, Ctrl-C, failing cells, reruns, and every bad option."""
 
 from __future__ import annotations
@@ -299,6 +299,7 @@ def test_a_changed_input_makes_new_cells(digits, local_sweep, tmp_path):
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@pytest.mark.system
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (.ci/run installs it)")
 def test_sweep_html_draws_fronts_and_picks_in_headless_chromium(local_sweep, tmp_path):
     from matplotlib import image
@@ -571,8 +572,8 @@ def test_output_that_is_not_a_sweep_folder_is_refused(digits, cli, tmp_path):
 
 
 def test_one_file_that_breaks_its_runtime_is_marked_and_the_others_measured(validated_run, tmp_path):
-    from edgekit.latency import BenchSettings
-    from edgekit.progress import StepLog
+    from edgekit.measure.latency import BenchSettings
+    from edgekit.support.progress import StepLog
     from edgekit.sweeps.measure import _measure_here
 
     broken = tmp_path / "broken.int8.tflite"

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from edgekit.keras_compat import tensorflow, tf_keras
+from edgekit.support.keras_compat import tensorflow, tf_keras
 
 
 def _convert(converter, precision: str, calib: np.ndarray) -> bytes:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgekit.bridge import BridgeUnavailable, bridge, translate, unbridgeable_layers
+from edgekit.intake.bridge import BridgeUnavailable, bridge, translate, unbridgeable_layers
 
 
 def _keras3():
-    from edgekit.keras_compat import tensorflow
+    from edgekit.support.keras_compat import tensorflow
 
     tensorflow()
     import keras

@@ -80,7 +80,7 @@ def test_unpack_without_an_expected_name_still_takes_one_plain_entry(tmp_path):
     assert unpack(_tar(_file("data.npz", b"abc")), tmp_path / "in").read_bytes() == b"abc"
 
 
-def _image_folder_with_links(root) -> "Path":
+def _image_folder_with_links(root):
     """Class folders of PNGs where one image is a relative link out of the folder, one class
     folder is a link, and one class is empty (it keeps its index)."""
     import numpy as np
@@ -105,7 +105,7 @@ def test_a_data_folder_ships_to_ray_as_the_local_cells_read_it(tmp_path):
     link (then refused it): exit 0 locally, exit 1 on Ray. Ray now ships what the reader lists."""
     import numpy as np
 
-    from edgekit.data import load_dataset
+    from edgekit.intake.data import load_dataset
     from edgekit.sweeps.ray_engine import pack_input
 
     folder = _image_folder_with_links(tmp_path)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgekit.data import apply_preprocess, default_preprocess, load_dataset
+from edgekit.intake.data import apply_preprocess, default_preprocess, load_dataset
 from edgekit.errors import DataError
 
 

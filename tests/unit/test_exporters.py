@@ -7,13 +7,13 @@ import pytest
 
 from edgekit.export import FORMATS, exporter_for
 from edgekit.export.base import ExportRequest
-from edgekit.progress import StepLog
+from edgekit.support.progress import StepLog
 from edgekit.runtime import open_runner
 
 
 @pytest.fixture(scope="module")
 def loaded(digits):
-    from edgekit.model import load_model
+    from edgekit.intake.model import load_model
 
     return load_model(digits["model"])
 

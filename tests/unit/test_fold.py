@@ -7,7 +7,7 @@ import pytest
 
 
 def _model(activation: str, depthwise: bool):
-    from edgekit.keras_compat import tf_keras
+    from edgekit.support.keras_compat import tf_keras
 
     keras = tf_keras()
     keras.utils.set_random_seed(0)
@@ -28,7 +28,7 @@ def _model(activation: str, depthwise: bool):
 
 @pytest.mark.parametrize("depthwise", [False, True])
 def test_a_linear_conv_and_its_batchnorm_become_one_layer_computing_the_same(depthwise):
-    from edgekit.stages.fold import fold_batchnorm
+    from edgekit.compression.stages.fold import fold_batchnorm
 
     model = _model("linear", depthwise)
     folded, names = fold_batchnorm(model)
@@ -38,7 +38,7 @@ def test_a_linear_conv_and_its_batchnorm_become_one_layer_computing_the_same(dep
 
 
 def test_batchnorm_after_an_activation_is_left_alone():
-    from edgekit.stages.fold import fold_batchnorm
+    from edgekit.compression.stages.fold import fold_batchnorm
 
     model = _model("relu", depthwise=False)
     folded, names = fold_batchnorm(model)

@@ -24,7 +24,7 @@ SPECIAL_NUMBERS = st.sampled_from([0, -1, 10 ** 30, -0.0, 1e308, True, "1.5", []
        values=st.lists(JSON | SPECIAL_NUMBERS | st.just("__delete__"), min_size=4, max_size=4),
        baseline_side=st.booleans())
 def test_mutated_reports_raise_only_edgekit_errors(validated_run, tmp_path_factory, choices, values, baseline_side):
-    from edgekit.gating import Thresholds, run_gate
+    from edgekit.reports.gating import Thresholds, run_gate
 
     real = validated_run / "report.json"
     mutated = tmp_path_factory.getbasetemp() / "mutated.json"
@@ -40,7 +40,7 @@ def test_mutated_reports_raise_only_edgekit_errors(validated_run, tmp_path_facto
 @given(text=st.text(max_size=300) | st.binary(max_size=300).map(lambda b: b.decode("latin-1")),
        keep=st.integers(0, 3000))
 def test_cut_and_garbled_reports_raise_only_edgekit_errors(validated_run, tmp_path_factory, text, keep):
-    from edgekit.gating import load_report
+    from edgekit.reports.gating import load_report
 
     path = tmp_path_factory.getbasetemp() / "garbled.json"
     path.write_text((validated_run / "report.json").read_text()[:keep] + text, errors="surrogateescape")
@@ -59,7 +59,7 @@ DESCR = st.sampled_from(["<f4", "|u1", "<i8", "|O", "<U3", "V8", "zz", "<f4,<i4"
 @given(shape=SHAPES, descr=DESCR, fortran=st.booleans() | st.integers() | st.none(), version=st.sampled_from([1, 2, 3]),
        payload=st.binary(max_size=600), raw_header=st.none() | st.text(max_size=60))
 def test_npz_headers_raise_only_edgekit_errors(tmp_path_factory, shape, descr, fortran, version, payload, raw_header):
-    from edgekit.data import load_dataset
+    from edgekit.intake.data import load_dataset
 
     header = raw_header if raw_header is not None else repr(
         {"descr": descr, "fortran_order": fortran, "shape": shape})
@@ -96,8 +96,8 @@ YAML_VALUES = st.recursive(
 @FUZZ
 @given(data=YAML_VALUES, garbage=st.none() | st.text(max_size=80), kind=st.sampled_from(["recipe", "gate"]))
 def test_recipe_and_gate_yaml_raise_only_edgekit_errors(tmp_path_factory, data, garbage, kind):
-    from edgekit.config import load_recipe
-    from edgekit.gating import load_thresholds
+    from edgekit.compression.config import load_recipe
+    from edgekit.reports.gating import load_thresholds
 
     path = tmp_path_factory.getbasetemp() / "fuzzed.yaml"
     path.write_text(garbage if garbage is not None else yaml.safe_dump(data), errors="surrogateescape")
@@ -109,8 +109,8 @@ def test_recipe_and_gate_yaml_raise_only_edgekit_errors(tmp_path_factory, data, 
 
 def test_fuzzers_reach_valid_files(validated_run, tmp_path):
     """The fuzzers above start from files that pass: a failure in them is the mutation's."""
-    from edgekit.data import load_dataset
-    from edgekit.gating import Thresholds, run_gate
+    from edgekit.intake.data import load_dataset
+    from edgekit.reports.gating import Thresholds, run_gate
 
     report = validated_run / "report.json"
     assert run_gate(report, report, Thresholds())["passed"]

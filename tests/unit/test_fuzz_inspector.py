@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgekit.bridge import translate, unbridgeable_layers
+from edgekit.intake.bridge import translate, unbridgeable_layers
 from edgekit.errors import EdgekitError
-from edgekit.model import read_model_file
-from edgekit.safety import check_declared_parameters, check_node_references, scan
+from edgekit.intake.model import read_model_file
+from edgekit.intake.safety import check_declared_parameters, check_node_references, scan
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-3, 300) | st.floats(allow_nan=False) | st.text(max_size=12)

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgekit.errors import EdgekitError
-from edgekit.inspection import inspect_file
+from edgekit.compression.inspection import inspect_file
 from tests.unit.test_fuzz_inspector import _mutate
 
 HOSTILE = st.sampled_from([
@@ -38,7 +38,7 @@ STACK = {"keras", "tf_keras", "tensorflow", "numpy", "h5py", "edgekit", "google"
 
 
 def _nested_tf_keras(folder: Path) -> list[Path]:
-    from edgekit.keras_compat import tf_keras
+    from edgekit.support.keras_compat import tf_keras
 
     keras = tf_keras()
     inner_in = keras.Input((8, 8, 1))

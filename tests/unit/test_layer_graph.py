@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.layer_graph import float_names, kernel_key, keras_tap_model, keras_units, Chain
+from edgekit.quality.layer_graph import float_names, kernel_key, keras_tap_model, keras_units, Chain
 
 
 def _model():
-    from edgekit.keras_compat import tf_keras
+    from edgekit.support.keras_compat import tf_keras
 
     keras = tf_keras()
     layers = keras.layers

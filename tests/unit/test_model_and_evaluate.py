@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from edgekit.errors import ModelError
-from edgekit.evaluation import accuracy, agreement, top_k_accuracy
-from edgekit.model import check_classifier, count_macs, read_model_file
+from edgekit.quality.evaluation import accuracy, agreement, top_k_accuracy
+from edgekit.intake.model import check_classifier, count_macs, read_model_file
 
 
 def test_top_k_and_agreement():
@@ -19,7 +19,7 @@ def test_top_k_and_agreement():
 
 
 def _keras():
-    from edgekit.keras_compat import tf_keras
+    from edgekit.support.keras_compat import tf_keras
 
     return tf_keras()
 

@@ -9,7 +9,7 @@ import pytest
 @pytest.fixture(scope="module")
 def big_weights_model():
     """A conv kernel (3·3·128·256 floats) and a dense kernel (4096·128) over the 1 MiB threshold."""
-    from edgekit.keras_compat import tf_keras
+    from edgekit.support.keras_compat import tf_keras
 
     keras = tf_keras()
     keras.utils.set_random_seed(0)

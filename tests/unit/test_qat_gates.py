@@ -11,7 +11,7 @@ import pytest
 def _se_block_model(sequential: bool = False):
     """Conv(swish) → Conv → Activation(swish) → squeeze-excite (Dense swish, Dense sigmoid, Multiply)
     → Conv(swish) → logits: the gates of an EfficientNet block."""
-    from edgekit.keras_compat import tf_keras
+    from edgekit.support.keras_compat import tf_keras
 
     keras = tf_keras()
     keras.utils.set_random_seed(0)
@@ -31,7 +31,7 @@ def _se_block_model(sequential: bool = False):
 
 @pytest.mark.parametrize("sequential", [False, True])
 def test_split_gates_computes_the_same_function(sequential):
-    from edgekit.stages.fold import split_gates
+    from edgekit.compression.stages.fold import split_gates
 
     model = _se_block_model(sequential)
     split, names = split_gates(model)
@@ -47,8 +47,8 @@ def test_split_gates_computes_the_same_function(sequential):
 
 
 def test_a_model_without_gates_is_returned_as_it_is():
-    from edgekit.keras_compat import tf_keras
-    from edgekit.stages.fold import split_gates
+    from edgekit.support.keras_compat import tf_keras
+    from edgekit.compression.stages.fold import split_gates
 
     keras = tf_keras()
     model = keras.Sequential([keras.layers.Input((4, 4, 1)), keras.layers.Conv2D(2, 3, activation="relu"),
@@ -63,13 +63,13 @@ def test_the_qat_model_computes_what_its_int8_tflite_file_computes(tmp_path):
     import tensorflow_model_optimization as tfmot
 
     from edgekit.export.tflite import configure, save_forward
-    from edgekit.inspection import qat_unsupported_layers
-    from edgekit.keras_compat import tensorflow, tf_keras
-    from edgekit.stages.fold import split_gates
-    from edgekit.stages.qat import calibrate_ranges
-    from edgekit.stages.qat_scheme import qat_scheme
+    from edgekit.compression.inspection import qat_unsupported_layers
+    from edgekit.support.keras_compat import tensorflow
+    from edgekit.compression.stages.fold import split_gates
+    from edgekit.compression.stages.qat import calibrate_ranges
+    from edgekit.compression.stages.qat_scheme import qat_scheme
 
-    tf, keras, qk = tensorflow(), tf_keras(), tfmot.quantization.keras
+    tf, qk = tensorflow(), tfmot.quantization.keras
     model, _ = split_gates(_se_block_model())
     assert qat_unsupported_layers(model) == []  # Multiply included: it is quantized at its output, as the files do
     with qk.quantize_scope():

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from edgekit.saved_model_scan import ALLOWED_OPS, CHECKPOINT_OPS, PURE_OPS, WHY
+from edgekit.intake.saved_model_scan import ALLOWED_OPS, CHECKPOINT_OPS, PURE_OPS, WHY
 
 
 def _registry():
-    from edgekit.keras_compat import tensorflow
+    from edgekit.support.keras_compat import tensorflow
 
     tensorflow()
     from tensorflow.python.framework import op_def_registry

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit.verify import QATMismatch
-from edgekit.verify import Evidence, _verify_qat
+from edgekit.quality.verify import QATMismatch
+from edgekit.quality.verify import Evidence, _verify_qat
 
 
 class _Artifact:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgekit.errors import VerificationError
-from edgekit.verify import FLOAT_TOLERANCE, Evidence, _verify_float, float_tolerance
+from edgekit.quality.verify import FLOAT_TOLERANCE, Evidence, _verify_float, float_tolerance
 
 
 class _Artifact:

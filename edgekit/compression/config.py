@@ -1,0 +1,149 @@
+"""Recipes: a compress pipeline as YAML, validated by pydantic (unknown keys are errors).
+
+    name: prune50-int8
+    stages:
+      - {type: prune, sparsity: 0.5, epochs: 2}
+    int8: true
+    formats: [tflite, onnx, openvino]
+
+`--recipe FILE` or `--recipe NAME` (a file in recipes/); CLI flags override recipe fields.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgekit.errors import InputError
+from edgekit.support.shipped import shipped_files
+
+Format = Literal["tflite", "onnx", "openvino"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class PruneStage(_Strict):
+    type: Literal["prune"]
+    sparsity: float = Field(gt=0, lt=1, description="final fraction of zero weights")
+    structure: Literal["unstructured", "2:4"] = "unstructured"
+    epochs: int = Field(2, ge=1, le=10_000)
+
+
+class QATStage(_Strict):
+    type: Literal["qat"]
+    epochs: int = Field(2, ge=1, le=10_000)
+
+
+Stage = Annotated[Union[PruneStage, QATStage], Field(discriminator="type")]
+
+
+class AccuracyAware(_Strict):
+    max_drop: float = Field(ge=0, le=100, description="max top-1 drop in points of each int8 file vs the float model")
+    max_steps: int = Field(16, ge=1, le=1000, description="at most this many re-quantizations per format")
+
+
+class Recipe(_Strict):
+    name: Optional[str] = None
+    description: Optional[str] = None
+    stages: list[Stage] = Field(default_factory=list)
+    int8: bool = False
+    fp16: bool = False
+    formats: list[Format] = Field(default_factory=lambda: ["tflite", "onnx", "openvino"], min_length=1)
+    calib_samples: int = Field(200, ge=1, le=10_000_000)
+    io_dtype: Literal["float32", "int8", "uint8"] = "float32"
+    preprocess: Optional[Literal["unit", "symmetric", "none"]] = None
+    accuracy_aware: Optional[AccuracyAware] = None
+    accuracy_tolerance: Optional[float] = Field(None, ge=0, le=100, description="max top-1 drop in points vs the fp32 model")
+    batch_size: int = Field(32, ge=1, le=65_536)
+    learning_rate: Optional[float] = Field(None, gt=0, le=10, description="fine-tuning peak learning rate; "
+                                           "default: derived from the file's recorded optimizer (edgekit.compression.stages.finetune)")
+    distillation: float = Field(0.5, ge=0, le=1, description="weight of the original model's probabilities in the "
+                                "fine-tuning targets (0: labels only)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Recipe":
+        kinds = [s.type for s in self.stages]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError("each stage type may appear once")
+        if kinds == ["qat", "prune"]:
+            raise ValueError("prune must come before qat (prune-preserving QAT keeps the sparsity)")
+        if self.fp16 and self.int8:
+            raise ValueError("choose int8 or fp16, not both")
+        if "qat" in kinds and not self.int8:
+            self.int8 = True  # QAT exists to make int8 artifacts
+        if self.accuracy_aware and "qat" in kinds:
+            raise ValueError("accuracy_aware re-quantizes post-training int8; QAT int8 keeps the ranges it learned")
+        if self.accuracy_aware and not self.int8:
+            raise ValueError("accuracy_aware needs int8")
+        return self
+
+    @property
+    def prune(self) -> PruneStage | None:
+        return next((s for s in self.stages if isinstance(s, PruneStage)), None)
+
+    @property
+    def qat(self) -> QATStage | None:
+        return next((s for s in self.stages if isinstance(s, QATStage)), None)
+
+
+def shipped_recipes() -> dict[str, Path]:
+    return shipped_files("recipes")
+
+
+def _describe(error: dict, flags: dict[str, str]) -> str:
+    where = ".".join(str(p) for p in error["loc"] if not (isinstance(p, str) and p in ("prune", "qat")))
+    field = str(error["loc"][0]) if error["loc"] else ""
+    if field in flags:  # set on the command line: name the flag, not the recipe field
+        return f"{flags[field]} {error['input']!r}: {_message(error)}"
+    if error["type"] == "extra_forbidden":
+        return f"unknown field {where!r} (allowed: {', '.join(Recipe.model_fields)} and, in stages, " \
+               f"{', '.join(sorted(set(PruneStage.model_fields) | set(QATStage.model_fields)))}; " \
+               f"in accuracy_aware, {', '.join(AccuracyAware.model_fields)})"
+    if error["type"] == "union_tag_invalid":
+        return f"{where or 'stages'}: unknown stage type {error['input'].get('type')!r} (allowed: prune, qat)"
+    if error["type"] == "literal_error":
+        return f"{where} = {error['input']!r}: {_message(error)}"
+    return f"{where + ': ' if where else ''}{_message(error)}" + (
+        f" (got {error['input']!r})" if not isinstance(error.get("input"), (dict, list)) else "")
+
+
+def _message(error: dict) -> str:
+    """pydantic's message in our voice: no "Value error, " prefix, lower-case start."""
+    text = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return text[:1].lower() + text[1:]
+
+
+def _first_error(errors: list[dict]) -> dict:
+    """The error to show: a misspelled key ("sparsty") is the cause, and the "field required"
+    that pydantic lists for the key it replaced only follows from it."""
+    return next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+
+
+def validate_recipe(data, source: str, flags: dict[str, str] | None = None) -> Recipe:
+    """`flags` maps the fields set by command-line flags to the flag names, for messages."""
+    if not isinstance(data, dict):
+        raise InputError(f"recipe {source} must be a YAML mapping of fields")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        detail = _describe(_first_error(exc.errors()), flags or {})
+        raise InputError(detail if detail.startswith("--") else f"recipe {source}: {detail}") from None
+
+
+def load_recipe(spec: str) -> Recipe:
+    """--recipe FILE or NAME."""
+    from edgekit.support.untrusted import load_yaml
+
+    shipped = shipped_recipes()
+    path = Path(spec)
+    if not path.is_file():
+        if spec not in shipped:
+            raise InputError(f"--recipe {spec}: no such file or shipped recipe (shipped: {', '.join(shipped) or 'none'})")
+        path = shipped[spec]
+    data = load_yaml(path, "recipe")
+    recipe = validate_recipe(data, str(path))
+    return recipe.model_copy(update={"name": recipe.name or path.stem})

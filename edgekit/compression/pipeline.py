@@ -1,0 +1,638 @@
+"""`edgekit compress`: load → read data → (prune) → (QAT) → export per format → verify → report.
+
+Everything is checked that can be checked before the slow work starts (options, output
+folder, model file, data), and every output is staged so a failure leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.compression.config import Recipe
+from edgekit.intake.data import Dataset, check_data_path, check_labels, check_varied, load_dataset
+from edgekit.errors import ConversionError, GateFailure, InputError, ModelError, StageFailure, first_line
+from edgekit.quality.evaluation import accuracy
+from edgekit.export import FORMATS, exporter_for
+from edgekit.export.base import ExportRequest, artifact_names, freeze
+from edgekit.export.source import forget_live, keras_source, write_graph
+from edgekit.reports.html_report import render_html
+from edgekit.support.memory import check_all_steps_fit
+from edgekit.intake.model import LoadedModel, load_model
+from edgekit.support.outputs import check_output_folder, scratch_folder, staged
+from edgekit.support.progress import StepLog
+from edgekit.reports.report import artifact_entry, base_report, environment, render_markdown, write_json
+from edgekit.quality.verify import Evidence, verify
+
+RANDOM_CHECK_SAMPLES = 64
+
+
+@dataclass
+class CompressOptions:
+    model: Path
+    recipe: Recipe = field(default_factory=Recipe)
+    data: Path | None = None
+    val: Path | None = None
+    outdir: Path | None = None
+    force: bool = False
+    seed: int = 0
+    trust_model: bool = False
+    custom_objects: str | None = None
+    quiet: bool = False
+    bench: bool = True  # measure every artifact's latency on this host
+
+    @property
+    def precisions(self) -> list[str]:
+        if self.recipe.fp16:
+            return ["fp32", "fp16"]
+        if not self.recipe.int8:
+            return ["fp32"]
+        return ["fp32", "int8" if self.data or self.recipe.qat else "int8w"]
+
+    def resolved_outdir(self) -> Path:
+        return Path(self.outdir) if self.outdir else Path(f"{Path(self.model).stem}-edgekit")
+
+
+def parse_formats(text: str) -> list[str]:
+    names = [f.strip().lower() for f in text.split(",") if f.strip()]
+    unknown = [f for f in names if f not in FORMATS]
+    if unknown or not names:
+        raise InputError(
+            f"--formats: unknown format {', '.join(unknown) or repr(text)}; choose from {','.join(FORMATS)}"
+        )
+    return list(dict.fromkeys(names))  # keep order, drop repeats
+
+
+def validate_options(opts: CompressOptions) -> None:
+    """Option errors that need no file: fail before anything is loaded."""
+    recipe = opts.recipe
+    if not 0 <= opts.seed < 2 ** 32:
+        raise InputError(f"--seed {opts.seed}: choose a whole number from 0 to {2 ** 32 - 1}")
+    if recipe.io_dtype != "float32" and not (recipe.int8 and (opts.data or recipe.qat)):
+        raise InputError(f"--io-dtype {recipe.io_dtype} needs full int8: pass --int8 with --data CALIB")
+    if recipe.stages and not opts.data:
+        names = " and ".join(f"--{s.type}" for s in recipe.stages)
+        raise InputError(f"{names}: fine-tuning needs labelled training data: pass --data (image folder or .npz with x, y)")
+    if recipe.accuracy_aware:
+        _check_accuracy_aware(opts)
+
+
+def _check_accuracy_aware(opts: CompressOptions) -> None:
+    """--max-accuracy-drop measures every int8 file on labelled data and re-quantizes it."""
+    flag = "--max-accuracy-drop (recipe accuracy_aware)"
+    if not opts.data:
+        raise InputError(f"{flag} re-quantizes full int8: pass --data CALIB")
+    if not opts.val:
+        raise InputError(f"{flag} measures top-1 on labelled data: pass --val VAL")
+    if opts.recipe.io_dtype != "float32":
+        raise InputError(f"{flag} keeps some layers in float, so the file's input and output stay float32: "
+                         f"leave out --io-dtype {opts.recipe.io_dtype}")
+
+
+@dataclass
+class _Data:
+    train: Dataset | None  # all of --data: fine-tuning
+    calibration: Dataset | None  # the seeded subset of --data: PTQ
+    validation: Dataset | None
+
+
+def compress(opts: CompressOptions, log: StepLog) -> dict:
+    """Run the whole pipeline; return the report (already written to the output folder)."""
+    validate_options(opts)
+    recipe = opts.recipe
+    outdir = opts.resolved_outdir()
+    stem = Path(opts.model).stem
+    check_output_folder(outdir, artifact_names(stem, recipe.formats, opts.precisions), opts.force)
+    for option, path in (("--data", opts.data), ("--val", opts.val)):
+        if path is not None:
+            check_data_path(Path(path), option)
+    started = time.perf_counter()
+
+    with log.step(f"Load {opts.model}"):
+        model = load_model(Path(opts.model), trust=opts.trust_model, custom_objects=opts.custom_objects)
+    _describe_model(model, log)
+    if recipe.accuracy_aware and model.keras_model is None:
+        what = model.notes[0] if model.notes else model.file.format
+        raise ModelError(f"{opts.model}: --max-accuracy-drop ranks the layers of a tf_keras model (or of a Keras 3 "
+                         f"model edgekit can rebuild), and this one has none ({what})")
+    if recipe.stages and model.keras_model is None:
+        raise ModelError(f"{opts.model}: pruning and QAT need a tf_keras model, and this one is not ({model.notes[0]})")
+    data = _load_data(opts, model, log)
+    if recipe.int8 and data.calibration is None and not recipe.qat:
+        log.note("no --data: writing weight-only int8 (int8w); full int8 (weights and activations) needs --data CALIB")
+    if "onnx" in recipe.formats and recipe.fp16:
+        log.note("ONNX has no fp16 export here: onnx gets fp32 only")
+    evidence = _evidence(model, data, opts.seed, log)
+    original_accuracy = accuracy(evidence.reference, evidence.labels)  # before any stage changes the model
+    staged_model = _run_stages(opts, model, data, evidence, log)
+    exported, qat_forward, stages = staged_model.exported, staged_model.qat_forward, staged_model.report
+    if exported is not model:
+        evidence = _reference_outputs(exported, evidence, log, "the fine-tuned model")
+    # QAT int8 files are checked against the QAT model's own forward, the rest against the float model
+    evidence = replace(evidence, int8_reference=staged_model.qat_scores)
+
+    with staged(outdir) as staging, scratch_folder() as scratch:
+        request = _export_request(opts, model, exported, qat_forward, data, staging, scratch, log)
+        try:
+            artifacts = _export_all(request, log)
+            verdicts, failed = _verify_all(artifacts, evidence, log)
+            verdicts, skipped = _drop_slow_weight_only(verdicts, log)
+            artifacts = [v.artifact for v in verdicts]
+            diagnostics = _diagnose(exported, artifacts, evidence, request.from_qat, log)
+            # the search re-converts from request.source: in-process, that is the live model
+            searched = _accuracy_aware(opts, exported, request, verdicts, diagnostics, evidence, log)
+        finally:
+            forget_live()
+        latencies = _benchmark(artifacts + [s.plain for s in searched.values() if s.plain], log) if opts.bench else None
+        report = _build_report(opts, model, exported, data, original_accuracy, verdicts, stages, log)
+        report["diagnostics"] = diagnostics
+        report["failed_checks"] = failed
+        report["skipped"] = skipped
+        _add_latencies(report, latencies)
+        _add_accuracy_aware(report, searched, latencies)
+        report["timings_s"]["total"] = round(time.perf_counter() - started, 3)
+        report["peak_rss_mb"]["largest step"] = max(log.peaks.values(), default=None)
+        with log.step("Write report.json, report.md and report.html"):
+            write_json(report, staging / "report.json")
+            (staging / "report.md").write_text(render_markdown(report))
+            samples = {entry["id"]: t["samples_ms"] for entry, t in zip(report["artifacts"], latencies or [])}
+            (staging / "report.html").write_text(render_html(report, samples))
+    report["output"] = str(outdir)
+    _check_failed_checks(report)
+    _check_accuracy_reached(report)
+    _check_tolerance(report, recipe)
+    return report
+
+
+def _verify_all(artifacts, evidence: Evidence, log: StepLog):
+    """Verdicts of the files that pass; a QAT int8 file that computes something else than the
+    QAT model is removed and recorded (exit 1 once the rest is written), any other failed check
+    stops the run (a wrong export: exit 2, nothing written)."""
+    from edgekit.quality.verify import QATMismatch
+
+    verdicts, failed = [], []
+    for artifact in artifacts:
+        with log.step(f"Verify {artifact.path.name}"):
+            try:
+                verdicts.append(verify(artifact, evidence))
+            except QATMismatch as mismatch:
+                for file in artifact.files:
+                    file.unlink(missing_ok=True)
+                failed.append(mismatch.check | {"message": str(mismatch)})
+    return verdicts, failed
+
+
+# Weight-only int8 dequantizes its weights at run time (ONNX Runtime's ConvInteger, LiteRT's
+# hybrid kernels): on x86 it ran 16× (ONNX) and 2× (TFLite) slower than fp32 on a trained
+# MobileNetV2. A file slower than its fp32 twin by more than this is not written.
+INT8W_MAX_SLOWDOWN = 1.1
+SPEED_CHECK = {"runs": 20, "min_time_s": 0.2, "warmup_runs": 2, "warmup_time_s": 0.05}
+
+
+def _drop_slow_weight_only(verdicts, log: StepLog):
+    """Measure each int8w file beside its fp32 twin (interleaved, best p50 of two rounds); remove
+    the ones slower than INT8W_MAX_SLOWDOWN × fp32, with a note saying why and what to do."""
+    fp32 = {v.artifact.format: v.artifact for v in verdicts if v.artifact.precision == "fp32"}
+    pairs = [(v.artifact, fp32[v.artifact.format]) for v in verdicts
+             if v.artifact.precision == "int8w" and v.artifact.format in fp32]
+    if not pairs:
+        return verdicts, []
+    from edgekit.measure.latency import BenchSettings, bench_local
+
+    files = [p for pair in pairs for p in (pair[1].path, pair[0].path)]
+    with log.step(f"Time {len(pairs)} weight-only int8 file(s) against fp32 on this host"):
+        timings = bench_local(files * 2, BenchSettings(**SPEED_CHECK))  # two rounds: ABAB, ABAB
+    best = {}
+    for timing in timings:
+        best[timing["path"]] = min(best.get(timing["path"], float("inf")), timing["p50"])
+    skipped, slow_ids = [], set()
+    for int8w, twin in pairs:
+        ratio = best[str(int8w.path)] / best[str(twin.path)]
+        if ratio <= INT8W_MAX_SLOWDOWN:
+            continue
+        slow_ids.add(int8w.id)
+        for file in int8w.files:
+            file.unlink(missing_ok=True)
+        record = {"id": int8w.id, "path": int8w.path.name, "p50_ms": round(best[str(int8w.path)], 4),
+                  "fp32_p50_ms": round(best[str(twin.path)], 4), "slowdown": round(ratio, 2),
+                  "reason": "weight-only int8 ran slower than fp32 on this host"}
+        skipped.append(record)
+        log.note(f"{int8w.path.name} not written: weight-only int8 ran {ratio:.1f}× slower than {twin.path.name} "
+                 f"on this host ({record['p50_ms']:.3g} vs {record['fp32_p50_ms']:.3g} ms p50); pass --data CALIB "
+                 "for full int8, which is faster")
+    return [v for v in verdicts if v.artifact.id not in slow_ids], skipped
+
+
+def _check_failed_checks(report: dict) -> None:
+    failed = report.get("failed_checks") or []
+    if failed:
+        raise GateFailure(f"{'; '.join(f['message'] for f in failed)}: left out; the files that passed and the report "
+                          "were written. More QAT --epochs settle the learned ranges; report it with --debug output "
+                          "if it persists", report=report)
+
+
+def _export_request(opts: CompressOptions, model: LoadedModel, exported: LoadedModel, qat_forward, data: _Data,
+                    staging: Path, scratch: Path, log: StepLog) -> ExportRequest:
+    """Everything the converters need, as files they can open in a child process."""
+    from edgekit.support.steps import isolate_steps
+
+    shape, weight_bytes = exported.image_shape, 4 * exported.params
+    isolate = isolate_steps(weight_bytes)
+    request = ExportRequest(
+        source=_export_source(opts, model, exported, scratch, isolate, log), image_shape=shape,
+        stem=Path(opts.model).stem, outdir=staging, scratch=scratch, precisions=opts.precisions,
+        io_dtype=opts.recipe.io_dtype, weight_bytes=weight_bytes, formats=opts.recipe.formats, isolate=isolate)
+    if data.calibration is not None and "int8" in opts.precisions:  # QAT too: see export/tflite.py
+        request.calibration = str(scratch / "calibration.npy")
+        np.save(request.calibration, data.calibration.x)
+        request.calibration_samples = len(data.calibration)
+    if qat_forward is not None:
+        with log.step("Trace and freeze the QAT model"):
+            request.qat_source = write_graph(freeze(qat_forward, shape), scratch / "qat.pb", shape)
+    return request
+
+
+def _export_source(opts: CompressOptions, model: LoadedModel, exported: LoadedModel, scratch: Path, isolate: bool,
+                   log: StepLog) -> dict:
+    """The model to export as a file: the user's tf_keras file when it is exported unchanged,
+    the working model saved to scratch when a child must load it, or the frozen graph of a
+    model with no tf_keras form (SavedModel, Keras 3 without a rebuild)."""
+    shape = exported.image_shape
+    if exported.keras_model is None:
+        with log.step("Trace and freeze the model's forward pass"):
+            return write_graph(freeze(exported.forward, shape), scratch / "frozen.pb", shape)
+    if exported is model and model.file.keras == "tf_keras":
+        # a child reopens the user's file: it must still be the file that was scanned
+        return keras_source(Path(opts.model).resolve(), shape, opts.custom_objects, opts.trust_model,
+                            live=exported.keras_model, sha256=model.file.sha256)
+    path = scratch / "working.h5"
+    if isolate:
+        with log.step("Save the working model for the conversion steps"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tf_keras calls HDF5 "legacy": it is what tf_keras loads fastest
+            exported.keras_model.save(path)
+    return keras_source(path, shape, opts.custom_objects, opts.trust_model, live=exported.keras_model)
+
+
+def _export_all(request: ExportRequest, log: StepLog) -> list:
+    """Every format; one whose converter cannot express the model fails, and the error
+    names its ops and the formats that did work, so the rerun is one flag away."""
+    check_all_steps_fit(request)
+    artifacts, failures = [], []
+    for fmt in request.formats:
+        try:
+            artifacts += exporter_for(fmt).export(request, log)
+        except ConversionError as exc:
+            failures.append(str(exc))
+    if failures:
+        failed = [f.split(":")[0] for f in failures]
+        worked = [f for f in request.formats if f not in failed]
+        way_out = f"; the other formats worked: rerun with --formats {','.join(worked)}" if worked else ""
+        raise ConversionError(f"{'; '.join(failures)}{way_out} (nothing was written)")
+    return artifacts
+
+
+def _describe_model(model: LoadedModel, log: StepLog) -> None:
+    bridge = model.bridge
+    if bridge and bridge["bridged"]:
+        log.note(f"Keras {model.file.keras_version} model rebuilt as tf_keras, outputs equal "
+                 f"(max |Δ| {bridge['max_abs_diff']:.1e} on random input)")
+    for note in model.notes:
+        log.note(note)
+
+
+def _load_data(opts: CompressOptions, model: LoadedModel, log: StepLog) -> _Data:
+    recipe = opts.recipe
+    train = calibration = validation = None
+    if opts.data and (recipe.int8 or recipe.stages):
+        with log.step(f"Read training/calibration data {opts.data}"):
+            train = load_dataset(opts.data, model.image_shape, recipe.preprocess, "--data")
+        _say(train.notes, log)
+        check_labels(train, model.num_classes, "--data")
+        if recipe.int8 and recipe.calib_samples > len(train):
+            log.note(f"--calib-samples {recipe.calib_samples}: --data holds {len(train)} samples; "
+                     f"calibrating on all {len(train)}")
+        calibration = train.subset(recipe.calib_samples, opts.seed)
+        check_varied(calibration, "--data")
+    elif opts.data:
+        log.note("--data is used for int8 calibration and fine-tuning; without --int8 it is ignored")
+    if opts.val:
+        with log.step(f"Read validation data {opts.val}"):
+            validation = load_dataset(opts.val, model.image_shape, recipe.preprocess, "--val", need_labels=True)
+        _say(validation.notes, log)
+        check_labels(validation, model.num_classes, "--val")
+    return _Data(train, calibration, validation)
+
+
+def _say(notes: list[str], log: StepLog) -> None:
+    for note in notes:
+        log.note(note)
+
+
+def _evidence(model: LoadedModel, data: _Data, seed: int, log: StepLog) -> Evidence:
+    """Inputs to verify on: validation data, else calibration data, else seeded random images."""
+    if data.validation is not None:
+        x, labels, source = data.validation.x, data.validation.y, "validation"
+    elif data.calibration is not None:
+        x, labels, source = data.calibration.x, None, "calibration"
+    else:
+        rng = np.random.default_rng(seed)
+        x = rng.uniform(0.0, 1.0, (RANDOM_CHECK_SAMPLES, *model.image_shape)).astype(np.float32)
+        labels, source = None, "random"
+        log.note("no --val or --data: artifacts are checked on random inputs, accuracy is not measured")
+    return _reference_outputs(model, Evidence(x=x, labels=labels, reference=None, source=source), log,
+                              "the reference model")
+
+
+def _reference_outputs(model: LoadedModel, evidence: Evidence, log: StepLog, what: str) -> Evidence:
+    from edgekit.runtime.reference import ReferenceRunner
+
+    with log.step(f"Run {what} on {len(evidence.x)} {evidence.source} inputs"):
+        reference = ReferenceRunner(model.forward).predict(evidence.x)
+    return replace(evidence, reference=reference)
+
+
+@dataclass
+class _Staged:
+    exported: LoadedModel  # the float model after the stages (the model itself when none ran)
+    qat_forward: object = None  # the QAT model's fake-quant forward, traced for the int8 files
+    qat_scores: np.ndarray | None = None  # its outputs on the evidence inputs
+    report: dict | None = None
+
+
+def _run_stages(opts: CompressOptions, model: LoadedModel, data: _Data, evidence: Evidence, log: StepLog):
+    """Prune and/or QAT the tf_keras model.
+    Each stage's accuracy is of the model that stage hands on: the pruned float model, then the
+    QAT model's fake-quant forward; the fp32 artifacts are the float model after all stages."""
+    recipe = opts.recipe
+    working, qat_forward, qat_scores, stages = model.keras_model, None, None, {}
+    if not recipe.stages:
+        return _Staged(model)
+    from edgekit.compression.stages.finetune import outputs_probabilities, require_labelled, teacher_targets
+
+    require_labelled(data.train, "--prune" if recipe.prune else "--qat")  # before the teacher reads its labels
+    validation = (evidence.x, evidence.labels) if evidence.labels is not None else None
+    original = accuracy(evidence.reference, evidence.labels)
+    targets = None
+    if recipe.distillation > 0:
+        with log.step(f"Run the original model on {len(data.train)} training inputs (distillation targets)"):
+            targets = teacher_targets(model.keras_model, data.train, model.num_classes, recipe.distillation,
+                                      from_logits=not outputs_probabilities(model.keras_model))
+    if recipe.prune:
+        from edgekit.compression.stages.prune import prune
+
+        settings = _finetune_settings(recipe, recipe.prune.epochs, model, data)
+        with log.step(f"Prune to {recipe.prune.sparsity:.0%} sparsity ({recipe.prune.structure}), "
+                      f"fine-tune {recipe.prune.epochs} epoch(s) at learning rate {settings.learning_rate:g}"):
+            result = prune(working, data.train, recipe.prune, settings, opts.seed, targets, validation,
+                           quiet=opts.quiet)
+        working = result.model
+        stages["prune"] = {"schedule": result.schedule, "sparsity": result.overall, "per_layer": result.per_layer,
+                           "keras_accuracy": _stage_accuracy(working, evidence)[1], "finetune": settings.to_json()}
+        _check_stage_kept("pruning", stages["prune"]["keras_accuracy"], original, recipe, settings)
+    if recipe.qat:
+        from edgekit.compression.stages.qat import float_model_after_qat, quantize_aware
+        from edgekit.compression.stages.qat_scheme import CORRECTIONS as QAT_CORRECTIONS
+
+        settings = _finetune_settings(recipe, recipe.qat.epochs, model, data)
+        with log.step(f"Quantization-aware training, {recipe.qat.epochs} epoch(s) at learning rate "
+                      f"{settings.learning_rate:g}"):
+            result = quantize_aware(working, data.train, recipe.qat, recipe.prune is not None, settings, opts.seed,
+                                    targets, validation, quiet=opts.quiet)
+        qat_model = result.model
+        qat_forward = lambda x: qat_model(x, training=False)  # noqa: E731
+        if result.unquantized:
+            from edgekit.intake.safety import group_layers
+
+            log.note(f"QAT left these layers in float (tfmot cannot quantize them): {group_layers(result.unquantized)}")
+        qat_scores, qat_accuracy = _stage_accuracy(qat_model, evidence)
+        working, fp32_from = float_model_after_qat(qat_model, result.float_model)
+        stages["qat"] = {"scheme": result.scheme, "unquantized": result.unquantized, "keras_accuracy": qat_accuracy,
+                         "fp32_artifacts": fp32_from, "batchnorm_folded": len(result.folded),
+                         "corrections": QAT_CORRECTIONS,
+                         "finetune": settings.to_json()}
+        _check_stage_kept("quantization-aware training", qat_accuracy, original, recipe, settings)
+    exported = replace(model, keras_model=working, forward=lambda x: working(x, training=False), trackable=working)
+    last = stages["qat"] if "qat" in stages else stages["prune"]
+    stages["keras_accuracy_after"] = last["keras_accuracy"]
+    return _Staged(exported, qat_forward, qat_scores, stages)
+
+
+def _finetune_settings(recipe: Recipe, epochs: int, model: LoadedModel, data: _Data):
+    from edgekit.compression.stages.finetune import settings_for
+
+    return settings_for(len(data.train), epochs, recipe.batch_size, recipe.learning_rate, model.file.learning_rate,
+                        recipe.distillation)
+
+
+def _check_stage_kept(stage: str, kept: dict | None, original: dict | None, recipe: Recipe, settings) -> None:
+    """A fine-tuning stage that lost more top-1 than the tolerance stops the run (exit 1) before
+    anything is exported, with the numbers and the options that help."""
+    if not kept or not original:
+        return
+    from edgekit.quality.tolerance import signed_points, stage_tolerance
+
+    tolerance = stage_tolerance(recipe)
+    drop = 100 * (original["top1"] - kept["top1"])
+    if drop <= tolerance:
+        return
+    epochs = ", ".join(f"{100 * t:.2f}%" for t in settings.val_top1_per_epoch) or "no epoch finished"
+    diverged = (f"; it diverged {len(settings.backoffs)} time(s) and restarted at a lower rate"
+                if settings.backoffs else "")
+    raise StageFailure(
+        f"{stage} kept top-1 {100 * kept['top1']:.2f}% of the original {100 * original['top1']:.2f}% "
+        f"({signed_points(-drop)}, over the tolerance of {tolerance:g}; after each epoch: {epochs}{diverged}); nothing was "
+        f"written. What helps: more --epochs (now {settings.epochs}), another --learning-rate (now "
+        f"{settings.learning_rate:.2g})" + (", a lower --prune sparsity" if recipe.prune else "")
+        + ", or a wider --accuracy-tolerance")
+
+
+def _stage_accuracy(keras_model, evidence: Evidence):
+    """The model's scores on the evidence inputs, and its accuracy there (None without labels)."""
+    from edgekit.runtime.reference import ReferenceRunner
+
+    scores = ReferenceRunner(lambda x: keras_model(x, training=False)).predict(evidence.x)
+    return scores, accuracy(scores, evidence.labels)
+
+
+# Per-layer SQNR sums over every element: on MobileNetV2, 32 inputs gave each layer's SQNR within
+# 0.1 dB (median; 0.4 at most) of 200 (benchmarks/results.md), for 1.5× a verification's time.
+DIAGNOSE_SAMPLES = 32
+
+
+def _diagnose(exported: LoadedModel, artifacts, evidence: Evidence, from_qat: bool, log: StepLog) -> list[dict] | None:
+    """Per-layer error of every post-training int8 file against the float model (edgekit.quality.diagnose).
+    QAT files are left out: their reference is the QAT model, checked in verify."""
+    targets = [a for a in artifacts if a.precision == "int8"]
+    if not targets or from_qat:
+        return None
+    if exported.keras_model is None:
+        log.note("per-layer int8 diagnostics need a tf_keras model (or a Keras 3 model edgekit can rebuild); "
+                 "this one has none, so report.json has no diagnostics section")
+        return None
+    from edgekit.quality.diagnose import diagnose_files
+
+    n = min(DIAGNOSE_SAMPLES, len(evidence.x))
+    fp32 = {a.format: a for a in artifacts if a.precision == "fp32"}
+    twins = [fp32[a.format] for a in targets if a.format in fp32]  # each tap is checked on the fp32 file
+    try:
+        with log.step(f"Diagnose int8 layer by layer against the float model ({n} {evidence.source} inputs)"):
+            int8 = diagnose_files(exported.keras_model, [(a.id, a.path, a.format) for a in targets], evidence.x, n,
+                                  checks={a.id: fp32[a.format].id for a in targets if a.format in fp32},
+                                  twins=[(a.id, a.path, a.format) for a in twins])
+    except Exception as exc:  # noqa: BLE001 - a report section must not cost the user the verified files
+        from edgekit.support.library_output import debug
+
+        if debug():
+            raise
+        log.note(f"per-layer diagnostics failed ({type(exc).__name__}: {first_line(exc)}); the artifacts are "
+                 "verified and unaffected. This is a bug in edgekit: rerun with --debug and report the output")
+        return None
+    for entry in int8:
+        entry["path"] = Path(entry["path"]).name  # not the staging folder's name
+    return int8
+
+
+def _accuracy_aware(opts: CompressOptions, exported: LoadedModel, request: ExportRequest, verdicts, diagnostics,
+                    evidence: Evidence, log: StepLog) -> dict:
+    aware = opts.recipe.accuracy_aware
+    if aware is None:
+        return {}
+    from edgekit.quality.accuracy_aware import search_all
+
+    return search_all(aware.max_drop, aware.max_steps, exported.keras_model, request, [v.artifact for v in verdicts],
+                      verdicts, diagnostics, evidence, log)
+
+
+def _add_accuracy_aware(report: dict, searched: dict, latencies) -> None:
+    from edgekit.quality.accuracy_aware import add_to_report
+
+    add_to_report(report, searched, latencies)
+
+
+def _check_accuracy_reached(report: dict) -> None:
+    """--max-accuracy-drop: exit 1 when some format found no mix within the budget (its best was written)."""
+    from edgekit.quality.accuracy_aware import unreached
+
+    missed = unreached(report)
+    if missed:
+        budget = report["recipe"]["accuracy_aware"]["max_drop"]
+        raise GateFailure(f"no int8/float mix within {budget:g} top-1 points: {'; '.join(missed)}; "
+                          "the best file of each format and the report were written", report=report)
+
+
+def _benchmark(paths, log: StepLog) -> list[dict]:
+    from edgekit.measure.latency import BenchSettings, bench_local
+
+    with log.step(f"Benchmark {len(paths)} artifacts on this host (batch 1, ≥50 runs and ≥1 s each)"):
+        return bench_local([getattr(p, "path", p) for p in paths], BenchSettings())
+
+
+def _add_latencies(report: dict, latencies: list[dict] | None) -> None:
+    if latencies is None:
+        return
+    for entry, timing in zip(report["artifacts"], latencies):
+        entry["latency_ms"] = {k: timing[k] for k in ("mean", "std", "min", "p50", "p90", "p99", "max")}
+        entry["benchmark"] = {k: timing[k] for k in ("runs", "threads", "init_ms", "first_inference_ms",
+                                                      "throughput_per_s", "peak_rss_mb", "baseline_rss_mb")}
+    report["host"] = latencies[0]["machine"] if latencies else None
+
+
+def weight_sparsity(model: LoadedModel) -> float:
+    """Fraction of exact zeros in the conv/dense kernels: what pruning raises."""
+    variables = getattr(model.trackable, "weights", None) or getattr(model.trackable, "variables", [])
+    kernels = [np.asarray(w) for w in variables if "kernel" in w.name]
+    total = sum(k.size for k in kernels)
+    return round(float(sum(np.count_nonzero(k == 0) for k in kernels)) / total, 6) if total else 0.0
+
+
+GZIP_LEVEL = 6  # level 9 took ~145 s of a 239 s ResNet50 run for files 2% smaller
+
+
+def gzip_size(files: list[Path]) -> int:
+    """What pruning pays in: the compressed size (zeros compress, dense kernels do not),
+    streamed in 1 MiB blocks so a large file is never held twice."""
+    total = 0
+    for file in files:
+        packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # wbits 31: the gzip format
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                total += len(packer.compress(block))
+        total += len(packer.flush())
+    return total
+
+
+def _gzip_sizes(verdicts, log) -> dict:
+    with log.step("Measure the compressed (gzip) size of each artifact"):
+        return {v.artifact.path: gzip_size(v.artifact.files) for v in verdicts}
+
+
+MOSTLY_FLOAT = 0.5  # an int8 artifact running less than this share of its MACs in int8 is flagged
+
+
+def _quantization_read_back(artifact, log: StepLog) -> dict:
+    """What the file really holds (int8 share of weights and MACs, conv/dense ops left in
+    float), read from the file: the recipe says what was asked, this says what happened."""
+    from edgekit.quality.artifact_facts import read_facts
+
+    facts = read_facts(artifact.path, artifact.format).quantization()
+    share = facts["int8_mac_share"]
+    facts["mostly_float"] = bool(artifact.precision == "int8" and share is not None and share < MOSTLY_FLOAT)
+    if facts["mostly_float"]:
+        log.note(f"{artifact.path.name} was asked to be int8 but runs only {share:.0%} of its MACs in int8 "
+                 f"({facts['float_mac_ops']} of {facts['mac_ops']} conv/dense ops in float)")
+    return facts
+
+
+def _data_entry(ds: Dataset | None) -> dict | None:
+    return None if ds is None else {"path": str(ds.source), "samples": len(ds), "preprocess": ds.preprocess}
+
+
+def _build_report(opts, model: LoadedModel, exported: LoadedModel, data: _Data, original_accuracy, verdicts,
+                  stages, log) -> dict:
+    fp32_sizes = {v.artifact.format: v.artifact.size_bytes for v in verdicts if v.artifact.precision == "fp32"}
+    sparsity = weight_sparsity(exported)
+    artifacts = []
+    packed = _gzip_sizes(verdicts, log) if stages and "prune" in stages else {}
+    for verdict in verdicts:
+        entry = artifact_entry(verdict, fp32_sizes, sparsity)
+        entry["gzip_bytes"] = packed.get(verdict.artifact.path)
+        entry["quantization"] = _quantization_read_back(verdict.artifact, log)
+        artifacts.append(entry)
+    recipe = opts.recipe.model_dump(mode="json")
+    recipe["precisions"] = opts.precisions
+    if recipe["preprocess"] is None:
+        recipe["preprocess"] = next((d.preprocess for d in (data.calibration, data.validation) if d is not None), None)
+    report = base_report()
+    report.update({
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "source": {
+            "path": str(opts.model), "sha256": model.file.sha256, "keras": model.file.keras,
+            "keras_version": model.file.keras_version, "format": model.file.format, "bridge": model.bridge,
+            "size_bytes": model.file.size_bytes, "params": model.params, "macs": model.macs,
+            "input_shape": list(model.input_shape), "num_classes": model.num_classes,
+        },
+        "recipe": recipe | {"seed": opts.seed},
+        "data": {"calibration": _data_entry(data.calibration), "validation": _data_entry(data.validation),
+                 "training": _data_entry(data.train) if stages else None},
+        "reference": {"accuracy": original_accuracy},
+        "stages": stages,
+        "artifacts": artifacts,
+        "timings_s": dict(log.times),
+        "peak_rss_mb": dict(log.peaks),  # per step: a child's own peak, or this process's during the step
+        "environment": environment(),
+    })
+    return report
+
+
+def _check_tolerance(report: dict, recipe: Recipe) -> None:
+    """The accuracy tolerance (edgekit.quality.tolerance): exit 1 (like a gate) when a quantized artifact lost more."""
+    from edgekit.quality.tolerance import over_tolerance, tolerance_message
+
+    over = over_tolerance(report, recipe.accuracy_tolerance)
+    if over:
+        raise GateFailure(tolerance_message(over, recipe.accuracy_tolerance), report=report)

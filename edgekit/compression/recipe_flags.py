@@ -1,0 +1,47 @@
+"""Merge CLI flags over a recipe: flags win, and the result is validated like a recipe file."""
+
+from __future__ import annotations
+
+from edgekit.compression.config import Recipe, load_recipe, validate_recipe
+from edgekit.errors import InputError
+
+
+def recipe_from_flags(spec: str | None, *, int8: bool, fp16: bool, prune: float | None,
+                      prune_structure: str | None, qat: bool, epochs: int | None, formats: str | None,
+                      preprocess: str | None, calib_samples: int | None, io_dtype: str | None,
+                      max_accuracy_drop: float | None = None, learning_rate: float | None = None,
+                      accuracy_tolerance: float | None = None) -> Recipe:
+    base = load_recipe(spec) if spec else Recipe()
+    data = base.model_dump(mode="json")
+    if prune is not None and not 0 < prune < 1:
+        raise InputError(f"--prune {prune}: the sparsity must be between 0 and 1, e.g. --prune 0.5")
+    if prune_structure is not None and prune is None and base.prune is None:
+        raise InputError("--prune-structure needs --prune S")
+    stages = {stage["type"]: stage for stage in data["stages"]}
+    if prune is not None or prune_structure is not None:
+        stages["prune"] = stages.get("prune", {"type": "prune"}) | (
+            {"sparsity": prune} if prune is not None else {}) | (
+            {"structure": prune_structure} if prune_structure is not None else {})
+    if qat:
+        stages.setdefault("qat", {"type": "qat"})
+    if epochs is not None:
+        for stage in stages.values():
+            stage["epochs"] = epochs
+    data["stages"] = [stages[k] for k in ("prune", "qat") if k in stages]
+    flags = {"int8": int8 or None, "fp16": fp16 or None, "preprocess": preprocess, "calib_samples": calib_samples,
+             "io_dtype": io_dtype, "formats": _formats(formats), "learning_rate": learning_rate,
+             "accuracy_tolerance": accuracy_tolerance,
+             "accuracy_aware": {"max_drop": max_accuracy_drop} if max_accuracy_drop is not None else None}
+    given = {k: v for k, v in flags.items() if v is not None}
+    data.update(given)
+    names = {k: "--" + k.replace("_", "-") for k in given} | (
+        {"accuracy_aware": "--max-accuracy-drop"} if "accuracy_aware" in given else {})
+    return validate_recipe(data, spec or "from the command line", names)
+
+
+def _formats(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    from edgekit.compression.pipeline import parse_formats
+
+    return parse_formats(text)

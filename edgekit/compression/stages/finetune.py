@@ -1,0 +1,250 @@
+"""The fine-tuning loop shared by pruning and QAT, set up to keep a converged network converged.
+
+What a trained network needs from a short fine-tune (issue 22: a trained MobileNetV2 went from
+89% to 12% under the old loop while its training accuracy looked fine):
+- BatchNormalization frozen: in inference mode, on its moving statistics. In training mode it
+  normalizes with each small batch's statistics while its moving averages (momentum 0.99–0.999)
+  barely follow the changed weights, so the model the files are made from is not the one that
+  trained. Frozen, the weights learn against the statistics the exported model uses (Keras'
+  fine-tuning guide; tfmot's QAT folds BatchNorm with its moving statistics too).
+- A learning rate with a warm-up, then cosine decay to zero: Adam's first steps on a converged
+  model are its largest, and the warm-up keeps them small; a run that diverges anyway restarts
+  lower.
+- Optional distillation from the original model: the targets are a mix of the labels and the
+  original model's own probabilities, which carry more than a label on a small data set.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from edgekit.intake.data import Dataset
+from edgekit.errors import DataError
+from edgekit.support.keras_compat import tf_keras
+from edgekit.support.progress import console
+
+# The rate starts at what the file's Adam-family optimizer recorded, because a small network needs
+# it to recover from pruning (trained MobileNetV2 0.35, 50% pruning, 2 epochs: 1e-3 kept 89.6% of
+# 89.2%, 3e-4 77.2%, 1e-4 49.5%); a network it is too high for diverges and backs off (below).
+# Without a recorded rate or --learning-rate: DEFAULT_LEARNING_RATE.
+DEFAULT_LEARNING_RATE = 3e-4
+RECORDED_LR_FRACTION = 1.0  # of the learning rate the file's Adam-family optimizer recorded
+LR_BOUNDS = (1e-5, 1e-3)
+WARMUP_FRACTION = 0.1
+
+
+@dataclass
+class FinetuneSettings:
+    """How a stage fine-tunes: what report.json records under stages.<name>.finetune."""
+
+    learning_rate: float
+    learning_rate_source: str
+    epochs: int
+    batch_size: int
+    steps: int
+    warmup_steps: int
+    distillation: float  # weight of the original model's probabilities in the targets (0: labels only)
+    batchnorm: str = "frozen (inference mode, moving statistics)"
+    val_top1_per_epoch: list[float] = field(default_factory=list)
+    backoffs: list[dict] = field(default_factory=list)  # restarts at a lower rate after divergence
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def resolve_learning_rate(given: float | None, recorded: float | None) -> tuple[float, str]:
+    """--learning-rate when given; else a fraction of the rate the file's optimizer recorded; else the default."""
+    if given is not None:
+        return given, "given (--learning-rate or the recipe)"
+    if recorded:
+        low, high = LR_BOUNDS
+        rate = float(min(max(recorded * RECORDED_LR_FRACTION, low), high))
+        return rate, f"{RECORDED_LR_FRACTION:g} × the optimizer's recorded {recorded:g}, within {low:g}–{high:g}"
+    return DEFAULT_LEARNING_RATE, "default (the file records no optimizer)"
+
+
+def settings_for(n: int, epochs: int, batch_size: int, learning_rate: float | None, recorded_lr: float | None,
+                 distillation: float) -> FinetuneSettings:
+    rate, source = resolve_learning_rate(learning_rate, recorded_lr)
+    steps = steps_per_epoch(n, batch_size) * epochs
+    return FinetuneSettings(rate, source, epochs, batch_size, steps, int(steps * WARMUP_FRACTION), distillation)
+
+
+def require_labelled(data: Dataset | None, what: str) -> Dataset:
+    if data is None or len(data) == 0:
+        raise DataError(f"{what} fine-tunes the model and needs labelled training data: pass --data (image folder or .npz with x, y)")
+    if data.y is None:
+        raise DataError(f"{what} needs labels: --data {data.source} has no array `y`")
+    return data
+
+
+def outputs_probabilities(model) -> bool:
+    """True when the model ends in softmax (then the loss must not apply it again)."""
+    keras = tf_keras()
+    last = model.layers[-1]
+    return type(last).__name__ == "Softmax" or getattr(last, "activation", None) is keras.activations.softmax
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return max(1, -(-n // batch_size))
+
+
+@contextmanager
+def batchnorm_frozen(model):
+    """Every trainable BatchNormalization in the model (also inside tfmot's wrappers) in inference
+    mode while the block runs: a non-trainable tf_keras BatchNormalization normalizes with its
+    moving statistics and keeps them. Afterwards they are trainable again, as the next stage
+    expects (tfmot's registries judge a layer by whether it has trainable weights)."""
+    frozen = []
+    for layer in model.layers:
+        inner = getattr(layer, "layer", layer)  # PruneLowMagnitude / QuantizeWrapper hold the real layer
+        if type(inner).__name__ in ("BatchNormalization", "SyncBatchNormalization") and inner.trainable:
+            inner.trainable = False
+            frozen.append(inner)
+    try:
+        yield frozen
+    finally:
+        for layer in frozen:
+            layer.trainable = True
+
+
+def teacher_targets(teacher, data: Dataset, num_classes: int, weight: float, from_logits: bool,
+                    batch_size: int = 64) -> np.ndarray | None:
+    """Soft targets: (1 - weight) × one-hot labels + weight × the original model's probabilities.
+    Cross-entropy on them is the label loss plus `weight` × distillation (temperature 1)."""
+    if weight <= 0:
+        return None
+    outputs = np.concatenate([np.asarray(teacher(data.x[i:i + batch_size], training=False))
+                              for i in range(0, len(data), batch_size)])
+    if from_logits:
+        outputs = np.exp(outputs - outputs.max(axis=1, keepdims=True))
+        outputs /= outputs.sum(axis=1, keepdims=True)
+    one_hot = np.eye(num_classes, dtype=np.float32)[np.asarray(data.y, dtype=np.int64)]
+    return ((1 - weight) * one_hot + weight * outputs).astype(np.float32)
+
+
+# A fine-tune whose training loss climbs above chance level (ln of the class count: worse than
+# guessing) has diverged: its learning rate is too high for this network (trained ResNet50 at
+# 1e-3 with frozen BatchNorm fell to 9% top-1 where MobileNetV2 0.35 needs 1e-3 to recover from
+# pruning). It restarts from the same weights at a lower rate, half a decade down (1e-3, 3.2e-4,
+# 1e-4), at most MAX_BACKOFFS times.
+BACKOFF = 10 ** 0.5
+MAX_BACKOFFS = 2
+
+
+def finetune(model, data: Dataset, settings: FinetuneSettings, seed: int, title: str, callbacks=(),
+             from_logits: bool | None = None, targets: np.ndarray | None = None, validation=None,
+             quiet: bool = False) -> None:
+    """Fit `model` as `settings` say. `targets`: soft targets (else the labels); `validation`:
+    (x, y) measured after every epoch into settings.val_top1_per_epoch. A diverging run is
+    restarted at a lower rate (settings.backoffs records each)."""
+    if from_logits is None:
+        from_logits = not outputs_probabilities(model)
+    with batchnorm_frozen(model):
+        _fit_with_backoff(model, data, settings, seed, title, callbacks, from_logits, targets, validation, quiet)
+
+
+def _fit_with_backoff(model, data: Dataset, settings: FinetuneSettings, seed: int, title: str, callbacks,
+                      from_logits: bool, targets, validation, quiet: bool) -> None:
+    start = model.get_weights()  # every variable: kernels, pruning masks and step, quantizer ranges
+    chance = float(np.log(max(2, (targets.shape[1] if targets is not None else int(np.max(data.y)) + 1))))
+    for attempt in range(MAX_BACKOFFS + 1):
+        if attempt:
+            model.set_weights(start)
+            settings.backoffs.append({"from": settings.learning_rate, "to": settings.learning_rate / BACKOFF,
+                                      "why": f"training loss rose above chance level ({chance:.2f})"})
+            settings.learning_rate /= BACKOFF
+            settings.val_top1_per_epoch.clear()
+            if not quiet:
+                console.print(f"! {title}: the fine-tune diverged (training loss above chance level); restarting "
+                              f"from the same weights at learning rate {settings.learning_rate:.2g}", highlight=False)
+        guard = _Divergence(chance, settings.warmup_steps)
+        _fit(model, data, settings, seed, title, [*callbacks, guard], from_logits, targets, validation, quiet)
+        if not guard.diverged:
+            return
+
+
+def _fit(model, data: Dataset, settings: FinetuneSettings, seed: int, title: str, callbacks, from_logits: bool,
+         targets, validation, quiet: bool) -> None:
+    keras = tf_keras()
+    keras.utils.set_random_seed(seed)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, max(1, settings.steps - settings.warmup_steps), warmup_target=settings.learning_rate,
+        warmup_steps=settings.warmup_steps)
+    if targets is None:
+        loss, y = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits), data.y
+        metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    else:
+        loss, y = keras.losses.CategoricalCrossentropy(from_logits=from_logits), targets
+        metric = keras.metrics.CategoricalAccuracy(name="accuracy")
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=[metric])
+    watchers = [] if validation is None else [_EpochTop1(validation, settings.val_top1_per_epoch)]
+    progress = [] if quiet else [_EpochBars(title, settings.epochs, steps_per_epoch(len(data), settings.batch_size))]
+    model.fit(data.x, y, epochs=settings.epochs, batch_size=settings.batch_size, shuffle=True, verbose=0,
+              callbacks=[*callbacks, *watchers, *progress])
+
+
+class _Divergence(tf_keras().callbacks.Callback):
+    """Stops training once the epoch's running loss is above chance level, past the warm-up."""
+
+    def __init__(self, chance: float, warmup_steps: int):
+        super().__init__()
+        self.chance, self.warmup_steps = chance, warmup_steps
+        self.step, self.diverged = 0, False
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        loss = (logs or {}).get("loss")
+        if self.step > max(3, self.warmup_steps) and loss is not None and not loss < self.chance:  # NaN too
+            self.diverged = True
+            self.model.stop_training = True
+
+
+class _EpochTop1(tf_keras().callbacks.Callback):
+    """Validation top-1 of the model being trained, after every epoch."""
+
+    def __init__(self, validation, into: list):
+        super().__init__()
+        self.x, self.y = validation
+        self.into = into
+
+    def on_epoch_end(self, epoch, logs=None):
+        scores = np.concatenate([np.asarray(self.model(self.x[i:i + 128], training=False))
+                                 for i in range(0, len(self.x), 128)])
+        top1 = round(float(np.mean(np.argmax(scores, axis=1) == self.y)), 6)
+        self.into.append(top1)
+        if logs is not None:
+            logs["val_top1"] = top1
+
+
+class _EpochBars(tf_keras().callbacks.Callback):
+    """One rich progress bar per epoch, with the running loss and accuracy, then validation top-1."""
+
+    def __init__(self, title: str, epochs: int, steps: int):
+        super().__init__()
+        self.title, self.epochs, self.steps = title, epochs, steps
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[metrics]}"), TimeElapsedColumn(), console=console)
+
+    def on_train_begin(self, logs=None):
+        self.progress.start()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.task = self.progress.add_task(f"{self.title} epoch {epoch + 1}/{self.epochs}", total=self.steps, metrics="")
+        self.metrics = ""
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        self.metrics = f"loss {logs.get('loss', 0):.3f} acc {logs.get('accuracy', 0):.3f}"
+        self.progress.update(self.task, completed=batch + 1, metrics=self.metrics)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs and "val_top1" in logs:
+            self.progress.update(self.task, metrics=f"{self.metrics} val top-1 {100 * logs['val_top1']:.2f}%")
+
+    def on_train_end(self, logs=None):
+        self.progress.stop()

@@ -1,0 +1,109 @@
+"""Device profiles (devices/NAME.yaml): what a target runs, how fast it is on paper, and the
+published latency its estimates are calibrated on, each with its source.
+
+    name: rpi4
+    kind: cpu                      # cpu | gpu | npu
+    runtimes: [tflite, onnx]       # in order of preference
+    precisions: [fp32, int8]       # artifact precisions it accepts
+    runs_as: {int8w: fp32}         # the precision it really computes them in, where different
+    peak_gmacs: {fp32: 48, int8: 96}
+    memory_gbps: 12.8
+    reference: {model, macs, precision, latency_ms, runtime, source}
+
+Validated by pydantic like recipes: an unknown key is an error, not silently ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgekit.support.shipped import shipped_files
+from edgekit.errors import InputError
+
+Precision = Literal["fp32", "fp16", "int8w", "int8"]
+Format = Literal["tflite", "onnx", "openvino"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class Reference(_Strict):
+    """One published latency on this device: the point the roofline is calibrated on."""
+    model: str
+    macs: int = Field(gt=0)
+    params: int = Field(gt=0)
+    precision: Precision
+    latency_ms: float = Field(gt=0)
+    runtime: str
+    source: str
+
+
+class Constraints(_Strict):
+    io_dtypes: Optional[list[Literal["float32", "int8", "uint8"]]] = None
+    supported_ops: Optional[list[str]] = None
+    static_shapes: bool = False
+    toolchain: Optional[str] = None
+
+
+class DeviceProfile(_Strict):
+    name: str
+    title: str
+    kind: Literal["cpu", "gpu", "npu"]
+    arch: str
+    runtimes: list[Format] = Field(min_length=1)
+    onnx_providers: Optional[list[str]] = None
+    openvino_device: Optional[str] = None
+    precisions: list[Precision] = Field(min_length=1)
+    runs_as: dict[Precision, Precision] = Field(default_factory=dict)
+    threads: Optional[int] = Field(None, ge=1)
+    memory_mb: Optional[int] = Field(None, gt=0)
+    peak_gmacs: dict[Precision, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    memory_gbps: Optional[float] = Field(None, gt=0)
+    on_chip_mb: Optional[float] = Field(None, gt=0)
+    specs_source: Optional[str] = None
+    peak_derivation: Optional[str] = None
+    constraints: Constraints = Field(default_factory=Constraints)
+    reference: Optional[Reference] = None
+    notes: Optional[str] = None
+
+    @property
+    def measured_live(self) -> bool:
+        return self.name == "host"
+
+    def compute_precision(self, precision: str) -> str:
+        return self.runs_as.get(precision, precision)
+
+
+def shipped_devices() -> dict[str, Path]:
+    return shipped_files("devices")
+
+
+def load_profile(name: str, option: str = "--device") -> DeviceProfile:
+    """--device NAME (a shipped profile) or a path to a profile YAML; `option` is how the
+    command line named it, for messages."""
+    from edgekit.support.untrusted import load_yaml
+
+    shipped = shipped_devices()
+    path = Path(name)
+    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+        if name not in shipped:
+            raise InputError(f"{option} {name}: unknown device (known: {', '.join(shipped) or 'none'}; "
+                             "`edgekit devices` lists them)")
+        path = shipped[name]
+    data = load_yaml(path, "device profile")
+    if not isinstance(data, dict):
+        raise InputError(f"device profile {path} must be a YAML mapping of fields")
+    try:
+        return DeviceProfile.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"])
+        raise InputError(f"device profile {path}: {where}: {error['msg'].lower()}") from None
+
+
+def all_profiles() -> list[DeviceProfile]:
+    return [load_profile(name) for name in shipped_devices()]
