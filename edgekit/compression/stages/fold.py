@@ -25,7 +25,6 @@ FOLDABLE = ("Conv2D", "DepthwiseConv2D", "Dense")
 def fold_batchnorm(model):
     """A new tf_keras model with the foldable BatchNorms folded; (model, folded names).
     Returns the model itself when nothing folds or it is not a Functional/Sequential model."""
-    keras = tf_keras()
     pairs = _foldable_pairs(model)
     if not pairs:
         return model, []
@@ -39,12 +38,7 @@ def fold_batchnorm(model):
         if layer["config"].get("name") in into.values():
             layer["config"]["use_bias"] = True
         _rewire(layer, into)
-    if isinstance(model, keras.Sequential):
-        folded = keras.Sequential.from_config(config)
-    else:
-        for key in ("output_layers", "input_layers"):
-            config[key] = [_renamed(entry, into) for entry in config.get(key, [])]
-        folded = keras.Model.from_config(config)
+    folded = _rebuilt(model, config, into)
     _copy_weights(model, folded, dict((conv, bn) for bn, conv in pairs))
     return folded, sorted(dropped)
 
@@ -58,7 +52,6 @@ def split_gates(model):
     the layers split). The same function, in float exactly; but tfmot then quantizes the
     layer's output and the gate as the int8 files compute them (edgekit.compression.stages.qat_scheme),
     not the fused activation, which it rounds once where the files round three times."""
-    keras = tf_keras()
     split = [layer.name for layer in model.layers if type(layer).__name__ in FOLDABLE
              and getattr(layer.activation, "__name__", None) in GATES and len(layer._inbound_nodes) == 1]  # noqa: SLF001
     config = model.get_config()
@@ -79,15 +72,21 @@ def split_gates(model):
                                       "activation": gate},
                            "inbound_nodes": [[[name, 0, 0, {}]]]})
     config["layers"] = layers
-    if isinstance(model, keras.Sequential):
-        rebuilt = keras.Sequential.from_config(config)
-    else:
-        config["output_layers"] = [_renamed(entry, into) for entry in config.get("output_layers", [])]
-        rebuilt = keras.Model.from_config(config)
+    rebuilt = _rebuilt(model, config, into)
     for layer in rebuilt.layers:
         if layer.weights:
             layer.set_weights(model.get_layer(layer.name).get_weights())
     return rebuilt, split
+
+
+def _rebuilt(model, config: dict, into: dict[str, str]):
+    """The model of a rewritten config, its inputs and outputs following the renames in `into`."""
+    keras = tf_keras()
+    if isinstance(model, keras.Sequential):
+        return keras.Sequential.from_config(config)
+    for key in ("output_layers", "input_layers"):
+        config[key] = [_renamed(entry, into) for entry in config.get(key, [])]
+    return keras.Model.from_config(config)
 
 
 def _unused(name: str, taken: set) -> str:

@@ -27,10 +27,10 @@ On a squeeze-excite block the QAT model and its TFLite file then give the same l
 
 from __future__ import annotations
 
+from edgekit.compression.stages.fold import GATES  # Activations whose int8 kernels round inside (LOGISTIC)
 from edgekit.errors import require
 
 WEIGHTED = "Conv2D|DepthwiseConv2D|Dense"
-GATES = ("swish", "sigmoid")  # Activation layers whose int8 kernels round inside (LOGISTIC's fixed grid)
 # No weights, not in tfmot's registry; the int8 files quantize their output (calibrated), so QAT does too
 OUTPUT_ONLY = ("Rescaling", "Normalization", "Multiply")
 # What report.json's stages.qat.corrections lists: how this scheme differs from tfmot's.
