@@ -50,7 +50,8 @@ class SweepOptions:
 
 
 def run_sweep(opts: SweepOptions, log) -> dict:
-    plan = _check_and_plan(opts)
+    with log.step("Check the model and data every cell shares"):  # decodes every image of a folder
+        plan = _check_and_plan(opts)
     store = opts.cell_store
     done, todo = _split_finished(plan.cells, store)
     log.info(f"{len(plan.cells)} cells: {len(done)} finished earlier (reused), {len(todo)} to run"
