@@ -413,6 +413,7 @@ def _run_stages(opts: CompressOptions, model: LoadedModel, data: _Data, evidence
         working, fp32_from = float_model_after_qat(qat_model, result.float_model)
         stages["qat"] = {"scheme": result.scheme, "unquantized": result.unquantized, "keras_accuracy": qat_accuracy,
                          "fp32_artifacts": fp32_from, "batchnorm_folded": len(result.folded),
+                         "biases_rounded": result.biases_rounded,
                          "corrections": QAT_CORRECTIONS,
                          "finetune": settings.to_json()}
         _check_stage_kept("quantization-aware training", qat_accuracy, original, recipe, settings)

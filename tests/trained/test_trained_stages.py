@@ -19,10 +19,12 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parents[2]
-# name → (flavour, architecture, input size, training epochs)
+# name → (flavour, architecture, input size, training epochs). MobileNetV2 trains 12 epochs: at 6 the
+# Keras 3 one reached 86% (many inputs with a top-1 margin of a few hundredths, which any runtime's own
+# rounding flips: OpenVINO's int8 kernels alone disagreed with the QAT model on 11 of 539), at 12 93.7%.
 MODELS = {
-    "mobilenetv2-keras3": ("keras3", "MobileNetV2", 48, 6),
-    "mobilenetv2-tf_keras": ("tf_keras", "MobileNetV2", 48, 6),
+    "mobilenetv2-keras3": ("keras3", "MobileNetV2", 48, 12),
+    "mobilenetv2-tf_keras": ("tf_keras", "MobileNetV2", 48, 12),
     "efficientnetb0": ("tf_keras", "EfficientNetB0", 32, 4),
     "resnet50": ("keras3", "ResNet50", 32, 4),
 }
@@ -86,8 +88,9 @@ def test_prune_half_keeps_a_trained_network(name, trained, cli, tmp_path):
 
 
 # A gap still open (issue 22), measured and named rather than hidden: EfficientNetB0's QAT files
-# agree with its QAT model on 96.8% (TFLite), 96.3% (ONNX), 97.2% (OpenVINO). Every tensor the files
-# quantize is now quantized in the QAT model too (swish/sigmoid gates, Multiply, Rescaling): the stem
+# agree with its QAT model on 97.2% (TFLite), 98.0% (ONNX), 95.7% (OpenVINO). Every tensor the files
+# quantize is now quantized in the QAT model too (swish/sigmoid gates, Multiply, Rescaling), biases sit
+# on the files' int32 grid (edgekit.compression.stages.qat_bias): the stem
 # matches to one rounding step, and those one-step flips compound block by block (benchmarks/results.md).
 # For it the test holds the exit-1 contract instead: every file short of 98% is named, left out and
 # recorded, the rest written.
@@ -102,6 +105,7 @@ def test_qat_int8_files_compute_what_the_qat_model_computes(name, trained, cli, 
     float_top1 = report["reference"]["accuracy"]["top1"]
     qat = report["stages"]["qat"]
     assert float_top1 - qat["keras_accuracy"]["top1"] <= 0.015, qat
+    assert qat["biases_rounded"] >= 50, qat  # every conv and the head (MobileNetV2 has 52 convs)
     if name in QAT_KNOWN_GAPS and result.exit_code == 1:
         failed = report["failed_checks"]
         assert failed and all(f["against"] == "qat_model" and f["agreement"] < 0.98 for f in failed), failed

@@ -24,11 +24,13 @@ class QATResult:
     scheme: str
     float_model: object  # the float model QAT started from: BatchNorms folded (edgekit.compression.stages.fold)
     folded: list[str]  # the BatchNorm layers folded into the layer before them
+    biases_rounded: int = 0  # conv/dense biases put on the int32 grid of the int8 files
 
 
 def quantize_aware(model, data: Dataset | None, stage: QATStage, preserve_sparsity: bool, settings: FinetuneSettings,
                    seed: int, targets=None, validation=None, quiet: bool = False) -> QATResult:
     from edgekit.compression.stages.fold import fold_batchnorm, split_gates
+    from edgekit.compression.stages.qat_bias import round_biases_to_int32_grid
     from edgekit.compression.stages.qat_scheme import qat_scheme
 
     data = require_labelled(data, "--qat")
@@ -51,7 +53,8 @@ def quantize_aware(model, data: Dataset | None, stage: QATStage, preserve_sparsi
     calibrate_ranges(qat_model, data.x)
     finetune(qat_model, data, settings, seed, "qat", from_logits=from_logits, targets=targets, validation=validation,
              quiet=quiet)
-    return QATResult(qat_model, unsupported, scheme_name, model, folded)
+    biases = round_biases_to_int32_grid(qat_model)  # after training: the grid moves with the ranges
+    return QATResult(qat_model, unsupported, scheme_name, model, folded, biases)
 
 
 CALIBRATION_BATCHES, CALIBRATION_BATCH = 8, 32
