@@ -80,11 +80,15 @@ def test_the_int8_file_stores_exactly_the_biases_the_qat_model_computes_with(tmp
         assert np.max(np.abs(after[name] - before[name]) / steps) <= 0.5 + 1e-3, name  # moved under half a step
 
 
-def test_rounding_twice_changes_nothing():
+def test_rounding_twice_changes_nothing_and_a_second_model_in_one_process_is_rounded_too():
+    """A second QAT model in one process (a sweep, the API) names its input range
+    "quantize_layer_1_min": its first conv is rounded all the same."""
     from edgekit.compression.stages.qat_bias import round_biases_to_int32_grid
 
+    _qat_model()
     qat, _ = _qat_model()
-    round_biases_to_int32_grid(qat)
+    assert qat.layers[1].name != "quantize_layer"
+    assert round_biases_to_int32_grid(qat) == len(LAYERS)
     once = _qat_biases(qat)
     round_biases_to_int32_grid(qat)
     for name in LAYERS:

@@ -18,8 +18,9 @@ import numpy as np
 # Layers whose output is their input's values rearranged or subsampled: the grid passes through.
 GRID_PRESERVING = {"ZeroPadding2D", "Cropping2D", "Reshape", "Flatten", "Dropout", "SpatialDropout2D",
                    "MaxPooling2D", "Permute"}
-# tfmot's names for a layer's output range: wrapper output, fused activation, model input.
-OUTPUT_RANGES = ("output", "post_activation", "quantize_layer")
+# tfmot's names for a layer's output range: wrapper output, fused activation (a QuantizeLayer at
+# the model input names its range after itself: "quantize_layer_1_min" in a second model).
+OUTPUT_RANGES = ("output", "post_activation")
 INT8_LEVELS, NARROW_LEVELS = 255, 254  # activations use all 256 values, weights −127..127
 
 
@@ -56,7 +57,7 @@ def _input_step(layer) -> float | None:
     quantizing layer upstream, through layers that keep the grid; None when unknown."""
     source = _single_inbound(layer)
     while source is not None:
-        for kind in OUTPUT_RANGES:
+        for kind in (*OUTPUT_RANGES, source.name):
             low, high = _range(source, kind)
             if low is not None and low.size == 1:
                 return float(high - low) / INT8_LEVELS
