@@ -68,7 +68,8 @@ def prune(model, data: Dataset | None, stage: PruneStage, settings: FinetuneSett
     wrapped = keras.models.clone_model(model, clone_function=wrap)
     # the loss follows the original model's output: the wrapper around a softmax Dense hides it
     finetune(wrapped, data, settings, seed, "prune", callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
-             from_logits=not outputs_probabilities(model), targets=targets, validation=validation, quiet=quiet)
+             from_logits=not outputs_probabilities(model), targets=targets, validation=validation, quiet=quiet,
+             keep_from_step=params["end_step"])  # an epoch before the final sparsity is no candidate
     stripped = tfmot.sparsity.keras.strip_pruning(wrapped)
     per_layer, overall = kernel_sparsity(stripped)
     return PruneResult(stripped, per_layer, overall, params | {"structure": stage.structure})
