@@ -7,7 +7,6 @@ folder, model file, data), and every output is staged so a failure leaves nothin
 from __future__ import annotations
 
 import time
-import zlib
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,15 +17,16 @@ from edgekit.compression.config import Recipe
 from edgekit.intake.data import Dataset, check_data_path, check_labels, check_varied, load_dataset
 from edgekit.errors import ConversionError, GateFailure, InputError, ModelError, StageFailure, first_line
 from edgekit.quality.evaluation import accuracy
-from edgekit.export import FORMATS, exporter_for
+from edgekit.export import exporter_for
 from edgekit.export.base import ExportRequest, artifact_names, freeze
 from edgekit.export.source import forget_live, keras_source, write_graph
+from edgekit.reports.assembly import add_latencies, build_report
 from edgekit.reports.html_report import render_html
 from edgekit.support.memory import check_all_steps_fit
 from edgekit.intake.model import LoadedModel, load_model
 from edgekit.support.outputs import check_output_folder, scratch_folder, staged
 from edgekit.support.progress import StepLog
-from edgekit.reports.report import artifact_entry, base_report, environment, render_markdown, write_json
+from edgekit.reports.report import render_markdown, write_json
 from edgekit.quality.verify import Evidence, verify
 
 RANDOM_CHECK_SAMPLES = 64
@@ -56,16 +56,6 @@ class CompressOptions:
 
     def resolved_outdir(self) -> Path:
         return Path(self.outdir) if self.outdir else Path(f"{Path(self.model).stem}-edgekit")
-
-
-def parse_formats(text: str) -> list[str]:
-    names = [f.strip().lower() for f in text.split(",") if f.strip()]
-    unknown = [f for f in names if f not in FORMATS]
-    if unknown or not names:
-        raise InputError(
-            f"--formats: unknown format {', '.join(unknown) or repr(text)}; choose from {','.join(FORMATS)}"
-        )
-    return list(dict.fromkeys(names))  # keep order, drop repeats
 
 
 def validate_options(opts: CompressOptions) -> None:
@@ -149,11 +139,11 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
         finally:
             forget_live()
         latencies = _benchmark(artifacts + [s.plain for s in searched.values() if s.plain], log) if opts.bench else None
-        report = _build_report(opts, model, exported, data, original_accuracy, verdicts, stages, log)
+        report = build_report(opts, model, exported, data, original_accuracy, verdicts, stages, log)
         report["diagnostics"] = diagnostics
         report["failed_checks"] = failed
         report["skipped"] = skipped
-        _add_latencies(report, latencies)
+        add_latencies(report, latencies)
         _add_accuracy_aware(report, searched, latencies)
         report["timings_s"]["total"] = round(time.perf_counter() - started, 3)
         report["peak_rss_mb"]["largest step"] = max(log.peaks.values(), default=None)
@@ -531,103 +521,6 @@ def _benchmark(paths, log: StepLog) -> list[dict]:
 
     with log.step(f"Benchmark {len(paths)} artifacts on this host (batch 1, ≥50 runs and ≥1 s each)"):
         return bench_local([getattr(p, "path", p) for p in paths], BenchSettings())
-
-
-def _add_latencies(report: dict, latencies: list[dict] | None) -> None:
-    if latencies is None:
-        return
-    for entry, timing in zip(report["artifacts"], latencies):
-        entry["latency_ms"] = {k: timing[k] for k in ("mean", "std", "min", "p50", "p90", "p99", "max")}
-        entry["benchmark"] = {k: timing[k] for k in ("runs", "threads", "init_ms", "first_inference_ms",
-                                                      "throughput_per_s", "peak_rss_mb", "baseline_rss_mb")}
-    report["host"] = latencies[0]["machine"] if latencies else None
-
-
-def weight_sparsity(model: LoadedModel) -> float:
-    """Fraction of exact zeros in the conv/dense kernels: what pruning raises."""
-    variables = getattr(model.trackable, "weights", None) or getattr(model.trackable, "variables", [])
-    kernels = [np.asarray(w) for w in variables if "kernel" in w.name]
-    total = sum(k.size for k in kernels)
-    return round(float(sum(np.count_nonzero(k == 0) for k in kernels)) / total, 6) if total else 0.0
-
-
-GZIP_LEVEL = 6  # level 9 took ~145 s of a 239 s ResNet50 run for files 2% smaller
-
-
-def gzip_size(files: list[Path]) -> int:
-    """What pruning pays in: the compressed size (zeros compress, dense kernels do not),
-    streamed in 1 MiB blocks so a large file is never held twice."""
-    total = 0
-    for file in files:
-        packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # wbits 31: the gzip format
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                total += len(packer.compress(block))
-        total += len(packer.flush())
-    return total
-
-
-def _gzip_sizes(verdicts, log) -> dict:
-    with log.step("Measure the compressed (gzip) size of each artifact"):
-        return {v.artifact.path: gzip_size(v.artifact.files) for v in verdicts}
-
-
-MOSTLY_FLOAT = 0.5  # an int8 artifact running less than this share of its MACs in int8 is flagged
-
-
-def _quantization_read_back(artifact, log: StepLog) -> dict:
-    """What the file really holds (int8 share of weights and MACs, conv/dense ops left in
-    float), read from the file: the recipe says what was asked, this says what happened."""
-    from edgekit.quality.artifact_facts import read_facts
-
-    facts = read_facts(artifact.path, artifact.format).quantization()
-    share = facts["int8_mac_share"]
-    facts["mostly_float"] = bool(artifact.precision == "int8" and share is not None and share < MOSTLY_FLOAT)
-    if facts["mostly_float"]:
-        log.note(f"{artifact.path.name} was asked to be int8 but runs only {share:.0%} of its MACs in int8 "
-                 f"({facts['float_mac_ops']} of {facts['mac_ops']} conv/dense ops in float)")
-    return facts
-
-
-def _data_entry(ds: Dataset | None) -> dict | None:
-    return None if ds is None else {"path": str(ds.source), "samples": len(ds), "preprocess": ds.preprocess}
-
-
-def _build_report(opts, model: LoadedModel, exported: LoadedModel, data: _Data, original_accuracy, verdicts,
-                  stages, log) -> dict:
-    fp32_sizes = {v.artifact.format: v.artifact.size_bytes for v in verdicts if v.artifact.precision == "fp32"}
-    sparsity = weight_sparsity(exported)
-    artifacts = []
-    packed = _gzip_sizes(verdicts, log) if stages and "prune" in stages else {}
-    for verdict in verdicts:
-        entry = artifact_entry(verdict, fp32_sizes, sparsity)
-        entry["gzip_bytes"] = packed.get(verdict.artifact.path)
-        entry["quantization"] = _quantization_read_back(verdict.artifact, log)
-        artifacts.append(entry)
-    recipe = opts.recipe.model_dump(mode="json")
-    recipe["precisions"] = opts.precisions
-    if recipe["preprocess"] is None:
-        recipe["preprocess"] = next((d.preprocess for d in (data.calibration, data.validation) if d is not None), None)
-    report = base_report()
-    report.update({
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "source": {
-            "path": str(opts.model), "sha256": model.file.sha256, "keras": model.file.keras,
-            "keras_version": model.file.keras_version, "format": model.file.format, "bridge": model.bridge,
-            "size_bytes": model.file.size_bytes, "params": model.params, "macs": model.macs,
-            "input_shape": list(model.input_shape), "num_classes": model.num_classes,
-        },
-        "recipe": recipe | {"seed": opts.seed},
-        "data": {"calibration": _data_entry(data.calibration), "validation": _data_entry(data.validation),
-                 "training": _data_entry(data.train) if stages else None},
-        "reference": {"accuracy": original_accuracy},
-        "stages": stages,
-        "artifacts": artifacts,
-        "timings_s": dict(log.times),
-        "peak_rss_mb": dict(log.peaks),  # per step: a child's own peak, or this process's during the step
-        "environment": environment(),
-    })
-    return report
 
 
 def _check_tolerance(report: dict, recipe: Recipe) -> None:

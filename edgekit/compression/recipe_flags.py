@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from edgekit.compression.config import Recipe, load_recipe, validate_recipe
 from edgekit.errors import InputError
+from edgekit.export import FORMATS
 
 
 def recipe_from_flags(spec: str | None, *, int8: bool, fp16: bool, prune: float | None,
@@ -40,8 +41,15 @@ def recipe_from_flags(spec: str | None, *, int8: bool, fp16: bool, prune: float 
 
 
 def _formats(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    from edgekit.compression.pipeline import parse_formats
+    return None if text is None else parse_formats(text)
 
-    return parse_formats(text)
+
+def parse_formats(text: str) -> list[str]:
+    """--formats "tflite,onnx": known names, lower case, in the order given, without repeats."""
+    names = [f.strip().lower() for f in text.split(",") if f.strip()]
+    unknown = [f for f in names if f not in FORMATS]
+    if unknown or not names:
+        raise InputError(
+            f"--formats: unknown format {', '.join(unknown) or repr(text)}; choose from {','.join(FORMATS)}"
+        )
+    return list(dict.fromkeys(names))  # keep order, drop repeats

@@ -110,7 +110,7 @@ def _check_and_plan(opts: SweepOptions) -> _Plan:
     from edgekit.intake.data import check_data_path
     from edgekit.measure.devices import load_profile
     from edgekit.intake.model import vet_model_file
-    from edgekit.compression.pipeline import parse_formats
+    from edgekit.compression.recipe_flags import parse_formats
 
     _check_options(opts)
     names = dict.fromkeys(name.strip() for name in opts.devices.split(",") if name.strip())

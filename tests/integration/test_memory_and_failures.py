@@ -163,7 +163,7 @@ def test_sigterm_cleans_up_like_ctrl_c(digits, tmp_path):
 
 def test_precision_is_read_from_the_file_and_a_mostly_float_int8_is_flagged(validated_run, tmp_path):
     from edgekit.export.base import Artifact
-    from edgekit.compression.pipeline import _quantization_read_back
+    from edgekit.reports.assembly import quantization_read_back
     from edgekit.support.progress import StepLog
 
     report = json.loads((validated_run / "report.json").read_text())
@@ -175,7 +175,7 @@ def test_precision_is_read_from_the_file_and_a_mostly_float_int8_is_flagged(vali
         assert by_id[f"{fmt}-fp32"]["int8_mac_share"] == 0.0 and by_id[f"{fmt}-fp32"]["float_mac_ops"] > 0
     # a file that claims int8 but holds float kernels is flagged, with its float ops named
     fake = Artifact("tflite", "int8", [validated_run / "digits.fp32.tflite"])
-    facts = _quantization_read_back(fake, StepLog(quiet=True))
+    facts = quantization_read_back(fake, StepLog(quiet=True))
     assert facts["mostly_float"] and facts["int8_mac_share"] == 0.0
     assert len(facts["float_mac_op_names"]) == facts["float_mac_ops"] > 0
 
