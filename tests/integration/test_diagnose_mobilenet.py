@@ -9,9 +9,12 @@ import sys
 from pathlib import Path
 from statistics import median
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # a full-size MobileNetV2 in three formats: ~55 s
 def test_mobilenetv2_diagnostics_cover_every_layer_and_agree_across_formats(tmp_path):
     built = subprocess.run([sys.executable, "-m", "tests.zoo_build", "mobilenet-on-digits", "64", str(tmp_path)],
                            cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+# 13 architectures, 25–160 s each on 2 cores: the slow tier, beside the trained ones (README, Development).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 ZOO = [
     ("keras3", "ResNet50", 32), ("keras3", "EfficientNetV2B0", 32), ("keras3", "DenseNet121", 32),

@@ -189,6 +189,7 @@ def _float_weight_ops(path) -> tuple[int, int]:
     return sum(details[op["inputs"][1]]["dtype"] == np.float32 for op in ops), len(ops)
 
 
+@pytest.mark.slow  # QAT of a whole EfficientNetB0: ~75 s
 def test_qat_on_efficientnet_is_int8_where_the_report_says(cli, tmp_path):
     """Where tfmot put no fake-quant (after the float Multiply of squeeze-excite blocks), the
     converter's calibration fills in the ranges: all 82 conv ops int8, read from the file."""
