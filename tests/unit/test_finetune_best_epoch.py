@@ -8,13 +8,17 @@ from pathlib import Path
 import numpy as np
 
 
-def _dense_model():
+def _watched(from_step: int = 0):
+    """(model, validation scores, a BestEpoch watching them) for a small Dense model."""
+    from edgekit.compression.stages.finetune import BestEpoch
     from edgekit.support.keras_compat import tf_keras
 
     keras = tf_keras()
     model = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(3)])
-    model.build((None, 4))
-    return model
+    scores: list[float] = []
+    keeper = BestEpoch(scores, from_step)
+    keeper.set_model(model)
+    return model, scores, keeper
 
 
 def _epoch(keeper, model, scores, top1, steps, value):
@@ -26,11 +30,7 @@ def _epoch(keeper, model, scores, top1, steps, value):
 
 
 def test_the_best_epoch_is_put_back_when_a_later_one_is_worse():
-    from edgekit.compression.stages.finetune import BestEpoch
-
-    model, scores = _dense_model(), []
-    keeper = BestEpoch(scores)
-    keeper.set_model(model)
+    model, scores, keeper = _watched()
     _epoch(keeper, model, scores, 0.90, 10, 1.0)
     _epoch(keeper, model, scores, 0.95, 10, 2.0)
     _epoch(keeper, model, scores, 0.40, 10, 3.0)
@@ -39,11 +39,7 @@ def test_the_best_epoch_is_put_back_when_a_later_one_is_worse():
 
 
 def test_the_last_epoch_stays_when_it_is_the_best():
-    from edgekit.compression.stages.finetune import BestEpoch
-
-    model, scores = _dense_model(), []
-    keeper = BestEpoch(scores)
-    keeper.set_model(model)
+    model, scores, keeper = _watched()
     _epoch(keeper, model, scores, 0.50, 10, 1.0)
     _epoch(keeper, model, scores, 0.60, 10, 2.0)
     assert keeper.restore() == 2 and all(np.all(w == 2.0) for w in model.get_weights())
@@ -51,11 +47,7 @@ def test_the_last_epoch_stays_when_it_is_the_best():
 
 def test_an_epoch_before_the_final_sparsity_is_no_candidate():
     """Pruning: an epoch that ended at or before the schedule's last step is not fully pruned."""
-    from edgekit.compression.stages.finetune import BestEpoch
-
-    model, scores = _dense_model(), []
-    keeper = BestEpoch(scores, from_step=10)
-    keeper.set_model(model)
+    model, scores, keeper = _watched(from_step=10)
     _epoch(keeper, model, scores, 0.99, 10, 1.0)  # ends at step 10: the last mask update is still due
     _epoch(keeper, model, scores, 0.70, 10, 2.0)
     _epoch(keeper, model, scores, 0.60, 10, 3.0)

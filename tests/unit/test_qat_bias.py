@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tests.qat_tflite import qat_int8_interpreter
+
 LAYERS = ("c1", "dw", "c2", "head")
 
 
@@ -37,17 +39,7 @@ def _qat_model():
 
 def _file_biases(qat, x, folder) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{layer: (the bias the int8 TFLite file computes with, its step)}: int32 values × scales."""
-    from edgekit.export.tflite import configure, save_forward
-    from edgekit.support.keras_compat import tensorflow
-
-    tf = tensorflow()
-    folder.mkdir()
-    np.save(folder / "calibration.npy", x[:32])
-    assert save_forward(qat, (12, 12, 3), str(folder / "forward"))
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(folder / "forward"))
-    configure(converter, "int8", str(folder / "calibration.npy"), "float32", qat=True)
-    interpreter = tf.lite.Interpreter(model_content=converter.convert())
-    interpreter.allocate_tensors()
+    interpreter = qat_int8_interpreter(qat, x, folder)
     found = {}
     for tensor in interpreter.get_tensor_details():
         layer = next((n for n in LAYERS if f"quant_{n}/" in tensor["name"]), None)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.qat_tflite import qat_int8_interpreter
+
 
 def _se_block_model(sequential: bool = False):
     """Conv(swish) → Conv → Activation(swish) → squeeze-excite (Dense swish, Dense sigmoid, Multiply)
@@ -62,26 +64,19 @@ def test_the_qat_model_computes_what_its_int8_tflite_file_computes(tmp_path):
     Now the same numbers, to the bit on this model."""
     import tensorflow_model_optimization as tfmot
 
-    from edgekit.export.tflite import configure, save_forward
     from edgekit.compression.inspection import qat_unsupported_layers
-    from edgekit.support.keras_compat import tensorflow
     from edgekit.compression.stages.fold import split_gates
     from edgekit.compression.stages.qat import calibrate_ranges
     from edgekit.compression.stages.qat_scheme import qat_scheme
 
-    tf, qk = tensorflow(), tfmot.quantization.keras
+    qk = tfmot.quantization.keras
     model, _ = split_gates(_se_block_model())
     assert qat_unsupported_layers(model) == []  # Multiply included: it is quantized at its output, as the files do
     with qk.quantize_scope():
         qat = qk.quantize_apply(qk.quantize_annotate_model(model), qat_scheme(False)[1])
     x = np.random.default_rng(0).uniform(0, 1, (64, 12, 12, 3)).astype(np.float32)
     calibrate_ranges(qat, x)
-    np.save(tmp_path / "calibration.npy", x[:32])
-    assert save_forward(qat, (12, 12, 3), str(tmp_path / "forward"))
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "forward"))
-    configure(converter, "int8", str(tmp_path / "calibration.npy"), "float32", qat=True)
-    interpreter = tf.lite.Interpreter(model_content=converter.convert())
-    interpreter.allocate_tensors()
+    interpreter = qat_int8_interpreter(qat, x, tmp_path)
     given, taken = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
     ops = {op["op_name"] for op in interpreter._get_ops_details()}  # noqa: SLF001
     assert "LOGISTIC" in ops and "DEQUANTIZE" in ops and "QUANTIZE" in ops

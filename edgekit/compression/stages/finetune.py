@@ -239,6 +239,7 @@ class BestEpoch(tf_keras().callbacks.Callback):
         # strictly after: the mask update of the schedule's last step happens during that step
         if self.step > self.from_step and self.scores and self.scores[-1] > self.best:
             self.best, self.epoch = self.scores[-1], len(self.scores)
+            self.weights = None  # one copy at a time: on VGG16 a copy is 0.5 GiB
             self.weights = self.model.get_weights()  # every variable: masks, pruning step, ranges too
 
     def restore(self) -> int | None:
