@@ -269,15 +269,6 @@ def _opened_image(file: Path, option: str):
         raise DataError(f"{option}: {file} is not a readable image ({exc})") from None
 
 
-def check_image_folder(path: Path, option: str) -> None:
-    """Every image of the folder decodes (whatever size the model will want): the sweep's driver
-    checks this once, so a broken image or a FIFO is exit 2 before any cell."""
-    _, files = image_folder_listing(path, option)
-    for _, file in files:
-        with _opened_image(file, option) as img:
-            img.load()
-
-
 def _read_image_folder(path: Path, image_shape, option: str):
     from PIL import Image
 

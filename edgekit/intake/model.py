@@ -291,6 +291,13 @@ def load_model(path: Path, trust: bool = False, custom_objects: str | None = Non
     return loaded
 
 
+def classifier_facts(path: str, trust: bool = False) -> dict:
+    """Load the model as a cell would and return what the sweep's driver checks the data against:
+    a non-classifier or NaN weights then fail once there, not in every cell (a step: JSON out)."""
+    loaded = load_model(Path(path), trust)
+    return {"image_shape": list(loaded.image_shape), "num_classes": int(loaded.num_classes)}
+
+
 def import_custom_objects(module_path: str) -> dict:
     """--custom-objects a.b.c: the classes and functions that module defines, by name."""
     try:

@@ -131,7 +131,8 @@ def _check_and_plan(opts: SweepOptions) -> _Plan:
     for option, path in (("--data", opts.data), ("--val", opts.val)):
         if path is not None:
             check_data_path(Path(path), option)
-    _check_shared_data(opts)
+    facts = _load_model_once(opts, info.size_bytes)
+    _check_shared_data(opts, tuple(facts["image_shape"]))
     cells = expand(choices, grid, overrides, inputs_key(Path(opts.model), opts.data, opts.val, opts.seed,
                                                         opts.trust_model))
     cell_mb = _cell_memory_mb(info.size_bytes)
@@ -140,24 +141,27 @@ def _check_and_plan(opts: SweepOptions) -> _Plan:
     return _Plan(cells, profiles, remotes, engine, text, cell_mb, grid)
 
 
-def _check_shared_data(opts: SweepOptions) -> None:
-    """Data every cell would read is checked once here: exit 2 before any cell, not the same
-    failure in each. An .npz is read whole (pickled, NaN, complex, no `x`, a --val without
-    labels); every image of a folder is decoded (a FIFO, a broken or oversized image). Resizing
-    to the model's input and its channel count are left to the cells, which load the model."""
-    from edgekit.intake.data import check_image_folder, load_dataset, read_npz_arrays
+def _load_model_once(opts: SweepOptions, size_bytes: int) -> dict:
+    """Load the model as every cell will (a non-classifier, NaN weights: exit 2 once, here). A big
+    model loads in a child process, so the driver does not hold TensorFlow's memory while cells run."""
+    from edgekit.support.steps import isolate_steps, run_step
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-sweep-") as scratch:
+        return run_step("edgekit.intake.model:classifier_facts",
+                        {"path": os.path.abspath(opts.model), "trust": opts.trust_model},
+                        isolate=isolate_steps(size_bytes), workdir=Path(scratch), label="loading the model").result
+
+
+def _check_shared_data(opts: SweepOptions, image_shape: tuple[int, int, int]) -> None:
+    """Data every cell would read is read once here, as the cells will read it (resized to the
+    model's input): exit 2 before any cell, not the same failure in each. An .npz: pickled, NaN,
+    complex, no `x`, the wrong shape, a --val without labels; a folder: a FIFO, a broken or
+    oversized image."""
+    from edgekit.intake.data import load_dataset
 
     for option, path, labels in (("--data", opts.data, False), ("--val", opts.val, True)):
-        if path is None:
-            continue
-        if Path(path).is_dir():
-            check_image_folder(Path(path), option)
-            continue
-        x = read_npz_arrays(Path(path), option, ("x",)).get("x")
-        if x is not None and x.ndim != 4:
-            continue  # a cell compares the shape with the model's and says what is wrong
-        shape = tuple(x.shape[1:]) if x is not None else (1, 1, 1)  # no `x`: refused whatever the shape
-        load_dataset(Path(path), shape, opts.preprocess, option, need_labels=labels)
+        if path is not None:
+            load_dataset(Path(path), image_shape, opts.preprocess, option, need_labels=labels)
 
 
 def _check_cells_have_data(choices, data: Path | None) -> None:

@@ -538,12 +538,32 @@ def test_inputs_every_cell_shares_are_refused_once_before_any_cell(digits, cli, 
     os.mkfifo(next(fifo.iterdir()) / "pipe.png")
     cases += [([digits["model"], "--data", digits["calib"], "--val", broken], ["--val", "not a readable image"]),
               ([digits["model"], "--data", fifo], ["--data", "pipe.png", "FIFO"])]
+    # what only loading the model finds: a non-classifier, NaN weights, data of the wrong size for it
+    from tests.integration.test_intake import _nan_weights_h5, _not_an_image_model
+
+    for build in (_nan_weights_h5, _not_an_image_model):
+        model, words = build(tmp_path, None)
+        cases.append(([model, "--data", digits["calib"]], words))
+    np.savez(tmp_path / "small.npz", x=x[:, :4, :4], y=y)
+    cases.append(([digits["model"], "--data", tmp_path / "small.npz"], ["--data", "small.npz", "(N, 8, 8, 1)"]))
     for args, words in cases:
         if "--val" not in map(str, args):
             args = [*args, "--val", digits["val"]]
         result = cli("sweep", *args, "-o", tmp_path / "sweep")
         refusal_line(result, words)
         assert not (tmp_path / "sweep").exists() and not marker.exists()
+
+
+def test_a_big_model_is_checked_in_a_child_process_with_the_same_refusal(digits, cli, tmp_path, monkeypatch):
+    """The driver loads a big model in a child (its memory goes back before the cells start):
+    the child's refusal reaches the user as the same exit-2 line."""
+    from tests.integration.test_intake import _nan_weights_h5
+
+    monkeypatch.setenv("EDGEKIT_STEP_PROCESSES", "child")
+    model, words = _nan_weights_h5(tmp_path, None)
+    result = cli("sweep", model, "--data", digits["calib"], "--val", digits["val"], "-o", tmp_path / "sweep")
+    refusal_line(result, words)
+    assert not (tmp_path / "sweep").exists()
 
 
 def _digit_folder(folder: Path, digits, count: int) -> Path:
