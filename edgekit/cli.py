@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.text import Text
 
 from edgekit.support.version import __version__
 from edgekit.errors import EXIT_INTERNAL, EdgekitError, GateFailure, first_line, printable
-from edgekit.support.progress import StepLog, console as err_console
+from edgekit.support.progress import StepLog, console as err_console, escaping_console, one_line
 
 app = typer.Typer(
     name="edgekit",
@@ -24,7 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain help: no `<bool>` after flags, `[default: …]` in help texts kept
 )
-out_console = Console(highlight=False, markup=False)  # text from files prints as it is (see progress.py)
+out_console = escaping_console()  # text from files prints as it is, its control characters made visible
 PIPE_WIDTH = 1000
 
 
@@ -48,7 +47,7 @@ def _errors_to_exit_codes():
             err_console.print_exception()
             if getattr(exc, "child_traceback", None):  # a step that failed in its child process
                 err_console.print(exc.child_traceback, markup=False)
-        err_console.print(Text.assemble(("error:", "red"), f" {printable(str(exc))}"), soft_wrap=True)
+        err_console.print(Text.assemble(("error:", "red"), f" {one_line(printable(str(exc)))}"), soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except BrokenPipeError:  # `edgekit ... --json | head`: the reader left; not an error
         import os
@@ -62,7 +61,7 @@ def _errors_to_exit_codes():
         if _state["debug"]:
             err_console.print_exception()
         err_console.print(Text.assemble(
-            ("internal error:", "red"), f" {type(exc).__name__}: {printable(first_line(exc)) if str(exc).strip() else ''} "
+            ("internal error:", "red"), f" {type(exc).__name__}: {one_line(printable(first_line(exc))) if str(exc).strip() else ''} "
             "— this is a bug in edgekit; rerun with --debug and report the output"), soft_wrap=True)
         raise typer.Exit(EXIT_INTERNAL) from None
 

@@ -53,7 +53,10 @@ def load_thresholds(path: Optional[Path], flags: dict) -> Thresholds:
     if path is not None:
         if not Path(path).exists():
             raise InputError(f"--config {path}: no such file")
-        data = load_yaml(Path(path), "gate config") or {}
+        data = load_yaml(Path(path), "gate config")
+        if data is None:  # empty or only comments: a truncated file would otherwise gate on the defaults
+            raise InputError(f"gate config {path} holds no thresholds; write them in it, or leave out --config "
+                             "to gate on the defaults")
         if not isinstance(data, dict):
             raise InputError(f"gate config {path} must be a YAML mapping of thresholds")
     data.update({k: v for k, v in flags.items() if v is not None})

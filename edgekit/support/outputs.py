@@ -31,6 +31,9 @@ def check_output_folder(outdir: Path, names: list[str], force: bool) -> None:
     """Refuse to overwrite existing outputs without --force, and a place that cannot be written,
     before any work is done (not after minutes of conversion)."""
     check_path_name(outdir, "-o", OutputError)
+    if outdir.is_symlink() and not outdir.exists():  # a planted link would have the folder made where it points
+        raise OutputError(f"output {outdir} is a link to {os.readlink(outdir)}, which does not exist; "
+                          "make that folder first, or choose another -o")
     if outdir.exists() and not outdir.is_dir():
         raise OutputError(f"output {outdir} exists and is not a folder; choose another -o")
     anchor = _first_existing(Path(outdir).resolve().parent)
