@@ -37,56 +37,67 @@ SLOTS = {
     "sweep --val": ["sweep", "{MODEL}", "--data", "{CAL}", "--val", "{H}", "-o", "{OUT}"],
 }
 
-
-def _missing(zone):
-    return zone / "missing.h5"
-
-
-def _empty(zone):
-    (zone / "empty.h5").touch()
-    return zone / "empty.h5"
+# the name each slot's file would have, so the hostile content meets the parser, not a suffix check
+SUFFIXES = {"model": ".h5", "--data": ".npz", "--val": ".npz", "--recipe": ".yaml", "artifact": ".tflite",
+            "report": ".json", "--baseline": ".json", "--config": ".yaml"}
 
 
-def _junk(zone):
-    (zone / "junk.h5").write_bytes(os.urandom(4096))
-    return zone / "junk.h5"
+def _missing(zone, suffix):
+    return zone / f"missing{suffix}"
 
 
-def _folder(zone):
-    (zone / "folder.h5").mkdir()
-    return zone / "folder.h5"
+def _empty(zone, suffix):
+    (zone / f"empty{suffix}").touch()
+    return zone / f"empty{suffix}"
 
 
-def _fifo(zone):
-    os.mkfifo(zone / "pipe.h5")
-    return zone / "pipe.h5"
+def _junk(zone, suffix):
+    (zone / f"junk{suffix}").write_bytes(os.urandom(4096))
+    return zone / f"junk{suffix}"
 
 
-def _dev_zero(zone):
-    (zone / "zero.npz").symlink_to("/dev/zero")
-    return zone / "zero.npz"
+def _sparse_giant(zone, suffix):
+    """8 GiB of zeros that take no disk: read whole, it would take minutes and the machine's memory."""
+    with open(zone / f"giant{suffix}", "wb") as f:
+        f.truncate(8 << 30)
+    return zone / f"giant{suffix}"
 
 
-def _link_loop(zone):
-    (zone / "a.h5").symlink_to(zone / "b.h5")
-    (zone / "b.h5").symlink_to(zone / "a.h5")
-    return zone / "a.h5"
+def _folder(zone, suffix):
+    (zone / f"folder{suffix}").mkdir()
+    return zone / f"folder{suffix}"
 
 
-def _dangling_link(zone):
-    (zone / "gone.h5").symlink_to(zone / "nowhere" / "x.h5")
-    return zone / "gone.h5"
+def _fifo(zone, suffix):
+    os.mkfifo(zone / f"pipe{suffix}")
+    return zone / f"pipe{suffix}"
 
 
-def _escape_in_name(zone):
+def _dev_zero(zone, suffix):
+    (zone / f"zero{suffix}").symlink_to("/dev/zero")
+    return zone / f"zero{suffix}"
+
+
+def _link_loop(zone, suffix):
+    (zone / f"a{suffix}").symlink_to(zone / f"b{suffix}")
+    (zone / f"b{suffix}").symlink_to(zone / f"a{suffix}")
+    return zone / f"a{suffix}"
+
+
+def _dangling_link(zone, suffix):
+    (zone / f"gone{suffix}").symlink_to(zone / "nowhere" / f"x{suffix}")
+    return zone / f"gone{suffix}"
+
+
+def _escape_in_name(zone, suffix):
     """A junk file whose name carries a terminal escape and a line break (a forged second line)."""
-    path = zone / "evil\x1b[2J\nINJECTED error: all good.h5"
+    path = zone / f"evil\x1b[2J\nINJECTED error: all good{suffix}"
     path.write_bytes(os.urandom(256))
     return path
 
 
-KINDS = {f.__name__.lstrip("_"): f for f in (_missing, _empty, _junk, _folder, _fifo, _dev_zero, _link_loop,
-                                             _dangling_link, _escape_in_name)}
+KINDS = {f.__name__.lstrip("_"): f for f in (_missing, _empty, _junk, _sparse_giant, _folder, _fifo, _dev_zero,
+                                             _link_loop, _dangling_link, _escape_in_name)}
 
 
 def _listing(folder):
@@ -122,7 +133,7 @@ def test_a_hostile_path_in_any_slot_is_refused_with_nothing_written(valid, cli, 
     for folder in (zone, here, victim):
         folder.mkdir()
     (victim / "keep.txt").write_text("untouched")
-    hostile = KINDS[kind](zone)
+    hostile = KINDS[kind](zone, SUFFIXES[slot.split()[-1]])
     values = {**{k: str(v) for k, v in valid.items()}, "H": str(hostile), "OUT": str(zone / "out")}
     args = [part.format(**values) for part in SLOTS[slot]]
     monkeypatch.chdir(here)
@@ -150,17 +161,17 @@ OUTPUT_SLOTS = {
 }
 
 
-def _under_a_file(zone):
+def _under_a_file(zone, suffix):
     (zone / "file.txt").write_text("a file, not a folder")
     return zone / "file.txt" / "out"
 
 
-def _into_the_victim_by_a_dangling_link(zone):
+def _into_the_victim_by_a_dangling_link(zone, suffix):
     (zone / "link").symlink_to(zone.parent / "victim" / "planted")
     return zone / "link"
 
 
-def _dev_full(zone):
+def _dev_full(zone, suffix):
     return "/dev/full"
 
 
@@ -175,7 +186,7 @@ def test_a_hostile_output_path_is_refused_with_nothing_written(valid, cli, tmp_p
     for folder in (zone, here, victim):
         folder.mkdir()
     (victim / "keep.txt").write_text("untouched")
-    hostile = OUTPUT_KINDS[kind](zone)
+    hostile = OUTPUT_KINDS[kind](zone, "")
     values = {**{k: str(v) for k, v in valid.items()}, "H": str(hostile), "OUT": str(zone / "out")}
     monkeypatch.chdir(here)
     before = _listing(victim), _listing(zone)
