@@ -107,8 +107,8 @@ def mobilenet_section(edgekit: Path, root: Path, size: int) -> list[str]:
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     from edgekit.quality.diagnose import diagnose_files
     from edgekit.support.keras_compat import tf_keras
-    from edgekit.runtime import open_runner
-    from edgekit.runtime.reference import ReferenceRunner
+    from edgekit.formats.runner import open_runner
+    from edgekit.formats.reference import ReferenceRunner
 
     keras_model = tf_keras().models.load_model(model)
     reference = ReferenceRunner(lambda batch: keras_model(batch, training=False))

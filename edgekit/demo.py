@@ -71,8 +71,8 @@ def prepare_demo(outdir: Path, log: StepLog, seed: int = 0) -> tuple[Path, Path,
 
 def run_demo(outdir: Path, force: bool, log: StepLog) -> dict:
     """Prepare the demo files, then compress them exactly as `edgekit compress` would."""
-    from edgekit.export import FORMATS
-    from edgekit.export.base import artifact_names
+    from edgekit.formats import FORMATS
+    from edgekit.formats.exporter import artifact_names
     from edgekit.support.outputs import check_output_folder
     from edgekit.compression.config import Recipe
     from edgekit.compression.pipeline import CompressOptions, compress

@@ -11,7 +11,7 @@ import numpy as np
 def qat_int8_interpreter(qat_model, x: np.ndarray, folder: Path):
     """An allocated LiteRT interpreter of `qat_model`'s int8 file; `x[:32]` calibrates what QAT left
     without ranges. `folder` is created."""
-    from edgekit.export.tflite import configure, save_forward
+    from edgekit.formats.tflite.export import configure, save_forward
     from edgekit.support.keras_compat import tensorflow
 
     tf = tensorflow()

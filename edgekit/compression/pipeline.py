@@ -17,12 +17,11 @@ from edgekit.compression.config import Recipe
 from edgekit.intake.data import Dataset, check_data_path, check_labels, check_varied, load_dataset
 from edgekit.errors import ConversionError, GateFailure, InputError, ModelError, StageFailure, first_line
 from edgekit.quality.evaluation import accuracy
-from edgekit.export import exporter_for
-from edgekit.export.base import ExportRequest, artifact_names, freeze
-from edgekit.export.source import forget_live, keras_source, write_graph
+from edgekit.formats import exporter_for, get_format
+from edgekit.formats.exporter import ExportRequest, artifact_names, freeze
+from edgekit.formats.source import forget_live, keras_source, write_graph
 from edgekit.reports.assembly import add_latencies, build_report
 from edgekit.reports.html_report import render_html
-from edgekit.support.memory import check_all_steps_fit
 from edgekit.intake.model import LoadedModel, load_model
 from edgekit.support.outputs import check_output_folder, scratch_folder, staged
 from edgekit.support.progress import StepLog
@@ -115,8 +114,9 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
     data = _load_data(opts, model, log)
     if recipe.int8 and data.calibration is None and not recipe.qat:
         log.note("no --data: writing weight-only int8 (int8w); full int8 (weights and activations) needs --data CALIB")
-    if "onnx" in recipe.formats and recipe.fp16:
-        log.note("ONNX has no fp16 export here: onnx gets fp32 only")
+    for fmt in recipe.formats if recipe.fp16 else []:
+        if "fp16" not in get_format(fmt).precisions:
+            log.note(f"{get_format(fmt).label} has no fp16 export here: {fmt} gets fp32 only")
     evidence = _evidence(model, data, opts.seed, log)
     original_accuracy = accuracy(evidence.reference, evidence.labels)  # before any stage changes the model
     staged_model = _run_stages(opts, model, data, evidence, log)
@@ -237,7 +237,7 @@ def _export_request(opts: CompressOptions, model: LoadedModel, exported: LoadedM
         source=_export_source(opts, model, exported, scratch, isolate, log), image_shape=shape,
         stem=Path(opts.model).stem, outdir=staging, scratch=scratch, precisions=opts.precisions,
         io_dtype=opts.recipe.io_dtype, weight_bytes=weight_bytes, formats=opts.recipe.formats, isolate=isolate)
-    if data.calibration is not None and "int8" in opts.precisions:  # QAT too: see export/tflite.py
+    if data.calibration is not None and "int8" in opts.precisions:  # QAT too: see formats/tflite/export.py
         request.calibration = str(scratch / "calibration.npy")
         np.save(request.calibration, data.calibration.x)
         request.calibration_samples = len(data.calibration)
@@ -271,7 +271,7 @@ def _export_source(opts: CompressOptions, model: LoadedModel, exported: LoadedMo
 def _export_all(request: ExportRequest, log: StepLog) -> list:
     """Every format; one whose converter cannot express the model fails, and the error
     names its ops and the formats that did work, so the rerun is one flag away."""
-    check_all_steps_fit(request)
+    request.check_all_steps_fit()
     artifacts, failures = [], []
     for fmt in request.formats:
         try:
@@ -339,7 +339,7 @@ def _evidence(model: LoadedModel, data: _Data, seed: int, log: StepLog) -> Evide
 
 
 def _reference_outputs(model: LoadedModel, evidence: Evidence, log: StepLog, what: str) -> Evidence:
-    from edgekit.runtime.reference import ReferenceRunner
+    from edgekit.formats.reference import ReferenceRunner
 
     with log.step(f"Run {what} on {len(evidence.x)} {evidence.source} inputs"):
         reference = ReferenceRunner(model.forward).predict(evidence.x)
@@ -444,7 +444,7 @@ def _check_stage_kept(stage: str, kept: dict | None, original: dict | None, reci
 
 def _stage_accuracy(keras_model, evidence: Evidence):
     """The model's scores on the evidence inputs, and its accuracy there (None without labels)."""
-    from edgekit.runtime.reference import ReferenceRunner
+    from edgekit.formats.reference import ReferenceRunner
 
     scores = ReferenceRunner(lambda x: keras_model(x, training=False)).predict(evidence.x)
     return scores, accuracy(scores, evidence.labels)

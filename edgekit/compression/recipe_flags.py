@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from edgekit.compression.config import Recipe, load_recipe, validate_recipe
 from edgekit.errors import InputError
-from edgekit.export import FORMATS
+from edgekit.formats import FORMATS
 
 
 def recipe_from_flags(spec: str | None, *, int8: bool, fp16: bool, prune: float | None,

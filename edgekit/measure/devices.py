@@ -42,9 +42,14 @@ class Reference(_Strict):
     source: str
 
 
+# A profile's supported_ops are TFLite builtin op names (the Edge TPU compiler's list): other
+# formats' files are not checked against it.
+SUPPORTED_OPS_FORMAT = "tflite"
+
+
 class Constraints(_Strict):
     io_dtypes: Optional[list[Literal["float32", "int8", "uint8"]]] = None
-    supported_ops: Optional[list[str]] = None
+    supported_ops: Optional[list[str]] = None  # op names in the vocabulary of SUPPORTED_OPS_FORMAT
     static_shapes: bool = False
     toolchain: Optional[str] = None
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgekit.quality.artifact_facts import ArtifactFacts, read_facts
-from edgekit.measure.devices import DeviceProfile, all_profiles
+from edgekit.formats.facts import ArtifactFacts, read_facts
+from edgekit.measure.devices import SUPPORTED_OPS_FORMAT, DeviceProfile, all_profiles
 from edgekit.errors import Incompatible, InputError
 
 BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "int8": 1, "int8w": 1}
@@ -35,7 +35,7 @@ def compatibility_problems(profile: DeviceProfile, facts: ArtifactFacts) -> list
                   if dtype not in rules.io_dtypes]
         if bad_io:
             problems.append(f"{' and '.join(bad_io)}; it needs {'/'.join(rules.io_dtypes)} I/O (--io-dtype uint8)")
-    if rules.supported_ops and facts.format == "tflite":
+    if rules.supported_ops and facts.format == SUPPORTED_OPS_FORMAT:
         unsupported = [op for op in facts.ops if op not in rules.supported_ops]
         if unsupported:
             problems.append(f"ops it cannot run: {', '.join(unsupported)}")
@@ -79,7 +79,7 @@ def efficiency(profile: DeviceProfile) -> tuple[float, str]:
 
 def estimate_all(paths: list[Path], profile: DeviceProfile) -> list[dict]:
     """Check every artifact first, so one incompatible file fails before any output."""
-    from edgekit.runtime import artifact_format, load_checked
+    from edgekit.formats.runner import artifact_format, load_checked
 
     facts = []
     for path in map(Path, paths):

@@ -19,10 +19,10 @@ import numpy as np
 
 from edgekit.support.children import check_seconds, check_threads, child_main, run_child
 from edgekit.errors import InputError, regular_file
+from edgekit.formats import REGISTRY
 
 ISA_FLAGS = {"avx2": "avx2", "avx512f": "avx512f", "avx512_vnni": "avx512_vnni", "avx_vnni": "avx_vnni",
              "amx_int8": "amx", "asimd": "neon", "neon": "neon"}
-RUNTIME_DISTS = {"tflite": "ai-edge-litert", "onnx": "onnxruntime", "openvino": "openvino"}
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def machine() -> dict:
     except OSError:
         pass
     versions = {}
-    for dist in RUNTIME_DISTS.values():
+    for dist in (fmt.runtime for fmt in REGISTRY.values()):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -80,7 +80,7 @@ def measure(path: Path, settings: BenchSettings) -> dict:
     """Run in this process: load, warm up, measure. Returns the timing record."""
     import gc
 
-    from edgekit.runtime import open_runner
+    from edgekit.formats.runner import open_runner
     from edgekit.support.steps import current_peak_rss_mb, reset_peak_rss, status_mb
 
     gc.collect()  # the previous file's runner is gone: its memory is not this file's

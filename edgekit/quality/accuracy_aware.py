@@ -1,19 +1,11 @@
 """Accuracy-aware int8: when plain int8 loses more than `max_drop` top-1 points on --val,
 return the fewest layers to float until it does not.
 
-TFLite and ONNX share one method. Layers are ranked by the error each adds in that format's
-own plain int8 file (edgekit.quality.diagnose: SQNR lost at the layer). Then, worst first, a layer's
-output is kept in float and the file re-quantized, until the drop is within bounds:
-- TFLite: the converter's selective quantization (`denylisted_nodes`) on a model calibrated once;
-- ONNX: ONNX Runtime's `quantize_static(nodes_to_exclude=…)`.
-Keeping a layer's *output* in float takes the layer and the layers reading that output: both
-runtimes' int8 kernels requantize every int8 op's output, and a reader quantizes its input.
-
-OpenVINO uses NNCF's `quantize_with_accuracy_control`, the format's own and better tool: it
-ranks by removing each quantizer in place (no re-quantization) and measuring, and OpenVINO's
-int8 ops give float outputs, so removing the one FakeQuantize at a reader's input is enough.
-
-Every function named `*_search` is a step (edgekit.support.steps): paths in, a file and a record out.
+Layers are ranked by the error each adds in that format's own plain int8 file
+(edgekit.quality.diagnose: SQNR lost at the layer). Each format re-quantizes its own way, a step
+named by its package (edgekit/formats/*/search.py): TFLite and ONNX keep the ranked layers'
+outputs in float one at a time (edgekit.formats.selective), OpenVINO uses NNCF's accuracy control.
+This module runs those steps for every int8 file that needs one and records the result.
 """
 
 from __future__ import annotations
@@ -24,148 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.quality.layer_graph import Unit, file_chains, float_names, match
-
-
-def units_to_json(units: list[Unit]) -> list[dict]:
-    return [{"name": u.name, "kind": u.kind, "key": list(u.key), "macs": u.macs, "end": u.end,
-             "consumers": u.consumers} for u in units]
-
-
-def units_from_json(items: list[dict]) -> list[Unit]:
-    return [Unit(i["name"], i["kind"], tuple(i["key"]), i["macs"], i["end"], consumers=i["consumers"]) for i in items]
-
-
-def _top1(path: Path, x: np.ndarray, y: np.ndarray) -> float:
-    from edgekit.quality.evaluation import top1
-    from edgekit.runtime import open_runner
-
-    return float(np.mean(top1(open_runner(path).predict(x)) == y))
-
-
-def _greedy(units: list[Unit], ranking: list[str], paired: dict, quantize, measure, reference_top1: float,
-            max_drop: float, max_steps: int, out: Path) -> dict:
-    """Float the ranked layers one at a time (each with its readers) until the drop is ≤ max_drop;
-    the best file seen ends at `out`."""
-    by_name = {u.name: u for u in units}
-    roots, floated, steps, best = [], [], [], None
-    for name in ranking:
-        if name in floated or name not in by_name or len(steps) >= max_steps:
-            continue
-        roots.append(name)
-        floated += [n for n in [name, *by_name[name].consumers] if n not in floated]
-        names = list(dict.fromkeys(n for r in roots for n in float_names(by_name[r], paired)))
-        candidate = quantize(names, len(steps))
-        top1 = measure(candidate)
-        step = {"float_layers": [u.name for u in units if u.name in floated], "top1": round(top1, 6),
-                "drop_points": round(100 * (reference_top1 - top1), 3)}
-        steps.append(step)
-        if best is None or top1 > best["top1"]:
-            best = step
-            shutil.copyfile(candidate, out)
-        if step["drop_points"] <= max_drop:
-            break
-    stopped = len(steps) >= max_steps and best["drop_points"] > max_drop
-    return {"steps": steps, "best": best, "stopped_at_limit": stopped}
-
-
-def tflite_search(source: dict, calibration: str, val_x: str, val_y: str, reference_top1: float, max_drop: float,
-                  max_steps: int, units: list[dict], ranking: list[str], out: str) -> dict:
-    """A step: calibrate once, then quantize with more layers denylisted until within max_drop."""
-    from tensorflow.lite.python import convert as tflite_convert
-
-    from edgekit.export.tflite import configure, converter_for
-
-    with converter_for(source) as converter:
-        configure(converter, "int8", calibration, "float32", qat=False)
-        converter._experimental_calibrate_only = True  # noqa: SLF001 - what QuantizationDebugger does
-        calibrated = converter.convert()
-    calibrated_path = Path.cwd() / "calibrated.tflite"
-    calibrated_path.write_bytes(calibrated)
-    units_ = units_from_json(units)
-    paired = match(units_, file_chains(calibrated_path, "tflite"))
-    x, y = np.load(val_x), np.load(val_y)
-
-    def quantize(names: list[str], step: int) -> Path:
-        path = Path.cwd() / f"search-{step}.tflite"
-        path.write_bytes(tflite_convert.mlir_quantize(calibrated, denylisted_nodes=names))
-        return path
-
-    return _greedy(units_, ranking, paired, quantize, lambda p: _top1(p, x, y), reference_top1, max_drop, max_steps,
-                   Path(out))
-
-
-def onnx_search(fp32: str, calibration: str, input_name: str, val_x: str, val_y: str, reference_top1: float,
-                max_drop: float, max_steps: int, units: list[dict], ranking: list[str], out: str) -> dict:
-    """A step: quantize_static with more nodes excluded until within max_drop."""
-    import onnx
-
-    from edgekit.export.onnx import prepare, quantize_static
-
-    prepared = prepare(fp32)
-    units_ = units_from_json(units)
-    paired = match(units_, file_chains(onnx.load(prepared), "onnx"))
-    x, y = np.load(val_x), np.load(val_y)
-
-    def quantize(names: list[str], step: int) -> Path:
-        path = Path.cwd() / f"search-{step}.onnx"
-        quantize_static(prepared, str(path), calibration, input_name, exclude=names, prepared=True)
-        return path
-
-    return _greedy(units_, ranking, paired, quantize, lambda p: _top1(p, x, y), reference_top1, max_drop, max_steps,
-                   Path(out))
-
-
-def openvino_search(fp32: str, calibration: str, val_x: str, val_y: str, reference_top1: float, max_drop: float,
-                    max_steps: int, units: list[dict], out: str) -> dict:
-    """A step: NNCF's accuracy control with an absolute top-1 budget."""
-    from edgekit.errors import require
-    from edgekit.quality.evaluation import top1
-    from edgekit.export.openvino import _quiet_nncf
-
-    ov, nncf = require("openvino", "openvino"), _quiet_nncf()
-    x, y = np.load(val_x), np.load(val_y)
-    calib = np.load(calibration)
-
-    def validate(compiled, items):
-        output = compiled.outputs[0]
-        hits = [float(top1(compiled(batch)[output])[0] == label) for batch, label in items]
-        return (float(np.mean(hits)) if hits else 0.0), hits  # per-sample values: NNCF ranks on them
-
-    quantized = nncf.quantize_with_accuracy_control(
-        ov.Core().read_model(fp32), nncf.Dataset([calib[i:i + 1] for i in range(len(calib))]),
-        nncf.Dataset([(x[i:i + 1], int(y[i])) for i in range(len(x))]), validation_fn=validate,
-        max_drop=max_drop / 100, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calib),
-        advanced_accuracy_restorer_parameters=nncf.AdvancedAccuracyRestorerParameters(max_num_iterations=max_steps))
-    ov.save_model(quantized, out, compress_to_fp16=False)
-    units_ = units_from_json(units)
-    top = _top1(Path(out), x, y)
-    floated = float_layers_openvino(Path(out), units_)
-    step = {"float_layers": floated, "top1": round(top, 6), "drop_points": round(100 * (reference_top1 - top), 3)}
-    return {"steps": [step], "best": step, "stopped_at_limit": False}
-
-
-OPENVINO_LAYOUT_OPS = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "MaxPool", "Pad"}
-
-
-def float_layers_openvino(path: Path, units: list[Unit]) -> list[str]:
-    """Units whose conv/matmul input has no FakeQuantize before it (looking back through
-    transposes, reshapes and pools): OpenVINO runs those in float."""
-    paired = match(units, file_chains(path, "openvino"))
-    return [u.name for u in units if u.name in paired and not _fake_quantized_input(paired[u.name].head)]
-
-
-def _fake_quantized_input(op, depth: int = 0) -> bool:
-    source = op.input(0).get_source_output().get_node()
-    kind = source.get_type_name()
-    if kind == "FakeQuantize":
-        return True
-    return kind in OPENVINO_LAYOUT_OPS and depth < 6 and _fake_quantized_input(source, depth + 1)
-
-
-def int8_mac_share(units: list[Unit], floated: list[str]) -> float | None:
-    total = sum(u.macs for u in units)
-    return round(sum(u.macs for u in units if u.name not in floated) / total, 4) if total else None
+from edgekit.formats import get_format
+from edgekit.formats.selective import int8_mac_share, units_to_json
 
 
 # --- in the compress pipeline --------------------------------------------------------------
@@ -180,19 +32,11 @@ class Searched:
     plain_size: int
 
 
-SEARCH_STEPS = {"tflite": ("tflite", "edgekit.quality.accuracy_aware:tflite_search"),
-                "onnx": ("onnx-quantize", "edgekit.quality.accuracy_aware:onnx_search"),
-                "openvino": ("openvino-quantize", "edgekit.quality.accuracy_aware:openvino_search")}
-METHODS = {"tflite": "ranked by added SQNR loss; TFLite selective quantization (denylisted_nodes)",
-           "onnx": "ranked by added SQNR loss; ONNX Runtime quantize_static(nodes_to_exclude)",
-           "openvino": "NNCF quantize_with_accuracy_control (its own ranking, absolute drop)"}
-
-
 def search_all(max_drop: float, max_steps: int, keras_model, request, artifacts, verdicts, diagnostics: list[dict] | None,
                evidence, log) -> dict[str, Searched]:
     """Every PTQ int8 file that loses more than max_drop points gets a mixed-precision
     replacement (same file name); verdicts are redone for the replaced files."""
-    from edgekit.quality.evaluation import top1
+    from edgekit.support.scores import top1
     from edgekit.quality.layer_graph import keras_units
     from edgekit.quality.verify import verify
 
@@ -218,15 +62,16 @@ def search_all(max_drop: float, max_steps: int, keras_model, request, artifacts,
         kwargs = {"calibration": request.calibration, "val_x": str(val_x), "val_y": str(val_y),
                   "reference_top1": reference, "max_drop": max_drop, "max_steps": max_steps,
                   "units": units_to_json(units), "out": str(artifact.path)}
-        kwargs |= _format_inputs(artifact.format, request, ranking, log)
-        kind, target = SEARCH_STEPS[artifact.format]
-        result = request.run(kind, f"{artifact.id}: accuracy-aware int8 (≤ {max_drop:g} points)", target, kwargs, log)
+        fmt = get_format(artifact.format)
+        kwargs |= fmt.part("search_inputs")(request, ranking, log)
+        result = request.run(fmt.part("search_step"), f"{artifact.id}: accuracy-aware int8 (≤ {max_drop:g} points)",
+                             fmt.step("search"), kwargs, log)
         best = result["best"]
         if best is None:  # nothing to return to float: no conv/dense layer was matched in the file
             _move([plain.parent / f.name for f in artifact.files], artifact.path.parent)
             plain = None
             best = {"float_layers": [], "top1": plain_top1, "drop_points": record["plain_int8"]["drop_points"]}
-        record |= {"needed": True, "method": METHODS[artifact.format], "ranking": ranking[:10],
+        record |= {"needed": True, "method": fmt.part("search_method"), "ranking": ranking[:10],
                    "steps": result["steps"], "float_layers": best["float_layers"], "top1": best["top1"],
                    "drop_points": best["drop_points"], "reached": best["drop_points"] <= max_drop,
                    "int8_mac_share": int8_mac_share(units, best["float_layers"]),
@@ -235,16 +80,6 @@ def search_all(max_drop: float, max_steps: int, keras_model, request, artifacts,
             verdicts[i] = verify(artifact, evidence)
         searched[artifact.id] = Searched(artifact.id, record, plain, record["plain_int8"]["size_bytes"])
     return searched
-
-
-def _format_inputs(fmt: str, request, ranking: list[str], log) -> dict:
-    """TFLite re-converts from the model itself; ONNX and OpenVINO re-quantize their fp32 file."""
-    if fmt == "tflite":
-        return {"source": request.source, "ranking": ranking}
-    fp32 = str(request.files(fmt, "fp32")[0])
-    if fmt == "onnx":
-        return {"fp32": fp32, "input_name": request.graph_source(log)["input_name"], "ranking": ranking}
-    return {"fp32": fp32}
 
 
 def _move(files: list[Path], folder: Path) -> Path:

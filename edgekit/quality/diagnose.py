@@ -18,13 +18,13 @@ accumulated batch by batch, so memory does not grow with the sample count.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from edgekit.quality.layer_graph import Chain, Unit, file_chains, keras_tap_model, keras_units, match, to_keras_layout
+from edgekit.formats.graph import Chain, Unit, match
+from edgekit.quality.layer_graph import keras_tap_model, keras_units, to_keras_layout
 
 INPUT_SQNR_DB = round(6.02 * 8 + 1.76, 2)  # a full-scale signal on an ideal 8-bit grid
 MAX_SQNR_DB = 150.0  # identical outputs: JSON has no infinity
@@ -94,101 +94,24 @@ class _Reference:
 # Each takes the file and a flat list of taps (format-specific handles) and returns, per batch,
 # one array per tap.
 
-class _TFLiteTaps:
-    def __init__(self, path: Path, taps: list[int]):
-        from edgekit.errors import require
-
-        litert = require("ai_edge_litert.interpreter", "tflite")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "preserve_all_tensors is for debugging": it is
-            self.interpreter = litert.Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
-        self.interpreter.allocate_tensors()
-        self.input = self.interpreter.get_input_details()[0]
-        self.details = {d["index"]: d for d in self.interpreter.get_tensor_details()}
-        self.taps = taps
-
-    def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        from edgekit.runtime.tflite import quantize
-
-        outputs = [[] for _ in self.taps]
-        for sample in batch:  # batch 1: every intermediate tensor of this invoke stays readable
-            x = sample[None]
-            dtype = self.input["dtype"]
-            if np.issubdtype(dtype, np.integer):
-                x = quantize(x, dtype, *self.input["quantization"])
-            self.interpreter.set_tensor(self.input["index"], x.astype(dtype, copy=False))
-            self.interpreter.invoke()
-            for i, index in enumerate(self.taps):
-                outputs[i].append(self._read(index))
-        return [np.concatenate(o) for o in outputs]
-
-    def _read(self, index: int) -> np.ndarray:
-        value = self.interpreter.get_tensor(index)
-        if np.issubdtype(value.dtype, np.integer):
-            scale, zero_point = self.details[index]["quantization"]
-            value = (value.astype(np.float32) - zero_point) * scale
-        return value.astype(np.float32, copy=False)
-
-
-class _OnnxTaps:
-    def __init__(self, path: Path, taps: list[str]):
-        import onnx
-        import onnxruntime as ort
-
-        model = onnx.load(str(path))
-        known = {o.name for o in model.graph.output}
-        for name in dict.fromkeys(taps):
-            if name not in known:
-                model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-        self.names = taps
-
-    def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        return self.session.run(self.names, {self.input_name: batch.astype(np.float32, copy=False)})
-
-
-class _OpenVINOTaps:
-    def __init__(self, model, taps: list):
-        import openvino as ov
-
-        # Each tap is found again as the Result that reads it: tensor names will not do, since the
-        # CPU plugin fuses a conv with its bias and FakeQuantize and the fused output carries every
-        # name of the three, and the order of add_outputs' results is not the order asked for.
-        model.add_outputs(taps)
-        reads = {(r.input_value(0).get_node().get_friendly_name(), r.input_value(0).get_index()): i
-                 for i, r in enumerate(model.get_results())}
-        self.compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        self.outputs = [self.compiled.outputs[reads[(t.get_node().get_friendly_name(), t.get_index())]] for t in taps]
-
-    def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        result = self.compiled(batch.astype(np.float32, copy=False))
-        return [result[o] for o in self.outputs]
-
-
 def _open_taps(path: Path, fmt: str, units: list[Unit]):
     """The runtime with every tap of every matched chain readable; the (unit, depth) of each tap
     in order; the matched chains."""
-    source = path
-    if fmt == "openvino":
-        import openvino as ov
+    from edgekit.formats import get_format
 
-        source = ov.Core().read_model(str(path))
-    paired = match(units, file_chains(source, fmt))
+    kind = get_format(fmt)
+    source = kind.part("graph")(path)
+    paired = match(units, kind.part("chains")(source))
+
     # Depth is counted back from the chain's end: a quantizer's pre-pass may fuse the first ops
     # of a chain (ONNX Runtime joins MatMul and Add into Gemm), never what follows the last one.
-    # OpenVINO: the chain's end only. Its CPU plugin moves the dequantizing multiply of an int8
-    # conv down past the ops after it, so an output added inside an int8 chain reads values
-    # still on the integer scale (MobileNetV2's project convs read -7 dB that way).
+    # Some formats are read at the chain's end only (Format.taps_inside_chains).
     def backs(chain: Chain) -> range:
-        return range(1 if fmt == "openvino" else len(chain.taps))
+        return range(len(chain.taps) if kind.taps_inside_chains else 1)
 
     keys = [(u.name, back) for u in units if u.name in paired for back in backs(paired[u.name])]
     taps = [paired[name].taps[-1 - back] for name, back in keys]
-    kind = {"tflite": _TFLiteTaps, "onnx": _OnnxTaps, "openvino": _OpenVINOTaps}[fmt]
-    return kind(source, taps), keys, paired
+    return kind.part("taps")(source, taps), keys, paired
 
 
 # --- the diagnosis -----------------------------------------------------------------------
@@ -325,7 +248,7 @@ def diagnose_artifacts(model, paths, data_path, samples: int = DIAGNOSE_SAMPLES,
     from edgekit.support.children import check_seconds, run_child
     from edgekit.intake.data import check_data_path
     from edgekit.errors import InputError, check_path_name
-    from edgekit.runtime import artifact_format
+    from edgekit.formats.runner import artifact_format
 
     if not 1 <= samples <= MAX_SAMPLES:
         raise InputError(f"--samples {samples}: choose 1 to {MAX_SAMPLES}")
@@ -348,7 +271,7 @@ def diagnose_here(model, paths, data_path, samples: int, preprocess: str | None,
     from edgekit.errors import InputError, ModelError
     from edgekit.quality.evaluation import unique_names
     from edgekit.intake.model import load_model
-    from edgekit.runtime import artifact_format, open_runner
+    from edgekit.formats.runner import artifact_format, open_runner
 
     loaded = load_model(Path(model), trust=trust_model, custom_objects=custom_objects)
     if loaded.keras_model is None:
@@ -378,7 +301,8 @@ def diagnose_here(model, paths, data_path, samples: int, preprocess: str | None,
 def _fp32_beside(files: list[tuple[str, Path, str]]):
     """An int8 file `NAME.int8.EXT` written by compress has its fp32 twin `NAME.fp32.EXT` beside
     it: used, when present, to check every layer's tap (see diagnose_files)."""
-    from edgekit.runtime import artifact_format
+    from edgekit.formats import get_format
+    from edgekit.formats.runner import artifact_format
 
     checks, extra = {}, []
     given = {path.resolve(): name for name, path, _ in files}
@@ -386,7 +310,7 @@ def _fp32_beside(files: list[tuple[str, Path, str]]):
         if ".int8." not in path.name:
             continue
         twin = path.with_name(path.name.replace(".int8.", ".fp32."))
-        if not twin.is_file() or (fmt == "openvino" and not twin.with_suffix(".bin").is_file()):
+        if not all(twin.with_suffix(suffix).is_file() for suffix in get_format(fmt).suffixes):  # .xml needs its .bin
             continue
         artifact_format(twin)
         if twin.resolve() not in given:

@@ -8,15 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def ranked(scores: np.ndarray) -> np.ndarray:
-    """Classes from most to least likely; among equal scores the lower class first (as
-    np.argmax picks), so accuracy, agreement and confusion all break ties the same way."""
-    return np.argsort(-scores, axis=1, kind="stable")
-
-
-def top1(scores: np.ndarray) -> np.ndarray:
-    return ranked(scores)[:, 0]
+from edgekit.support.scores import ranked, top1  # noqa: F401 - top1 is part of this module's surface
 
 
 def top_k_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -55,7 +47,7 @@ def evaluate_artifacts(paths, data_path, preprocess: str | None = None, threads:
 
     from edgekit.support.children import check_seconds, check_threads, run_child
     from edgekit.intake.data import check_data_path
-    from edgekit.runtime import artifact_format
+    from edgekit.formats.runner import artifact_format
 
     check_threads(threads)
     check_seconds("--timeout", timeout_s)
@@ -73,7 +65,7 @@ def evaluate_here(paths, data_path, preprocess: str | None = None, threads: int 
 
     from edgekit.intake.data import check_labels, load_dataset
     from edgekit.errors import InputError
-    from edgekit.runtime import open_runner
+    from edgekit.formats.runner import open_runner
 
     runners = [open_runner(Path(p), threads) for p in paths]
     shapes = {r.input_shape for r in runners}

@@ -14,8 +14,8 @@ import numpy as np
 
 from edgekit.errors import QATMismatch, VerificationError
 from edgekit.quality.evaluation import accuracy, agreement
-from edgekit.export.base import Artifact
-from edgekit.runtime import open_runner
+from edgekit.formats.exporter import Artifact
+from edgekit.formats.runner import open_runner
 
 FLOAT_TOLERANCE = 1e-4  # absolute floor, for outputs near 1 (probabilities)
 # float32 carries ~7 digits, and converters reorder sums and fuse ops: a correct tf_keras

@@ -65,7 +65,7 @@ MOSTLY_FLOAT = 0.5  # an int8 artifact running less than this share of its MACs 
 def quantization_read_back(artifact, log: StepLog) -> dict:
     """What the file really holds (int8 share of weights and MACs, conv/dense ops left in
     float), read from the file: the recipe says what was asked, this says what happened."""
-    from edgekit.quality.artifact_facts import read_facts
+    from edgekit.formats.facts import read_facts
 
     facts = read_facts(artifact.path, artifact.format).quantization()
     share = facts["int8_mac_share"]

@@ -8,7 +8,9 @@ import base64
 import html
 import io
 
-FORMAT_COLOURS = {"tflite": "#1f77b4", "onnx": "#ff7f0e", "openvino": "#2ca02c"}
+from edgekit.formats import REGISTRY
+
+FORMAT_COLOURS = {name: fmt.colour for name, fmt in REGISTRY.items()}
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1000px; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 14px; }

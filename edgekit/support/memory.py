@@ -16,7 +16,7 @@ from edgekit.errors import WontFit
 # step kind → (fixed MiB, MiB per MiB of weights); measured (ResNet50, VGG16) peaks in MiB:
 STEP_COST = {
     "freeze": (600, 10.5),             # 1,655, 6,595
-    "tflite": (900, 11.0),             # int8: 2,140, 7,363 (fp32 needs less)
+    "tflite-convert": (900, 11.0),           # int8: 2,140, 7,363 (fp32 needs less)
     "onnx-convert": (900, 6.0),        # 1,631, 4,394 (large weights kept out of tf2onnx)
     "onnx-quantize": (300, 4.5),       # 714, 2,720
     "openvino-convert": (500, 5.5),    # 1,091, 3,567
@@ -24,7 +24,7 @@ STEP_COST = {
 }
 
 
-STEP_TITLES = {"freeze": "trace and freeze the model", "tflite": "TFLite conversion",
+STEP_TITLES = {"freeze": "trace and freeze the model", "tflite-convert": "TFLite conversion",
                "onnx-convert": "ONNX conversion (tf2onnx)", "onnx-quantize": "ONNX quantization",
                "openvino-convert": "OpenVINO conversion", "openvino-quantize": "OpenVINO quantization (NNCF)"}
 
@@ -61,29 +61,11 @@ def _cgroup_room_mb() -> float | None:
     return None if limit == "max" else (int(limit) - usage) / (1 << 20)
 
 
-def check_fits(kind: str, label: str, weight_bytes: int, formats: list[str]) -> None:
-    """Refuse a step whose estimated peak is above the memory available now."""
+def check_fits(kind: str, label: str, weight_bytes: int, way_out: str) -> None:
+    """Refuse a step whose estimated peak is above the memory available now; `way_out` is the
+    rerun that skips it (edgekit.formats.exporter knows which formats need which step)."""
     need, have = estimate_mb(kind, weight_bytes), available_mb()
     if need <= have:
         return
     raise WontFit(f"step '{label}' needs about {need:,.0f} MiB ({weight_bytes / (1 << 20):,.0f} MiB of weights) "
-                  f"but only {have:,.0f} MiB are available; free memory or leave it out: {way_out(kind, formats)}")
-
-
-def way_out(kind: str, formats: list[str]) -> str:
-    """The rerun that skips the step: the other formats, or more memory."""
-    needed_by = ["onnx", "openvino"] if kind == "freeze" else [kind.split("-")[0]]
-    others = [f for f in formats if f not in needed_by]
-    return f"--formats {','.join(others)}" if others else "a machine with more memory"
-
-
-def check_all_steps_fit(request) -> None:
-    """Refuse up front, before the first conversion, any step of this export that cannot fit."""
-    for fmt in request.formats:
-        kinds = [{"tflite": "tflite", "onnx": "onnx-convert", "openvino": "openvino-convert"}[fmt]]
-        if fmt != "tflite" and request.source["kind"] == "keras":
-            kinds.append("freeze")
-        if fmt != "tflite" and set(request.precisions) & {"int8", "int8w"} and not request.from_qat:
-            kinds.append(f"{fmt}-quantize")
-        for kind in kinds:
-            check_fits(kind, STEP_TITLES[kind], request.weight_bytes, request.formats)
+                  f"but only {have:,.0f} MiB are available; free memory or leave it out: {way_out}")

@@ -135,7 +135,7 @@ def _timed(points: list[dict], device: str, bench, extra: dict) -> None:
 
 def _facts(point: dict):
     if "_facts" not in point:
-        from edgekit.quality.artifact_facts import read_facts
+        from edgekit.formats.facts import read_facts
 
         point["_facts"] = read_facts(point["_path"], point["format"])
     return point["_facts"]

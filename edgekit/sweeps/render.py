@@ -11,7 +11,9 @@ import math
 from html import escape
 from pathlib import Path
 
-FORMAT_COLOURS = {"tflite": "#1f77b4", "onnx": "#ff7f0e", "openvino": "#2ca02c"}
+from edgekit.formats import REGISTRY
+
+FORMAT_COLOURS = {name: fmt.colour for name, fmt in REGISTRY.items()}
 DOMINATED = "#c8c8c8"
 PICK = "#d62728"
 WIDTH, HEIGHT, MARGIN = 720, 380, (60, 20, 50, 60)  # left, top, bottom, right

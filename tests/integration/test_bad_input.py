@@ -146,7 +146,7 @@ def test_failed_verification_is_an_error_and_leaves_nothing(cli, digits, tmp_pat
 
 
 def test_internal_error_exits_3_and_leaves_nothing(cli, digits, tmp_path, monkeypatch):
-    from edgekit.export.openvino import OpenVINOExporter
+    from edgekit.formats.openvino.export import OpenVINOExporter
 
     def explode(self, request, log):
         raise RuntimeError("converter crashed")

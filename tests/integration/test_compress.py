@@ -97,7 +97,7 @@ def test_int8_file_at_most_035_of_fp32(int8_run, fmt):
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_report_accuracy_reproduces_from_the_file(int8_run, digits, fmt):
     """Re-run the written int8 file independently: the report's number is what the file does."""
-    from edgekit.runtime import open_runner
+    from edgekit.formats.runner import open_runner
 
     out, report, _ = int8_run
     entry = _artifact(report, fmt, "int8")

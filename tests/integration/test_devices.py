@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from edgekit.quality.artifact_facts import read_facts
+from edgekit.formats.facts import read_facts
 from edgekit.measure.devices import all_profiles
 from tests.conftest import refusal_line
 
@@ -164,7 +164,7 @@ def test_a_bad_profile_file_names_the_field(cli, artifacts, tmp_path):
 
 
 def test_onnx_runner_falls_back_to_cpu_when_the_profile_asks_for_a_missing_provider(artifacts):
-    from edgekit.runtime import open_runner
+    from edgekit.formats.runner import open_runner
 
     runner = open_runner(artifacts / "all" / "digits.fp32.onnx", providers=["TensorrtExecutionProvider",
                                                                            "CUDAExecutionProvider"])
@@ -172,7 +172,7 @@ def test_onnx_runner_falls_back_to_cpu_when_the_profile_asks_for_a_missing_provi
 
 
 def test_openvino_runner_falls_back_to_cpu_when_the_profile_device_is_absent(artifacts):
-    from edgekit.runtime import open_runner
+    from edgekit.formats.runner import open_runner
 
     # A device name no machine has, so the fallback is exercised everywhere (no skip on NPU hosts).
     runner = open_runner(artifacts / "all" / "digits.int8.xml", openvino_device="NO_SUCH_DEVICE")

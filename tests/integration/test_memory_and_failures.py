@@ -63,7 +63,7 @@ def test_grouped_convolution_exports_and_verifies_in_all_formats(grouped, cli, t
 def test_unsupported_ops_fail_that_format_with_exit_2(grouped, cli, tmp_path, monkeypatch):
     """Without the shared inlining the grouped convolution stays a PartitionedCall, which
     tf2onnx cannot convert: exit 2 naming the op and the format that worked, nothing written."""
-    import edgekit.export.graph_fixes as fixes
+    import edgekit.formats.graph_fixes as fixes
 
     monkeypatch.setattr(fixes, "inline_calls", lambda graph_def: None)
     monkeypatch.setenv("EDGEKIT_STEP_PROCESSES", "inline")
@@ -162,7 +162,7 @@ def test_sigterm_cleans_up_like_ctrl_c(digits, tmp_path):
 
 
 def test_precision_is_read_from_the_file_and_a_mostly_float_int8_is_flagged(validated_run, tmp_path):
-    from edgekit.export.base import Artifact
+    from edgekit.formats.exporter import Artifact
     from edgekit.reports.assembly import quantization_read_back
     from edgekit.support.progress import StepLog
 
@@ -231,7 +231,7 @@ def test_a_model_file_swapped_after_its_scan_is_refused_by_the_step(digits, tmp_
     """A child step reopens the user's file: if it is no longer the file that was scanned
     (e.g. swapped for one holding a Lambda), the step refuses it instead of loading it."""
     from edgekit.errors import ModelError
-    from edgekit.export.source import keras_model, keras_source
+    from edgekit.formats.source import keras_model, keras_source
     from edgekit.intake.model import sha256_of
 
     path = tmp_path / "m.h5"

@@ -36,7 +36,7 @@ def _run(flatbuffer: bytes, x: np.ndarray):
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_forward_only_savedmodel_converts_to_the_same_file_as_from_keras_model(digits, tmp_path, precision):
-    from edgekit.export.tflite import save_forward
+    from edgekit.formats.tflite.export import save_forward
 
     tf = tensorflow()
     model = tf_keras().models.load_model(digits["model"], compile=False)
@@ -53,8 +53,8 @@ def test_forward_only_savedmodel_converts_to_the_same_file_as_from_keras_model(d
 
 
 def test_conversion_leaves_no_savedmodel_behind(digits, tmp_path):
-    from edgekit.export.source import keras_source
-    from edgekit.export.tflite import convert
+    from edgekit.formats.source import keras_source
+    from edgekit.formats.tflite.export import convert
 
     source = keras_source(digits["model"], (8, 8, 1))
     scratch = tmp_path / "scratch"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgekit.export import FORMATS, exporter_for
-from edgekit.export.base import ExportRequest
+from edgekit.formats import FORMATS, exporter_for
+from edgekit.formats.exporter import ExportRequest
 from edgekit.support.progress import StepLog
-from edgekit.runtime import open_runner
+from edgekit.formats.runner import open_runner
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def keras_model(loaded):
 
 
 def _request(loaded, digits, tmp_path, precisions, isolate=False):
-    from edgekit.export.source import keras_source
+    from edgekit.formats.source import keras_source
 
     (tmp_path / "out").mkdir()
     (tmp_path / "scratch").mkdir()
@@ -77,3 +77,35 @@ def test_onnx_and_openvino_convert_once_for_both_precisions(loaded, digits, tmp_
     for fmt in ("onnx", "openvino"):
         exporter_for(fmt).export(request, StepLog(quiet=True))
     assert calls == {"tf2onnx": 1, "openvino": 1}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_registered_format_provides_every_part_and_they_agree(fmt, loaded, keras_model, digits, tmp_path):
+    """The template a new format passes (edgekit/formats/__init__.py): its int8 file is written,
+    recognised by its bytes and by no other format, run, described by its facts, and its layers
+    are found and read where the Keras layers are."""
+    from edgekit.formats import PARTS, REGISTRY, format_of_suffix, get_format
+    from edgekit.formats.graph import match
+    from edgekit.formats.runner import artifact_format, sniff_format
+    from edgekit.quality.layer_graph import keras_units
+
+    kind = get_format(fmt)
+    assert set(PARTS) <= set(__import__(f"edgekit.formats.{fmt}", fromlist=["PARTS"]).PARTS)
+    request = _request(loaded, digits, tmp_path, ["int8"])
+    (artifact,) = [a for a in exporter_for(fmt).export(request, StepLog(quiet=True)) if a.precision == "int8"]
+    assert [f.suffix for f in artifact.files] == list(kind.suffixes) and format_of_suffix(kind.suffix) is kind
+    with open(artifact.path, "rb") as f:
+        head = f.read(64)
+    assert [name for name, other in REGISTRY.items() if other.part("sniff")(head)] == [fmt]
+    assert sniff_format(artifact.path) == artifact_format(artifact.path) == fmt
+    facts = kind.part("facts")(artifact.path)
+    assert (facts.format, facts.precision) == (fmt, "int8") and facts.macs == loaded.macs
+    units = keras_units(keras_model)
+    graph = kind.part("graph")(artifact.path)
+    paired = match(units, kind.part("chains")(graph))
+    assert set(paired) == {u.name for u in units}  # every conv/dense layer found in the file
+    taps = kind.part("taps")(graph, [paired[u.name].tap for u in units])
+    values = taps.run(digits["x_val"][:4])
+    assert [v.shape[0] for v in values] == [4] * len(units) and all(np.isfinite(v).all() for v in values)
+    assert kind.part("search_step") in (kind.convert_step, kind.quantize_step)
+    assert callable(kind.part("search")) and kind.part("search_method")

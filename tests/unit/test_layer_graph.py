@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.quality.layer_graph import float_names, kernel_key, keras_tap_model, keras_units, Chain
+from edgekit.formats.graph import Chain, float_names, kernel_key
+from edgekit.quality.layer_graph import keras_tap_model, keras_units
 
 
 def _model():

@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "edgekit"
 # The import order of docs/architecture.md: each may import those before it, never after.
-LAYERS = ["errors", "support", "intake", "runtime", "export", "quality", "measure", "reports", "compression", "sweeps"]
+LAYERS = ["errors", "support", "intake", "formats", "quality", "measure", "reports", "compression", "sweeps"]
 ROOT_MODULES = {"__init__", "__main__", "api", "cli", "demo", "errors", "latency"}
 
 
@@ -98,3 +98,23 @@ def test_no_file_cites_a_document_outside_the_repository():
     citing = [str(p.relative_to(ROOT)) for p in files if missing in p.read_text(errors="replace")]
     assert citing == []
     assert (ROOT / "docs" / "architecture.md").is_file()
+
+
+def test_no_code_outside_formats_branches_on_a_format_name():
+    """Format-agnostic code asks the registry (edgekit/formats/__init__.py): a comparison with a
+    format's name, or a table keyed by it, belongs in that format's package."""
+    from edgekit.formats import FORMATS
+
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        if "formats" in path.relative_to(PACKAGE).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Compare):
+                names = [n for n in [node.left, *node.comparators] for n in ([n] if not isinstance(n, (ast.Tuple, ast.List, ast.Set)) else n.elts)]
+            elif isinstance(node, ast.Dict):
+                names = [k for k in node.keys if k is not None]
+            if any(isinstance(n, ast.Constant) and n.value in FORMATS for n in names):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert found == []

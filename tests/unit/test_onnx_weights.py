@@ -24,8 +24,8 @@ def big_weights_model():
 
 
 def test_lifting_copies_and_leaves_the_shared_graph_whole(big_weights_model):
-    from edgekit.export.base import freeze
-    from edgekit.export.onnx_weights import LARGE_CONSTANT_BYTES, lift_large_constants
+    from edgekit.formats.exporter import freeze
+    from edgekit.formats.onnx.weights import LARGE_CONSTANT_BYTES, lift_large_constants
 
     frozen = freeze(lambda x: big_weights_model(x, training=False), (8, 8, 128))
     before = [(n.name, n.op) for n in frozen.graph_def.node]
@@ -40,9 +40,9 @@ def test_onnx_file_holds_the_weights_as_initializers_with_layouts_folded(big_wei
     import onnx
     import onnxruntime as ort
 
-    from edgekit.export.base import freeze
-    from edgekit.export.onnx import convert
-    from edgekit.export.source import write_graph
+    from edgekit.formats.exporter import freeze
+    from edgekit.formats.onnx.export import convert
+    from edgekit.formats.source import write_graph
 
     frozen = freeze(lambda x: big_weights_model(x, training=False), (8, 8, 128))
     source = write_graph(frozen, tmp_path / "frozen.pb", (8, 8, 128))

@@ -16,7 +16,7 @@ def _run(*args, **kw):
 
 
 def test_import_does_not_load_tensorflow_or_converters():
-    code = ("import sys, edgekit, edgekit.cli, edgekit.runtime, edgekit.intake.data, edgekit.quality.evaluation, edgekit.reports.report; "
+    code = ("import sys, edgekit, edgekit.cli, edgekit.formats.runner, edgekit.intake.data, edgekit.quality.evaluation, edgekit.reports.report; "
             "heavy = [m for m in ('tensorflow', 'tf_keras', 'tf2onnx', 'openvino', 'nncf', 'onnxruntime') "
             "if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)")
     result = _run(sys.executable, "-c", code)

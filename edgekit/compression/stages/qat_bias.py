@@ -1,7 +1,7 @@
 """Round a QAT model's biases to the int32 grid its int8 files store them on.
 
 An int8 conv/dense file keeps each bias as an int32 in steps of (input scale × weight scale
-of that channel): TFLite always, and edgekit's ONNX QDQ export too (export/onnx_qdq.py).
+of that channel): TFLite always, and edgekit's ONNX QDQ export too (formats/onnx/qdq.py).
 tfmot trains float biases and never rounds them, so each file rounds them itself, by up to half
 a step. That is ~1e-3 of an output step, yet it moves a layer's result across a rounding
 boundary for ~0.1% of activations; the one-step differences compound block by block.

@@ -6,19 +6,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from edgekit.formats import get_format
 from edgekit.support.progress import StepLog
 
-# File suffixes per format; the first one is the artifact's main file.
-SUFFIXES = {"tflite": (".tflite",), "onnx": (".onnx",), "openvino": (".xml", ".bin")}
-# Precisions each format writes (ONNX fp16 would need another converter: not offered).
-PRECISIONS = {"tflite": {"fp32", "fp16", "int8", "int8w"}, "onnx": {"fp32", "int8", "int8w"},
-              "openvino": {"fp32", "fp16", "int8", "int8w"}}
 
 
 @dataclass
 class ExportRequest:
     """One run's export job. Converters reach the model only through `source` (a file, see
-    edgekit.export.source) and run each heavy step through `run`, in a child process when
+    edgekit.formats.source) and run each heavy step through `run`, in a child process when
     `isolate` is set, so memory never adds up across steps."""
 
     source: dict  # the model to export: a "keras" or "graph" source
@@ -47,29 +43,52 @@ class ExportRequest:
             return self.source
         if self._graph is None:
             self._graph = self.run("freeze", "Trace and freeze the model's forward pass",
-                                   "edgekit.export.source:freeze_step",
+                                   "edgekit.formats.source:freeze_step",
                                    {"source": self.source, "out": str(self.scratch / "frozen.pb")}, log)
         return self._graph
 
     def run(self, kind: str, label: str, target: str, kwargs: dict, log: StepLog):
         """One heavy step: refused up front if it cannot fit, timed, its peak memory recorded."""
-        from edgekit.support.memory import check_fits, way_out
+        from edgekit.support.memory import check_fits
         from edgekit.support.steps import StepKilled, run_step
 
-        check_fits(kind, label, self.weight_bytes, self.formats)
+        check_fits(kind, label, self.weight_bytes, self.way_out(kind))
         with log.step(label) as stats:
             try:
                 done = run_step(target, kwargs, isolate=self.isolate, workdir=self.scratch, label=label)
             except StepKilled as exc:
-                raise StepKilled(f"{exc}. Free memory, or leave it out: {way_out(kind, self.formats)}") from None
+                raise StepKilled(f"{exc}. Free memory, or leave it out: {self.way_out(kind)}") from None
             stats.peak_rss_mb = done.peak_rss_mb
         return done.result
 
+    def step_kinds(self, fmt: str) -> list[str]:
+        """The heavy steps exporting `fmt` runs (their memory is estimated by kind)."""
+        kind = get_format(fmt)
+        kinds = [kind.convert_step]
+        if kind.from_frozen_graph and self.source["kind"] == "keras":
+            kinds.append("freeze")
+        if kind.quantize_step and set(self.precisions) & {"int8", "int8w"} and not self.from_qat:
+            kinds.append(kind.quantize_step)
+        return kinds
+
+    def way_out(self, step_kind: str) -> str:
+        """The rerun that skips a step: the formats that do not need it, or more memory."""
+        others = [f for f in self.formats if step_kind not in self.step_kinds(f)]
+        return f"--formats {','.join(others)}" if others else "a machine with more memory"
+
+    def check_all_steps_fit(self) -> None:
+        """Refuse up front, before the first conversion, any step of this export that cannot fit."""
+        from edgekit.support.memory import STEP_TITLES, check_fits
+
+        for fmt in self.formats:
+            for kind in self.step_kinds(fmt):
+                check_fits(kind, STEP_TITLES[kind], self.weight_bytes, self.way_out(kind))
+
     def precisions_for(self, fmt: str) -> list[str]:
-        return [p for p in self.precisions if p in PRECISIONS[fmt]]
+        return [p for p in self.precisions if p in get_format(fmt).precisions]
 
     def files(self, fmt: str, precision: str) -> list[Path]:
-        return [self.outdir / f"{self.stem}.{precision}{s}" for s in SUFFIXES[fmt]]
+        return [self.outdir / f"{self.stem}.{precision}{s}" for s in get_format(fmt).suffixes]
 
 
 @dataclass
@@ -96,7 +115,7 @@ class Artifact:
 @dataclass(frozen=True)
 class FrozenGraph:
     """The forward pass as one self-contained GraphDef: variables folded into constants and
-    every function call inlined (edgekit.export.graph_fixes), so each converter sees plain ops."""
+    every function call inlined (edgekit.formats.graph_fixes), so each converter sees plain ops."""
 
     graph_def: Any
     input_name: str  # tensor names, e.g. "input:0"
@@ -114,7 +133,7 @@ class FrozenGraph:
 
 
 def freeze(forward, image_shape) -> FrozenGraph:
-    from edgekit.export.graph_fixes import portable_graph
+    from edgekit.formats.graph_fixes import portable_graph
     from edgekit.support.keras_compat import tensorflow
 
     tf = tensorflow()
@@ -134,4 +153,5 @@ class Exporter(Protocol):
 
 def artifact_names(stem: str, formats: list[str], precisions: list[str]) -> list[str]:
     """Every file name a run will write, to check the output folder before any work."""
-    return [f"{stem}.{p}{s}" for f in formats for p in precisions if p in PRECISIONS[f] for s in SUFFIXES[f]]
+    return [f"{stem}.{p}{s}" for f in map(get_format, formats) for p in precisions if p in f.precisions
+            for s in f.suffixes]

@@ -64,7 +64,7 @@ def keras_model(source: dict):
 
 def frozen_graph(source: dict):
     """The FrozenGraph of a source: read from its .pb, or traced and frozen from its Keras model."""
-    from edgekit.export.base import FrozenGraph, freeze
+    from edgekit.formats.exporter import FrozenGraph, freeze
 
     if source["kind"] == "keras":
         model = keras_model(source)

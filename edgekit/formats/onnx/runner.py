@@ -8,13 +8,18 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import InputError, require
-from edgekit.runtime import Runner
+from edgekit.formats.runner import Runner
+
+
+def looks_like(head: bytes) -> bool:
+    """An ONNX ModelProto starts with its ir_version field (tag 0x08)."""
+    return head[:1] == b"\x08"
 
 
 class OnnxRunner(Runner):
     format = "onnx"
 
-    def __init__(self, path: Path, threads: int | None = None, providers: list[str] | None = None):
+    def __init__(self, path: Path, threads: int | None = None, providers: list[str] | None = None, **_profile):
         ort = require("onnxruntime", "onnx")
         options = ort.SessionOptions()
         if threads:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import ConversionError, require
-from edgekit.export.base import Artifact, ExportRequest
+from edgekit.formats.exporter import Artifact, ExportRequest
 from edgekit.support.progress import StepLog
 
 OPSET = 17
@@ -35,7 +35,7 @@ class OnnxExporter:
     def export(self, request: ExportRequest, log: StepLog) -> list[Artifact]:
         (fp32_path,) = request.files(self.format, "fp32")
         graph = request.graph_source(log)
-        request.run("onnx-convert", "ONNX: convert fp32 (tf2onnx)", "edgekit.export.onnx:convert",
+        request.run("onnx-convert", "ONNX: convert fp32 (tf2onnx)", "edgekit.formats.onnx.export:convert",
                     {"source": graph, "out": str(fp32_path)}, log)
         artifacts = [Artifact(self.format, "fp32", [fp32_path], settings={"opset": OPSET})]
         if "int8" in request.precisions:
@@ -48,11 +48,11 @@ class OnnxExporter:
         (path,) = request.files(self.format, "int8")
         if request.from_qat:
             request.run("onnx-convert", "ONNX: convert int8 from the QAT model (tf2onnx)",
-                        "edgekit.export.onnx:convert_qat", {"source": request.qat_source, "out": str(path)}, log)
+                        "edgekit.formats.onnx.export:convert_qat", {"source": request.qat_source, "out": str(path)}, log)
             return Artifact(self.format, "int8", [path], settings={
                 "method": "QAT (learned ranges)", "weights": "int8 per-channel", "activations": "QDQ from tfmot ranges"})
         request.run("onnx-quantize", f"ONNX: calibrate and quantize int8 ({request.calibration_samples} samples)",
-                    "edgekit.export.onnx:quantize_static",
+                    "edgekit.formats.onnx.export:quantize_static",
                     {"fp32": str(fp32_path), "out": str(path), "calibration": request.calibration,
                      "input_name": input_name}, log)
         return Artifact(self.format, "int8", [path], settings={
@@ -61,7 +61,7 @@ class OnnxExporter:
     def _int8w(self, request: ExportRequest, fp32_path, log: StepLog) -> Artifact:
         (path,) = request.files(self.format, "int8w")
         request.run("onnx-quantize", "ONNX: quantize weights to int8 (dynamic)",
-                    "edgekit.export.onnx:quantize_dynamic", {"fp32": str(fp32_path), "out": str(path)}, log)
+                    "edgekit.formats.onnx.export:quantize_dynamic", {"fp32": str(fp32_path), "out": str(path)}, log)
         return Artifact(self.format, "int8w", [path], settings={"method": "dynamic", "weights": "int8 per-channel"})
 
 
@@ -69,14 +69,14 @@ class OnnxExporter:
 
 def convert(source: dict, out: str) -> None:
     """tf2onnx from a frozen graph, with the large weights kept out of the converter
-    (edgekit.export.onnx_weights); a graph with ops ONNX cannot express fails this format."""
+    (edgekit.formats.onnx.weights); a graph with ops ONNX cannot express fails this format."""
     tf2onnx = require("tf2onnx", "compress")
     import onnx
 
-    from edgekit.export.onnx_weights import attach_weights, lift_large_constants
-    from edgekit.export.source import frozen_graph
+    from edgekit.formats.onnx.weights import attach_weights, lift_large_constants
+    from edgekit.formats.source import frozen_graph
 
-    from edgekit.export.graph_fixes import FAKE_QUANT_OPS, fold_constant_fake_quant
+    from edgekit.formats.graph_fixes import FAKE_QUANT_OPS, fold_constant_fake_quant
 
     frozen = frozen_graph(source)
     graph_def = frozen.graph_def
@@ -107,10 +107,10 @@ def check_standard_ops(path: str) -> None:
 
 def convert_qat(source: dict, out: str) -> None:
     """The QAT graph's fake-quant ops become QDQ with the learned ranges; weights int8, biases
-    int32, Dense as Gemm (edgekit.export.onnx_qdq)."""
+    int32, Dense as Gemm (edgekit.formats.onnx.qdq)."""
     import onnx
 
-    from edgekit.export.onnx_qdq import make_integer_ready
+    from edgekit.formats.onnx.qdq import make_integer_ready
 
     convert(source, out)
     model = onnx.load(out)

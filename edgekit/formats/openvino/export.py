@@ -9,7 +9,7 @@ would halve it to fp16).
 from __future__ import annotations
 
 from edgekit.errors import ConversionError, first_line, require
-from edgekit.export.base import Artifact, ExportRequest
+from edgekit.formats.exporter import Artifact, ExportRequest
 from edgekit.support.progress import StepLog
 
 
@@ -20,7 +20,7 @@ class OpenVINOExporter:
         fp32_files = request.files(self.format, "fp32")
         fp16_files = request.files(self.format, "fp16") if "fp16" in request.precisions else None
         request.run("openvino-convert", "OpenVINO: convert fp32" + (" and save FP16" if fp16_files else ""),
-                    "edgekit.export.openvino:convert",
+                    "edgekit.formats.openvino.export:convert",
                     {"source": request.graph_source(log), "out": str(fp32_files[0]),
                      "fp16_out": str(fp16_files[0]) if fp16_files else None}, log)
         artifacts = [Artifact(self.format, "fp32", fp32_files)]
@@ -36,11 +36,11 @@ class OpenVINOExporter:
         files = request.files(self.format, "int8")
         if request.from_qat:
             request.run("openvino-convert", "OpenVINO: convert int8 from the QAT model",
-                        "edgekit.export.openvino:convert", {"source": request.qat_source, "out": str(files[0])}, log)
+                        "edgekit.formats.openvino.export:convert", {"source": request.qat_source, "out": str(files[0])}, log)
             return Artifact(self.format, "int8", files, settings={"method": "QAT (learned ranges): FakeQuantize"})
         n = request.calibration_samples
         request.run("openvino-quantize", f"OpenVINO: calibrate and quantize int8 with NNCF ({n} samples)",
-                    "edgekit.export.openvino:quantize",
+                    "edgekit.formats.openvino.export:quantize",
                     {"fp32": str(fp32), "out": str(files[0]), "calibration": request.calibration}, log)
         return Artifact(self.format, "int8", files, settings={
             "method": "NNCF post-training quantization", "preset": "performance", "subset_size": n})
@@ -48,7 +48,7 @@ class OpenVINOExporter:
     def _int8w(self, request: ExportRequest, fp32, log: StepLog) -> Artifact:
         files = request.files(self.format, "int8w")
         request.run("openvino-quantize", "OpenVINO: compress weights to int8 (NNCF)",
-                    "edgekit.export.openvino:compress_weights", {"fp32": str(fp32), "out": str(files[0])}, log)
+                    "edgekit.formats.openvino.export:compress_weights", {"fp32": str(fp32), "out": str(files[0])}, log)
         return Artifact(self.format, "int8w", files, settings={"method": "NNCF weight compression",
                                                                "mode": "INT8_ASYM"})
 
@@ -57,7 +57,7 @@ class OpenVINOExporter:
 
 def convert(source: dict, out: str, fp16_out: str | None = None) -> None:
     ov = require("openvino", "openvino")
-    from edgekit.export.source import frozen_graph
+    from edgekit.formats.source import frozen_graph
 
     try:
         model = ov.convert_model(frozen_graph(source).graph_def, input=[(-1, *source["image_shape"])])

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import require
-from edgekit.runtime import Runner
+from edgekit.formats.runner import Runner
 
 
 def quantize(x: np.ndarray, dtype, scale: float, zero_point: int) -> np.ndarray:
@@ -15,10 +15,15 @@ def quantize(x: np.ndarray, dtype, scale: float, zero_point: int) -> np.ndarray:
     return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
 
 
+def looks_like(head: bytes) -> bool:
+    """A TFLite flatbuffer carries "TFL3" at offset 4."""
+    return head[4:8] == b"TFL3"
+
+
 class TFLiteRunner(Runner):
     format = "tflite"
 
-    def __init__(self, path: Path, threads: int | None = None):
+    def __init__(self, path: Path, threads: int | None = None, **_profile):
         litert = require("ai_edge_litert.interpreter", "tflite")
         self.interpreter = litert.Interpreter(model_path=str(path), num_threads=threads)
         self.execution = "LiteRT (XNNPACK)"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.runtime import Runner
+from edgekit.formats.runner import Runner
 
 
 class ReferenceRunner(Runner):

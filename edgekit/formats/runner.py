@@ -13,9 +13,6 @@ import numpy as np
 
 from edgekit.errors import InputError, regular_file
 
-RUNNER_FOR_SUFFIX = {".tflite": "tflite", ".onnx": "onnx", ".xml": "openvino"}
-
-
 class Runner:
     """Base: subclasses implement `_run(batch)` and set `input_shape` (H, W, C) and
     `input_spec` (dtype, scale, zero_point); `predict` chunks the input."""
@@ -51,48 +48,31 @@ class Runner:
         return self._run(np.concatenate([batch, padding]))[:len(batch)]
 
 
-def _runner_class(kind: str):
-    if kind == "tflite":
-        from edgekit.runtime.tflite import TFLiteRunner
-
-        return TFLiteRunner
-    if kind == "onnx":
-        from edgekit.runtime.onnx import OnnxRunner
-
-        return OnnxRunner
-    from edgekit.runtime.openvino import OpenVINORunner
-
-    return OpenVINORunner
-
-
 def sniff_format(path: Path) -> str | None:
-    """What the bytes say the file is: TFLite flatbuffers carry "TFL3" at offset 4, OpenVINO
-    IR is XML, an ONNX ModelProto starts with its ir_version field (tag 0x08)."""
+    """What the bytes say the file is (each format's runner.looks_like reads the first 64 bytes)."""
+    from edgekit.formats import REGISTRY
+
     with open(path, "rb") as f:
         head = f.read(64)
-    if head[4:8] == b"TFL3":
-        return "tflite"
-    if head.lstrip().startswith(b"<"):
-        return "openvino"
-    if head[:1] == b"\x08":
-        return "onnx"
-    return None
+    return next((name for name, fmt in REGISTRY.items() if fmt.part("sniff")(head)), None)
 
 
 def artifact_format(path: Path) -> str:
     """The runtime an artifact needs, from its extension, checked against its content."""
+    from edgekit.formats import REGISTRY, format_of_suffix
+
     path = Path(path)
-    kind = RUNNER_FOR_SUFFIX.get(path.suffix.lower())
-    if kind is None:
-        raise InputError(f"{path}: unknown artifact type; expected one of {', '.join(RUNNER_FOR_SUFFIX)}")
+    fmt = format_of_suffix(path.suffix)
+    if fmt is None:
+        raise InputError(f"{path}: unknown artifact type; expected one of "
+                         f"{', '.join(f.suffix for f in REGISTRY.values())}")
     regular_file(path, "artifact")
     content = sniff_format(path)
-    if content is not None and content != kind:
-        right = {v: k for k, v in RUNNER_FOR_SUFFIX.items()}[content]
-        article = "an" if content == "onnx" else "a"
-        raise InputError(f"{path}: the extension says {kind} but the content is {article} {content} model; "
-                         f"rename it to {path.stem}{right}")
-    return kind
+    if content is not None and content != fmt.name:
+        article = "an" if content[0] in "aeiou" else "a"
+        raise InputError(f"{path}: the extension says {fmt.name} but the content is {article} {content} model; "
+                         f"rename it to {path.stem}{REGISTRY[content].suffix}")
+    return fmt.name
 
 
 THREADS_ENV = "EDGEKIT_THREADS"
@@ -110,14 +90,17 @@ def default_threads() -> int | None:
 def open_runner(path: Path, threads: int | None = None, providers: list[str] | None = None,
                 openvino_device: str | None = None) -> Runner:
     """Open an artifact by its extension; a file its runtime rejects is bad input (exit 2).
-    `providers` (ONNX Runtime) and `openvino_device` come from a device profile."""
+    `providers` (ONNX Runtime) and `openvino_device` come from a device profile; each runner
+    takes what applies to its runtime."""
+    from edgekit.formats import get_format
+
     path = Path(path)
     kind = artifact_format(path)
     threads = threads or default_threads()
-    if kind == "openvino":
-        regular_file(path.with_suffix(".bin"), f"{path} needs its weights beside it:", InputError)
-    options = {"onnx": {"providers": providers}, "openvino": {"device": openvino_device}}.get(kind, {})
-    return load_checked(path, kind, lambda: _runner_class(kind)(path, threads, **{k: v for k, v in options.items() if v}))
+    for companion in get_format(kind).suffixes[1:]:  # an OpenVINO .xml needs its .bin
+        regular_file(path.with_suffix(companion), f"{path} needs its weights beside it:", InputError)
+    options = {k: v for k, v in (("providers", providers), ("device", openvino_device)) if v}
+    return load_checked(path, kind, lambda: get_format(kind).part("runner")(path, threads, **options))
 
 
 def load_checked(path: Path, kind: str, load):

@@ -13,7 +13,7 @@ import tempfile
 from contextlib import contextmanager
 
 from edgekit.errors import ConversionError, first_line
-from edgekit.export.base import Artifact, ExportRequest
+from edgekit.formats.exporter import Artifact, ExportRequest
 from edgekit.support.keras_compat import tensorflow
 from edgekit.support.progress import StepLog
 
@@ -27,8 +27,8 @@ class TFLiteExporter:
             qat = precision == "int8" and request.from_qat
             (path,) = request.files(self.format, precision)
             io_dtype = request.run(
-                "tflite", f"TFLite: convert {precision}{' from the QAT model' if qat else ''}",
-                "edgekit.export.tflite:convert",
+                "tflite-convert", f"TFLite: convert {precision}{' from the QAT model' if qat else ''}",
+                "edgekit.formats.tflite.export:convert",
                 {"source": request.qat_source if qat else request.source, "precision": precision, "out": str(path),
                  "calibration": request.calibration, "io_dtype": request.io_dtype, "qat": qat}, log)
             artifacts.append(Artifact(self.format, precision, [path], io_dtype=io_dtype,
@@ -66,7 +66,7 @@ def convert(source: dict, precision: str, out: str, calibration: str | None, io_
 @contextmanager
 def converter_for(source: dict):
     """A TFLiteConverter for `source`; what it was saved to for converting is removed after."""
-    from edgekit.export.source import frozen_graph, keras_model
+    from edgekit.formats.source import frozen_graph, keras_model
 
     tf = tensorflow()
     if source["kind"] != "keras":

@@ -10,7 +10,7 @@ Every converter starts from the graph `portable_graph` returns.
 
 - A QAT graph fake-quantizes each kernel (`FakeQuantWithMinMaxVars[PerChannel]` on a
   constant). tf2onnx folds those itself, but only while the kernel is a constant: the ONNX
-  export lifts large constants out of the graph first (edgekit.export.onnx_weights), and a
+  export lifts large constants out of the graph first (edgekit.formats.onnx.weights), and a
   per-channel fake-quant on a lifted kernel is an op tf2onnx cannot convert (EfficientNetB0:
   two 1.5 MB kernels). `fold_constant_fake_quant` computes them beforehand.
 """

@@ -11,13 +11,18 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import InputError, require
-from edgekit.runtime import Runner
+from edgekit.formats.runner import Runner
+
+
+def looks_like(head: bytes) -> bool:
+    """An OpenVINO IR is XML."""
+    return head.lstrip().startswith(b"<")
 
 
 class OpenVINORunner(Runner):
     format = "openvino"
 
-    def __init__(self, path: Path, threads: int | None = None, device: str = "CPU"):
+    def __init__(self, path: Path, threads: int | None = None, device: str = "CPU", **_profile):
         ov = require("openvino", "openvino")
         core = ov.Core()
         missing = device not in core.available_devices  # a profile's NPU/GPU this machine lacks

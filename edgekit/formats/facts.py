@@ -1,0 +1,71 @@
+"""What an exported artifact is, read from the file itself with its own runtime's tools:
+precision, multiply-accumulates per inference, weight bytes, ops, I/O dtypes, dynamic dims.
+
+The device estimates need these for artifacts that have no Keras model beside them (a
+.tflite handed to `edgekit bench --device rpi4`). One rule counts MACs in every format:
+for a conv or fully-connected op, MACs = output elements x weight elements / output
+channels, which is (Cin/groups) x kh x kw per output element for any convolution
+(grouped and depthwise included) and the input width for a matrix multiply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+
+@dataclass
+class MacOp:
+    """One conv or fully-connected op as the file holds it."""
+
+    name: str
+    macs: int
+    weights: int  # weight elements
+    int8_weights: bool  # its weights are stored as 8-bit integers
+    int8_compute: bool  # its activations are 8-bit too: it runs as an integer kernel
+
+
+@dataclass
+class ArtifactFacts:
+    path: str
+    format: str
+    precision: str                  # fp32 | fp16 | int8w | int8
+    macs: int
+    weight_bytes: int               # the file's size: every parameter is in it once
+    ops: list[str] = field(default_factory=list)
+    input_dtype: str = "float32"
+    output_dtype: str = "float32"
+    dynamic_dims: bool = False
+    mac_ops: list[MacOp] = field(default_factory=list, repr=False)
+
+    def quantization(self) -> dict:
+        """What share of the conv/dense weights and MACs the file really holds in int8, and
+        which of those ops it left in float: the report states this, not the recipe."""
+        weights = sum(op.weights for op in self.mac_ops)
+        macs = sum(op.macs for op in self.mac_ops)
+        float_ops = [op.name for op in self.mac_ops if not op.int8_compute]
+        return {
+            "int8_weight_share": round(sum(op.weights for op in self.mac_ops if op.int8_weights) / weights, 4)
+            if weights else None,
+            "int8_mac_share": round(sum(op.macs for op in self.mac_ops if op.int8_compute) / macs, 4) if macs else None,
+            "mac_ops": len(self.mac_ops),
+            "float_mac_ops": len(float_ops),
+            "float_mac_op_names": float_ops[:MAX_NAMED_OPS],
+        }
+
+
+MAX_NAMED_OPS = 20
+INT8_TYPES = {"int8", "uint8"}
+
+
+def numel(shape) -> int:
+    return int(np.prod([max(int(d), 1) for d in shape]))  # unknown (batch) dims count as 1
+
+
+def read_facts(path: Path, fmt: str) -> ArtifactFacts:
+    from edgekit.formats import get_format
+
+    return get_format(fmt).part("facts")(Path(path))

@@ -1,0 +1,69 @@
+"""What an .onnx file holds: precision, MACs, ops, I/O types (edgekit.formats.facts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgekit.errors import require
+from edgekit.formats.facts import ArtifactFacts, MacOp, numel
+
+ONNX_CONV_OPS = {"Conv", "ConvInteger", "QLinearConv"}
+ONNX_MATMUL_OPS = {"MatMul", "Gemm", "MatMulInteger", "QLinearMatMul"}
+ONNX_WEIGHT_INPUT = {"QLinearConv": 3, "QLinearMatMul": 3}  # (x, x_scale, x_zp, w, ...)
+
+
+def read_facts(path: Path) -> ArtifactFacts:
+    onnx = require("onnx", "onnx")
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    graph = model.graph
+    shapes = {init.name: list(init.dims) for init in graph.initializer}
+    for info in [*graph.input, *graph.value_info, *graph.output]:
+        dims = info.type.tensor_type.shape.dim
+        shapes[info.name] = [d.dim_value if d.HasField("dim_value") else 0 for d in dims]
+    macs, mac_ops = 0, []
+    producers = {out: node for node in graph.node for out in node.output}
+    int8_initializers = {init.name for init in graph.initializer
+                         if init.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)}
+    for node in graph.node:
+        if node.op_type in ONNX_CONV_OPS | ONNX_MATMUL_OPS:
+            weight_name = node.input[ONNX_WEIGHT_INPUT.get(node.op_type, 1)]
+            weight = shapes.get(weight_name)
+            out = shapes.get(node.output[0])
+            if weight and out:
+                channels = out[1] if node.op_type in ONNX_CONV_OPS else out[-1]
+                op_macs = numel(out) * numel(weight) // max(channels, 1)
+                macs += op_macs
+                int8_weights, int8_compute = _onnx_int8(node, producers, int8_initializers)
+                mac_ops.append(MacOp(node.name or node.output[0], op_macs, numel(weight), int8_weights,
+                                     int8_compute))
+    kinds = {node.op_type for node in graph.node}
+    float16 = onnx.TensorProto.FLOAT16
+    precision = ("int8w" if "DynamicQuantizeLinear" in kinds or ("DequantizeLinear" in kinds and "QuantizeLinear" not in kinds)
+                 else "int8" if kinds & {"QuantizeLinear", "QLinearConv", "QLinearMatMul"}
+                 else "fp16" if any(init.data_type == float16 for init in graph.initializer) else "fp32")
+    elem = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "uint8",
+            float16: "float16"}
+    first_in, first_out = graph.input[0].type.tensor_type, graph.output[0].type.tensor_type
+    return ArtifactFacts(
+        path=str(path), format="onnx", precision=precision, macs=int(macs), weight_bytes=path.stat().st_size,
+        ops=sorted(kinds), input_dtype=elem.get(first_in.elem_type, "other"),
+        output_dtype=elem.get(first_out.elem_type, "other"),
+        dynamic_dims=any(not d.HasField("dim_value") for d in first_in.shape.dim), mac_ops=mac_ops)
+
+
+def _onnx_int8(node, producers: dict, int8_initializers: set) -> tuple[bool, bool]:
+    """(int8 weights, int8 compute) of a conv/matmul node: integer ops are both; a float op
+    is int8 in QDQ form when its weight comes from DequantizeLinear of an 8-bit initializer
+    and its input from DequantizeLinear (ONNX Runtime fuses the pattern into an int8 kernel)."""
+    if node.op_type in ("ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul"):
+        return True, True
+
+    def dequantized_int8(name: str) -> bool:
+        producer = producers.get(name)
+        while producer is not None and producer.op_type in ("Transpose", "Reshape", "Identity"):
+            producer = producers.get(producer.input[0])
+        return producer is not None and producer.op_type == "DequantizeLinear" and (
+            producer.input[0] in int8_initializers or producers.get(producer.input[0]) is not None)
+
+    weights = dequantized_int8(node.input[1])
+    return weights, weights and dequantized_int8(node.input[0])
