@@ -77,7 +77,7 @@ def _main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
 ):
-    from edgekit.support.library_output import configure
+    from edgekit.support.quiet_libraries import configure
 
     _state["debug"] = debug
     configure(debug, quiet_on=False)  # a command's -q turns it on
@@ -118,7 +118,7 @@ def compress(
 ):
     """Export a Keras classifier to TFLite, ONNX and OpenVINO (fp32 and int8), verify, report."""
     from edgekit import api
-    from edgekit.support.library_output import configure
+    from edgekit.support.quiet_libraries import configure
 
     configure(_state["debug"], quiet)
     with _errors_to_exit_codes():
@@ -285,7 +285,7 @@ def sweep(
 ):
     """Compress with every recipe × grid value, measure every artifact on every device, and pick per device."""
     from edgekit import api
-    from edgekit.support.library_output import configure
+    from edgekit.support.quiet_libraries import configure
     from edgekit.sweeps.render import render_summary
 
     configure(_state["debug"], quiet)
@@ -357,7 +357,7 @@ def demo(
 ):
     """Train a small CNN on scikit-learn's digits, then compress it to int8 in every format."""
     from edgekit.demo import run_demo
-    from edgekit.support.library_output import configure
+    from edgekit.support.quiet_libraries import configure
 
     configure(_state["debug"], quiet)
     with _errors_to_exit_codes():

@@ -73,7 +73,7 @@ def run_demo(outdir: Path, force: bool, log: StepLog) -> dict:
     """Prepare the demo files, then compress them exactly as `edgekit compress` would."""
     from edgekit.formats import FORMATS
     from edgekit.formats.exporter import artifact_names
-    from edgekit.support.outputs import check_output_folder
+    from edgekit.support.output_folders import check_output_folder
     from edgekit.compression.config import Recipe
     from edgekit.compression.pipeline import CompressOptions, compress
 

@@ -23,7 +23,7 @@ from edgekit.formats.source import forget_live, keras_source, write_graph
 from edgekit.reports.assembly import add_latencies, build_report
 from edgekit.reports.html_report import render_html
 from edgekit.intake.model import LoadedModel, load_model
-from edgekit.support.outputs import check_output_folder, scratch_folder, staged
+from edgekit.support.output_folders import check_output_folder, scratch_folder, staged
 from edgekit.support.progress import StepLog
 from edgekit.reports.report import render_markdown, write_json
 from edgekit.quality.verify import Evidence, verify
@@ -229,7 +229,7 @@ def _check_failed_checks(report: dict) -> None:
 def _export_request(opts: CompressOptions, model: LoadedModel, exported: LoadedModel, qat_forward, data: _Data,
                     staging: Path, scratch: Path, log: StepLog) -> ExportRequest:
     """Everything the converters need, as files they can open in a child process."""
-    from edgekit.support.steps import isolate_steps
+    from edgekit.support.isolated_steps import isolate_steps
 
     shape, weight_bytes = exported.image_shape, 4 * exported.params
     isolate = isolate_steps(weight_bytes)
@@ -476,7 +476,7 @@ def _diagnose(exported: LoadedModel, artifacts, evidence: Evidence, from_qat: bo
                                   checks={a.id: fp32[a.format].id for a in targets if a.format in fp32},
                                   twins=[(a.id, a.path, a.format) for a in twins])
     except Exception as exc:  # noqa: BLE001 - a report section must not cost the user the verified files
-        from edgekit.support.library_output import debug
+        from edgekit.support.quiet_libraries import debug
 
         if debug():
             raise

@@ -37,7 +37,7 @@ class Format:
         return getattr(importlib.import_module(module), attribute)
 
     def step(self, name: str) -> str:
-        """A part as "module:attribute", a step target (edgekit.support.steps may run it in a child)."""
+        """A part as "module:attribute", a step target (edgekit.support.isolated_steps may run it in a child)."""
         package = f"{__name__}.{self.name}"
         return f"{package}.{importlib.import_module(package).PARTS[name]}"
 

@@ -50,7 +50,7 @@ class ExportRequest:
     def run(self, kind: str, label: str, target: str, kwargs: dict, log: StepLog):
         """One heavy step: refused up front if it cannot fit, timed, its peak memory recorded."""
         from edgekit.support.memory import check_fits
-        from edgekit.support.steps import StepKilled, run_step
+        from edgekit.support.isolated_steps import StepKilled, run_step
 
         check_fits(kind, label, self.weight_bytes, self.way_out(kind))
         with log.step(label) as stats:

@@ -81,7 +81,7 @@ def measure(path: Path, settings: BenchSettings) -> dict:
     import gc
 
     from edgekit.formats.runner import open_runner
-    from edgekit.support.steps import current_peak_rss_mb, reset_peak_rss, status_mb
+    from edgekit.support.isolated_steps import current_peak_rss_mb, reset_peak_rss, status_mb
 
     gc.collect()  # the previous file's runner is gone: its memory is not this file's
     reset_peak_rss()

@@ -271,7 +271,7 @@ def run_gate(report_path: Path, baseline_path: Path, limits: Thresholds, junit: 
              summary: Optional[Path] = None, remeasure: bool = True) -> dict:
     """Load, compare, write the JUnit/summary files asked for. Bad input raises before anything
     is written; a regression is reported in the files, then `raise_if_failed` makes it exit 1."""
-    from edgekit.support.outputs import check_writable_file, write_text_atomically
+    from edgekit.support.output_folders import check_writable_file, write_text_atomically
 
     for option, path in (("--junit", junit), ("--summary", summary)):
         if path is not None:

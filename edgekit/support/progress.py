@@ -74,7 +74,7 @@ class StepLog:
 
     @contextmanager
     def step(self, title: str):
-        from edgekit.support.steps import current_peak_rss_mb, reset_peak_rss
+        from edgekit.support.isolated_steps import current_peak_rss_mb, reset_peak_rss
 
         stats = StepStats()
         reset_peak_rss()

@@ -52,7 +52,7 @@ def run_cell(spec: dict) -> dict:
 
 def _compress(spec: dict) -> dict:
     from edgekit.compression.config import Recipe
-    from edgekit.support.library_output import configure
+    from edgekit.support.quiet_libraries import configure
     from edgekit.compression.pipeline import CompressOptions, compress
     from edgekit.support.progress import StepLog
 
@@ -98,14 +98,14 @@ def _written_report(outdir: Path) -> dict | None:
 
 def _peak_mb(report: dict | None) -> float | None:
     """The cell's peak: its own process or the largest step's child, whichever is higher."""
-    from edgekit.support.steps import current_peak_rss_mb
+    from edgekit.support.isolated_steps import current_peak_rss_mb
 
     steps = (report or {}).get("peak_rss_mb", {}).get("largest step")
     return max(v for v in (current_peak_rss_mb(), steps) if v is not None)
 
 
 def write_record(outdir: Path, record: dict) -> None:
-    from edgekit.support.outputs import write_text_atomically
+    from edgekit.support.output_folders import write_text_atomically
 
     outdir.mkdir(parents=True, exist_ok=True)
     write_text_atomically(outdir / RECORD, json.dumps(record, indent=2) + "\n", "the cell record")
@@ -164,7 +164,7 @@ def main(argv: list[str]) -> int:
     """`python -I -m edgekit.sweeps.cell SPEC.json`: the local pool's child."""
     import signal
 
-    from edgekit.support.steps import die_with_parent
+    from edgekit.support.isolated_steps import die_with_parent
 
     signal.signal(signal.SIGTERM, _terminate_like_interrupt)
     spec_path = Path(argv[0])

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Callable
 
-from edgekit.support.steps import wait_watching_memory
+from edgekit.support.isolated_steps import wait_watching_memory
 
 
 class LocalPool:

@@ -148,7 +148,7 @@ def run_cell_task(spec: dict, shared_store: str | None, **shipped: bytes | None)
     cell, return its record and (unless the store is shared) its folder as a tar archive."""
     import ray
 
-    from edgekit.support.outputs import scratch_folder
+    from edgekit.support.output_folders import scratch_folder
     from edgekit.sweeps.cell import run_cell
 
     with scratch_folder() as work_path:  # owned by this worker: the next task removes it if this one is killed

@@ -144,7 +144,7 @@ def _check_and_plan(opts: SweepOptions) -> _Plan:
 def _load_model_once(opts: SweepOptions, size_bytes: int) -> dict:
     """Load the model as every cell will (a non-classifier, NaN weights: exit 2 once, here). A big
     model loads in a child process, so the driver does not hold TensorFlow's memory while cells run."""
-    from edgekit.support.steps import isolate_steps, run_step
+    from edgekit.support.isolated_steps import isolate_steps, run_step
 
     with tempfile.TemporaryDirectory(prefix="edgekit-sweep-") as scratch:
         return run_step("edgekit.intake.model:classifier_facts",
@@ -219,7 +219,7 @@ def _parse_remotes(items: list[str], profiles: list) -> dict[str, str]:
 
 def _check_output(output: Path, store: Path) -> None:
     """A sweep folder is reused (that is how a rerun resumes), but a folder of something else is not taken over."""
-    from edgekit.support.outputs import check_output_folder
+    from edgekit.support.output_folders import check_output_folder
 
     for folder in (output, store):
         check_output_folder(folder, [], force=True)  # a folder, or one that can be made, and writable
@@ -396,7 +396,7 @@ def _version() -> str:
 
 def _write_outputs(result: dict, output: Path) -> None:
     """Each file whole or not at all: written beside, then moved into place; sweep.json last."""
-    from edgekit.support.outputs import write_text_atomically
+    from edgekit.support.output_folders import write_text_atomically
     from edgekit.sweeps.render import render_html, render_markdown
 
     texts = {"sweep.md": render_markdown(result), "sweep.html": render_html(result),

@@ -680,7 +680,7 @@ def _old_set(out):
 def test_force_replaces_the_output_set_as_a_whole(exchange, tmp_path, monkeypatch):
     import os
 
-    from edgekit.support import outputs
+    from edgekit.support import output_folders as outputs
 
     out = tmp_path / "out"
     _old_set(out)
@@ -699,7 +699,7 @@ def test_force_replaces_the_output_set_as_a_whole(exchange, tmp_path, monkeypatc
 
 
 def test_a_failed_run_leaves_the_old_set_untouched(tmp_path):
-    from edgekit.support import outputs
+    from edgekit.support import output_folders as outputs
 
     out = tmp_path / "out"
     _old_set(out)

@@ -81,7 +81,7 @@ def _kill_self_worker(job):
 
 
 def test_a_step_killed_by_the_system_is_exit_2_naming_the_step(digits, cli, tmp_path, monkeypatch):
-    import edgekit.support.steps as steps
+    import edgekit.support.isolated_steps as steps
 
     monkeypatch.setenv("EDGEKIT_STEP_PROCESSES", "child")
     monkeypatch.setattr(steps, "worker_command", _kill_self_worker)
@@ -113,7 +113,7 @@ def _dead_pid() -> int:
 
 
 def test_stale_staging_and_scratch_folders_are_removed_by_the_next_run(digits, cli, tmp_path, monkeypatch):
-    from edgekit.support.outputs import OWNER_FILE, owner_record
+    from edgekit.support.output_folders import OWNER_FILE, owner_record
 
     scratch_root = tmp_path / "tmp"
     scratch_root.mkdir()
@@ -194,7 +194,7 @@ def test_a_reused_pid_does_not_keep_a_stale_folder_and_only_edgekit_folders_go(t
     """The owner record holds the process start time: a live pid that started at another time
     is another process. A folder named like staging is removed only with an owner record that
     edgekit wrote, however old: a user's `.notes.edgekit-mine` once went for its name alone."""
-    from edgekit.support.outputs import OWNER_FILE, owner_record, remove_stale
+    from edgekit.support.output_folders import OWNER_FILE, owner_record, remove_stale
 
     reused = tmp_path / ".out.edgekit-reused"
     reused.mkdir()

@@ -34,7 +34,7 @@ def test_report_json_is_moved_into_place_last_when_files_move_one_by_one(tmp_pat
     link): report.json, which claims success, arrives last."""
     import os
 
-    from edgekit.support.outputs import staged
+    from edgekit.support.output_folders import staged
 
     (tmp_path / "out" / "sub").mkdir(parents=True)
     moved = []

@@ -1,6 +1,6 @@
 """ONNX export: tf2onnx (from the shared frozen graph) for fp32, then onnxruntime.quantization from that fp32 file.
 
-Each conversion and quantization is a step (edgekit.support.steps): paths in, files out.
+Each conversion and quantization is a step (edgekit.support.isolated_steps): paths in, files out.
 
 Static int8 is QDQ with per-channel signed weights and unsigned activations (U8S8): on x86
 ORT's signed-activation kernels ran slower than fp32 (docs/architecture.md, pitfalls), U8S8 faster.

@@ -1,6 +1,6 @@
 """OpenVINO IR export: openvino.convert_model once (from the shared frozen graph), NNCF for int8 on that converted model.
 
-Each conversion and quantization is a step (edgekit.support.steps): paths in, files out; the
+Each conversion and quantization is a step (edgekit.support.isolated_steps): paths in, files out; the
 quantizers read the fp32 IR back. NNCF 3 has no TensorFlow backend, so quantization runs
 on the OpenVINO model. fp32 IR is saved with compress_to_fp16=False (save_model's default
 would halve it to fp16).

@@ -50,7 +50,7 @@ def isolate_steps(weight_bytes: int) -> bool:
 
 def run_step(target: str, kwargs: dict, *, isolate: bool, workdir: Path, label: str) -> StepRun:
     """Call `module:function(**kwargs)` (JSON-able kwargs) in a child or here; return its result."""
-    from edgekit.support.library_output import step_output
+    from edgekit.support.quiet_libraries import step_output
 
     if not isolate:
         with _working_folder(workdir), step_output():
@@ -99,7 +99,7 @@ def current_peak_rss_mb() -> float:
 def worker_command(job: Path) -> list[str]:
     """The child interpreter, isolated (-I): it reads no PYTHON* variables and does not put
     its own folder first on its import path; the worker sets the parent's path from the job."""
-    return [sys.executable, "-I", "-m", "edgekit.support.steps", str(job)]
+    return [sys.executable, "-I", "-m", "edgekit.support.isolated_steps", str(job)]
 
 
 def _run_in_child(target: str, kwargs: dict, workdir: Path, label: str) -> StepRun:
@@ -202,7 +202,7 @@ def _worker(job_path: str) -> int:
     die_with_parent(job.get("parent_pid"))
     sys.path[:] = job.get("sys_path") or sys.path
     result = Path(job["result"])
-    from edgekit.support.library_output import step_output
+    from edgekit.support.quiet_libraries import step_output
 
     try:
         with step_output():
