@@ -149,7 +149,7 @@ def evaluate(
 ):
     """Top-1/top-5 accuracy of each artifact on labelled data, and how often they agree."""
     from edgekit import api
-    from edgekit.reports.report import render_evaluation
+    from edgekit.reports.terminal import render_evaluation
 
     with _errors_to_exit_codes(), _progress(f"Evaluate {len(artifacts)} artifact(s) on {data}", quiet):
         result = api.evaluate(artifacts, data, preprocess=preprocess, threads=threads, timeout=timeout)
@@ -172,7 +172,7 @@ def diagnose(
 ):
     """Per-layer int8 error of each file against the Keras model: SQNR, the error each layer adds, activation ranges."""
     from edgekit.quality.diagnose import diagnose_artifacts
-    from edgekit.reports.report import render_diagnosis
+    from edgekit.reports.terminal import render_diagnosis
 
     with _errors_to_exit_codes():
         if top < 1:
@@ -205,7 +205,7 @@ def bench(
     """Latency of each artifact on this machine (or --remote): batch 1, warm-up, then percentiles.
     With --device and no --remote: an estimate for that device, labelled as such."""
     from edgekit import api
-    from edgekit.reports.report import render_bench, render_estimates
+    from edgekit.reports.terminal import render_bench, render_estimates
 
     with _errors_to_exit_codes(), _progress(f"Benchmark {len(artifacts)} artifact(s)", quiet):
         result = api.bench(artifacts, device=device, remote=remote, remote_python=remote_python,
@@ -234,7 +234,7 @@ def gate(
     """Compare a report with a baseline: exit 1 if accuracy, latency or size regressed, 0 if not."""
     from edgekit import api
     from edgekit.reports.gating import raise_if_failed
-    from edgekit.reports.report import render_gate
+    from edgekit.reports.terminal import render_gate
 
     with _errors_to_exit_codes():
         with _progress(f"Compare {report} with {baseline}", quiet):
@@ -312,7 +312,7 @@ def devices(
 ):
     """List the device profiles, or show one: specs, constraints and the published latency it is calibrated on."""
     from edgekit.measure.devices import all_profiles, load_profile
-    from edgekit.reports.report import render_device, render_devices
+    from edgekit.reports.terminal import render_device, render_devices
 
     with _errors_to_exit_codes():
         if name:
@@ -342,7 +342,7 @@ def inspect(
 ):
     """Show a model's format, Keras flavour, signature, size, MACs, and what QAT and the bridge cannot handle."""
     from edgekit.compression.inspection import inspect_file
-    from edgekit.reports.report import render_inspection
+    from edgekit.reports.terminal import render_inspection
 
     with _errors_to_exit_codes(), _progress(f"Inspect {model}", quiet):
         facts = inspect_file(model, trust=trust_model, custom_objects=custom_objects)
@@ -398,7 +398,8 @@ def _emit(result, as_json: bool, render) -> None:
 
 
 def _show(report: dict) -> None:
-    from edgekit.reports.report import accuracy_aware_lines, render_table, worst_layer_lines
+    from edgekit.reports.terminal import render_table
+    from edgekit.reports.text import accuracy_aware_lines, worst_layer_lines
 
     _print(render_table(report))
     for line in [*accuracy_aware_lines(report), *worst_layer_lines(report)]:  # long: plain lines, not a caption

@@ -55,7 +55,7 @@ def _summary(report: dict) -> str:
 def _stages(report: dict) -> str:
     """Pruning and QAT, as report.md shows them: sparsity per layer, scheme, layers left in
     float, the accuracy after each stage; gzip sizes are in the table."""
-    from edgekit.reports.report import stage_lines
+    from edgekit.reports.text import stage_lines
 
     lines = stage_lines(report)
     if not lines:
@@ -64,7 +64,7 @@ def _stages(report: dict) -> str:
 
 
 def _accuracy_aware(report: dict) -> str:
-    from edgekit.reports.report import accuracy_aware_lines
+    from edgekit.reports.text import accuracy_aware_lines
 
     lines = accuracy_aware_lines(report)
     if not lines:

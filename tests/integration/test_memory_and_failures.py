@@ -181,7 +181,7 @@ def test_precision_is_read_from_the_file_and_a_mostly_float_int8_is_flagged(vali
 
 
 def test_table_flags_a_mostly_float_int8_artifact():
-    from edgekit.reports.report import _rows
+    from edgekit.reports.text import rows as _rows
 
     entry = {"id": "tflite-int8", "path": "m.int8.tflite", "size_bytes": 10, "size_vs_fp32": 1.0,
              "verification": {"kind": "agreement", "agreement": 1.0}, "accuracy": None, "latency_ms": None,
