@@ -10,6 +10,8 @@ import pytest
 
 from tests.conftest import refusal_line, snapshot
 
+pytestmark = pytest.mark.heavy  # whole compress/sweep/demo runs: the full suite, not the quick loop
+
 FORMATS = ("tflite", "onnx", "openvino")
 EXT = {"tflite": "tflite", "onnx": "onnx", "openvino": "xml"}
 

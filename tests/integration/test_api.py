@@ -36,6 +36,7 @@ def test_import_edgekit_and_the_api_names_load_no_tensorflow():
                for name in ("compress", "evaluate", "bench", "gate", "sweep"))
 
 
+@pytest.mark.heavy
 def test_api_and_cli_write_the_same_report_for_the_same_inputs(digits, cli, tmp_path):
     args = dict(int8=True, data=digits["calib"], val=digits["val"], formats=["tflite", "onnx"], bench=False)
     report = edgekit.compress(digits["model"], output=tmp_path / "api", **args)
@@ -82,6 +83,7 @@ def test_in_memory_keras3_model(tmp_path):
     assert report.artifacts[0].verification["max_abs_diff"] <= 1e-4
 
 
+@pytest.mark.heavy
 def test_evaluate_bench_and_gate_with_paths_and_objects(validated_run, digits, tmp_path):
     files = [validated_run / "digits.fp32.tflite", validated_run / "digits.int8.tflite"]
     by_path = edgekit.evaluate(files, digits["val"])
@@ -163,6 +165,7 @@ def test_bad_arguments_and_failing_objects_raise_edgekit_errors(name, digits, va
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.heavy
 def test_sweep_with_an_in_memory_model_and_arrays(digits, tmp_path):
     """A model object and (x, y) arrays: one cell, measured, picked, typed."""
     from edgekit.support.keras_compat import tf_keras

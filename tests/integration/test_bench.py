@@ -42,6 +42,7 @@ def conv_tflite(tmp_path_factory):
     return path
 
 
+@pytest.mark.heavy
 def test_bench_reports_the_full_record(cli, artifacts):
     files = [artifacts / "digits.int8.tflite", artifacts / "digits.fp32.onnx", artifacts / "digits.int8.xml"]
     result = cli("bench", *files, "--threads", "1", "--json")

@@ -6,11 +6,15 @@ measured by the full run (benchmarks/results.md), on a quiet machine, not in a n
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+pytestmark = pytest.mark.heavy  # whole compress/sweep/demo runs: the full suite, not the quick loop
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -29,6 +29,7 @@ def _artifact(report, fmt, precision):
     return entry
 
 
+@pytest.mark.heavy
 def test_writes_every_artifact_and_report(int8_run):
     out, report, result = int8_run
     names = sorted(p.name for p in out.iterdir())
@@ -148,6 +149,7 @@ def test_compress_time_within_bar(int8_run):
     assert report["timings_s"]["total"] < 60
 
 
+@pytest.mark.heavy
 def test_without_data_writes_weight_only_int8(cli, digits, tmp_path):
     out = tmp_path / "out"
     result = cli("compress", digits["model"], "--int8", "-o", out)

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import pytest
+
 import json
 import time
 
 from tests.conftest import snapshot
+
+pytestmark = pytest.mark.heavy  # whole compress/sweep/demo runs: the full suite, not the quick loop
 
 
 def test_demo_runs_the_whole_path(cli, tmp_path):

@@ -50,6 +50,7 @@ def test_every_required_profile_is_shipped_and_sourced(cli):
     assert one.exit_code == 0 and "coral.ai/docs/edgetpu/benchmarks" in one.stdout
 
 
+@pytest.mark.heavy
 def test_mac_count_read_from_each_file_matches_keras(artifacts):
     report = json.loads((artifacts / "all" / "report.json").read_text())
     for artifact in report["artifacts"]:

@@ -26,6 +26,7 @@ def artifacts(digits, tmp_path_factory):
     return out, json.loads((out / "report.json").read_text())
 
 
+@pytest.mark.heavy
 def test_eval_matches_compress_and_the_labels(cli, artifacts, digits):
     out, report = artifacts
     files = [out / "digits.int8.tflite", out / "digits.int8.onnx", out / "digits.int8.xml"]

@@ -269,6 +269,7 @@ def test_reports_compress_writes_satisfy_the_strict_schema(validated_run):
     validate_report(parse_strict_json((validated_run / "report.json").read_text()))
 
 
+@pytest.mark.heavy
 def test_same_model_twice_passes_while_the_machine_is_busy(cli, digits, tmp_path):
     """Issue 22: two compress runs of one model, the second while a CPU-heavy job runs, then the
     gate: exit 0. Both folders are there, so the gate measures both files side by side."""

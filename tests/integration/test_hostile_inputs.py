@@ -632,6 +632,7 @@ def _endless_loop_onnx(path):
     return path
 
 
+@pytest.mark.heavy
 def test_eval_gives_up_on_a_model_that_never_ends(cli, digits, tmp_path):
     import time
 

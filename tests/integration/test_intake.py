@@ -73,6 +73,7 @@ def _compress(cli, model, digits, out, *extra):
 
 
 @pytest.mark.parametrize("suffix", ["keras", "h5"])
+@pytest.mark.heavy
 def test_keras3_model_is_bridged_and_compressed(suffix, cli, keras3_digits, digits, tmp_path):
     report = _compress(cli, keras3_digits[suffix], digits, tmp_path / "out")
     src = report["source"]
@@ -100,6 +101,7 @@ def test_bridge_output_equals_keras3_layer_by_layer(keras3_digits):
     assert np.max(np.abs(loaded.keras_model.predict(x, verbose=0) - original.predict(x, verbose=0))) <= 1e-5
 
 
+@pytest.mark.heavy
 def test_keras3_sequential_mobilenetv2_bridges(tmp_path, cli):
     """keras.applications MobileNetV2 (alpha 0.35), small input to keep the test quick."""
     keras = _keras3()
@@ -318,6 +320,7 @@ def test_allowlisted_tf_ops_load_without_trust(cli, digits, tmp_path):
 
 
 @pytest.mark.parametrize("steps", ["inline", "child"])
+@pytest.mark.heavy
 def test_trust_model_loads_lambda_and_custom_classes(cli, digits, tmp_path, monkeypatch, steps):
     """In child steps too: the child loads the trusted file and finds the --custom-objects
     module on the parent's import path (tests/ is not in the current folder's reach of -I)."""
@@ -499,6 +502,7 @@ def layer_scale_model(digits, tmp_path_factory):
     return path
 
 
+@pytest.mark.heavy
 def test_a_keras_shipped_class_loads_without_trust_and_is_bridged(layer_scale_model, digits, cli, tmp_path):
     out = tmp_path / "out"
     result = cli("compress", layer_scale_model, "--int8", "--data", digits["calib"], "--val", digits["val"],

@@ -38,6 +38,7 @@ def grouped(tmp_path_factory):
 
 
 @pytest.mark.parametrize("mode", ["inline", "child"])
+@pytest.mark.heavy
 def test_grouped_convolution_exports_and_verifies_in_all_formats(grouped, cli, tmp_path, monkeypatch, mode):
     monkeypatch.setenv("EDGEKIT_STEP_PROCESSES", mode)
     monkeypatch.chdir(tmp_path)
@@ -138,6 +139,7 @@ def test_stale_staging_and_scratch_folders_are_removed_by_the_next_run(digits, c
     assert live_staging.exists() and unrelated.exists()
 
 
+@pytest.mark.heavy
 def test_sigterm_cleans_up_like_ctrl_c(digits, tmp_path):
     """A real `edgekit compress` process, terminated mid-run: no staging or scratch left."""
     import signal

@@ -35,6 +35,7 @@ def test_stdout_holds_only_the_table_and_q_silences_the_libraries_too(quiet, cli
     assert "Warning" not in result.stderr and "WARNING" not in result.stderr
 
 
+@pytest.mark.heavy
 def test_mobilenetv3_through_tf2onnx_prints_no_traceback_or_warning(tmp_path):
     subprocess.run([sys.executable, "-m", "tests.zoo_build", "tf_keras", "MobileNetV3Small", "32", str(tmp_path)],
                    check=True, capture_output=True, timeout=600)
@@ -62,6 +63,7 @@ def test_json_output_is_valid_for_json_tool(validated_run, digits):
 
 # --- tables that survive a pipe ------------------------------------------------------------
 
+@pytest.mark.heavy
 def test_tables_in_a_pipe_are_never_cut(digits, tmp_path):
     """Rich cuts tables to 80 columns when stdout is not a terminal: `97.2…`, `openvino-fp…`."""
     done = _run("compress", digits["model"], "--prune", "0.5", "--int8", "--data", digits["calib"], "--val",
@@ -84,6 +86,7 @@ def test_help_shows_no_bool_placeholder_and_the_gate_defaults():
         assert default in gate.stdout
 
 
+@pytest.mark.heavy
 def test_unquoted_two_four_in_a_recipe_is_the_structure(cli, digits, tmp_path):
     """YAML 1.1 reads `2:4` as the base-60 number 124; the README writes it unquoted."""
     recipe = tmp_path / "r.yaml"

@@ -9,6 +9,8 @@ import pytest
 
 from tests.conftest import snapshot
 
+pytestmark = pytest.mark.heavy  # whole compress/sweep/demo runs: the full suite, not the quick loop
+
 
 def tflite_weights(path) -> list[np.ndarray]:
     """The constant weight tensors of every conv/dense op, as stored in the .tflite file."""

@@ -9,6 +9,8 @@ import json
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.heavy  # whole compress/sweep/demo runs: the full suite, not the quick loop
+
 ALL_FORMATS = "tflite,onnx,openvino"
 
 

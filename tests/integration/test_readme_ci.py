@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+
 import re
 import shlex
 import shutil
 from pathlib import Path
 
 import yaml
+
+pytestmark = pytest.mark.heavy  # whole compress/sweep/demo runs: the full suite, not the quick loop
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

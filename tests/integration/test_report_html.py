@@ -107,6 +107,7 @@ def test_accuracy_axis_spans_at_least_one_point_each_side():
     assert high - low >= 2.0 and low <= 97.0 and high >= 97.2
 
 
+@pytest.mark.heavy
 def test_stages_and_gzip_sizes_are_on_the_page(cli, digits, tmp_path):
     out = tmp_path / "out"
     result = cli("compress", digits["model"], "--prune", "0.5", "--int8", "--data", digits["calib"], "--val",

@@ -21,6 +21,8 @@ import pytest
 
 from tests.conftest import refusal_line, snapshot
 
+pytestmark = pytest.mark.heavy  # whole compress/sweep/demo runs: the full suite, not the quick loop
+
 RECIPES = ["--recipes", "int8,fp16,prune50-int8", "--grid", "sparsity=0.3,0.6"]  # 4 cells
 FAST = ["--formats", "tflite,onnx", "--runs", "5", "--min-time", "0.05", "-q"]
 CELL_TITLE = "ray::edgekit-sweep-cell"  # the process title of a Ray worker running a cell

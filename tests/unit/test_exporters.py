@@ -39,6 +39,7 @@ def _request(loaded, digits, tmp_path, precisions, isolate=False):
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("precisions,isolate", [(["fp32", "int8"], False), (["fp32", "int8w"], False),
                                                 (["fp32", "int8"], True)])
+@pytest.mark.heavy
 def test_exporter_writes_runnable_artifacts(fmt, precisions, isolate, loaded, keras_model, digits, tmp_path):
     """In this process and with every step in a child process of its own: the same files."""
     request = _request(loaded, digits, tmp_path, precisions, isolate)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +40,7 @@ def test_console_script_error_is_one_clean_line(tmp_path):
     assert list(tmp_path.iterdir()) == [tmp_path / "m.h5"]
 
 
+@pytest.mark.heavy
 def test_console_script_full_run_has_no_native_noise(digits, tmp_path):
     result = _run(str(BIN / "edgekit"), "compress", str(digits["model"]), "--int8", "--data", str(digits["calib"]),
                   "--formats", "tflite", "-o", str(tmp_path / "out"))
