@@ -55,7 +55,7 @@ def cli():
     """Run the edgekit CLI in-process; returns click's Result (exit_code, stdout, stderr).
 
     `compress` gets --no-bench unless the test passes --bench-here: latency measurement costs
-    seconds per run and has its own tests (tests/integration/test_bench.py)."""
+    seconds per run and has its own tests (tests/measure/test_bench.py)."""
     from edgekit.cli import app
 
     runner = CliRunner()

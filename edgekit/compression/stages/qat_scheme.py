@@ -22,7 +22,7 @@ fused swish without rounding the conv's output. With the fused gates split off f
 the product on its own range; a sigmoid gate likewise. Rescaling, Normalization and Multiply,
 which tfmot leaves float but the files quantize (from calibration), are quantized at their output.
 On a squeeze-excite block the QAT model and its TFLite file then give the same logits to the bit
-(tests/unit/test_qat_gates.py; 0.9% apart before).
+(tests/compression/test_qat_gates.py; 0.9% apart before).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from edgekit.errors import EdgekitError
 from edgekit.compression.inspection import inspect_file
-from tests.unit.test_fuzz_inspector import _mutate
+from tests.intake.test_fuzz_inspector import _mutate
 
 HOSTILE = st.sampled_from([
     "this", "os", "subprocess", "Popen", "builtins", "eval", "print", "__doc__", "s", "this>s", "antigravity",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
@@ -11,16 +12,42 @@ import pytest
 from tests.conftest import refusal_line
 
 
+FIXTURE = Path(__file__).parent / "fixtures" / "report.json"
+
+
 @pytest.fixture(scope="module")
-def baseline(validated_run):
-    """A real compress report, with validation accuracy and host latency. Its runs' spread is set
-    tight (p90 = 1.05 × p50, as on a quiet machine): the synthetic changes below test the limits,
-    and the noise rules have tests of their own (at the end of this file)."""
-    report = json.loads((validated_run / "report.json").read_text())
+def baseline():
+    """A real compress report, checked in (tests/reports/fixtures/report.json: `edgekit compress
+    digits.h5 --int8 --data calib.npz --val val.npz --formats tflite,onnx`), so the gate's tests
+    read JSON and run no compress; test_the_checked_in_report_is_what_compress_writes_today keeps
+    it honest. Its runs' spread is set tight (p90 = 1.05 × p50, as on a quiet machine): the
+    synthetic changes below test the limits, and the noise rules have tests of their own."""
+    report = json.loads(FIXTURE.read_text())
     for artifact in report["artifacts"]:
         latency = artifact["latency_ms"]
         latency.update(p90=latency["p50"] * 1.05, std=latency["p50"] * 0.03)
     return report
+
+
+FREE_KEYS = {"timings_s", "peak_rss_mb"}  # keyed by step titles, which name the run's files
+
+
+def _shape(value):
+    """The keys of a report, all the way down (the first item of each list), without the values."""
+    if isinstance(value, dict):
+        return {k: None if k in FREE_KEYS else _shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shape(value[0])] if value and isinstance(value[0], (dict, list)) else []
+    return None
+
+
+def test_the_checked_in_report_is_what_compress_writes_today(validated_run):
+    """The fixture has every field a fresh compress report has, no more, and passes the strict schema."""
+    from edgekit.reports.gating import load_report
+
+    fresh = json.loads((validated_run / "report.json").read_text())
+    assert _shape(json.loads(FIXTURE.read_text())) == _shape(fresh)
+    load_report(FIXTURE, "baseline")
 
 
 def _write(tmp_path, name, report):

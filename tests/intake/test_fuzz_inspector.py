@@ -57,7 +57,7 @@ def _mutate(config, choices, values):
 @pytest.fixture(scope="module")
 def configs(digits, tmp_path_factory):
     """Two real configs to mutate: the tf_keras digits CNN and a Keras 3 functional model."""
-    from tests.integration.test_intake import keras3_zoo
+    from tests.intake.test_intake import keras3_zoo
 
     root = tmp_path_factory.mktemp("fuzz")
     keras3_zoo().save(root / "zoo.keras")

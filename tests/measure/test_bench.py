@@ -113,7 +113,7 @@ def test_bench_bad_input_exits_2(name, cli, artifacts, tmp_path):
              "timeout": ["did not finish within 0.01 s", "--timeout"],
              "external data": ["ext.onnx", "cannot be loaded by onnx"]}[name]
     if name == "external data":  # weights said to be in a link to /etc/passwd beside the file
-        from tests.integration.test_eval import _onnx_with_external_weights
+        from tests.quality.test_eval import _onnx_with_external_weights
 
         (tmp_path / "w.bin").symlink_to("/etc/passwd")
         args = [_onnx_with_external_weights(tmp_path / "ext.onnx", "w.bin")]

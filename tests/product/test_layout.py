@@ -118,3 +118,12 @@ def test_no_code_outside_formats_branches_on_a_format_name():
             if any(isinstance(n, ast.Constant) and n.value in FORMATS for n in names):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert found == []
+
+
+def test_the_tests_mirror_the_packages():
+    """tests/<package>/ for each package; tests/product/ for what crosses them (CLI contracts, API,
+    docs' commands); tests/trained/ for the trained-architecture tier."""
+    packages = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    folders = {p.name for p in (ROOT / "tests").iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert folders == packages | {"product", "trained"}
+    assert all(any((ROOT / "tests" / name).glob("test_*.py")) for name in folders)

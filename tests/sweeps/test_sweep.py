@@ -519,8 +519,8 @@ def test_bad_model_files_are_refused_once_not_in_every_cell(digits, cli, tmp_pat
 def test_inputs_every_cell_shares_are_refused_once_before_any_cell(digits, cli, tmp_path):
     """Issue 23: a hostile model ran every cell (each failing the same way), exited 1 and wrote
     sweep files and cells/. Now exit 2 before anything runs, naming the problem once."""
-    from tests.integration.test_hostile_inputs import _saved_model, _write_file
-    from tests.integration.test_intake import _lambda_h5
+    from tests.intake.test_hostile_inputs import _saved_model, _write_file
+    from tests.intake.test_intake import _lambda_h5
 
     marker = tmp_path / "marker.txt"
     cases = [
@@ -541,7 +541,7 @@ def test_inputs_every_cell_shares_are_refused_once_before_any_cell(digits, cli, 
     cases += [([digits["model"], "--data", digits["calib"], "--val", broken], ["--val", "not a readable image"]),
               ([digits["model"], "--data", fifo], ["--data", "pipe.png", "FIFO"])]
     # what only loading the model finds: a non-classifier, NaN weights, data of the wrong size for it
-    from tests.integration.test_intake import _nan_weights_h5, _not_an_image_model
+    from tests.intake.test_intake import _nan_weights_h5, _not_an_image_model
 
     for build in (_nan_weights_h5, _not_an_image_model):
         model, words = build(tmp_path, None)
@@ -559,7 +559,7 @@ def test_inputs_every_cell_shares_are_refused_once_before_any_cell(digits, cli, 
 def test_a_big_model_is_checked_in_a_child_process_with_the_same_refusal(digits, cli, tmp_path, monkeypatch):
     """The driver loads a big model in a child (its memory goes back before the cells start):
     the child's refusal reaches the user as the same exit-2 line."""
-    from tests.integration.test_intake import _nan_weights_h5
+    from tests.intake.test_intake import _nan_weights_h5
 
     monkeypatch.setenv("EDGEKIT_STEP_PROCESSES", "child")
     model, words = _nan_weights_h5(tmp_path, None)

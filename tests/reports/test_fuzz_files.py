@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgekit.errors import EdgekitError
-from tests.unit.test_fuzz_inspector import JSON, _mutate
+from tests.intake.test_fuzz_inspector import JSON, _mutate
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 SPECIAL_NUMBERS = st.sampled_from([0, -1, 10 ** 30, -0.0, 1e308, True, "1.5", [], {}, None])
