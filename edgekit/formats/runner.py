@@ -13,6 +13,7 @@ import numpy as np
 
 from edgekit.errors import InputError, regular_file
 
+
 class Runner:
     """Base: subclasses implement `_run(batch)` and set `input_shape` (H, W, C) and
     `input_spec` (dtype, scale, zero_point); `predict` chunks the input."""

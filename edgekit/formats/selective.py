@@ -1,7 +1,8 @@
-"""Selective re-quantization, the loop every format's accuracy-aware search shares: keep the
-ranked layers' outputs in float one at a time (each with its readers) and re-quantize, until the
-drop is within budget (edgekit.quality.accuracy_aware orchestrates; each format's search.py
-says how it re-quantizes)."""
+"""Selective re-quantization, the loop the TFLite and ONNX accuracy-aware searches share: worst
+ranked first, keep a layer's output in float and re-quantize, until the drop is within budget
+(edgekit.quality.accuracy_aware orchestrates; each format's search.py says how it re-quantizes).
+Keeping a layer's *output* in float takes the layer and the layers reading that output: both
+runtimes' int8 kernels requantize every int8 op's output, and a reader quantizes its input."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def top1_of_file(path: Path, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def greedy(units: list[Unit], ranking: list[str], paired: dict, quantize, measure, reference_top1: float,
-            max_drop: float, max_steps: int, out: Path) -> dict:
+           max_drop: float, max_steps: int, out: Path) -> dict:
     """Float the ranked layers one at a time (each with its readers) until the drop is ≤ max_drop;
     the best file seen ends at `out`."""
     by_name = {u.name: u for u in units}

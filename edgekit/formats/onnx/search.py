@@ -38,5 +38,5 @@ def search(fp32: str, calibration: str, input_name: str, val_x: str, val_y: str,
         quantize_static(prepared, str(path), calibration, input_name, exclude=names, prepared=True)
         return path
 
-    return greedy(units_, ranking, paired, quantize, lambda p: top1_of_file(p, x, y), reference_top1, max_drop, max_steps,
-                   Path(out))
+    return greedy(units_, ranking, paired, quantize, lambda p: top1_of_file(p, x, y), reference_top1, max_drop,
+                  max_steps, Path(out))

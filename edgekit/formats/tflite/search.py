@@ -42,5 +42,5 @@ def search(source: dict, calibration: str, val_x: str, val_y: str, reference_top
         path.write_bytes(tflite_convert.mlir_quantize(calibrated, denylisted_nodes=names))
         return path
 
-    return greedy(units_, ranking, paired, quantize, lambda p: top1_of_file(p, x, y), reference_top1, max_drop, max_steps,
-                   Path(out))
+    return greedy(units_, ranking, paired, quantize, lambda p: top1_of_file(p, x, y), reference_top1, max_drop,
+                  max_steps, Path(out))
