@@ -22,7 +22,7 @@ def search_inputs(request, ranking: list[str], log) -> dict:
 
 
 def search(fp32: str, calibration: str, input_name: str, val_x: str, val_y: str, reference_top1: float,
-                max_drop: float, max_steps: int, units: list[dict], ranking: list[str], out: str) -> dict:
+           max_drop: float, max_steps: int, units: list[dict], ranking: list[str], out: str) -> dict:
     """A step: quantize_static with more nodes excluded until within max_drop."""
     import onnx
 

@@ -23,7 +23,7 @@ def search_inputs(request, ranking: list[str], log) -> dict:
 
 
 def search(fp32: str, calibration: str, val_x: str, val_y: str, reference_top1: float, max_drop: float,
-                    max_steps: int, units: list[dict], out: str) -> dict:
+           max_steps: int, units: list[dict], out: str) -> dict:
     """A step: NNCF's accuracy control with an absolute top-1 budget."""
     from edgekit.errors import require
     from edgekit.support.scores import top1

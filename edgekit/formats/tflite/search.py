@@ -21,7 +21,7 @@ def search_inputs(request, ranking: list[str], log) -> dict:
 
 
 def search(source: dict, calibration: str, val_x: str, val_y: str, reference_top1: float, max_drop: float,
-                  max_steps: int, units: list[dict], ranking: list[str], out: str) -> dict:
+           max_steps: int, units: list[dict], ranking: list[str], out: str) -> dict:
     """A step: calibrate once, then quantize with more layers denylisted until within max_drop."""
     from tensorflow.lite.python import convert as tflite_convert
 
