@@ -43,6 +43,11 @@ class Latency(_Open):
     p99: Optional[Milliseconds] = None
 
 
+class Benchmark(_Open):
+    """How the latency was measured: the gate reads `runs` to size its noise interval."""
+    runs: Optional[Annotated[int, Field(ge=1, strict=True)]] = None
+
+
 class ArtifactEntry(_Open):
     id: Text
     format: Literal["tflite", "onnx", "openvino"]  # what a sweep measures with: no other runtime
@@ -51,6 +56,7 @@ class ArtifactEntry(_Open):
     accuracy: Optional[Accuracy] = None
     agreement: Optional[Fraction] = None
     latency_ms: Optional[Latency] = None
+    benchmark: Optional[Benchmark] = None
     device: Text = "host"
 
 

@@ -275,6 +275,9 @@ HOSTILE = {  # the gate must fail closed: each of these passed before, or crashe
     "reference top1 high": (lambda r: {**r, "reference": {**r["reference"], "accuracy": {"top1": "high"}}},
                             ["reference.accuracy.top1"]),
     "reference a list": (lambda r: {**r, "reference": [1, 2]}, ["reference", "dictionary"]),
+    # found by tests/reports/test_fuzz_files.py: the gate's noise rule reads benchmark.runs (exit 3 before)
+    "benchmark true": (_set("benchmark", True), ["artifacts[0].benchmark"]),
+    "benchmark runs as a word": (_set("benchmark", {"runs": "many"}), ["artifacts[0].benchmark.runs"]),
 }
 
 
