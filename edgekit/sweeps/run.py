@@ -132,7 +132,7 @@ def _check_and_plan(opts: SweepOptions) -> _Plan:
         if path is not None:
             check_data_path(Path(path), option)
     facts = _load_model_once(opts, info.size_bytes)
-    _check_shared_data(opts, tuple(facts["image_shape"]))
+    _check_shared_data(opts, tuple(facts["image_shape"]), facts["num_classes"])
     cells = expand(choices, grid, overrides, inputs_key(Path(opts.model), opts.data, opts.val, opts.seed,
                                                         opts.trust_model))
     cell_mb = _cell_memory_mb(info.size_bytes)
@@ -152,16 +152,17 @@ def _load_model_once(opts: SweepOptions, size_bytes: int) -> dict:
                         isolate=isolate_steps(size_bytes), workdir=Path(scratch), label="loading the model").result
 
 
-def _check_shared_data(opts: SweepOptions, image_shape: tuple[int, int, int]) -> None:
+def _check_shared_data(opts: SweepOptions, image_shape: tuple[int, int, int], num_classes: int) -> None:
     """Data every cell would read is read once here, as the cells will read it (resized to the
     model's input): exit 2 before any cell, not the same failure in each. An .npz: pickled, NaN,
-    complex, no `x`, the wrong shape, a --val without labels; a folder: a FIFO, a broken or
-    oversized image."""
-    from edgekit.intake.data import load_dataset
+    complex, no `x`, the wrong shape, a --val without labels, labels beyond the model's classes;
+    a folder: a FIFO, a broken or oversized image."""
+    from edgekit.intake.data import check_labels, load_dataset
 
     for option, path, labels in (("--data", opts.data, False), ("--val", opts.val, True)):
         if path is not None:
-            load_dataset(Path(path), image_shape, opts.preprocess, option, need_labels=labels)
+            check_labels(load_dataset(Path(path), image_shape, opts.preprocess, option, need_labels=labels),
+                         num_classes, option)
 
 
 def _check_cells_have_data(choices, data: Path | None) -> None:

@@ -548,6 +548,9 @@ def test_inputs_every_cell_shares_are_refused_once_before_any_cell(digits, cli, 
         cases.append(([model, "--data", digits["calib"]], words))
     np.savez(tmp_path / "small.npz", x=x[:, :4, :4], y=y)
     cases.append(([digits["model"], "--data", tmp_path / "small.npz"], ["--data", "small.npz", "(N, 8, 8, 1)"]))
+    np.savez(tmp_path / "labels.npz", x=x, y=y + 10)  # the model has 10 classes
+    cases.append(([digits["model"], "--data", digits["calib"], "--val", tmp_path / "labels.npz"],
+                  ["--val", "labels.npz", "labels run from 10", "10 classes"]))
     for args, words in cases:
         if "--val" not in map(str, args):
             args = [*args, "--val", digits["val"]]
