@@ -5,7 +5,7 @@ A format package holds everything edgekit knows about that format: its exporter 
 its runner (`runner.py`), the facts read from a file (`facts.py`), how its files show a Keras
 layer (`chains.py`: which ops are one conv and what is fused after it), where a diagnosis reads
 a layer's values (`taps.py`), and how accuracy-aware int8 re-quantizes it (`search.py`). The
-record below names those parts by "module:attribute", imported only when asked for, so
+registry (PARTS) names those parts by "module:attribute", imported only when asked for, so
 `import edgekit` loads no runtime. A fourth format is one more package and one more record
 (docs/architecture.md, "Adding a format").
 """
@@ -31,6 +31,9 @@ class Format:
     # CPU plugin moves an int8 conv's dequantizing multiply past the ops after it)
     taps_inside_chains: bool = True
 
+    exporter: str = ""  # "module:Class" in the package: the two parts whose names differ by format
+    runner: str = ""
+
     def part(self, name: str):
         """The format's `name` part (see PARTS), e.g. part("runner") → its Runner class, imported now."""
         module, _, attribute = self.step(name).partition(":")
@@ -38,38 +41,42 @@ class Format:
 
     def step(self, name: str) -> str:
         """A part as "module:attribute", a step target (edgekit.support.isolated_steps may run it in a child)."""
-        package = f"{__name__}.{self.name}"
-        return f"{package}.{importlib.import_module(package).PARTS[name]}"
+        where = {"exporter": self.exporter, "runner": self.runner}.get(name) or PARTS[name][0]
+        return f"{__name__}.{self.name}.{where}"
 
     @property
     def suffix(self) -> str:
         return self.suffixes[0]
 
 
-# What every format package lists in its own PARTS ("module:attribute" in the package):
+# What every format package provides, under the same module and attribute names (exporter and
+# runner classes are named by the record): "module:attribute" in the package, and what it is.
 PARTS = {
-    "exporter": "converts a model and writes each precision (formats.exporter.Exporter)",
-    "runner": "runs a file on batches (formats.runner.Runner)",
-    "sniff": "the first 64 bytes of a file → whether they are this format's",
-    "facts": "path → ArtifactFacts (formats.facts)",
-    "graph": "path → the loaded graph that chains and taps both read (loaded once)",
-    "chains": "path or loaded graph → [Chain]: each conv/fc op and what is fused after it (formats.graph)",
-    "taps": "(graph, taps) → .run(batch): the values at those taps",
-    "search": "a step: accuracy-aware int8, re-quantizing with layers kept in float",
-    "search_inputs": "(request, ranking, log) → what that step takes besides the shared inputs",
-    "search_method": "one line for report.json",
-    "search_step": "the step kind whose memory edgekit.support.memory estimates",
+    "exporter": ("", "converts a model and writes each precision (formats.exporter.Exporter)"),
+    "runner": ("", "runs a file on batches (formats.runner.Runner)"),
+    "sniff": ("runner:looks_like", "the first 64 bytes of a file → whether they are this format's"),
+    "facts": ("facts:read_facts", "path → ArtifactFacts (formats.facts)"),
+    "graph": ("chains:load_graph", "path → the loaded graph that chains and taps both read (loaded once)"),
+    "chains": ("chains:file_chains", "path or loaded graph → [Chain]: each conv/fc op and what is fused after it"),
+    "taps": ("taps:Taps", "(graph, taps) → .run(batch): the values at those taps"),
+    "search": ("search:search", "a step: accuracy-aware int8, re-quantizing with layers kept in float"),
+    "search_inputs": ("search:search_inputs", "(request, ranking, log) → what that step takes besides the shared inputs"),
+    "search_method": ("search:METHOD", "one line for report.json"),
+    "search_step": ("search:STEP_KIND", "the step kind whose memory edgekit.support.memory estimates"),
 }
 
 # Precisions: ONNX fp16 would need another converter, so it is not offered.
 _ALL = (
     Format("tflite", "TFLite", (".tflite",), frozenset({"fp32", "fp16", "int8", "int8w"}), "ai-edge-litert",
-           convert_step="tflite-convert", quantize_step=None, from_frozen_graph=False, colour="#1f77b4"),
+           convert_step="tflite-convert", quantize_step=None, from_frozen_graph=False, colour="#1f77b4",
+           exporter="export:TFLiteExporter", runner="runner:TFLiteRunner"),
     Format("onnx", "ONNX", (".onnx",), frozenset({"fp32", "int8", "int8w"}), "onnxruntime",
-           convert_step="onnx-convert", quantize_step="onnx-quantize", from_frozen_graph=True, colour="#ff7f0e"),
+           convert_step="onnx-convert", quantize_step="onnx-quantize", from_frozen_graph=True, colour="#ff7f0e",
+           exporter="export:OnnxExporter", runner="runner:OnnxRunner"),
     Format("openvino", "OpenVINO", (".xml", ".bin"), frozenset({"fp32", "fp16", "int8", "int8w"}), "openvino",
            convert_step="openvino-convert", quantize_step="openvino-quantize", from_frozen_graph=True,
-           colour="#2ca02c", taps_inside_chains=False),
+           colour="#2ca02c", taps_inside_chains=False, exporter="export:OpenVINOExporter",
+           runner="runner:OpenVINORunner"),
 )
 REGISTRY: dict[str, Format] = {f.name: f for f in _ALL}
 FORMATS = tuple(REGISTRY)  # the order artifacts are written and shown in

@@ -91,7 +91,7 @@ def test_every_registered_format_provides_every_part_and_they_agree(fmt, loaded,
     from edgekit.quality.layer_graph import keras_units
 
     kind = get_format(fmt)
-    assert set(PARTS) <= set(__import__(f"edgekit.formats.{fmt}", fromlist=["PARTS"]).PARTS)
+    assert all(kind.part(name) is not None for name in PARTS)  # every part the registry lists resolves
     request = _request(loaded, digits, tmp_path, ["int8"])
     (artifact,) = [a for a in exporter_for(fmt).export(request, StepLog(quiet=True)) if a.precision == "int8"]
     assert [f.suffix for f in artifact.files] == list(kind.suffixes) and format_of_suffix(kind.suffix) is kind

@@ -100,6 +100,16 @@ KINDS = {f.__name__.lstrip("_"): f for f in (_missing, _empty, _junk, _sparse_gi
                                              _link_loop, _dangling_link, _escape_in_name)}
 
 
+def _places(tmp_path):
+    """zone: where the hostile path and any output go; here: the working folder (must stay empty);
+    victim: a folder beside them that nothing may touch."""
+    zone, here, victim = (tmp_path / name for name in ("zone", "here", "victim"))
+    for folder in (zone, here, victim):
+        folder.mkdir()
+    (victim / "keep.txt").write_text("untouched")
+    return zone, here, victim
+
+
 def _listing(folder):
     """Every entry under folder, links not followed (a link loop is one of them), with size and mtime."""
     return {str(p.relative_to(folder)): (p.lstat().st_size, p.lstat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
@@ -129,10 +139,7 @@ def valid(digits, validated_run):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("slot", SLOTS)
 def test_a_hostile_path_in_any_slot_is_refused_with_nothing_written(valid, cli, tmp_path, monkeypatch, slot, kind):
-    zone, here, victim = (tmp_path / name for name in ("zone", "here", "victim"))
-    for folder in (zone, here, victim):
-        folder.mkdir()
-    (victim / "keep.txt").write_text("untouched")
+    zone, here, victim = _places(tmp_path)
     hostile = KINDS[kind](zone, SUFFIXES[slot.split()[-1]])
     values = {**{k: str(v) for k, v in valid.items()}, "H": str(hostile), "OUT": str(zone / "out")}
     args = [part.format(**values) for part in SLOTS[slot]]
@@ -182,10 +189,7 @@ OUTPUT_KINDS = {f.__name__.lstrip("_"): f for f in (_fifo, _under_a_file, _into_
 @pytest.mark.parametrize("kind", OUTPUT_KINDS)
 @pytest.mark.parametrize("slot", OUTPUT_SLOTS)
 def test_a_hostile_output_path_is_refused_with_nothing_written(valid, cli, tmp_path, monkeypatch, slot, kind):
-    zone, here, victim = (tmp_path / name for name in ("zone", "here", "victim"))
-    for folder in (zone, here, victim):
-        folder.mkdir()
-    (victim / "keep.txt").write_text("untouched")
+    zone, here, victim = _places(tmp_path)
     hostile = OUTPUT_KINDS[kind](zone, "")
     values = {**{k: str(v) for k, v in valid.items()}, "H": str(hostile), "OUT": str(zone / "out")}
     monkeypatch.chdir(here)
