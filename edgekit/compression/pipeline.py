@@ -124,7 +124,8 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
     if exported is not model:
         evidence = _reference_outputs(exported, evidence, log, "the fine-tuned model")
     # QAT int8 files are checked against the QAT model's own forward, the rest against the float model
-    evidence = replace(evidence, int8_reference=staged_model.qat_scores)
+    evidence = replace(evidence, int8_reference=staged_model.qat_scores,
+                       int8_reference_sensitivity=(stages or {}).get("qat", {}).get("rounding_sensitivity"))
 
     with staged(outdir) as staging, scratch_folder() as scratch:
         request = _export_request(opts, model, exported, qat_forward, data, staging, scratch, log)
@@ -386,6 +387,7 @@ def _run_stages(opts: CompressOptions, model: LoadedModel, data: _Data, evidence
         _check_stage_kept("pruning", stages["prune"]["keras_accuracy"], original, recipe, settings)
     if recipe.qat:
         from edgekit.compression.stages.qat import float_model_after_qat, quantize_aware
+        from edgekit.quality.verify import rounding_sensitivity
         from edgekit.compression.stages.qat_scheme import CORRECTIONS as QAT_CORRECTIONS
 
         settings = _finetune_settings(recipe, recipe.qat.epochs, model, data)
@@ -400,10 +402,12 @@ def _run_stages(opts: CompressOptions, model: LoadedModel, data: _Data, evidence
 
             log.note(f"QAT left these layers in float (tfmot cannot quantize them): {group_layers(result.unquantized)}")
         qat_scores, qat_accuracy = _stage_accuracy(qat_model, evidence)
+        sensitivity = rounding_sensitivity(_scores_of(qat_model), evidence.x, qat_scores, opts.seed)
         working, fp32_from = float_model_after_qat(qat_model, result.float_model)
         stages["qat"] = {"scheme": result.scheme, "unquantized": result.unquantized, "keras_accuracy": qat_accuracy,
                          "fp32_artifacts": fp32_from, "batchnorm_folded": len(result.folded),
-                         "biases_rounded": result.biases_rounded,
+                         "biases_rounded": result.biases_rounded, "logit_range": result.logit_range,
+                         "rounding_sensitivity": sensitivity,
                          "corrections": QAT_CORRECTIONS,
                          "finetune": settings.to_json()}
         _check_stage_kept("quantization-aware training", qat_accuracy, original, recipe, settings)
@@ -444,10 +448,15 @@ def _check_stage_kept(stage: str, kept: dict | None, original: dict | None, reci
 
 def _stage_accuracy(keras_model, evidence: Evidence):
     """The model's scores on the evidence inputs, and its accuracy there (None without labels)."""
+    scores = _scores_of(keras_model)(evidence.x)
+    return scores, accuracy(scores, evidence.labels)
+
+
+def _scores_of(keras_model):
+    """x → the Keras model's class scores, batched as the reference outputs are."""
     from edgekit.formats.reference import ReferenceRunner
 
-    scores = ReferenceRunner(lambda x: keras_model(x, training=False)).predict(evidence.x)
-    return scores, accuracy(scores, evidence.labels)
+    return ReferenceRunner(lambda x: keras_model(x, training=False)).predict
 
 
 # Per-layer SQNR sums over every element: on MobileNetV2, 32 inputs gave each layer's SQNR within

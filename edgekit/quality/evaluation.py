@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.support.scores import ranked, top1  # noqa: F401 - top1 is part of this module's surface
+from edgekit.support.scores import ranked, top1, top_classes  # noqa: F401 - top1 is part of this module's surface
 
 
 def top_k_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -28,6 +28,16 @@ def accuracy(scores: np.ndarray, labels: np.ndarray | None) -> dict | None:
 def agreement(scores: np.ndarray, reference: np.ndarray) -> float:
     """Fraction of samples whose top-1 class equals the reference's."""
     return float(np.mean(top1(scores) == top1(reference)))
+
+
+def agreement_up_to_ties(scores: np.ndarray, reference: np.ndarray) -> tuple[float, int]:
+    """(fraction of samples whose top classes overlap the reference's, how many of them agree
+    only through a tie). Where either side's highest score is shared by two classes exactly,
+    it has no single top-1: the lower class that `agreement` takes is a convention, and a file
+    that picks the other tied class computes the same answer."""
+    overlap = np.any(top_classes(scores) & top_classes(reference), axis=1)
+    strict = top1(scores) == top1(reference)
+    return float(np.mean(overlap)), int(np.sum(overlap & ~strict))
 
 
 def confusion(scores: np.ndarray, labels: np.ndarray, num_classes: int) -> list[list[int]]:

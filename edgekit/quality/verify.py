@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgekit.errors import QATMismatch, VerificationError
-from edgekit.quality.evaluation import accuracy, agreement
+from edgekit.quality.evaluation import accuracy, agreement, agreement_up_to_ties
 from edgekit.formats.exporter import Artifact
 from edgekit.formats.runner import open_runner
 
@@ -34,6 +34,7 @@ class Evidence:
     reference: np.ndarray
     source: str  # "validation" | "calibration" | "random"
     int8_reference: np.ndarray | None = None  # a QAT run: the QAT model's fake-quant outputs
+    int8_reference_sensitivity: dict | None = None  # and how its top-1 moves with its inputs (rounding_sensitivity)
 
 
 @dataclass
@@ -51,6 +52,23 @@ def float_tolerance(reference: np.ndarray) -> float:
     return FLOAT_TOLERANCE + FLOAT_RELATIVE_TOLERANCE * scale if np.isfinite(scale) else FLOAT_TOLERANCE
 
 
+# How far the QAT model's inputs move to measure its sensitivity to rounding, as a part of their
+# range: far under one input step (1/255 of it), so only values sitting within a hair of a
+# rounding boundary change, about one per image on 32×32 RGB.
+NUDGE = 1e-6
+
+
+def rounding_sensitivity(forward, x: np.ndarray, scores: np.ndarray, seed: int) -> dict:
+    """How often the QAT model's top-1 changes when its inputs move by NUDGE of their range: a
+    network that amplifies single rounding flips (a trained EfficientNetB0: 2-3% of inputs)
+    cannot be reproduced to the input by any runtime that rounds its ties its own way."""
+    span = float(np.max(x) - np.min(x)) if x.size else 0.0
+    noise = np.random.default_rng(seed).uniform(-1.0, 1.0, x.shape).astype(np.float32)
+    nudged_scores = forward(x + (NUDGE * span * noise).astype(x.dtype))
+    agree, _ = agreement_up_to_ties(nudged_scores, scores)
+    return {"nudge": NUDGE, "inputs": len(x), "top1_changed": round(1.0 - agree, 6)}
+
+
 def verify(artifact: Artifact, evidence: Evidence) -> Verdict:
     runner = open_runner(artifact.path)
     if artifact.precision == "fp32":
@@ -66,19 +84,35 @@ def verify(artifact: Artifact, evidence: Evidence) -> Verdict:
 
 def _verify_qat(artifact: Artifact, scores: np.ndarray, evidence: Evidence) -> Verdict:
     """An int8 file from QAT must compute what the QAT model computes: it holds the same
-    weights and ranges, so disagreement beyond rounding is an export bug, not a result."""
-    agree = agreement(scores, evidence.int8_reference)
+    weights and ranges, so disagreement beyond rounding is an export bug, not a result.
+    Where the QAT model's quantized logits put two classes on the same step it has no single
+    top-1, and a file that picks either tied class agrees (measured on a trained EfficientNetB0:
+    6 of OpenVINO's 8 disagreements were such ties)."""
+    agree, through_ties = agreement_up_to_ties(scores, evidence.int8_reference)
     n = len(evidence.x)
     allowed = max(1, int((1 - QAT_MIN_AGREEMENT) * n))  # on 16 inputs one rounding flip is 94%, not a bug
     differ = round((1 - agree) * n)
     check = {"kind": "agreement", "inputs": evidence.source, "samples": len(evidence.x),
-             "agreement": round(agree, 6), "against": "qat_model", "min_agreement": QAT_MIN_AGREEMENT}
+             "agreement": round(agree, 6), "agreeing_through_ties": through_ties, "against": "qat_model",
+             "min_agreement": QAT_MIN_AGREEMENT}
+    if evidence.int8_reference_sensitivity:
+        check["qat_model_top1_changed_by_nudge"] = evidence.int8_reference_sensitivity["top1_changed"]
     if differ > allowed:
         raise QATMismatch(
             f"{artifact.path.name} agrees with the QAT model it was exported from on only {agree:.1%} of "
             f"{n} {evidence.source} inputs ({differ} differ, at most {allowed} expected: "
-            f"{QAT_MIN_AGREEMENT:.0%})", check | {"path": artifact.path.name, "id": artifact.id, "passed": False})
+            f"{QAT_MIN_AGREEMENT:.0%}; exact top-1 ties count as agreeing)" + _sensitivity_said(evidence), check | {"path": artifact.path.name, "id": artifact.id, "passed": False})
     return Verdict(artifact, check, accuracy(scores, evidence.labels), agree)
+
+
+def _sensitivity_said(evidence: Evidence) -> str:
+    """Why a file may fall short with no export bug: the QAT model's own rounding sensitivity."""
+    measured = evidence.int8_reference_sensitivity
+    if not measured or measured["top1_changed"] <= 0:
+        return ""
+    return (f"; the QAT model itself changes its top-1 on {measured['top1_changed']:.1%} of these inputs when they "
+            f"move by {measured['nudge']:g} of their range: it amplifies single rounding flips, which each runtime "
+            f"breaks its own way (more training steadies it)")
 
 
 def _verify_float(artifact: Artifact, runner, evidence: Evidence) -> Verdict:

@@ -14,3 +14,10 @@ def ranked(scores: np.ndarray) -> np.ndarray:
 
 def top1(scores: np.ndarray) -> np.ndarray:
     return ranked(scores)[:, 0]
+
+
+def top_classes(scores: np.ndarray) -> np.ndarray:
+    """(samples, classes) mask of every class that reaches the sample's highest score: more
+    than one where scores tie exactly, as int8 outputs (and a QAT model's quantized logits) do
+    when two classes land on the same step."""
+    return scores == np.max(scores, axis=1, keepdims=True)

@@ -25,12 +25,14 @@ class QATResult:
     float_model: object  # the float model QAT started from: BatchNorms folded (edgekit.compression.stages.fold)
     folded: list[str]  # the BatchNorm layers folded into the layer before them
     biases_rounded: int = 0  # conv/dense biases put on the int32 grid of the int8 files
+    logit_range: dict | None = None  # the classifier's logit range as narrowed (edgekit.compression.stages.qat_logits)
 
 
 def quantize_aware(model, data: Dataset | None, stage: QATStage, preserve_sparsity: bool, settings: FinetuneSettings,
                    seed: int, targets=None, validation=None, quiet: bool = False) -> QATResult:
     from edgekit.compression.stages.fold import fold_batchnorm, split_gates
     from edgekit.compression.stages.qat_bias import round_biases_to_int32_grid
+    from edgekit.compression.stages.qat_logits import tighten_classifier_range
     from edgekit.compression.stages.qat_scheme import qat_scheme
 
     data = require_labelled(data, "--qat")
@@ -53,8 +55,9 @@ def quantize_aware(model, data: Dataset | None, stage: QATStage, preserve_sparsi
     calibrate_ranges(qat_model, data.x)
     finetune(qat_model, data, settings, seed, "qat", from_logits=from_logits, targets=targets, validation=validation,
              quiet=quiet)
+    logit_range = tighten_classifier_range(qat_model, data.x[:CALIBRATION_BATCHES * CALIBRATION_BATCH])
     biases = round_biases_to_int32_grid(qat_model)  # after training: the grid moves with the ranges
-    return QATResult(qat_model, unsupported, scheme_name, model, folded, biases)
+    return QATResult(qat_model, unsupported, scheme_name, model, folded, biases, logit_range)
 
 
 CALIBRATION_BATCHES, CALIBRATION_BATCH = 8, 32

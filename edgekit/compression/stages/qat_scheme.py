@@ -37,7 +37,8 @@ OUTPUT_ONLY = ("Rescaling", "Normalization", "Multiply")
 CORRECTIONS = ["conv/dense before a ReLU keeps its weight quantizers (tfmot drops them)",
                "depthwise kernels quantized per output channel (tfmot: one range per kernel)",
                "swish and sigmoid gates rounded as int8 LOGISTIC (1/256 steps) then MUL, a conv's fused gate split off",
-               "Rescaling, Normalization and Multiply quantized at their output (tfmot leaves them float)"]
+               "Rescaling, Normalization and Multiply quantized at their output (tfmot leaves them float)",
+               "the classifier's logits quantized over the range that decides top-1 (stages.qat.logit_range)"]
 
 
 def qat_scheme(preserve_sparsity: bool):
