@@ -91,3 +91,17 @@ def test_the_deciding_range_ends_where_no_probability_or_top1_can_change():
     assert low == 2.0 - LOW_REACH and high == 10.0 + WINDOW
     clipped = np.clip(logits, low, high)
     assert np.array_equal(clipped.argmax(axis=1), logits.argmax(axis=1))
+
+
+def test_the_range_is_narrowed_after_the_model_ran_as_a_graph():
+    """tfmot swaps a wrapped layer's `kernel` for its fake-quantized tensor once called in a graph
+    (as a fine-tune's fit does): the float kernel is read from the variables, not the attribute."""
+    from edgekit.compression.stages.qat_logits import tighten_classifier_range
+    from edgekit.support.keras_compat import tensorflow
+
+    qat, x = _qat_classifier(False)
+    tensorflow().function(lambda batch: qat(batch, training=True))(x[:8])  # a training step's graph
+    low, _ = _head_range(qat)
+    low.assign(-240.0)
+    changed = tighten_classifier_range(qat, x)
+    assert changed is not None and changed["after"][0] > -240.0

@@ -36,7 +36,9 @@ def tighten_classifier_range(qat_model, x: np.ndarray, batch: int = 64) -> dict 
         return None
     kind, low_var, high_var = variables
     features = tf_keras().Model(qat_model.inputs, wrapper.input)
-    kernel, bias = inner.kernel.numpy(), inner.bias.numpy() if inner.use_bias else 0.0
+    kernel, bias = _variable(wrapper, "kernel"), _variable(wrapper, "bias") if inner.use_bias else 0.0
+    if kernel is None or bias is None:
+        return None
     logits = np.concatenate([features(x[k:k + batch], training=False).numpy() @ kernel + bias
                              for k in range(0, len(x), batch)])
     low, high = float(low_var.numpy()), float(high_var.numpy())
@@ -67,6 +69,15 @@ def _classifier(last):
         inbound = nodes[0].inbound_layers if len(nodes) == 1 else None
         return inbound if inbound is not None and not isinstance(inbound, (list, tuple)) else None
     return last
+
+
+def _variable(wrapper, name: str):
+    """The float value of the wrapped layer's variable (tfmot swaps `layer.kernel` for its
+    fake-quantized tensor once the wrapper has been called in a graph)."""
+    for weight in wrapper.weights:
+        if weight.name.split(":")[0].split("/")[-1] == name:
+            return weight.numpy()
+    return None
 
 
 def _range_variables(wrapper):
