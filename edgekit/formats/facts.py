@@ -1,5 +1,6 @@
 """What an exported artifact is, read from the file itself with its own runtime's tools:
-precision, multiply-accumulates per inference, weight bytes, ops, I/O dtypes, dynamic dims.
+precision, multiply-accumulates per inference, weight bytes, ops, I/O dtypes, dynamic dims, and
+the work of each layer by kind (what the per-layer latency model of edgekit.measure costs).
 
 The device estimates need these for artifacts that have no Keras model beside them (a
 .tflite handed to `edgekit bench --device rpi4`). One rule counts MACs in every format:
@@ -26,6 +27,17 @@ class MacOp:
     weights: int  # weight elements
     int8_weights: bool  # its weights are stored as 8-bit integers
     int8_compute: bool  # its activations are 8-bit too: it runs as an integer kernel
+    kind: str = "conv"  # conv | pointwise | depthwise | dense (edgekit.measure.layer_work.KINDS)
+    activations: int = 0  # input + output elements it reads and writes (its weights apart)
+
+
+@dataclass
+class OtherOp:
+    """An op with no MACs that still moves data (pooling, Add, Multiply, Concat, a standalone
+    activation, a quantize at the input): what a per-layer latency model costs by its bytes."""
+
+    name: str
+    activations: int  # input + output elements
 
 
 @dataclass
@@ -40,6 +52,7 @@ class ArtifactFacts:
     output_dtype: str = "float32"
     dynamic_dims: bool = False
     mac_ops: list[MacOp] = field(default_factory=list, repr=False)
+    other_ops: list[OtherOp] = field(default_factory=list, repr=False)
 
     def quantization(self) -> dict:
         """What share of the conv/dense weights and MACs the file really holds in int8, and
@@ -58,6 +71,10 @@ class ArtifactFacts:
 
 
 MAX_NAMED_OPS = 20
+# Activations a runtime runs inside the conv/matmul before them (fused), whatever the file writes
+# them as: they add no layer of their own, as in edgekit.measure.layer_work's Keras count.
+FUSED_ACTIVATIONS = {"relu", "relu6", "clip", "clamp", "leakyrelu", "prelu", "sigmoid", "logistic", "hardswish",
+                     "hswish", "swish", "tanh", "elu", "hardsigmoid"}
 INT8_TYPES = {"int8", "uint8"}
 
 

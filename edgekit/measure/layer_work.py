@@ -123,3 +123,11 @@ def _shapes(layer, side: str) -> list[tuple]:
 
 def _elements(shapes: list[tuple]) -> int:
     return int(sum(np.prod([d or 1 for d in shape[1:]]) for shape in shapes))
+
+
+def file_network_work(facts) -> NetworkWork:
+    """Layer work of an exported file, from what its format's reader found
+    (edgekit.formats.facts.ArtifactFacts: mac_ops and other_ops)."""
+    layers = [LayerWork(op.name, op.kind, op.macs, op.weights, op.activations) for op in facts.mac_ops]
+    layers += [LayerWork(op.name, "other", 0, 0, op.activations) for op in facts.other_ops]
+    return NetworkWork(tuple(layers))

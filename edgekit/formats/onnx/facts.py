@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekit.errors import require
-from edgekit.formats.facts import ArtifactFacts, MacOp, numel
+from edgekit.formats.facts import FUSED_ACTIVATIONS, ArtifactFacts, MacOp, OtherOp, numel
 
 ONNX_CONV_OPS = {"Conv", "ConvInteger", "QLinearConv"}
 ONNX_MATMUL_OPS = {"MatMul", "Gemm", "MatMulInteger", "QLinearMatMul"}
@@ -20,11 +20,14 @@ def read_facts(path: Path) -> ArtifactFacts:
     for info in [*graph.input, *graph.value_info, *graph.output]:
         dims = info.type.tensor_type.shape.dim
         shapes[info.name] = [d.dim_value if d.HasField("dim_value") else 0 for d in dims]
-    macs, mac_ops = 0, []
+    macs, mac_ops, other_ops = 0, [], []
     producers = {out: node for node in graph.node for out in node.output}
     int8_initializers = {init.name for init in graph.initializer
                          if init.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)}
+    constants = _constant_values(graph)
+    integers = _integer_values(graph, onnx)
     for node in graph.node:
+        moved = sum(numel(shapes[n]) for n in [*node.input, *node.output] if n and n not in constants and n in shapes)
         if node.op_type in ONNX_CONV_OPS | ONNX_MATMUL_OPS:
             weight_name = node.input[ONNX_WEIGHT_INPUT.get(node.op_type, 1)]
             weight = shapes.get(weight_name)
@@ -35,7 +38,9 @@ def read_facts(path: Path) -> ArtifactFacts:
                 macs += op_macs
                 int8_weights, int8_compute = _onnx_int8(node, producers, int8_initializers)
                 mac_ops.append(MacOp(node.name or node.output[0], op_macs, numel(weight), int8_weights,
-                                     int8_compute))
+                                     int8_compute, _kind(node, weight), moved))
+        elif _does_work(node, constants, integers, producers):
+            other_ops.append(OtherOp(node.name or node.output[0], moved))
     kinds = {node.op_type for node in graph.node}
     float16 = onnx.TensorProto.FLOAT16
     precision = ("int8w" if "DynamicQuantizeLinear" in kinds or ("DequantizeLinear" in kinds and "QuantizeLinear" not in kinds)
@@ -48,7 +53,67 @@ def read_facts(path: Path) -> ArtifactFacts:
         path=str(path), format="onnx", precision=precision, macs=int(macs), weight_bytes=path.stat().st_size,
         ops=sorted(kinds), input_dtype=elem.get(first_in.elem_type, "other"),
         output_dtype=elem.get(first_out.elem_type, "other"),
-        dynamic_dims=any(not d.HasField("dim_value") for d in first_in.shape.dim), mac_ops=mac_ops)
+        dynamic_dims=any(not d.HasField("dim_value") for d in first_in.shape.dim), mac_ops=mac_ops,
+        other_ops=other_ops)
+
+
+# Ops with no work of their own once ONNX Runtime has optimised the graph: views, and the QDQ
+# pairs it fuses into integer kernels.
+FREE_OPS = {"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "QuantizeLinear", "DequantizeLinear",
+            "Shape", "Cast", "Dropout"}
+# How a value reaches an op through the QDQ pairs around it.
+QDQ = {"QuantizeLinear", "DequantizeLinear"}
+
+
+def _constant_values(graph) -> set[str]:
+    """Initializers and what nodes compute from nothing else (a DequantizeLinear of int8 weights)."""
+    constants = {init.name for init in graph.initializer}
+    for node in graph.node:  # topologically sorted, as ONNX requires
+        if all(not name or name in constants for name in node.input):
+            constants.update(node.output)
+    return constants
+
+
+def _integer_values(graph, onnx) -> set[str]:
+    """Values typed int32/int64: shape arithmetic, not activations."""
+    wide = (onnx.TensorProto.INT32, onnx.TensorProto.INT64)
+    return {info.name for info in [*graph.value_info, *graph.output] if info.type.tensor_type.elem_type in wide}
+
+
+def _source(name: str, producers: dict):
+    """The node that computed a value, looking through QDQ pairs."""
+    node = producers.get(name)
+    while node is not None and node.op_type in QDQ:
+        node = producers.get(node.input[0])
+    return node
+
+
+def _does_work(node, constants: set[str], integers: set[str], producers: dict) -> bool:
+    """An op ONNX Runtime runs on its own: not a view or QDQ, not on constants or shapes, not an
+    activation or bias fused into the conv/matmul before it (swish too: Sigmoid, then Mul)."""
+    data = [n for n in node.input if n and n not in constants]
+    if node.op_type in FREE_OPS or not data or all(n in integers for n in node.output):
+        return False
+    source = _source(data[0], producers)
+    after_mac = source is not None and source.op_type in ONNX_CONV_OPS | ONNX_MATMUL_OPS
+    if after_mac and (node.op_type.lower() in FUSED_ACTIVATIONS or (node.op_type == "Add" and len(data) == 1)):
+        return False
+    if node.op_type == "Mul" and len(data) == 2:
+        sources = [_source(n, producers) for n in data]
+        for gate, other in ((sources[0], sources[1]), (sources[1], sources[0])):
+            if gate is not None and gate.op_type == "Sigmoid" and other is not None \
+                    and other.op_type in ONNX_CONV_OPS | ONNX_MATMUL_OPS and _source(gate.input[0], producers) is other:
+                return False
+    return True
+
+
+def _kind(node, weight: list[int]) -> str:
+    if node.op_type in ONNX_MATMUL_OPS:
+        return "dense"
+    group = next((a.i for a in node.attribute if a.name == "group"), 1)
+    if group > 1 and len(weight) > 1 and weight[1] == 1:
+        return "depthwise"
+    return "pointwise" if list(weight[2:]) == [1, 1] else "conv"  # (out, in / groups, kh, kw)
 
 
 def _onnx_int8(node, producers: dict, int8_initializers: set) -> tuple[bool, bool]:

@@ -5,18 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekit.errors import require
-from edgekit.formats.facts import ArtifactFacts, MacOp, numel
+from edgekit.formats.facts import FUSED_ACTIVATIONS, ArtifactFacts, MacOp, OtherOp, numel
 
 def read_facts(path: Path) -> ArtifactFacts:
     ov = require("openvino", "openvino")
     model = ov.Core().read_model(str(path))
-    macs, kinds, constant_types, mac_ops = 0, set(), set(), []
+    macs, kinds, constant_types, mac_ops, other_ops = 0, set(), set(), [], []
+    constants: set[str] = set()
     for op in model.get_ordered_ops():
         kind = op.get_type_name()
         kinds.add(kind)
+        data = [op.input_value(i) for i in range(op.get_input_size())
+                if op.input_value(i).get_node().get_friendly_name() not in constants]
+        if kind == "Constant" or (kind != "Parameter" and not data):
+            constants.add(op.get_friendly_name())  # weights and what is computed from them alone
         if kind == "Constant":
             constant_types.add(op.get_output_element_type(0).get_type_name())
-        elif kind in ("Convolution", "GroupConvolution", "MatMul"):
+        elif kind in OV_MAC_OPS:
             weight, out = op.input(1).get_partial_shape(), op.output(0).get_partial_shape()
             if weight.is_static:
                 dims = [d.get_length() if d.is_static else 1 for d in out]
@@ -26,7 +31,9 @@ def read_facts(path: Path) -> ArtifactFacts:
                 int8_weights = _openvino_int8_source(op.input_value(1).get_node())
                 int8_compute = int8_weights and _openvino_fake_quantized(op.input_value(0).get_node())
                 mac_ops.append(MacOp(op.get_friendly_name(), op_macs, numel(weight.to_shape()), int8_weights,
-                                     int8_compute))
+                                     int8_compute, _kind(kind, list(weight.to_shape())), _moved(op, data)))
+        elif data and _does_work(op, data):
+            other_ops.append(OtherOp(op.get_friendly_name(), _moved(op, data)))
     precision = ("int8" if "FakeQuantize" in kinds
                  else "int8w" if constant_types & {"i8", "u8", "i4", "u4"}
                  else "fp16" if "f16" in constant_types else "fp32")
@@ -37,7 +44,56 @@ def read_facts(path: Path) -> ArtifactFacts:
         weight_bytes=bin_path.stat().st_size if bin_path.is_file() else path.stat().st_size,
         ops=sorted(kinds), input_dtype=first_in.get_element_type().get_type_name().replace("f32", "float32"),
         output_dtype=model.outputs[0].get_element_type().get_type_name().replace("f32", "float32"),
-        dynamic_dims=first_in.get_partial_shape().is_dynamic, mac_ops=mac_ops)
+        dynamic_dims=first_in.get_partial_shape().is_dynamic, mac_ops=mac_ops, other_ops=other_ops)
+
+
+OV_MAC_OPS = {"Convolution", "GroupConvolution", "MatMul"}
+# No work of their own on OpenVINO's CPU plugin: the graph's ends, views, and the FakeQuantize and
+# Convert pairs it folds into int8 kernels.
+OV_FREE = {"Parameter", "Result", "Convert", "FakeQuantize", "Reshape", "Squeeze", "Unsqueeze", "ShapeOf",
+           "Concat_shape"}
+
+
+def _does_work(op, data) -> bool:
+    """Not a view, not shape arithmetic, not a bias or activation fused into the conv before it
+    (swish too, written as Sigmoid then Multiply)."""
+    kind = op.get_type_name()
+    if kind in OV_FREE or op.get_output_element_type(0).get_type_name() in ("i32", "i64"):
+        return False
+    source = _source(data[0].get_node())
+    after_mac = source.get_type_name() in OV_MAC_OPS
+    if after_mac and (kind.lower() in FUSED_ACTIVATIONS or (kind == "Add" and len(data) == 1)):
+        return False
+    if kind == "Multiply" and len(data) == 2:
+        first, second = (_source(d.get_node()) for d in data)
+        for gate, other in ((first, second), (second, first)):
+            if gate.get_type_name() == "Sigmoid" and other.get_type_name() in OV_MAC_OPS \
+                    and _source(gate.input_value(0).get_node()) is other:
+                return False
+    return True
+
+
+def _source(node):
+    """The node that computed a value, looking through FakeQuantize, Convert and a conv's bias Add."""
+    while node.get_type_name() in ("FakeQuantize", "Convert") or (
+            node.get_type_name() == "Add" and node.input_value(0).get_node().get_type_name() in OV_MAC_OPS):
+        node = node.input_value(0).get_node()
+    return node
+
+
+def _moved(op, data) -> int:
+    """Elements of the run-time inputs read and the output written."""
+    def elements(shape):
+        return numel([d.get_length() if d.is_static else 1 for d in shape])
+    return sum(elements(v.get_partial_shape()) for v in data) + elements(op.output(0).get_partial_shape())
+
+
+def _kind(op_kind: str, weight: list[int]) -> str:
+    if op_kind == "MatMul":
+        return "dense"
+    if op_kind == "GroupConvolution":  # (groups, out / groups, in / groups, kh, kw)
+        return "depthwise" if weight[2] == 1 else "conv"
+    return "pointwise" if weight[2:] == [1, 1] else "conv"  # (out, in, kh, kw)
 
 
 OV_PASS_THROUGH = {"Convert", "Subtract", "Multiply", "Reshape", "Transpose", "Unsqueeze", "Squeeze"}

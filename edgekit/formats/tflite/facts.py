@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import require
-from edgekit.formats.facts import INT8_TYPES, ArtifactFacts, MacOp, numel
+from edgekit.formats.facts import FUSED_ACTIVATIONS, INT8_TYPES, ArtifactFacts, MacOp, OtherOp, numel
 
 TFLITE_MAC_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
 
@@ -18,6 +18,9 @@ def read_facts(path: Path) -> ArtifactFacts:
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     ops = interpreter._get_ops_details()  # the only API listing a model's ops and operands
     macs, weight_types, result_types, fp16_weights, mac_ops = 0, set(), set(), False, []
+    variable = _variable_tensors(interpreter, ops)
+    producer = {int(out): op for op in ops for out in op["outputs"]}
+    other_ops = []
     for op in ops:
         name = op["op_name"]
         if name in TFLITE_MAC_OPS:
@@ -31,9 +34,12 @@ def read_facts(path: Path) -> ArtifactFacts:
             result_types.add(np.dtype(output["dtype"]).name)
             activation_type = np.dtype(tensors[int(op["inputs"][0])]["dtype"]).name
             mac_ops.append(MacOp(output["name"], op_macs, numel(weight["shape"]), weight_type in INT8_TYPES,
-                                 weight_type in INT8_TYPES and activation_type in INT8_TYPES))
+                                 weight_type in INT8_TYPES and activation_type in INT8_TYPES,
+                                 _kind(name, weight["shape"]), _moved(op, tensors, variable)))
         elif name == "DEQUANTIZE" and np.dtype(tensors[int(op["inputs"][0])]["dtype"]) == np.float16:
             fp16_weights = True
+        elif _does_work(op, variable, producer) and not _shape_arithmetic(op, tensors):
+            other_ops.append(OtherOp(tensors[int(op["outputs"][0])]["name"], _moved(op, tensors, variable)))
     precision = ("int8" if weight_types & {"int8", "uint8"} and result_types <= {"int8", "uint8"}
                  else "int8w" if weight_types & {"int8", "uint8"} else "fp16" if fp16_weights else "fp32")
     first_in, first_out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
@@ -42,4 +48,57 @@ def read_facts(path: Path) -> ArtifactFacts:
         ops=sorted({op["op_name"] for op in ops}), input_dtype=np.dtype(first_in["dtype"]).name,
         output_dtype=np.dtype(first_out["dtype"]).name,
         dynamic_dims=bool(np.any(np.asarray(first_in.get("shape_signature", first_in["shape"])) < 0)),
-        mac_ops=mac_ops)
+        mac_ops=mac_ops, other_ops=other_ops)
+
+
+FREE_OPS = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS"}  # a new view of the same bytes
+
+
+def _variable_tensors(interpreter, ops) -> set[int]:
+    """Tensors computed at run time: the inputs and every op's outputs (the rest are constants)."""
+    found = {int(d["index"]) for d in interpreter.get_input_details()}
+    for op in ops:  # in execution order
+        if any(int(i) in found for i in op["inputs"]):  # a DEQUANTIZE of fp16 weights makes a constant
+            found.update(int(o) for o in op["outputs"])
+    return found
+
+
+def _does_work(op, variable: set[int], producer: dict) -> bool:
+    """An op the runtime executes on its own: not a view, not a constant's dequantization, not an
+    activation fused into the conv before it (swish too: LOGISTIC then MUL of the conv's output)."""
+    name = op["op_name"]
+    inputs = [int(i) for i in op["inputs"] if int(i) >= 0 and int(i) in variable]
+    if name in FREE_OPS or not inputs:
+        return False
+    before = producer.get(inputs[0])
+    after_mac = before is not None and before["op_name"] in TFLITE_MAC_OPS
+    if name.lower() in FUSED_ACTIVATIONS and after_mac:
+        return False
+    if name == "MUL" and len(inputs) == 2:
+        gates = [producer.get(i) for i in inputs]
+        for gate, other in ((gates[0], inputs[1]), (gates[1], inputs[0])):
+            source = producer.get(other)
+            if gate is not None and gate["op_name"] == "LOGISTIC" and int(gate["inputs"][0]) == other \
+                    and source is not None and source["op_name"] in TFLITE_MAC_OPS:
+                return False
+    return True
+
+
+def _shape_arithmetic(op, tensors: dict) -> bool:
+    """SHAPE → STRIDED_SLICE → PACK computing a RESHAPE's target: integers, not activations."""
+    return all(np.dtype(tensors[int(o)]["dtype"]).kind in "iu" and np.dtype(tensors[int(o)]["dtype"]).itemsize >= 4
+               for o in op["outputs"])
+
+
+def _moved(op, tensors: dict, variable: set[int]) -> int:
+    """Elements of the run-time inputs read and the outputs written."""
+    read = sum(numel(tensors[int(i)]["shape"]) for i in op["inputs"] if int(i) >= 0 and int(i) in variable)
+    return read + sum(numel(tensors[int(o)]["shape"]) for o in op["outputs"])
+
+
+def _kind(op_name: str, weight_shape) -> str:
+    if op_name == "DEPTHWISE_CONV_2D":
+        return "depthwise"
+    if op_name == "FULLY_CONNECTED":
+        return "dense"
+    return "pointwise" if tuple(int(d) for d in weight_shape[1:3]) == (1, 1) else "conv"  # (out, kh, kw, in)
