@@ -2,6 +2,7 @@
 and print how wrong it is on architectures it never saw: leave-one-model-out, per device.
 
     python benchmarks/device_fit.py            # needs devices/data/network_work.json
+    python benchmarks/device_fit.py --write    # and rewrites devices/latency_model.json (what bench uses)
     python benchmarks/published_architectures.py   # rebuilds that file (TensorFlow, ~2 min)
 
 Rows left out of the fit, with the reason printed: throughput figures (1000 / FPS is not a
@@ -19,10 +20,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edgekit.measure.latency_fit import SHAPE, error_summary, fit, leave_one_model_out  # noqa: E402
+from edgekit.measure.latency_fit import SHAPE, error_summary, fit, leave_one_model_out, to_document  # noqa: E402
 from edgekit.measure.published import fitting_samples, read_published  # noqa: E402
 
 DATA = ROOT / "devices" / "data"
+OUT = ROOT / "devices" / "latency_model.json"
 
 def report(pairs) -> str:
     by_device = defaultdict(list)
@@ -51,10 +53,17 @@ def main() -> None:
     print("\nIn-sample (every row in the fit):\n")
     print(report([(s, model.predict(s)) for s in fitted]))
     print("\nLeave-one-model-out (each architecture predicted by a fit without it):\n")
-    print(report(leave_one_model_out(fitted)))
+    held_out = leave_one_model_out(fitted)
+    print(report(held_out))
     print("\nCost relative to a matrix-multiply MAC (conv, pointwise, fully connected), per runtime family:")
     for family, shape in sorted(model.shapes.items()):
         print(f"  {family:10s} " + "  ".join(f"{name} {value:.3g}" for name, value in zip(SHAPE, shape)))
+    if "--write" in sys.argv:
+        about = {"about": "edgekit's per-layer latency model, fitted by benchmarks/device_fit.py",
+                 "fitted_on": f"devices/data/published_latencies.md: {len(fitted)} of {len(rows)} rows",
+                 "left_out": left_out}
+        OUT.write_text(json.dumps(to_document(model, held_out, about), indent=1) + "\n")
+        print(f"\nwrote {OUT.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

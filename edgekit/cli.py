@@ -312,13 +312,18 @@ def devices(
 ):
     """List the device profiles, or show one: specs, constraints and the published latency it is calibrated on."""
     from edgekit.measure.devices import all_profiles, load_profile
+    from edgekit.measure.layer_estimate import fitted_summary
     from edgekit.reports.terminal import render_device, render_devices
+
+    def shown(profile) -> dict:
+        fitted = fitted_summary(profile.name)
+        return profile.model_dump(exclude_none=True) | ({"latency_model": fitted} if fitted else {})
 
     with _errors_to_exit_codes():
         if name:
-            _emit(load_profile(name, option="device").model_dump(exclude_none=True), as_json, render_device)
+            _emit(shown(load_profile(name, option="device")), as_json, render_device)
         else:
-            _emit([p.model_dump(exclude_none=True) for p in all_profiles()], as_json, render_devices)
+            _emit([shown(p) for p in all_profiles()], as_json, render_devices)
 
 
 @app.command()

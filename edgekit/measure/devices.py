@@ -73,6 +73,9 @@ class DeviceProfile(_Strict):
     peak_derivation: Optional[str] = None
     constraints: Constraints = Field(default_factory=Constraints)
     reference: Optional[Reference] = None
+    # The runtime each file format runs on there, in the per-layer latency model's names
+    # (edgekit/measure/latency_fit.py FAMILIES): tflite → litert or edgetpu, onnx → onnxruntime or tensorrt, ...
+    estimate_runtimes: dict[Format, str] = Field(default_factory=dict)
     notes: Optional[str] = None
 
     @property

@@ -89,11 +89,20 @@ def estimate_all(paths: list[Path], profile: DeviceProfile) -> list[dict]:
 
 
 def estimate_artifact(profile: DeviceProfile, facts: ArtifactFacts) -> dict:
-    path, fmt = facts.path, facts.format
+    path = facts.path
     problems = compatibility_problems(profile, facts)
     if problems:
         raise Incompatible(f"{path} cannot run on {profile.name}: {'; '.join(problems)}"
                            + (f". {profile.constraints.toolchain.strip()}" if profile.constraints.toolchain else ""))
+    from edgekit.measure.layer_estimate import per_layer_estimate
+
+    fitted = per_layer_estimate(profile, facts)
+    return fitted if fitted is not None else _roofline_estimate(profile, facts)
+
+
+def _roofline_estimate(profile: DeviceProfile, facts: ArtifactFacts) -> dict:
+    """For a profile the per-layer model has no published latency of (a profile file of your own)."""
+    path, fmt = facts.path, facts.format
     ideal, bound = ideal_ms(profile, facts.macs, facts.weight_bytes, facts.precision)
     eff, basis = efficiency(profile)
     return {

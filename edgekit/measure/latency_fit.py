@@ -201,3 +201,38 @@ def error_summary(pairs: list[tuple[Sample, float | None]]) -> dict:
             "median_abs_error": float(np.median(np.abs(ratios - 1))),
             "within_30pct": float(np.mean(np.abs(ratios - 1) <= 0.3)),
             "median_abs_log2": float(np.median(np.abs(np.log2(ratios)))), "worst_ratio": float(worst)}
+
+
+# An estimate's band: the 10th to 90th percentile of measured / estimated over the device's
+# leave-one-model-out rows; a device with fewer rows than this takes the band of all devices.
+BAND_PERCENTILES = (10, 90)
+MIN_BAND_ROWS = 5
+
+
+def to_document(model: LatencyModel, held_out: list[tuple[Sample, float | None]], about: dict) -> dict:
+    """The fitted model and its measured error as JSON-ready data (devices/latency_model.json)."""
+    errors = {}
+    for device in sorted({s.device for s, _ in held_out}):
+        pairs = [(s, p) for s, p in held_out if s.device == device]
+        errors[device] = {**error_summary(pairs), "band": _band(pairs)}
+    settings = [{"device": g[0], "runtime": g[1], "precision": g[2], "threads": g[3], "setting": g[4],
+                 "scale": scale, "points": model.points.get(g, 0)} for g, scale in sorted(model.scales.items(), key=str)]
+    return {**about, "shape_terms": list(SHAPE), "shapes": {f: list(map(float, v)) for f, v in model.shapes.items()},
+            "pooled": list(map(float, model.pooled)), "settings": settings, "errors": errors,
+            "overall": {**error_summary(held_out), "band": _band(held_out)}}
+
+
+def from_document(document: dict) -> LatencyModel:
+    scales = {(s["device"], s["runtime"], s["precision"], s["threads"], s["setting"]): float(s["scale"])
+              for s in document["settings"]}
+    points = {(s["device"], s["runtime"], s["precision"], s["threads"], s["setting"]): int(s["points"])
+              for s in document["settings"]}
+    return LatencyModel({f: np.array(v) for f, v in document["shapes"].items()}, scales, points,
+                        np.array(document["pooled"]))
+
+
+def _band(pairs: list[tuple[Sample, float | None]]) -> list[float] | None:
+    ratios = [s.latency_ms / p for s, p in pairs if p]
+    if len(ratios) < MIN_BAND_ROWS:
+        return None
+    return [round(float(v), 3) for v in np.percentile(ratios, BAND_PERCENTILES)]

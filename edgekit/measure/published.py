@@ -220,6 +220,8 @@ def fitting_samples(rows: list[PublishedRow], networks: dict) -> tuple[list, dic
     for row in rows:
         if row.derived:
             left_out["throughput, not latency (1000 / FPS)"] += 1
+        elif "suspicious" in row.notes.lower():
+            left_out["marked suspicious in the collection"] += 1
         elif row.runtime == "litert-cpu":
             left_out["CPU-only reference on an unstated host"] += 1
         elif row.network not in networks:

@@ -129,16 +129,21 @@ def render_bench(results: list[dict]) -> Table:
 
 
 def render_estimates(results: list[dict]) -> Table:
-    """Estimates get their own table, titled as such: never beside measured numbers."""
+    """Estimates get their own table, titled as such: never beside measured numbers. The band is
+    the per-layer model's leave-one-model-out error on that device (edgekit.measure.layer_estimate)."""
     first = results[0]
+    bases = list(dict.fromkeys(f"{Path(r['path']).name}: {r['basis']}" if len(results) > 1 else r["basis"]
+                               for r in results))
+    method = first["method"] + (f"\nefficiency {first['efficiency']:.3g}" if "efficiency" in first else "")
     table = Table(title=f"ESTIMATED latency on {first['device']} (not measured)",
-                  caption=f"{first['method']}\nefficiency {first['efficiency']:.3g}, {first['basis']}",
-                  box=box.SIMPLE, collapse_padding=True, pad_edge=False)
-    for h in ("artifact", "precision", "computes in", "MMACs", "bound", "estimate ms"):
+                  caption="\n".join([method, *bases]), box=box.SIMPLE, collapse_padding=True, pad_edge=False)
+    for h in ("artifact", "precision", "computes in", "MMACs", "estimate ms", "likely ms"):
         table.add_column(h, justify="left" if h == "artifact" else "right", no_wrap=h != "artifact")
     for r in results:
-        table.add_row(Path(r["path"]).name, r["precision"], r["computes_in"], f"{r['macs'] / 1e6:.3g}", r["bound"],
-                      f"{r['latency_ms']['estimate']:.3g}")
+        likely = r.get("likely_ms")
+        table.add_row(Path(r["path"]).name, r["precision"], f"{r.get('runtime', '')} {r['computes_in']}".strip(),
+                      f"{r['macs'] / 1e6:.3g}", f"{r['latency_ms']['estimate']:.3g}",
+                      f"{likely[0]:.3g}–{likely[1]:.3g}" if likely else f"{r.get('bound', '')}-bound roofline")
     notes = [n for n in (first.get("toolchain"), first.get("gpu_runtime_here") and
                          f"GPU runtime on this machine: {first['gpu_runtime_here']}") if n]
     if notes:
@@ -152,9 +157,14 @@ def render_devices(profiles: list[dict]) -> Table:
     for h in ("name", "kind", "runtimes", "estimates"):  # precisions and the rest: `edgekit devices NAME`
         table.add_column(h, no_wrap=True)
     for p in profiles:
-        ref = p.get("reference")
+        ref, fitted = p.get("reference"), p.get("latency_model")
+        checked = fitted and fitted["leave_one_model_out"]
         basis = ("measured live" if p["name"] == "host" else
-                 f"calibrated ({ref['precision']} {ref['latency_ms']:g} ms)" if ref else "uncalibrated")
+                 f"per-layer model on {fitted['published_latencies']} published latencies, "
+                 f"{checked['within_30pct']:.0%} of {checked['rows']} unseen within ±30%" if checked and checked["rows"] else
+                 f"per-layer model on {fitted['published_latencies']} published latencies (a guess: too few to check)"
+                 if fitted else
+                 f"roofline calibrated ({ref['precision']} {ref['latency_ms']:g} ms)" if ref else "roofline, uncalibrated")
         table.add_row(p["name"], p["kind"], ",".join(p["runtimes"]), basis)
     return table
 

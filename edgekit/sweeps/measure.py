@@ -157,7 +157,7 @@ def _estimate(points: list[dict], profile: DeviceProfile) -> None:
             continue
         estimate = estimate_artifact(profile, _facts(point))
         point["devices"][profile.name] = {"latency_ms": estimate["latency_ms"]["estimate"], "estimated": True,
-                                          "bound": estimate["bound"], "basis": estimate["basis"]}
+                                          "likely_ms": estimate.get("likely_ms"), "basis": estimate["basis"]}
 
 
 def public(points: list[dict]) -> list[dict]:

@@ -57,8 +57,24 @@ def analyse(points: list[dict], devices: list, reference_top1: float | None, max
             "front_with_size": front(points, profile.name, with_size=True),
             "pick": chosen["id"] if chosen else None,
             "why_no_pick": None if chosen else _why_no_pick(points, profile.name, runnable, floor),
+            "pick_overlaps": _overlapping(points, profile.name, chosen, floor) if chosen else [],
         })
     return summaries
+
+
+def _overlapping(points: list[dict], device: str, chosen: dict, floor: float | None) -> list[str]:
+    """Eligible artifacts whose estimated band overlaps the pick's: the estimate cannot tell
+    which is faster there (issue 25), so the pick says so."""
+    band = (chosen["devices"].get(device) or {}).get("likely_ms")
+    if not band:
+        return []
+    found = []
+    for point in points:
+        other = (point["devices"].get(device) or {}).get("likely_ms")
+        eligible = floor is None or (point["top1"] is not None and point["top1"] >= floor - 1e-9)
+        if point["id"] != chosen["id"] and other and eligible and other[0] <= band[1] and band[0] <= other[1]:
+            found.append(point["id"])
+    return found
 
 
 def _why_no_pick(points: list[dict], device: str, runnable: list[dict], floor: float | None) -> str:

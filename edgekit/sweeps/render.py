@@ -70,7 +70,9 @@ def render_markdown(result: dict) -> str:
 def _device_markdown(result: dict, device: dict) -> list[str]:
     pick = device["pick"]
     lines = [f"## {_md(device['device'])}: {_md(device['title'])}", "",
-             f"Latency {device['latency']}. Pick: " + (f"**{_md(pick)}**" if pick else f"none ({_md(device['why_no_pick'])})"),
+             f"Latency {device['latency']}. Pick: " + (f"**{_md(pick)}**" if pick else f"none ({_md(device['why_no_pick'])})")
+             + (f" (its estimated band overlaps {', '.join(map(_md, device['pick_overlaps']))}: the estimate cannot "
+                "tell which is faster)" if device.get("pick_overlaps") else ""),
              "", "| artifact | format | precision | size | top-1 | latency | front | pick |", "|---|---|---|---|---|---|---|---|"]
     front = set(device["front"])
     for point, on in _device_rows(result, device):
@@ -117,6 +119,8 @@ def _device_html(result: dict, device: dict) -> str:
             f'{escape(device["title"])}</h2><p>Latency {device["latency"]}; {device["runnable"]} of '
             f'{len(result["points"])} artifacts run there. Pick: '
             + (f'<b class="pick-name">{escape(pick)}</b>' if pick else f'none ({escape(device["why_no_pick"])})')
+            + (f' (its estimated band overlaps {escape(", ".join(device["pick_overlaps"]))}: the estimate cannot '
+               'tell which is faster)' if device.get("pick_overlaps") else "")
             + "</p>")
     return head + _plot(result, device) + _device_table(result, device) + "</section>"
 

@@ -221,7 +221,7 @@ def test_a_keras_applications_model_sweeps_through_every_part(tmp_path):
     out = tmp_path / "sweep"
     done = subprocess.run(_edgekit("sweep", tmp_path / "mnv2.h5", "--data", tmp_path / "mcalib.npz", "--val",
                                    tmp_path / "mval.npz", "--recipes", "int8,fp16", "--formats", "tflite,onnx",
-                                   "--devices", "host,rpi5", "--runs", "5", "--min-time", "0.05", "-o", out),
+                                   "--devices", "host,rpi4", "--runs", "5", "--min-time", "0.05", "-o", out),
                           capture_output=True, text=True, timeout=900)
     # random weights: int8 may lose more than the int8 recipe's 1-point tolerance, and then the
     # sweep exits 1 as compress would (issue 22), with every cell's files written and used
@@ -231,11 +231,16 @@ def test_a_keras_applications_model_sweeps_through_every_part(tmp_path):
     assert [c["status"] for c in result["cells"]] == ["ok", "ok"]
     points = {p["artifact"]: p for p in result["points"]}
     assert sorted(points) == ["onnx-fp32", "onnx-int8", "tflite-fp16", "tflite-fp32", "tflite-int8"]
-    estimates = [p["devices"]["rpi5"].get("latency_ms") for p in points.values()]
-    assert None not in estimates  # every file runs on the Pi 5's runtimes: each has an estimate
-    host, rpi5 = result["devices"]
-    assert host["front"] and rpi5["front"] and all(len(d["front_with_size"]) >= len(d["front"]) for d in (host, rpi5))
-    assert points["tflite-int8"]["devices"]["rpi5"]["latency_ms"] < points["tflite-fp32"]["devices"]["rpi5"]["latency_ms"]
+    estimates = [p["devices"]["rpi4"].get("latency_ms") for p in points.values()]
+    assert None not in estimates  # every file runs on the Pi 4's runtimes: each has an estimate
+    host, rpi4 = result["devices"]
+    assert host["front"] and rpi4["front"] and all(len(d["front_with_size"]) >= len(d["front"]) for d in (host, rpi4))
+    # On the Pi 4 (40 published latencies, 7 each for LiteRT int8 and fp32) int8 is the faster file.
+    # Not asserted on the Pi 5: its one published LiteRT int8 row ran slower than fp16, and the
+    # per-layer model follows its data (benchmarks/results.md, issue 25).
+    assert points["tflite-int8"]["devices"]["rpi4"]["latency_ms"] < points["tflite-fp32"]["devices"]["rpi4"]["latency_ms"]
+    low, high = points["tflite-int8"]["devices"]["rpi4"]["likely_ms"]
+    assert low < points["tflite-int8"]["devices"]["rpi4"]["latency_ms"] < high
     assert points["tflite-int8"]["size_bytes"] < points["tflite-fp32"]["size_bytes"] / 3
 
 

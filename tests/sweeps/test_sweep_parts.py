@@ -82,6 +82,21 @@ def test_analyse_says_why_a_device_has_no_pick():
     assert entry["latency"] == "estimated" and "floor is 94.00%" in entry["why_no_pick"]
 
 
+def test_a_pick_whose_estimated_band_overlaps_another_says_so():
+    """Two estimates 10 ms and 12 ms, each likely ±30%: the pick is 10 ms, and it says the
+    estimate cannot tell it from 12 ms; a point well apart (30 ms) is not named (issue 25)."""
+    device = SimpleNamespace(name="rpi4", title="Pi 4", kind="cpu")
+    points = [_point(pid, 0.97, ms, device="rpi4") for pid, ms in (("int8", 10.0), ("fp16", 12.0), ("fp32", 30.0))]
+    for point in points:
+        ms = point["devices"]["rpi4"]["latency_ms"]
+        point["devices"]["rpi4"].update(estimated=True, likely_ms=[ms * 0.7, ms * 1.3])
+    (entry,) = analyse(points, [device], 0.97, 1.0)
+    assert entry["pick"] == "int8" and entry["pick_overlaps"] == ["fp16"]
+    for point in points:  # measured latencies carry no band: nothing to overlap
+        del point["devices"]["rpi4"]["likely_ms"]
+    assert analyse(points, [device], 0.97, 1.0)[0]["pick_overlaps"] == []
+
+
 def test_archives_round_trip_and_hostile_ones_are_refused(tmp_path):
     cell = tmp_path / "cell"
     cell.mkdir()
