@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgekit.support.shipped import shipped_files
 from edgekit.errors import InputError
@@ -77,6 +77,16 @@ class DeviceProfile(_Strict):
     # (edgekit/measure/latency_fit.py FAMILIES): tflite → litert or edgetpu, onnx → onnxruntime or tensorrt, ...
     estimate_runtimes: dict[Format, str] = Field(default_factory=dict)
     notes: Optional[str] = None
+
+    @field_validator("estimate_runtimes")
+    @classmethod
+    def _known_runtimes(cls, value: dict) -> dict:
+        from edgekit.measure.latency_fit import FAMILIES
+
+        unknown = sorted(set(value.values()) - set(FAMILIES))
+        if unknown:
+            raise ValueError(f"unknown runtime {', '.join(unknown)} (known: {', '.join(sorted(FAMILIES))})")
+        return value
 
     @property
     def measured_live(self) -> bool:

@@ -101,7 +101,8 @@ def _verify_qat(artifact: Artifact, scores: np.ndarray, evidence: Evidence) -> V
         raise QATMismatch(
             f"{artifact.path.name} agrees with the QAT model it was exported from on only {agree:.1%} of "
             f"{n} {evidence.source} inputs ({differ} differ, at most {allowed} expected: "
-            f"{QAT_MIN_AGREEMENT:.0%}; exact top-1 ties count as agreeing)" + _sensitivity_said(evidence), check | {"path": artifact.path.name, "id": artifact.id, "passed": False})
+            f"{QAT_MIN_AGREEMENT:.0%}; exact top-1 ties count as agreeing)" + _sensitivity_said(evidence),
+            check | {"path": artifact.path.name, "id": artifact.id, "passed": False})
     return Verdict(artifact, check, accuracy(scores, evidence.labels), agree)
 
 

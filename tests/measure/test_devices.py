@@ -207,3 +207,13 @@ def test_estimates_need_no_tensorflow(artifacts):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[] 2"
+
+
+def test_a_profile_naming_an_unknown_runtime_is_refused_with_the_known_ones(cli, artifacts, tmp_path):
+    profile = yaml.safe_load(all_profiles()[0].model_dump_json())
+    profile["estimate_runtimes"] = {"tflite": "tpu-magic"}
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    result = cli("bench", artifacts / "all" / "digits.int8.tflite", "--device", str(path), "--json")
+    refusal_line(result, ["mine.yaml", "estimate_runtimes", "unknown runtime tpu-magic", "litert", "edgetpu"])
+    assert result.stdout == ""  # no estimate printed
