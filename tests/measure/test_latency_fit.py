@@ -64,3 +64,15 @@ def test_on_published_latencies_unseen_architectures_are_predicted_far_better_th
     assert held_out["within_30pct"] >= 0.55 and held_out["median_abs_log2"] <= 0.4, held_out
     assert held_out["unpredicted"] == 2  # the two Hailo latencies: each its device's only row
     assert math.isfinite(held_out["worst_ratio"])
+
+
+def test_a_sample_is_costed_from_its_own_layers_however_many_came_before(networks):
+    """The per-sample arrays were once cached by id(), which Python reuses once an object is
+    freed: in a long session a new network was costed with a dead one's layers (the full suite
+    saw the fit and the sweep's picks change). Thousands of short-lived samples, one value each."""
+    shape = np.array([3.0, 0.5, 1e5])
+    seen: dict[str, set] = {}
+    for _ in range(500):
+        for network in ("mobilenet_v2@224", "vgg16@224", "resnet18@224"):
+            seen.setdefault(network, set()).add(round(work(_sample(networks, "d", "litert", network, 1.0), shape)))
+    assert all(len(values) == 1 for values in seen.values()), seen
