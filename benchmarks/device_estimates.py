@@ -1,5 +1,7 @@
-"""How good are `edgekit bench --device` estimates? Check them against published latencies
-that were NOT used for calibration (each profile is calibrated on MobileNetV2 only).
+"""A spot check of `edgekit bench --device` estimates against a few published latencies, on
+files made here. The estimates now come from the per-layer model fitted on
+devices/data/published_latencies.md, which includes these rows: for its error on architectures
+it never saw, run benchmarks/device_fit.py (leave-one-model-out).
 
 Builds MobileNet v1, v2 and v3-Large (224x224, random weights), converts them to fp32 and
 full-int8 TFLite, estimates each on a profile, and prints estimate / published.

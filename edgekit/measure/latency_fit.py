@@ -36,6 +36,12 @@ START = np.log([3.0, 100, 1e5])  # where the search starts: depthwise 3× a GEMM
 FLOOR = -25.0  # log of the smallest shape value: "costs nothing"
 
 
+def family_of(runtime: str, precision: str) -> str:
+    """The runtime family and precision: int8 kernels price depthwise layers and bytes
+    differently from float ones (leave-one-model-out within ±30%: 58% → 61%)."""
+    return f"{FAMILIES.get(runtime, 'cpu')}/{precision}"
+
+
 @dataclass(frozen=True)
 class Sample:
     """One measured latency and the layers of the network it ran."""
@@ -57,9 +63,7 @@ class Sample:
 
     @property
     def family(self) -> str:
-        """The runtime family and precision: int8 kernels price depthwise layers and bytes
-        differently from float ones (leave-one-model-out within ±30%: 58% → 61%)."""
-        return f"{FAMILIES.get(self.runtime, 'cpu')}/{self.precision}"
+        return family_of(self.runtime, self.precision)
 
     @cached_property  # computed once per sample: the fit evaluates every sample hundreds of times
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -90,13 +94,13 @@ class LatencyModel:
     pooled: np.ndarray | None = None  # the shape of all rows together, for a family without rows
 
     def predict(self, sample: Sample) -> float | None:
-        shape = self._shape(sample.family)
+        shape = self.shape_for(sample.family)
         scale = self.scales.get(sample.group) or self._borrowed_scale(sample)
         if scale is None or shape is None:
             return None
         return scale * work(sample, shape)
 
-    def _shape(self, family: str) -> np.ndarray | None:
+    def shape_for(self, family: str) -> np.ndarray | None:
         """The family's shape at this precision, else at another precision, else all rows pooled."""
         if family in self.shapes:
             return self.shapes[family]
@@ -108,7 +112,7 @@ class LatencyModel:
         """A group with no row of its own: the same device's groups of the family, then any."""
         for same_family in (True, False):
             found = [s for g, s in self.scales.items() if g[0] == sample.device
-                     and (not same_family or f"{FAMILIES.get(g[1], 'cpu')}/{g[2]}" == sample.family)]
+                     and (not same_family or family_of(g[1], g[2]) == sample.family)]
             if found:
                 return float(np.exp(np.mean(np.log(found))))
         return None

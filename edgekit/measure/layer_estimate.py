@@ -54,7 +54,7 @@ def per_layer_estimate(profile: DeviceProfile, facts: ArtifactFacts) -> dict | N
     sample = Sample(profile.name, runtime, precision, profile.threads, "", "file", "file", layers, 1.0,
                     (profile.on_chip_mb or 0.0) * 2**20)
     scale = math.exp(sum(math.log(model.scales[g]) for g in chosen) / len(chosen))
-    estimate = scale * work(sample, model._shape(sample.family))
+    estimate = scale * work(sample, model.shape_for(sample.family))
     error = document["errors"].get(profile.name) or {}
     band = error.get("band") or document["overall"]["band"]
     return {

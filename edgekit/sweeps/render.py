@@ -27,6 +27,15 @@ def _ms(value) -> str:
     return "n/a" if value is None else f"{value:.4g} ms"
 
 
+def _latency(on: dict) -> str:
+    """A device's latency for a point: measured, or estimated with its likely band."""
+    if "latency_ms" not in on:
+        return f"cannot run: {on.get('incompatible') or on.get('error')}"
+    band = on.get("likely_ms")
+    return _ms(on["latency_ms"]) + (f" (estimate, likely {band[0]:.3g}–{band[1]:.3g})" if band else
+                                    " (estimate)" if on.get("estimated") else "")
+
+
 def _kb(n: int) -> str:
     return f"{n / 1024:,.1f} KiB"
 
@@ -76,7 +85,7 @@ def _device_markdown(result: dict, device: dict) -> list[str]:
              "", "| artifact | format | precision | size | top-1 | latency | front | pick |", "|---|---|---|---|---|---|---|---|"]
     front = set(device["front"])
     for point, on in _device_rows(result, device):
-        latency = _ms(on.get("latency_ms")) if "latency_ms" in on else f"cannot run: {on.get('incompatible') or on.get('error')}"
+        latency = _latency(on)
         lines.append(f"| {_md(point['id'])} | {point['format']} | {point['precision']} | {_kb(point['size_bytes'])} | "
                      f"{_pct(point['top1'])} | {_md(latency)} | {'✓' if point['id'] in front else ''} | "
                      f"{'★' if point['id'] == pick else ''} |")
@@ -131,8 +140,7 @@ def _device_table(result: dict, device: dict) -> str:
             "<th>latency</th><th>front</th></tr>"]
     for point, on in _device_rows(result, device):
         kind = "pick" if point["id"] == pick else ("front" if point["id"] in front else "dominated")
-        latency = (_ms(on["latency_ms"]) + (" (estimate)" if on.get("estimated") else "")) if "latency_ms" in on \
-            else f"cannot run: {on.get('incompatible') or on.get('error')}"
+        latency = _latency(on)
         rows.append(f'<tr class="{kind}"><td>{escape(point["id"])}</td><td>{point["format"]}</td>'
                     f'<td>{point["precision"]}</td><td>{_kb(point["size_bytes"])}</td><td>{_pct(point["top1"])}</td>'
                     f'<td>{escape(latency)}</td><td>{"✓" if point["id"] in front else ""}</td></tr>')
@@ -235,7 +243,7 @@ def render_summary(result: dict):
         on = (point or {}).get("devices", {}).get(device["device"], {})
         table.add_row(device["device"], device["latency"], f"{device['runnable']}/{len(result['points'])}",
                       str(len(device["front"])), device["pick"] or f"none: {device['why_no_pick']}",
-                      _pct(point["top1"]) if point else "", _ms(on.get("latency_ms")) if point else "",
+                      _pct(point["top1"]) if point else "", _latency(on) if point else "",
                       _kb(point["size_bytes"]) if point else "")
     floor = "" if result["reference_top1"] is None else (
         f"Keras float top-1 {_pct(result['reference_top1'])}, budget {result['max_accuracy_drop']:g} points. ")
@@ -243,4 +251,6 @@ def render_summary(result: dict):
     # shown as the user can open them from where they typed the command
     shipped = "".join(f"Pick for {device['device']}: {Path(result['output']) / by_id[device['pick']]['path']}\n"
                       for device in result["devices"] if device["pick"] in by_id)
+    shipped += "".join(f"  on {device['device']} the estimate cannot tell it from {', '.join(device['pick_overlaps'])} "
+                       "(their likely bands overlap)\n" for device in result["devices"] if device.get("pick_overlaps"))
     return Group(table, f"{shipped}{floor}Wrote {result['output']}/sweep.json, sweep.md and sweep.html")

@@ -176,3 +176,12 @@ def test_a_cell_s_own_bug_keeps_its_traceback_and_edgekit_errors_keep_their_exit
         "note": "int8 lost 2 points", "exit_code": 1}
     # a stage that stopped the run before anything was written: a failed cell
     assert _failure(StageFailure("pruning kept 15%"))["status"] == "failed"
+
+
+def test_sweep_pages_show_an_estimate_with_its_band_and_a_measurement_without():
+    from edgekit.sweeps.render import _latency
+
+    assert _latency({"latency_ms": 12.1, "estimated": True, "likely_ms": [9.0, 16.0]}) == \
+        "12.1 ms (estimate, likely 9–16)"
+    assert _latency({"latency_ms": 0.5, "measured": True}) == "0.5 ms"
+    assert _latency({"incompatible": "float32 I/O"}) == "cannot run: float32 I/O"
