@@ -38,6 +38,32 @@ class OtherOp:
 
     name: str
     activations: int  # input + output elements
+    group: str = "elementwise"  # elementwise | activation | pool | move: other_group() of its op type
+
+
+# Ops without MACs fall in four groups whose kernels cost differently per element: pooling and
+# reductions read a window per output, "move" ops copy data without arithmetic, activations evaluate
+# a transcendental or piecewise function (and are what an int8 delegate most often leaves to slower
+# kernels), the rest are elementwise arithmetic.
+# Op type names of all three formats, upper-cased without "_": TFLite AVERAGE_POOL_2D, ONNX
+# AveragePool and OpenVINO AvgPool are all pooling.
+POOL_OPS = {"AVERAGEPOOL2D", "MAXPOOL2D", "AVERAGEPOOL", "MAXPOOL", "AVGPOOL", "GLOBALAVERAGEPOOL", "GLOBALMAXPOOL",
+            "MEAN", "SUM", "REDUCEMEAN", "REDUCEMAX", "REDUCESUM", "REDUCEMIN", "REDUCEPROD", "ADAPTIVEAVGPOOL",
+            "L2POOL2D"}
+ACTIVATION_OPS = {"LOGISTIC", "SIGMOID", "TANH", "HARDSWISH", "HSWISH", "HARDSIGMOID", "HSIGMOID", "SWISH", "EXP",
+                  "SOFTMAX", "LOGSOFTMAX", "GELU", "ELU", "SELU", "LEAKYRELU", "PRELU", "MISH", "SOFTPLUS", "ERF", "LOG",
+                  "SQRT", "RSQRT", "POW"}
+MOVE_OPS = {"CONCATENATION", "CONCAT", "PAD", "PADV2", "MIRRORPAD", "TRANSPOSE", "SLICE", "STRIDEDSLICE", "SPLIT",
+            "SPLITV", "VARIADICSPLIT", "GATHER", "TILE", "BROADCAST", "BROADCASTTO", "EXPAND", "RESIZEBILINEAR",
+            "RESIZENEARESTNEIGHBOR", "RESIZE", "INTERPOLATE", "QUANTIZE", "DEQUANTIZE", "QUANTIZELINEAR",
+            "DEQUANTIZELINEAR", "CONVERT", "CAST", "DEPTHTOSPACE", "SPACETODEPTH", "PACK", "UNPACK"}
+
+
+def other_group(op_type: str) -> str:
+    name = op_type.upper().replace("_", "")
+    if name in POOL_OPS:
+        return "pool"
+    return "move" if name in MOVE_OPS else "activation" if name in ACTIVATION_OPS else "elementwise"
 
 
 @dataclass

@@ -33,6 +33,7 @@ class LayerWork:
     macs: int
     weights: int  # parameter elements
     activations: int  # input + output elements: what the layer reads and writes besides its weights
+    group: str = ""  # of an "other" layer read from a file: elementwise | activation | pool | move (edgekit.formats.facts)
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,16 @@ def _keras_layer_work(layer) -> list[LayerWork]:
     if kind == "Dense":
         cin = int(_shapes(layer, "input")[0][-1])
         return [LayerWork(layer.name, "dense", output * cin, weights, inputs + output)]
-    return [LayerWork(layer.name, "other", 0, weights, inputs + output)]
+    return [LayerWork(layer.name, "other", 0, weights, inputs + output, _keras_group(kind))]
+
+
+def _keras_group(kind: str) -> str:
+    """What a file's reader would call the op this Keras layer becomes (edgekit.formats.facts.other_group)."""
+    if "Pooling" in kind:
+        return "pool"
+    if kind in ("Concatenate", "ZeroPadding2D", "Resizing", "UpSampling2D", "Cropping2D"):
+        return "move"
+    return "activation" if kind in ACTIVATIONS - {"ReLU"} else "elementwise"
 
 
 def _follows(layer, kinds: set[str]) -> bool:
@@ -129,5 +139,5 @@ def file_network_work(facts) -> NetworkWork:
     """Layer work of an exported file, from what its format's reader found
     (edgekit.formats.facts.ArtifactFacts: mac_ops and other_ops)."""
     layers = [LayerWork(op.name, op.kind, op.macs, op.weights, op.activations) for op in facts.mac_ops]
-    layers += [LayerWork(op.name, "other", 0, 0, op.activations) for op in facts.other_ops]
+    layers += [LayerWork(op.name, "other", 0, 0, op.activations, op.group) for op in facts.other_ops]
     return NetworkWork(tuple(layers))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekit.errors import require
-from edgekit.formats.facts import FUSED_ACTIVATIONS, ArtifactFacts, MacOp, OtherOp, numel
+from edgekit.formats.facts import FUSED_ACTIVATIONS, ArtifactFacts, MacOp, OtherOp, numel, other_group
 
 ONNX_CONV_OPS = {"Conv", "ConvInteger", "QLinearConv"}
 ONNX_MATMUL_OPS = {"MatMul", "Gemm", "MatMulInteger", "QLinearMatMul"}
@@ -40,7 +40,7 @@ def read_facts(path: Path) -> ArtifactFacts:
                 mac_ops.append(MacOp(node.name or node.output[0], op_macs, numel(weight), int8_weights,
                                      int8_compute, _kind(node, weight), moved))
         elif _does_work(node, constants, integers, producers):
-            other_ops.append(OtherOp(node.name or node.output[0], moved))
+            other_ops.append(OtherOp(node.name or node.output[0], moved, other_group(node.op_type)))
     kinds = {node.op_type for node in graph.node}
     float16 = onnx.TensorProto.FLOAT16
     precision = ("int8w" if "DynamicQuantizeLinear" in kinds or ("DequantizeLinear" in kinds and "QuantizeLinear" not in kinds)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekit.errors import require
-from edgekit.formats.facts import FUSED_ACTIVATIONS, ArtifactFacts, MacOp, OtherOp, numel
+from edgekit.formats.facts import FUSED_ACTIVATIONS, ArtifactFacts, MacOp, OtherOp, numel, other_group
 
 def read_facts(path: Path) -> ArtifactFacts:
     ov = require("openvino", "openvino")
@@ -33,7 +33,7 @@ def read_facts(path: Path) -> ArtifactFacts:
                 mac_ops.append(MacOp(op.get_friendly_name(), op_macs, numel(weight.to_shape()), int8_weights,
                                      int8_compute, _kind(kind, list(weight.to_shape())), _moved(op, data)))
         elif data and _does_work(op, data):
-            other_ops.append(OtherOp(op.get_friendly_name(), _moved(op, data)))
+            other_ops.append(OtherOp(op.get_friendly_name(), _moved(op, data), other_group(kind)))
     precision = ("int8" if "FakeQuantize" in kinds
                  else "int8w" if constant_types & {"i8", "u8", "i4", "u4"}
                  else "fp16" if "f16" in constant_types else "fp32")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import require
-from edgekit.formats.facts import FUSED_ACTIVATIONS, INT8_TYPES, ArtifactFacts, MacOp, OtherOp, numel
+from edgekit.formats.facts import FUSED_ACTIVATIONS, INT8_TYPES, ArtifactFacts, MacOp, OtherOp, numel, other_group
 
 TFLITE_MAC_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
 
@@ -39,7 +39,8 @@ def read_facts(path: Path) -> ArtifactFacts:
         elif name == "DEQUANTIZE" and np.dtype(tensors[int(op["inputs"][0])]["dtype"]) == np.float16:
             fp16_weights = True
         elif _does_work(op, variable, producer) and not _shape_arithmetic(op, tensors):
-            other_ops.append(OtherOp(tensors[int(op["outputs"][0])]["name"], _moved(op, tensors, variable)))
+            other_ops.append(OtherOp(tensors[int(op["outputs"][0])]["name"], _moved(op, tensors, variable),
+                                     other_group(name)))
     precision = ("int8" if weight_types & {"int8", "uint8"} and result_types <= {"int8", "uint8"}
                  else "int8w" if weight_types & {"int8", "uint8"} else "fp16" if fp16_weights else "fp32")
     first_in, first_out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
