@@ -221,10 +221,12 @@ def evaluate(artifacts: PathArg | Sequence[PathArg], data: Any, *, preprocess: s
 @_checked
 def bench(artifacts: PathArg | Sequence[PathArg], *, device: str | None = None, remote: str | None = None,
           remote_python: str = "python3", ssh_options: Sequence[str] = (), threads: int | None = None, runs: int = 50,
-          min_time: float = 1.0, warmup: int = 1, warmup_time: float = 0.5, timeout: float = 300.0) -> Benchmark:
+          min_time: float = 1.0, warmup: int = 1, warmup_time: float = 0.5, timeout: float = 300.0,
+          runtime: str | None = None, precision: str | None = None) -> Benchmark:
     """`edgekit bench`: batch-1 latency percentiles per artifact, measured on this host or on
-    `remote` ("USER@HOST", over SSH); with a `device` profile and no remote, that device's
-    estimate and compatibility checks instead (`estimated` says which)."""
+    `remote` ("USER@HOST", over SSH); with a `device` profile (a name or a profile YAML) and no
+    remote, that device's estimate and compatibility checks instead (`estimated` says which), for
+    `runtime` at `precision` where given (what the profile offers; anything else is an InputError)."""
     from edgekit.measure.latency import BenchSettings, bench_local
 
     paths = _paths(artifacts)
@@ -233,6 +235,9 @@ def bench(artifacts: PathArg | Sequence[PathArg], *, device: str | None = None, 
         from edgekit.measure.remote import parse_destination
 
         parse_destination(remote)
+    if (runtime or precision) and (not device or remote):
+        raise InputError("--runtime and --precision choose what an estimate assumes: give them with --device "
+                         "and without --remote (a measurement runs the file as it is)")
     if device:
         from edgekit.measure.devices import load_profile
 
@@ -240,7 +245,9 @@ def bench(artifacts: PathArg | Sequence[PathArg], *, device: str | None = None, 
         if not remote and not profile.measured_live:
             from edgekit.measure.estimate import estimate_all
 
-            return Benchmark(results=estimate_all(paths, profile), estimated=True)
+            return Benchmark(results=estimate_all(paths, profile, runtime, precision), estimated=True)
+        if runtime or precision:
+            raise InputError(f"--runtime and --precision choose what an estimate assumes; {profile.name} is measured here")
     if threads is None and profile and remote:
         threads = profile.threads
     settings = BenchSettings(threads=threads, runs=runs, min_time_s=min_time, warmup_runs=warmup,

@@ -54,6 +54,66 @@ class Constraints(_Strict):
     toolchain: Optional[str] = None
 
 
+class KindCosts(_Strict):
+    """What one layer of a kind costs (edgekit/measure/calibration/costs.py): all required, none negative."""
+    ns_per_mac: float = Field(ge=0)
+    ns_per_element: float = Field(ge=0)
+    ns_per_weight: float = Field(ge=0)
+    us_per_layer: float = Field(ge=0)
+
+
+class OpCosts(_Strict):
+    """What one layer without MACs costs, per group (elementwise, activation, pool, move)."""
+    ns_per_element: float = Field(ge=0)
+    us_per_layer: float = Field(ge=0)
+
+
+class CalibratedCosts(_Strict):
+    overhead_us: float = Field(ge=0)
+    conv: KindCosts
+    pointwise: KindCosts
+    depthwise: KindCosts
+    dense: KindCosts
+    elementwise: OpCosts
+    activation: OpCosts
+    pool: OpCosts
+    move: OpCosts
+
+
+class CalibratedSetting(_Strict):
+    """One runtime at one precision and thread count, as `edgekit devices calibrate` measured it."""
+    runtime: str
+    precision: Literal["fp32", "fp16", "int8"]
+    threads: Optional[int] = Field(None, ge=1)
+    costs: CalibratedCosts
+    points: int = Field(ge=1)  # suite files measured
+    # measured / estimated, p10-p90, and the share within ±20%, of the suite's whole networks, each
+    # predicted by a fit without it
+    band: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]]
+    within_20pct: float = Field(ge=0, le=1)
+
+    @field_validator("runtime")
+    @classmethod
+    def _known_runtime(cls, value: str) -> str:
+        return _check_runtimes([value])[0]
+
+
+class Calibration(_Strict):
+    suite: str
+    measured_on: str
+    date: str
+    settings: list[CalibratedSetting] = Field(min_length=1)
+
+
+def _check_runtimes(names: list[str]) -> list[str]:
+    from edgekit.measure.latency_fit import FAMILIES
+
+    unknown = sorted(set(names) - set(FAMILIES))
+    if unknown:
+        raise ValueError(f"unknown runtime {', '.join(unknown)} (known: {', '.join(sorted(FAMILIES))})")
+    return names
+
+
 class DeviceProfile(_Strict):
     name: str
     title: str
@@ -76,16 +136,14 @@ class DeviceProfile(_Strict):
     # The runtime each file format runs on there, in the per-layer latency model's names
     # (edgekit/measure/latency_fit.py FAMILIES): tflite → litert or edgetpu, onnx → onnxruntime or tensorrt, ...
     estimate_runtimes: dict[Format, str] = Field(default_factory=dict)
+    # What `edgekit devices calibrate` measured there: estimates from this profile use it first
+    calibration: Optional[Calibration] = None
     notes: Optional[str] = None
 
     @field_validator("estimate_runtimes")
     @classmethod
     def _known_runtimes(cls, value: dict) -> dict:
-        from edgekit.measure.latency_fit import FAMILIES
-
-        unknown = sorted(set(value.values()) - set(FAMILIES))
-        if unknown:
-            raise ValueError(f"unknown runtime {', '.join(unknown)} (known: {', '.join(sorted(FAMILIES))})")
+        _check_runtimes(list(value.values()))
         return value
 
     @property

@@ -1,15 +1,21 @@
 """Latency estimates for a device that is not attached, and whether it can run the file at all.
 
-The estimate is a roofline calibrated on one published measurement:
+Three sources, the first that knows the device wins:
+- a profile written by `edgekit devices calibrate` prices each layer of the file with the costs
+  measured there (edgekit/measure/calibration/estimate.py);
+- a shipped device with published latencies uses the per-layer model fitted on them
+  (edgekit/measure/layer_estimate.py);
+- any other profile gets a roofline calibrated on its one reference measurement:
 
     ideal(model) = max(MACs / peak MAC rate at the precision the device computes in,
                        weight bytes that must stream / memory bandwidth)
     efficiency   = ideal(reference model) / published reference latency
     estimate     = ideal(artifact) / efficiency
 
-A profile without a verified reference borrows the mean efficiency of the calibrated
-profiles of its kind (cpu, gpu, npu), and its estimates say so. Estimates are never put in
-the same record or table as measured latency.
+  A profile without a verified reference borrows the mean efficiency of the calibrated
+  profiles of its kind (cpu, gpu, npu), and its estimates say so.
+
+Estimates are never put in the same record or table as measured latency.
 """
 
 from __future__ import annotations
@@ -77,26 +83,60 @@ def efficiency(profile: DeviceProfile) -> tuple[float, str]:
                                        f"efficiency borrowed from {', '.join(p.name for p in peers)}")
 
 
-def estimate_all(paths: list[Path], profile: DeviceProfile) -> list[dict]:
+def estimate_all(paths: list[Path], profile: DeviceProfile, runtime: str | None = None,
+                 precision: str | None = None) -> list[dict]:
     """Check every artifact first, so one incompatible file fails before any output."""
     from edgekit.formats.runner import artifact_format, load_checked
 
+    check_runtime_choice(profile, runtime, precision)
     facts = []
     for path in map(Path, paths):
         fmt = artifact_format(path)
         facts.append(load_checked(path, fmt, lambda: read_facts(path, fmt)))
-    return [estimate_artifact(profile, f) for f in facts]
+    return [estimate_artifact(profile, f, runtime, precision) for f in facts]
 
 
-def estimate_artifact(profile: DeviceProfile, facts: ArtifactFacts) -> dict:
+def offered_runtimes(profile: DeviceProfile) -> list[str]:
+    """What `bench --runtime` may name for this device: the calibrated runtimes of a calibrated
+    profile, else the runtimes its files run on and those the published data has latencies of."""
+    if profile.calibration is not None:
+        return sorted({s.runtime for s in profile.calibration.settings})
+    from edgekit.measure.layer_estimate import fitted_runtimes
+
+    return sorted(set(profile.estimate_runtimes.values()) | set(fitted_runtimes(profile.name)))
+
+
+def offered_precisions(profile: DeviceProfile) -> list[str]:
+    """What `bench --precision` may name: the precisions the device computes in."""
+    if profile.calibration is not None:
+        return sorted({s.precision for s in profile.calibration.settings})
+    return sorted({profile.compute_precision(p) for p in profile.precisions} & {"fp32", "fp16", "int8"})
+
+
+def check_runtime_choice(profile: DeviceProfile, runtime: str | None, precision: str | None) -> None:
+    """bench --runtime/--precision: exit 2 naming what the profile offers."""
+    if runtime is not None and runtime not in offered_runtimes(profile):
+        offered = offered_runtimes(profile)
+        raise InputError(f"--runtime {runtime}: {profile.name} offers "
+                         f"{', '.join(offered) if offered else 'no runtime to choose from (its estimate is a roofline)'}")
+    if precision is not None and precision not in offered_precisions(profile):
+        raise InputError(f"--precision {precision}: {profile.name} computes in {', '.join(offered_precisions(profile))}")
+
+
+def estimate_artifact(profile: DeviceProfile, facts: ArtifactFacts, runtime: str | None = None,
+                      precision: str | None = None) -> dict:
     path = facts.path
     problems = compatibility_problems(profile, facts)
     if problems:
         raise Incompatible(f"{path} cannot run on {profile.name}: {'; '.join(problems)}"
                            + (f". {profile.constraints.toolchain.strip()}" if profile.constraints.toolchain else ""))
+    if profile.calibration is not None:
+        from edgekit.measure.calibration.estimate import calibrated_estimate
+
+        return calibrated_estimate(profile, facts, runtime, precision)
     from edgekit.measure.layer_estimate import per_layer_estimate
 
-    fitted = per_layer_estimate(profile, facts)
+    fitted = per_layer_estimate(profile, facts, runtime, precision)
     return fitted if fitted is not None else _roofline_estimate(profile, facts)
 
 

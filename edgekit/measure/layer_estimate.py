@@ -35,18 +35,21 @@ def fitted_model():
     return None
 
 
-def per_layer_estimate(profile: DeviceProfile, facts: ArtifactFacts) -> dict | None:
-    """The estimate record, or None where the model knows nothing of this device or format."""
+def per_layer_estimate(profile: DeviceProfile, facts: ArtifactFacts, runtime: str | None = None,
+                       precision: str | None = None) -> dict | None:
+    """The estimate record, or None where the model knows nothing of this device or format.
+    runtime, precision: what the file would run on and compute in there (bench --runtime,
+    --precision); by default the profile's runtime for the format and the file's precision."""
     from edgekit.measure.estimate import gpu_runtime_here
     from edgekit.measure.latency_fit import Sample, work
     from edgekit.measure.layer_work import file_network_work
 
     fitted = fitted_model()
-    runtime = profile.estimate_runtimes.get(facts.format)
+    runtime = runtime or profile.estimate_runtimes.get(facts.format)
     if fitted is None or runtime is None:
         return None
     model, document = fitted
-    precision = _model_precision(profile.compute_precision(facts.precision))
+    precision = _model_precision(precision or profile.compute_precision(facts.precision))
     chosen = _closest_settings(model, profile, runtime, precision)
     if not chosen:
         return None
@@ -109,6 +112,12 @@ def _basis(profile, runtime: str, precision: str, chosen: list[tuple], model, er
     if rows < 5:
         text += f"; {profile.name} rests on {rows} row(s) of its own: the band is that of all devices"
     return text + f" ({document['fitted_on']})"
+
+
+def fitted_runtimes(device: str) -> list[str]:
+    """The runtimes the published data has latencies of on this device."""
+    fitted = fitted_model()
+    return sorted({g[1] for g in fitted[0].scales if g[0] == device}) if fitted else []
 
 
 def fitted_summary(device: str) -> dict | None:

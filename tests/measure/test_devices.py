@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -9,7 +10,7 @@ import yaml
 
 from edgekit.formats.facts import read_facts
 from edgekit.measure.devices import all_profiles
-from tests.conftest import refusal_line
+from tests.conftest import refusal_line, snapshot
 
 REQUIRED = {"host", "rpi4", "rpi5", "jetson-nano", "jetson-orin-nano", "coral-edgetpu", "intel-npu", "hailo8",
             "x86-avx2-laptop"}
@@ -217,3 +218,100 @@ def test_a_profile_naming_an_unknown_runtime_is_refused_with_the_known_ones(cli,
     result = cli("bench", artifacts / "all" / "digits.int8.tflite", "--device", str(path), "--json")
     refusal_line(result, ["mine.yaml", "estimate_runtimes", "unknown runtime tpu-magic", "litert", "edgetpu"])
     assert result.stdout == ""  # no estimate printed
+
+
+def _calibrated(tmp_path, edit=None):
+    """A profile as `edgekit devices calibrate` writes it (prices made up), optionally edited."""
+    from edgekit.measure.calibration.costs import COLUMNS
+
+    costs: dict = {"overhead_us": 20.0}
+    for kind, term in COLUMNS:
+        costs.setdefault(kind, {})[term] = {"ns_per_mac": 0.02, "ns_per_element": 0.3, "ns_per_weight": 0.05,
+                                            "us_per_layer": 2.0}[term]
+    setting = {"runtime": "litert", "precision": "fp32", "threads": 1, "costs": costs, "points": 40,
+               "band": [0.8, 1.25], "within_20pct": 0.9}
+    profile = {"name": "mybox", "title": "a calibrated test box", "kind": "cpu", "arch": "x86_64",
+               "runtimes": ["tflite", "onnx"], "precisions": ["fp32", "int8"], "threads": 1,
+               "estimate_runtimes": {"tflite": "litert", "onnx": "onnxruntime"},
+               "calibration": {"suite": "edgekit calibration suite v1", "measured_on": "a test", "date": "2026-12-06",
+                               "settings": [setting, {**copy.deepcopy(setting), "precision": "int8"}]}}
+    if edit:
+        edit(profile)
+    path = tmp_path / "mybox.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    return path
+
+
+def test_a_calibrated_profile_prices_the_files_own_layers(cli, artifacts, tmp_path):
+    from edgekit.measure.calibration.costs import predict_ms
+    from edgekit.measure.layer_work import file_network_work
+
+    profile = _calibrated(tmp_path)
+    shown = cli("devices", profile)
+    assert shown.exit_code == 0, shown.output
+    assert "litert fp32, 1 thread(s): 40 suite files; its networks 90% within ±20%" in shown.stdout
+    for name in ("digits.fp32.tflite", "digits.int8.tflite"):
+        result = cli("bench", artifacts / "all" / name, "--device", profile, "--json")
+        assert result.exit_code == 0, result.output
+        (estimate,) = json.loads(result.stdout)
+        costs = yaml.safe_load(profile.read_text())["calibration"]["settings"][0]["costs"]
+        expected = predict_ms(costs, file_network_work(read_facts(artifacts / "all" / name, "tflite")))
+        assert estimate["latency_ms"]["estimate"] == pytest.approx(expected, abs=1e-4)
+        assert estimate["likely_ms"] == pytest.approx([expected * 0.8, expected * 1.25], abs=1e-4)
+        assert estimate["runtime"] == "litert" and estimate["computes_in"] == name.split(".")[1]
+        assert "calibrated on a test" in estimate["basis"]
+    # ONNX Runtime was not calibrated: exit 2 naming what was
+    before = snapshot(tmp_path)
+    line = refusal_line(cli("bench", artifacts / "all" / "digits.fp32.onnx", "--device", profile),
+                        ["calibrated for litert fp32, litert int8", "not onnxruntime fp32", "--runtime"])
+    assert "Traceback" not in line and snapshot(tmp_path) == before
+
+
+def _drop(profile):
+    del profile["calibration"]["settings"][0]["costs"]["conv"]["ns_per_mac"]
+
+
+def _negative(profile):
+    profile["calibration"]["settings"][1]["costs"]["depthwise"]["ns_per_element"] = -0.1
+
+
+def _nan(profile):
+    profile["calibration"]["settings"][0]["costs"]["overhead_us"] = float("nan")
+
+
+def _no_band(profile):
+    profile["calibration"]["settings"][0]["band"] = [0.0, 1.2]
+
+
+@pytest.mark.parametrize("edit, words", [
+    (_drop, ["calibration.settings.0.costs.conv.ns_per_mac", "field required"]),
+    (_negative, ["calibration.settings.1.costs.depthwise.ns_per_element", "greater than or equal to 0"]),
+    (_nan, ["calibration.settings.0.costs.overhead_us", "finite number"]),
+    (_no_band, ["calibration.settings.0.band.0", "greater than 0"]),
+])
+def test_a_profile_with_missing_negative_or_nan_parameters_is_exit_2(cli, artifacts, tmp_path, edit, words):
+    profile = _calibrated(tmp_path, edit)
+    before = snapshot(tmp_path)
+    refusal_line(cli("bench", artifacts / "all" / "digits.fp32.tflite", "--device", profile), [str(profile), *words])
+    refusal_line(cli("devices", profile), words)
+    assert snapshot(tmp_path) == before
+
+
+def test_bench_runtime_and_precision_choose_what_the_estimate_assumes(cli, artifacts, tmp_path):
+    fp32 = artifacts / "all" / "digits.fp32.tflite"
+    default = json.loads(cli("bench", fp32, "--device", "rpi4", "--json").stdout)[0]
+    armnn = cli("bench", fp32, "--device", "rpi4", "--runtime", "armnn", "--json")
+    assert armnn.exit_code == 0, armnn.output
+    armnn = json.loads(armnn.stdout)[0]
+    assert (default["runtime"], armnn["runtime"]) == ("litert", "armnn")
+    assert armnn["latency_ms"]["estimate"] != default["latency_ms"]["estimate"]  # another setting's scale
+    as_int8 = json.loads(cli("bench", fp32, "--device", "rpi4", "--precision", "int8", "--json").stdout)[0]
+    assert as_int8["computes_in"] == "int8"
+    before = snapshot(tmp_path)
+    refusal_line(cli("bench", fp32, "--device", "rpi4", "--runtime", "tensorrt"),
+                 ["--runtime tensorrt", "rpi4 offers", "armnn", "litert", "ncnn", "onnxruntime"])
+    refusal_line(cli("bench", fp32, "--device", "coral-edgetpu", "--precision", "fp32"),
+                 ["--precision fp32", "coral-edgetpu computes in int8"])
+    refusal_line(cli("bench", fp32, "--runtime", "litert"), ["--runtime and --precision", "--device"])
+    refusal_line(cli("bench", fp32, "--device", "host", "--precision", "int8"), ["host is measured here"])
+    assert snapshot(tmp_path) == before
