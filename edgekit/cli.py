@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 from rich.text import Text
 
 from edgekit.support.version import __version__
@@ -197,8 +198,12 @@ def bench(
     remote: Optional[str] = typer.Option(None, "--remote", help="Run on USER@HOST over SSH (key-based; edgekit installed there)."),
     remote_python: str = typer.Option("python3", "--remote-python", help="The Python on the remote that has edgekit."),
     ssh_option: list[str] = typer.Option([], "--ssh-option", help="Extra ssh/scp -o option, e.g. Port=2222 (repeatable)."),
-    device: Optional[str] = typer.Option(None, "--device", help="A device profile (`edgekit devices`): estimated "
-                                         "unless --remote runs it there; host measures here."),
+    device: Optional[str] = typer.Option(None, "--device", help="A device profile (`edgekit devices`) or a profile "
+                                         "YAML: estimated unless --remote runs it there; host measures here."),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="With --device: the runtime to estimate for "
+                                          "(default: the profile's for the file's format)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="With --device: the precision it would compute "
+                                            "in (default: the file's)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
 ):
@@ -210,7 +215,7 @@ def bench(
     with _errors_to_exit_codes(), _progress(f"Benchmark {len(artifacts)} artifact(s)", quiet):
         result = api.bench(artifacts, device=device, remote=remote, remote_python=remote_python,
                            ssh_options=ssh_option, threads=threads, runs=runs, min_time=min_time, warmup=warmup,
-                           warmup_time=warmup_time, timeout=timeout)
+                           warmup_time=warmup_time, timeout=timeout, runtime=runtime, precision=precision)
         _emit(result.results, as_json, render_estimates if result.estimated else render_bench)
 
 
@@ -305,25 +310,85 @@ def sweep(
         _print(render_summary(result.model_dump(mode="json")))
 
 
-@app.command()
-def devices(
-    name: Optional[str] = typer.Argument(None, help="One profile to show in full."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-):
-    """List the device profiles, or show one: specs, constraints and the published latency it is calibrated on."""
-    from edgekit.measure.devices import all_profiles, load_profile
-    from edgekit.measure.layer_estimate import fitted_summary
-    from edgekit.reports.terminal import render_device, render_devices
+class _DevicesGroup(TyperGroup):
+    """`edgekit devices NAME` shows a profile while `edgekit devices calibrate` is a command: a
+    first word that names no subcommand is a profile to show."""
 
-    def shown(profile) -> dict:
-        fitted = fitted_summary(profile.name)
-        return profile.model_dump(exclude_none=True) | ({"latency_model": fitted} if fitted else {})
+    def resolve_command(self, ctx, args):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["show", *args]
+        return super().resolve_command(ctx, args)
+
+
+devices_app = typer.Typer(cls=_DevicesGroup, add_completion=False, pretty_exceptions_enable=False,
+                          rich_markup_mode=None, help="List the device profiles, show one (devices NAME), or "
+                          "calibrate this machine or a remote one (devices calibrate).")
+app.add_typer(devices_app, name="devices")
+
+
+def _shown_profile(profile) -> dict:
+    from edgekit.measure.layer_estimate import fitted_summary
+
+    fitted = None if profile.calibration else fitted_summary(profile.name)
+    return profile.model_dump(exclude_none=True) | ({"latency_model": fitted} if fitted else {})
+
+
+@devices_app.callback(invoke_without_command=True)
+def devices(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+    """List the device profiles, or show one: specs, constraints and the published latency it is calibrated on."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from edgekit.measure.devices import all_profiles
+    from edgekit.reports.terminal import render_devices
 
     with _errors_to_exit_codes():
-        if name:
-            _emit(shown(load_profile(name, option="device")), as_json, render_device)
-        else:
-            _emit([shown(p) for p in all_profiles()], as_json, render_devices)
+        _emit([_shown_profile(p) for p in all_profiles()], as_json, render_devices)
+
+
+@devices_app.command("show", hidden=True)
+def devices_show(
+    name: str = typer.Argument(..., help="A shipped profile's name or a profile YAML."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+):
+    """Show one profile in full, with how wrong its estimates were measured to be."""
+    from edgekit.measure.devices import load_profile
+    from edgekit.reports.terminal import render_device
+
+    with _errors_to_exit_codes():
+        _emit(_shown_profile(load_profile(name, option="device")), as_json, render_device)
+
+
+@devices_app.command("calibrate")
+def devices_calibrate(
+    output: Path = typer.Option(..., "-o", "--output", help="The profile YAML to write (must not exist)."),
+    name: str = typer.Option("calibrated", "--name", help="The profile's name."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads to calibrate at (default: every core there)."),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="Comma-separated: litert, onnxruntime, openvino-cpu "
+                                          "(default: all three)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="Comma-separated: fp32, int8 (default: both)."),
+    remote: Optional[str] = typer.Option(None, "--remote", help="Calibrate USER@HOST over SSH (edgekit's light install "
+                                         "there: the suite is copied as files)."),
+    remote_python: str = typer.Option("python3", "--remote-python", help="The Python on the remote that has edgekit."),
+    ssh_option: list[str] = typer.Option([], "--ssh-option", help="Extra ssh/scp -o option, e.g. Port=2222 (repeatable)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
+):
+    """Measure a fixed suite of layers and small networks here (or --remote), fit each runtime's
+    per-layer costs, and write a profile that `bench --device PROFILE.yaml` estimates with."""
+    from edgekit.measure.calibration.run import CalibrateOptions, calibrate
+    from edgekit.reports.terminal import render_calibration
+    from edgekit.support.quiet_libraries import configure
+
+    configure(_state["debug"], quiet)
+    with _errors_to_exit_codes():
+        options = CalibrateOptions(output=output, name=name, threads=threads, runtimes=_csv(runtime),
+                                   precisions=_csv(precision), remote=remote, remote_python=remote_python,
+                                   ssh_options=tuple(ssh_option), quiet=quiet)
+        profile = calibrate(options)
+        _print(render_calibration(profile, output))
+
+
+def _csv(text: Optional[str]) -> Optional[list[str]]:
+    return [part.strip() for part in text.split(",") if part.strip()] if text is not None else None
 
 
 @app.command()

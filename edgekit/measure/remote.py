@@ -67,6 +67,13 @@ def _run(command: list[str], destination: str, what: str, timeout_s: float, try_
     return done.stdout
 
 
+def remote_shell(destination: str, ssh_options: list[str], command: str, what: str, timeout_s: float = 120) -> str:
+    """One shell command on USER@HOST[:PORT]; its stdout. Unreachable or failing: InputError (exit 2)."""
+    target, port = parse_destination(destination)
+    ssh = ["ssh", *ssh_base(ssh_options), *(["-p", str(port)] if port else []), "--", target]
+    return _run([*ssh, command], destination, what, timeout_s, try_it=_try_command(target, port, ssh_options))
+
+
 def bench_remote(paths: list[Path], settings: BenchSettings, destination: str, remote_python: str = "python3",
                  ssh_options: list[str] | None = None) -> list[dict]:
     settings.check()

@@ -177,11 +177,35 @@ def render_device(profile: dict) -> Table:
     for key, value in profile.items():
         if key in ("name", "title"):
             continue
-        if isinstance(value, dict):
+        if key == "calibration":
+            value = "\n".join([f"{value['measured_on']} ({value['date']}), {value['suite']}",
+                               *map(_calibrated_setting, value["settings"])])
+        elif isinstance(value, dict):
             value = "\n".join(f"{k}: {', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in value.items())
         elif isinstance(value, list):
             value = ", ".join(map(str, value))
         table.add_row(key, str(value).strip())
+    return table
+
+
+def _calibrated_setting(setting: dict) -> str:
+    low, high = setting["band"]
+    return (f"{setting['runtime']} {setting['precision']}, {setting.get('threads') or 'default'} thread(s): "
+            f"{setting['points']} suite files; its networks {setting['within_20pct']:.0%} within ±20% when left out of the fit, "
+            f"likely {low:.2f}–{high:.2f}× the estimate")
+
+
+def render_calibration(profile: dict, path) -> Table:
+    """What `edgekit devices calibrate` wrote: one row per runtime and precision."""
+    calibration = profile["calibration"]
+    table = Table(title=f"Wrote {path}: {profile['name']}, calibrated on {calibration['measured_on']}",
+                  caption=f"{calibration['suite']}. Use it with: edgekit bench FILE --device {path}",
+                  box=box.SIMPLE, collapse_padding=True, pad_edge=False)
+    for h in ("runtime", "precision", "threads", "files", "networks within ±20% (left out)", "likely × estimate"):
+        table.add_column(h, no_wrap=True, justify="left" if h in ("runtime", "precision") else "right")
+    for s in calibration["settings"]:
+        table.add_row(s["runtime"], s["precision"], str(s.get("threads") or "default"), str(s["points"]),
+                      f"{s['within_20pct']:.0%}", f"{s['band'][0]:.2f}–{s['band'][1]:.2f}")
     return table
 
 

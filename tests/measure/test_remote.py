@@ -1,63 +1,19 @@
-"""`edgekit bench --remote` against a real OpenSSH server this test starts on 127.0.0.1,
-with host and user keys it makes. .ci/run installs Debian's openssh-server."""
+"""`edgekit bench --remote` against a real OpenSSH server this test starts on 127.0.0.1
+(tests/measure/conftest.py: sshd), with host and user keys it makes. .ci/run installs Debian's
+openssh-server."""
 
 from __future__ import annotations
 
-import getpass
 import json
-import shutil
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import refusal_line, snapshot
-
-SSHD = Path("/usr/sbin/sshd")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    if not SSHD.exists() or not shutil.which("ssh-keygen"):
-        pytest.skip("openssh-server is not installed here (.ci/run installs it)")
-    root = tmp_path_factory.mktemp("sshd")
-    for name in ("host_key", "user_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / name)], check=True)
-    (root / "authorized_keys").write_text((root / "user_key.pub").read_text())
-    port = _free_port()
-    (root / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root / 'host_key'}\n"
-        f"AuthorizedKeysFile {root / 'authorized_keys'}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-        f"PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\nPidFile {root / 'sshd.pid'}\n"
-        "Subsystem sftp internal-sftp\n")  # scp speaks SFTP, as on any stock server
-    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation folder
-    server = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(root / "sshd_config")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        server.kill()
-        pytest.fail(f"sshd did not start: {server.stderr.read().decode()[-500:]}")
-    options = [f"Port={port}", f"IdentityFile={root / 'user_key'}", "StrictHostKeyChecking=no",
-               "UserKnownHostsFile=/dev/null", "LogLevel=ERROR"]
-    yield {"destination": f"{getpass.getuser()}@127.0.0.1", "options": options}
-    server.terminate()
-    server.wait(timeout=10)
-
+from tests.measure.conftest import free_port
 
 @pytest.fixture(scope="module")
 def artifacts(digits, tmp_path_factory):
@@ -98,7 +54,7 @@ def test_bench_over_ssh(cli, sshd, artifacts):
 
 
 def test_unreachable_remote_fails_fast_with_a_message(cli, artifacts, tmp_path):
-    closed = _free_port()
+    closed = free_port()
     before = snapshot(tmp_path)
     start = time.perf_counter()
     result = cli("bench", artifacts / "digits.int8.tflite", "--remote", "nobody@127.0.0.1",
