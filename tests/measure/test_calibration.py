@@ -168,3 +168,26 @@ def test_calibrating_over_ssh_then_estimating_architectures_it_never_ran(cli, ss
     # estimate within a factor 1.5 and the median within ±25%
     assert all(1 / 1.5 < r < 1.5 for r in ratios), ratios
     assert np.median(np.abs(np.array(ratios) - 1)) <= 0.25, ratios
+
+
+@pytest.mark.heavy
+def test_a_nan_measurement_is_exit_2_and_writes_nothing(cli, tmp_path, monkeypatch):
+    """A measuring machine that reports a NaN p50 (a broken clock, a hostile remote): the fit
+    refuses the table whole, exit 2, no profile. A few suite entries keep it quick."""
+    from edgekit.measure.calibration import run, suite
+
+    few = [e for e in suite.SUITE if e.name in ("conv3x3-28x64", "pointwise-14x64-x6", "depthwise3x3-28x192",
+                                                "dense-512-128", "add-56x24", "net-mobile-64-107", "net-residual-64-200")]
+    real_write, real_measure = suite.write_suite, run.measure_suite
+    monkeypatch.setattr(suite, "write_suite", lambda *a, **k: real_write(*a, **k, entries=few))
+
+    def with_a_nan(*args, **kwargs):
+        measured = real_measure(*args, **kwargs)
+        measured[2]["p50_ms"] = float("nan")
+        return measured
+
+    monkeypatch.setattr(run, "measure_suite", with_a_nan)
+    before = snapshot(tmp_path)
+    refusal_line(cli("devices", "calibrate", "-o", tmp_path / "me.yaml", "--runtime", "litert", "--precision", "fp32",
+                     "--threads", "1", "-q"), ["litert fp32", "cannot be fitted", "nan", "nothing was written"])
+    assert snapshot(tmp_path) == before

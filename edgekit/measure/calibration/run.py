@@ -159,11 +159,16 @@ def _fit_setting(runtime: str, fmt: str, precision: str, threads: int, measured:
     rows = np.array([features(file_network_work(read_facts(m["path"], fmt))) for m in measured])
     times = np.array([m["p50_ms"] for m in measured])
     weights = np.array([m["weight"] for m in measured])
-    # how wrong an estimate of a whole network is: the suite's networks, each predicted without itself
-    networks = leave_one_out(rows, times, weights)[weights > 1]
+    try:
+        costs = to_costs(fit(rows, times, weights))
+        # how wrong an estimate of a whole network is: the suite's networks, each predicted without itself
+        networks = leave_one_out(rows, times, weights)[np.array([m["network"] for m in measured])]
+    except ValueError as exc:  # a NaN or non-positive p50 from the measuring machine
+        raise InputError(f"{runtime} {precision}: the measured latencies cannot be fitted ({exc}); nothing was "
+                         "written. Rerun the calibration; if it repeats, report it with --debug output") from None
     band = [round(float(v), 3) for v in np.percentile(networks, BAND_PERCENTILES)]
-    return {"runtime": runtime, "precision": precision, "threads": threads, "costs": to_costs(fit(rows, times, weights)),
-            "points": len(times), "band": band, "within_20pct": round(float(np.mean(np.abs(networks - 1) <= 0.2)), 3)}
+    return {"runtime": runtime, "precision": precision, "threads": threads, "costs": costs, "points": len(times),
+            "band": band, "within_20pct": round(float(np.mean(np.abs(networks - 1) <= 0.2)), 3)}
 
 
 def _profile(opts: CalibrateOptions, formats: list[str], threads: int, there: dict, settings: list[dict],

@@ -250,6 +250,7 @@ def write_suite(folder: Path, formats: list[str], precisions: list[str], log, en
             for fmt in formats:
                 for artifact in exporter_for(fmt).export(request, quiet):
                     files.append({"entry": entry.name, "format": fmt, "precision": artifact.precision,
-                                  "path": artifact.path, "weight": NETWORK_WEIGHT if entry.network else 1.0})
+                                  "path": artifact.path, "network": entry.network,
+                                  "weight": NETWORK_WEIGHT if entry.network else 1.0})
             forget_live()
     return files
