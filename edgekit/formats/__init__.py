@@ -33,6 +33,13 @@ class Format:
 
     exporter: str = ""  # "module:Class" in the package: the two parts whose names differ by format
     runner: str = ""
+    # How its files run on a CPU, for `edgekit devices calibrate`: the runtime's name in the latency
+    # models (edgekit/measure/latency_fit.py FAMILIES), the module that runs it, the pip extra that
+    # installs it, and the profile fields that pin it to the CPU
+    cpu_runtime: str = ""
+    runtime_module: str = ""
+    extra: str = ""
+    cpu_profile: tuple[tuple[str, object], ...] = ()
 
     def part(self, name: str):
         """The format's `name` part (see PARTS), e.g. part("runner") → its Runner class, imported now."""
@@ -69,14 +76,17 @@ PARTS = {
 _ALL = (
     Format("tflite", "TFLite", (".tflite",), frozenset({"fp32", "fp16", "int8", "int8w"}), "ai-edge-litert",
            convert_step="tflite-convert", quantize_step=None, from_frozen_graph=False, colour="#1f77b4",
-           exporter="export:TFLiteExporter", runner="runner:TFLiteRunner"),
+           exporter="export:TFLiteExporter", runner="runner:TFLiteRunner", cpu_runtime="litert",
+           runtime_module="ai_edge_litert", extra="tflite"),
     Format("onnx", "ONNX", (".onnx",), frozenset({"fp32", "int8", "int8w"}), "onnxruntime",
            convert_step="onnx-convert", quantize_step="onnx-quantize", from_frozen_graph=True, colour="#ff7f0e",
-           exporter="export:OnnxExporter", runner="runner:OnnxRunner"),
+           exporter="export:OnnxExporter", runner="runner:OnnxRunner", cpu_runtime="onnxruntime",
+           runtime_module="onnxruntime", extra="onnx", cpu_profile=(("onnx_providers", ("CPUExecutionProvider",)),)),
     Format("openvino", "OpenVINO", (".xml", ".bin"), frozenset({"fp32", "fp16", "int8", "int8w"}), "openvino",
            convert_step="openvino-convert", quantize_step="openvino-quantize", from_frozen_graph=True,
            colour="#2ca02c", taps_inside_chains=False, exporter="export:OpenVINOExporter",
-           runner="runner:OpenVINORunner"),
+           runner="runner:OpenVINORunner", cpu_runtime="openvino-cpu", runtime_module="openvino", extra="openvino",
+           cpu_profile=(("openvino_device", "CPU"),)),
 )
 REGISTRY: dict[str, Format] = {f.name: f for f in _ALL}
 FORMATS = tuple(REGISTRY)  # the order artifacts are written and shown in

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.errors import InputError
+from edgekit.formats import REGISTRY
 
 # format → (the runtime the latency models call it by, the module that runs it, the extra that installs it)
-CALIBRATED = {"tflite": ("litert", "ai_edge_litert", "tflite"),
-              "onnx": ("onnxruntime", "onnxruntime", "onnx"),
-              "openvino": ("openvino-cpu", "openvino", "openvino")}
+CALIBRATED = {f.name: (f.cpu_runtime, f.runtime_module, f.extra) for f in REGISTRY.values() if f.cpu_runtime}
 PRECISIONS = ("fp32", "int8")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 BAND_PERCENTILES = (10, 90)
@@ -182,8 +181,8 @@ def _profile(opts: CalibrateOptions, formats: list[str], threads: int, there: di
         "name": opts.name, "title": f"{where['cpu']} ({where['host']}), calibrated", "kind": "cpu",
         "arch": where["arch"], "runtimes": formats, "precisions": precisions + (["fp16"] if "fp32" in precisions else []),
         "runs_as": {"fp16": "fp32"} if "fp32" in precisions else {}, "threads": threads,
-        "onnx_providers": ["CPUExecutionProvider"] if "onnx" in formats else None,
-        "openvino_device": "CPU" if "openvino" in formats else None,
+        **{key: list(value) if isinstance(value, tuple) else value
+           for fmt in formats for key, value in REGISTRY[fmt].cpu_profile},
         "estimate_runtimes": {fmt: CALIBRATED[fmt][0] for fmt in formats},
         "calibration": {"suite": f"edgekit calibration suite v{SUITE_VERSION}: {len(SUITE)} entries, {files} files",
                         "measured_on": f"{where['cpu']} on {where['host']}",
