@@ -1,5 +1,6 @@
-"""The fixed calibration suite: single layers of each kind over a range of shapes, and a few
-small whole networks, written as files in every format and precision being calibrated.
+"""The fixed calibration suite: chains of single layers of each kind over a range of shapes, and
+small random networks of four families, written as files in every format and precision being
+calibrated.
 
 Shapes follow what mobile image classifiers are made of (MobileNet, EfficientNet, ResNet stages at
 224 px and below), so every price in edgekit/measure/calibration/costs.py is seen at the sizes it
