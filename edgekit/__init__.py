@@ -7,7 +7,7 @@ The Python API (edgekit.api) is imported on first use: `from edgekit import comp
 
 from edgekit.support.version import __version__
 
-_API = ("compress", "evaluate", "bench", "gate", "sweep", "Report", "Evaluation", "Benchmark", "GateResult", "Sweep")
+_API = ("compress", "evaluate", "bench", "calibrate", "gate", "sweep", "Report", "Evaluation", "Benchmark", "GateResult", "Sweep")
 __all__ = ["__version__", *_API]
 
 

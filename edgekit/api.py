@@ -266,6 +266,22 @@ def bench(artifacts: PathArg | Sequence[PathArg], *, device: str | None = None, 
 
 
 @_checked
+def calibrate(output: PathArg, *, name: str = "calibrated", threads: int | None = None,
+              runtimes: Sequence[str] | None = None, precisions: Sequence[str] | None = None,
+              remote: str | None = None, remote_python: str = "python3", ssh_options: Sequence[str] = (),
+              quiet: bool = True) -> dict:
+    """`edgekit devices calibrate`: measure the suite here (or on `remote`), fit each runtime's
+    per-layer costs and write the profile YAML to `output` (a new .yaml); returns the profile as
+    written. `bench(..., device=output)` estimates with it."""
+    from edgekit.measure.calibration.run import CalibrateOptions, calibrate as run_calibration
+
+    return run_calibration(CalibrateOptions(
+        output=Path(output), name=name, threads=threads, runtimes=list(runtimes) if runtimes is not None else None,
+        precisions=list(precisions) if precisions is not None else None, remote=remote, remote_python=remote_python,
+        ssh_options=tuple(ssh_options), quiet=quiet))
+
+
+@_checked
 def gate(report: Any, baseline: Any, *, max_accuracy_drop: float | None = None,
          max_latency_increase: float | None = None, max_size_increase: float | None = None,
          min_accuracy: float | None = None, allow_missing: bool = False,

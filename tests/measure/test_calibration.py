@@ -170,16 +170,45 @@ def test_calibrating_over_ssh_then_estimating_architectures_it_never_ran(cli, ss
     assert np.median(np.abs(np.array(ratios) - 1)) <= 0.25, ratios
 
 
+FEW = ("conv3x3-28x64", "pointwise-14x64-x6", "depthwise3x3-28x192", "dense-512-128", "add-56x24",
+       "net-mobile-64-107", "net-residual-64-200")  # a few suite entries keep a real calibration quick
+
+
+def _few_entries(monkeypatch):
+    from edgekit.measure.calibration import suite
+
+    few = [e for e in suite.SUITE if e.name in FEW]
+    real_write = suite.write_suite
+    monkeypatch.setattr(suite, "write_suite", lambda *a, **k: real_write(*a, **k, entries=few))
+
+
+@pytest.mark.heavy
+def test_the_api_calibrates_and_its_profile_estimates(validated_run, tmp_path, monkeypatch):
+    """edgekit.calibrate() writes the profile the CLI would, and bench(device=that file) estimates with it."""
+    import edgekit
+    from edgekit.measure.devices import load_profile
+
+    _few_entries(monkeypatch)
+    path = tmp_path / "here.yaml"
+    profile = edgekit.calibrate(path, name="here", runtimes=["litert"], precisions=["fp32"], threads=1)
+    assert path.is_file() and load_profile(str(path)).calibration.settings[0].points == len(FEW)
+    assert profile["name"] == "here" and profile["estimate_runtimes"] == {"tflite": "litert"}
+    assert list(tmp_path.iterdir()) == [path]  # the suite lived in a temporary folder, never beside the profile
+    estimate = edgekit.bench(validated_run / "digits.fp32.tflite", device=str(path))
+    assert estimate.estimated and estimate.results[0]["runtime"] == "litert"
+    low, high = profile["calibration"]["settings"][0]["band"]
+    middle = estimate.results[0]["latency_ms"]["estimate"]
+    assert estimate.results[0]["likely_ms"] == pytest.approx([middle * low, middle * high], abs=1e-4)
+
+
 @pytest.mark.heavy
 def test_a_nan_measurement_is_exit_2_and_writes_nothing(cli, tmp_path, monkeypatch):
     """A measuring machine that reports a NaN p50 (a broken clock, a hostile remote): the fit
-    refuses the table whole, exit 2, no profile. A few suite entries keep it quick."""
-    from edgekit.measure.calibration import run, suite
+    refuses the table whole, exit 2, no profile."""
+    from edgekit.measure.calibration import run
 
-    few = [e for e in suite.SUITE if e.name in ("conv3x3-28x64", "pointwise-14x64-x6", "depthwise3x3-28x192",
-                                                "dense-512-128", "add-56x24", "net-mobile-64-107", "net-residual-64-200")]
-    real_write, real_measure = suite.write_suite, run.measure_suite
-    monkeypatch.setattr(suite, "write_suite", lambda *a, **k: real_write(*a, **k, entries=few))
+    _few_entries(monkeypatch)
+    real_measure = run.measure_suite
 
     def with_a_nan(*args, **kwargs):
         measured = real_measure(*args, **kwargs)
