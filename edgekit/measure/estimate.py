@@ -137,7 +137,13 @@ def estimate_artifact(profile: DeviceProfile, facts: ArtifactFacts, runtime: str
     from edgekit.measure.layer_estimate import per_layer_estimate
 
     fitted = per_layer_estimate(profile, facts, runtime, precision)
-    return fitted if fitted is not None else _roofline_estimate(profile, facts)
+    if fitted is not None:
+        return fitted
+    if runtime or precision:  # the roofline knows one efficiency, not runtimes: never ignore the choice silently
+        raise InputError(f"--runtime/--precision: {profile.name} has no per-layer model for {facts.format} files to "
+                         "estimate another runtime or precision with (its estimate is a roofline); leave them out, or "
+                         "calibrate the device (edgekit devices calibrate)")
+    return _roofline_estimate(profile, facts)
 
 
 def _roofline_estimate(profile: DeviceProfile, facts: ArtifactFacts) -> dict:

@@ -97,16 +97,7 @@ def _keras_layer_work(layer) -> list[LayerWork]:
     if kind == "Dense":
         cin = int(_shapes(layer, "input")[0][-1])
         return [LayerWork(layer.name, "dense", output * cin, weights, inputs + output)]
-    return [LayerWork(layer.name, "other", 0, weights, inputs + output, _keras_group(kind))]
-
-
-def _keras_group(kind: str) -> str:
-    """What a file's reader would call the op this Keras layer becomes (edgekit.formats.facts.other_group)."""
-    if "Pooling" in kind:
-        return "pool"
-    if kind in ("Concatenate", "ZeroPadding2D", "Resizing", "UpSampling2D", "Cropping2D"):
-        return "move"
-    return "activation" if kind in ACTIVATIONS - {"ReLU"} else "elementwise"
+    return [LayerWork(layer.name, "other", 0, weights, inputs + output)]
 
 
 def _follows(layer, kinds: set[str]) -> bool:

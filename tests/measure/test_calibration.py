@@ -202,9 +202,10 @@ def test_the_api_calibrates_and_its_profile_estimates(validated_run, tmp_path, m
 
 
 @pytest.mark.heavy
-def test_a_nan_measurement_is_exit_2_and_writes_nothing(cli, tmp_path, monkeypatch):
-    """A measuring machine that reports a NaN p50 (a broken clock, a hostile remote): the fit
-    refuses the table whole, exit 2, no profile."""
+@pytest.mark.parametrize("bad, shown", [(float("nan"), "nan"), ("12 ms", "could not convert")])
+def test_a_nan_measurement_is_exit_2_and_writes_nothing(cli, tmp_path, monkeypatch, bad, shown):
+    """A measuring machine that reports a NaN or non-numeric p50 (a broken clock, a hostile remote):
+    the fit refuses the table whole, exit 2, no profile."""
     from edgekit.measure.calibration import run
 
     _few_entries(monkeypatch)
@@ -212,11 +213,29 @@ def test_a_nan_measurement_is_exit_2_and_writes_nothing(cli, tmp_path, monkeypat
 
     def with_a_nan(*args, **kwargs):
         measured = real_measure(*args, **kwargs)
-        measured[2]["p50_ms"] = float("nan")
+        measured[2]["p50_ms"] = bad
         return measured
 
     monkeypatch.setattr(run, "measure_suite", with_a_nan)
     before = snapshot(tmp_path)
     refusal_line(cli("devices", "calibrate", "-o", tmp_path / "me.yaml", "--runtime", "litert", "--precision", "fp32",
-                     "--threads", "1", "-q"), ["litert fp32", "cannot be fitted", "nan", "nothing was written"])
+                     "--threads", "1", "-q"), ["litert fp32", "cannot be fitted", shown, "nothing was written"])
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.heavy
+def test_each_format_s_reader_names_the_group_of_ops_without_macs(tmp_path):
+    """The calibrated prices are per group, so each reader must name the same group for the same
+    Keras layer: squeeze-excite's global pooling (pool), sigmoid (activation) and multiply
+    (elementwise), a concatenation (move), in TFLite, ONNX and OpenVINO files made by the exporters."""
+    from edgekit.formats.facts import read_facts
+    from edgekit.measure.calibration.suite import SUITE, write_suite
+    from edgekit.measure.layer_work import file_network_work
+    from edgekit.support.progress import StepLog
+
+    entries = [e for e in SUITE if e.name in ("squeeze-excite-14x480", "concat-28x64")]
+    files = write_suite(tmp_path, ["tflite", "onnx", "openvino"], ["fp32"], StepLog(quiet=True), entries=entries)
+    for file in files:
+        groups = {layer.group for layer in file_network_work(read_facts(file["path"], file["format"])).layers}
+        expected = {"pool", "activation", "elementwise"} if file["entry"].startswith("squeeze") else {"move"}
+        assert groups == expected, (file["path"].name, groups)

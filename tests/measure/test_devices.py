@@ -315,3 +315,21 @@ def test_bench_runtime_and_precision_choose_what_the_estimate_assumes(cli, artif
     refusal_line(cli("bench", fp32, "--runtime", "litert"), ["--runtime and --precision", "--device"])
     refusal_line(cli("bench", fp32, "--device", "host", "--precision", "int8"), ["host is measured here"])
     assert snapshot(tmp_path) == before
+
+
+def test_a_roofline_profile_refuses_a_runtime_it_cannot_model(cli, artifacts, tmp_path):
+    """A profile of your own with no published latencies is estimated by the roofline, which knows
+    one efficiency: --runtime/--precision would have been ignored silently; now exit 2 with the way out."""
+    from edgekit.measure.devices import load_profile
+
+    profile = yaml.safe_load(load_profile("rpi4").model_dump_json())
+    profile["name"] = "my-board"
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    fp32 = artifacts / "all" / "digits.fp32.tflite"
+    assert json.loads(cli("bench", fp32, "--device", path, "--json").stdout)[0]["method"].startswith("roofline")
+    before = snapshot(tmp_path)
+    for option in (["--runtime", "litert"], ["--precision", "int8"]):
+        refusal_line(cli("bench", fp32, "--device", path, *option),
+                     ["my-board has no per-layer model", "its estimate is a roofline", "edgekit devices calibrate"])
+    assert snapshot(tmp_path) == before

@@ -156,13 +156,13 @@ def _fit_setting(runtime: str, fmt: str, precision: str, threads: int, measured:
     from edgekit.measure.layer_work import file_network_work
 
     rows = np.array([features(file_network_work(read_facts(m["path"], fmt))) for m in measured])
-    times = np.array([m["p50_ms"] for m in measured])
     weights = np.array([m["weight"] for m in measured])
     try:
+        times = np.array([m["p50_ms"] for m in measured], dtype=np.float64)  # from the measuring machine: checked
         costs = to_costs(fit(rows, times, weights))
         # how wrong an estimate of a whole network is: the suite's networks, each predicted without itself
         networks = leave_one_out(rows, times, weights)[np.array([m["network"] for m in measured])]
-    except ValueError as exc:  # a NaN or non-positive p50 from the measuring machine
+    except (ValueError, TypeError) as exc:  # a NaN, non-positive or non-numeric p50 from the measuring machine
         raise InputError(f"{runtime} {precision}: the measured latencies cannot be fitted ({exc}); nothing was "
                          "written. Rerun the calibration; if it repeats, report it with --debug output") from None
     band = [round(float(v), 3) for v in np.percentile(networks, BAND_PERCENTILES)]
