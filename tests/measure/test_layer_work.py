@@ -33,7 +33,8 @@ def test_every_kind_is_counted_and_fused_layers_add_none():
 def test_every_format_of_every_precision_counts_the_same_macs_per_kind(tmp_path, cli):
     """What the latency model costs from a file (edgekit.formats.*.facts) is what it was fitted
     on from Keras: the same MACs per kind in TFLite, ONNX and OpenVINO, fp32 and int8; views, QDQ
-    pairs, biases and fused activations (swish as LOGISTIC/Sigmoid then MUL too) add no layer."""
+    pairs, biases and fused activations (swish as LOGISTIC/Sigmoid then MUL too) add no layer
+    (but in an int8 ONNX file, where they are kernels of their own)."""
     import numpy as np
 
     from edgekit.formats.facts import read_facts
@@ -63,5 +64,9 @@ def test_every_format_of_every_precision_counts_the_same_macs_per_kind(tmp_path,
     for path in files:
         work = file_network_work(read_facts(path, format_of_suffix(path.suffix).name))
         assert {k: work.macs(k) for k in KINDS} == {k: expected.macs(k) for k in KINDS}, path.name
+        if path.name.endswith(".int8.onnx"):
+            # ONNX Runtime runs what follows an int8 conv (sigmoid, the swish's Mul) as kernels of their
+            # own: tests/formats/test_onnx_facts.py checks that count against its profile
+            continue
         # Files add at most the input transpose (ONNX), the I/O quantize pair (int8) and the softmax
         assert 0 <= work.count() - expected.count() <= 3, (path.name, work.summary(), expected.summary())

@@ -22,6 +22,10 @@ def read_facts(path: Path) -> ArtifactFacts:
         shapes[info.name] = [d.dim_value if d.HasField("dim_value") else 0 for d in dims]
     macs, mac_ops, other_ops = 0, [], []
     producers = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
     int8_initializers = {init.name for init in graph.initializer
                          if init.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)}
     constants = _constant_values(graph)
@@ -39,7 +43,7 @@ def read_facts(path: Path) -> ArtifactFacts:
                 int8_weights, int8_compute = _onnx_int8(node, producers, int8_initializers)
                 mac_ops.append(MacOp(node.name or node.output[0], op_macs, numel(weight), int8_weights,
                                      int8_compute, _kind(node, weight), moved))
-        elif _does_work(node, constants, integers, producers):
+        elif _does_work(node, constants, integers, producers, consumers):
             other_ops.append(OtherOp(node.name or node.output[0], moved, other_group(node.op_type)))
     kinds = {node.op_type for node in graph.node}
     float16 = onnx.TensorProto.FLOAT16
@@ -57,12 +61,18 @@ def read_facts(path: Path) -> ArtifactFacts:
         other_ops=other_ops)
 
 
-# Ops with no work of their own once ONNX Runtime has optimised the graph: views, and the QDQ
-# pairs it fuses into integer kernels.
-FREE_OPS = {"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "QuantizeLinear", "DequantizeLinear",
-            "Shape", "Cast", "Dropout"}
+# Ops with no work of their own once ONNX Runtime has optimised the graph: views (a QDQ pair is
+# free where it folds into an integer kernel: _float_island_edge).
+FREE_OPS = {"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Shape", "Cast", "Dropout"}
 # How a value reaches an op through the QDQ pairs around it.
 QDQ = {"QuantizeLinear", "DequantizeLinear"}
+# What ONNX Runtime's QDQ fusion folds into the integer conv before it: clamps (the output range does it)
+QDQ_ABSORBED = {"Relu", "Clip"}
+# Ops ONNX Runtime runs on int8 between QDQ pairs (its QDQ selectors): a DQ/Q around them is folded in
+QDQ_KERNELS = {*ONNX_CONV_OPS, *ONNX_MATMUL_OPS, "Add", "Mul", "Sigmoid", "LeakyRelu", "Relu", "Clip", "Concat",
+               "AveragePool", "GlobalAveragePool", "MaxPool", "Softmax", "Transpose", "Reshape", "Squeeze",
+               "Unsqueeze", "Flatten", "Resize", "Pad", "Split", "Gather", "Slice", "Where", "HardSigmoid",
+               "QuantizeLinear", "DequantizeLinear"}
 
 
 def _constant_values(graph) -> set[str]:
@@ -88,14 +98,39 @@ def _source(name: str, producers: dict):
     return node
 
 
-def _does_work(node, constants: set[str], integers: set[str], producers: dict) -> bool:
-    """An op ONNX Runtime runs on its own: not a view or QDQ, not on constants or shapes, not an
-    activation or bias fused into the conv/matmul before it (swish too: Sigmoid, then Mul)."""
+def _through_qdq(name: str, producers: dict) -> bool:
+    node = producers.get(name)
+    return node is not None and node.op_type == "DequantizeLinear"
+
+
+def _float_island_edge(node, producers: dict, consumers: dict) -> bool:
+    """A Q or DQ that converts for real: the graph's input and output, and into or out of an op with
+    no integer kernel (a float island: a batch norm ahead of its conv, an activation ONNX Runtime
+    has no QLinear form of)."""
+    if node.op_type == "DequantizeLinear":  # the graph's output too: no consumer
+        after = consumers.get(node.output[0], [])
+        return not after or any(c.op_type not in QDQ_KERNELS for c in after)
+    source = producers.get(node.input[0])  # the graph's input too: no producer
+    return source is None or source.op_type not in QDQ_KERNELS
+
+
+def _does_work(node, constants: set[str], integers: set[str], producers: dict, consumers: dict) -> bool:
+    """An op ONNX Runtime runs on its own: not a view, not on constants or shapes, not an
+    activation or bias fused into the conv/matmul before it (swish too: Sigmoid, then Mul), not a
+    QDQ pair it folds into an integer kernel."""
     data = [n for n in node.input if n and n not in constants]
-    if node.op_type in FREE_OPS or not data or all(n in integers for n in node.output):
+    if not data or all(n in integers for n in node.output):
+        return False
+    if node.op_type in QDQ:
+        return _float_island_edge(node, producers, consumers)
+    if node.op_type in FREE_OPS:
         return False
     source = _source(data[0], producers)
     after_mac = source is not None and source.op_type in ONNX_CONV_OPS | ONNX_MATMUL_OPS
+    if _through_qdq(data[0], producers):
+        # int8 (QDQ): a clamp is absorbed into the conv's output range; anything else after the
+        # conv (sigmoid, the swish's Mul, an Add) runs as its own QLinear kernel
+        return not (after_mac and node.op_type in QDQ_ABSORBED)
     if after_mac and (node.op_type.lower() in FUSED_ACTIVATIONS or (node.op_type == "Add" and len(data) == 1)):
         return False
     if node.op_type == "Mul" and len(data) == 2:
