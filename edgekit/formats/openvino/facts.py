@@ -52,17 +52,23 @@ OV_MAC_OPS = {"Convolution", "GroupConvolution", "MatMul"}
 # Convert pairs it folds into int8 kernels.
 OV_FREE = {"Parameter", "Result", "Convert", "FakeQuantize", "Reshape", "Squeeze", "Unsqueeze", "ShapeOf",
            "Concat_shape"}
+OV_SUM_POST_OPS = {"Add", "Multiply", "Subtract"}
 
 
 def _does_work(op, data) -> bool:
-    """Not a view, not shape arithmetic, not a bias or activation fused into the conv before it
-    (swish too, written as Sigmoid then Multiply)."""
+    """Not a view, not shape arithmetic, not a bias, activation or residual sum fused into the conv
+    before it (swish too, written as Sigmoid then Multiply). The CPU plugin's post-op fusion, as its
+    compiled model shows it (tests/formats/test_openvino_facts.py)."""
     kind = op.get_type_name()
+    if kind == "FakeQuantize":  # the input's quantize runs; the others fold into int8 kernels
+        return data[0].get_node().get_type_name() == "Parameter"
     if kind in OV_FREE or op.get_output_element_type(0).get_type_name() in ("i32", "i64"):
         return False
     source = _source(data[0].get_node())
     after_mac = source.get_type_name() in OV_MAC_OPS
     if after_mac and (kind.lower() in FUSED_ACTIVATIONS or (kind == "Add" and len(data) == 1)):
+        return False
+    if kind in OV_SUM_POST_OPS and len(data) == 2 and any(_sole_output_of_mac(d) for d in data):
         return False
     if kind == "Multiply" and len(data) == 2:
         first, second = (_source(d.get_node()) for d in data)
@@ -73,12 +79,32 @@ def _does_work(op, data) -> bool:
     return True
 
 
-def _source(node):
-    """The node that computed a value, looking through FakeQuantize, Convert and a conv's bias Add."""
+def _sole_output_of_mac(value) -> bool:
+    """A conv's output (through its bias and quantize) read by nothing else: a sum with it runs as
+    the conv's post-op."""
+    node = value.get_node()
     while node.get_type_name() in ("FakeQuantize", "Convert") or (
             node.get_type_name() == "Add" and node.input_value(0).get_node().get_type_name() in OV_MAC_OPS):
-        node = node.input_value(0).get_node()
-    return node
+        if len(value.get_target_inputs()) != 1:
+            return False
+        value = node.input_value(0)
+        node = value.get_node()
+    return node.get_type_name() in OV_MAC_OPS and len(value.get_target_inputs()) == 1
+
+
+def _source(node):
+    """The node that computed a value, looking through FakeQuantize, Convert, a conv's bias Add and
+    a sum fused into a conv (so a ReLU after a residual sum is fused too)."""
+    while True:
+        if node.get_type_name() in ("FakeQuantize", "Convert") or (
+                node.get_type_name() == "Add" and node.input_value(0).get_node().get_type_name() in OV_MAC_OPS):
+            node = node.input_value(0).get_node()
+            continue
+        fused = [node.input_value(i) for i in range(node.get_input_size())
+                 if node.get_type_name() in OV_SUM_POST_OPS and _sole_output_of_mac(node.input_value(i))]
+        if not fused:
+            return node
+        node = fused[0].get_node()
 
 
 def _moved(op, data) -> int:
