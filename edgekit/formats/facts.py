@@ -38,7 +38,8 @@ class OtherOp:
 
     name: str
     activations: int  # input + output elements
-    group: str = "elementwise"  # elementwise | activation | pool | move: other_group() of its op type
+    group: str = "elementwise"  # elementwise | activation | pool | move: other_group() of its op type,
+    # or fallback: an op the format's usual CPU delegate leaves to slower built-in kernels
 
 
 # Ops without MACs fall in four groups whose kernels cost differently per element: pooling and

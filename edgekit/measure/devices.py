@@ -63,7 +63,7 @@ class KindCosts(_Strict):
 
 
 class OpCosts(_Strict):
-    """What one layer without MACs costs, per group (elementwise, activation, pool, move)."""
+    """What one layer without MACs costs, per group (elementwise, activation, pool, move, fallback)."""
     ns_per_element: float = Field(ge=0)
     us_per_layer: float = Field(ge=0)
 
@@ -78,6 +78,9 @@ class CalibratedCosts(_Strict):
     activation: OpCosts
     pool: OpCosts
     move: OpCosts
+    # ops the runtime's fast path leaves to slower kernels; absent from profiles calibrated before
+    # the suite measured them (suite v1): those price them as pool (calibration/costs.py STANDS_IN)
+    fallback: Optional[OpCosts] = None
 
 
 class CalibratedSetting(_Strict):

@@ -38,6 +38,8 @@ def read_facts(path: Path) -> ArtifactFacts:
                                  _kind(name, weight["shape"]), _moved(op, tensors, variable)))
         elif name == "DEQUANTIZE" and np.dtype(tensors[int(op["inputs"][0])]["dtype"]) == np.float16:
             fp16_weights = True
+        elif _left_by_xnnpack(op, tensors):  # a ReLU still in the file is one no conv absorbed
+            other_ops.append(OtherOp(tensors[int(op["outputs"][0])]["name"], _moved(op, tensors, variable), "fallback"))
         elif _does_work(op, variable, producer) and not _shape_arithmetic(op, tensors):
             other_ops.append(OtherOp(tensors[int(op["outputs"][0])]["name"], _moved(op, tensors, variable),
                                      other_group(name)))
@@ -53,6 +55,16 @@ def read_facts(path: Path) -> ArtifactFacts:
 
 
 FREE_OPS = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS"}  # a new view of the same bytes
+# Ops LiteRT's XNNPACK delegate leaves to TFLite's built-in kernels at int8, cutting the graph into
+# separate delegate partitions around each (tests/formats/test_tflite_facts.py checks each on the
+# installed LiteRT): NASNetMobile's 40 average pools and 48 lone ReLUs (those no conv before them
+# absorbs) make its int8 file 3× slower than its fp32 one.
+XNNPACK_LEAVES_INT8 = {"AVERAGE_POOL_2D", "RELU", "RELU6"}
+
+
+def _left_by_xnnpack(op, tensors: dict) -> bool:
+    data = tensors[int(op["inputs"][0])]
+    return op["op_name"] in XNNPACK_LEAVES_INT8 and np.dtype(data["dtype"]).name in INT8_TYPES
 
 
 def _variable_tensors(interpreter, ops) -> set[int]:

@@ -3,7 +3,7 @@
     time(file) = overhead + Σ_layers  MACs_l × a_k + elements_l × b_k + weights_l × c_k + d_k
 
 k is the layer's kind (conv, pointwise, depthwise, dense: edgekit/measure/layer_work.py), or for a
-layer without MACs its group (elementwise, activation, pool, move: edgekit/formats/facts.py), elements_l its
+layer without MACs its group (elementwise, activation, pool, move, fallback: edgekit/formats/facts.py), elements_l its
 activations read and written, weights_l its parameters. Each kind is priced on its
 own because the kernels differ: an int8 conv over 32 channels costs several times more per MAC than
 one over 256 (the per-element term), a depthwise layer is bound by the activations it streams, a
@@ -21,7 +21,11 @@ import math
 import numpy as np
 
 MAC_KINDS = ("conv", "pointwise", "depthwise", "dense")
-OP_GROUPS = ("elementwise", "activation", "pool", "move")  # layers without MACs, by edgekit.formats.facts.other_group
+# layers without MACs, by edgekit.formats.facts.other_group; fallback: ops the runtime's fast path
+# leaves to slower kernels (int8 average pooling outside LiteRT's XNNPACK: edgekit/formats/tflite/facts.py)
+OP_GROUPS = ("elementwise", "activation", "pool", "move", "fallback")
+# A profile calibrated before a group existed prices that group's ops as this one
+STANDS_IN = {"fallback": "pool"}
 KINDS = (*MAC_KINDS, *OP_GROUPS)
 MAC_TERMS = ("ns_per_mac", "ns_per_element", "ns_per_weight", "us_per_layer")
 OP_TERMS = ("ns_per_element", "us_per_layer")
@@ -52,7 +56,9 @@ def to_costs(theta: np.ndarray) -> dict:
 
 
 def from_costs(costs: dict) -> np.ndarray:
-    return np.array([costs[kind][term] for kind, term in COLUMNS] + [costs["overhead_us"]])
+    def prices(kind: str) -> dict:
+        return costs[kind] if costs.get(kind) is not None else costs[STANDS_IN[kind]]
+    return np.array([prices(kind)[term] for kind, term in COLUMNS] + [costs["overhead_us"]])
 
 
 def predict_ms(costs: dict, work) -> float:

@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-SUITE_VERSION = 1
+SUITE_VERSION = 2  # 2: average pools and lone ReLUs between convs (int8: outside LiteRT's XNNPACK delegate)
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,18 @@ def _depthwise(kernel, stride=1):
 
 def _dense(units):
     return lambda k, x: k.layers.Dense(units)(k.layers.Flatten()(x))
+
+
+def _pool_then_conv(size, stride):
+    def link(k, x):
+        x = k.layers.AveragePooling2D(size, strides=stride, padding="same")(x)
+        return k.layers.Conv2D(x.shape[-1], 1, activation="relu")(x)
+    return link
+
+
+def _concat_relu_conv(k, x, max_value=None):
+    x = k.layers.ReLU(max_value)(k.layers.Concatenate()([x, x]))
+    return k.layers.Conv2D(x.shape[-1] // 2, 1)(x)
 
 
 def _squeeze_excite(k, x):
@@ -201,6 +213,12 @@ SUITE: tuple[Entry, ...] = (
     Entry("avgpool-global-7x1280", (7, 7, 1280), lambda k, x: k.layers.GlobalAveragePooling2D()(x)),
     Entry("concat-28x64", (28, 28, 64), lambda k, x: k.layers.Concatenate()([x, x])),
     Entry("squeeze-excite-14x480", (14, 14, 480), _squeeze_excite),
+    # ops a delegate may leave to slower kernels at int8, splitting the graph around them
+    # (edgekit/formats/tflite/facts.py): average pools between convs (Inception, NASNet, DenseNet)
+    Entry("avgpool3x3-28x64", (28, 28, 64), _chain(_pool_then_conv(3, 1))),
+    Entry("avgpool2x2-56x32", (56, 56, 32), _chain(_pool_then_conv(2, 2), 2)),
+    # a ReLU no conv can absorb (after a concatenation: NASNet and Xception cells), then a 1×1 conv
+    Entry("relu-after-concat-28x32", (28, 28, 32), _chain(_concat_relu_conv)),
     # small random networks of four families: how layers add up in context
     *_random_networks("mobile", range(100, 112)),
     *_random_networks("residual", range(200, 206)),
