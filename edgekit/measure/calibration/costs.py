@@ -22,7 +22,8 @@ import numpy as np
 
 MAC_KINDS = ("conv", "pointwise", "depthwise", "dense")
 # layers without MACs, by edgekit.formats.facts.other_group; fallback: ops the runtime's fast path
-# leaves to slower kernels (int8 average pooling outside LiteRT's XNNPACK: edgekit/formats/tflite/facts.py)
+# leaves to slower kernels (int8 average pools and lone ReLUs outside LiteRT's XNNPACK delegate:
+# edgekit/formats/tflite/facts.py)
 OP_GROUPS = ("elementwise", "activation", "pool", "move", "fallback")
 # A profile calibrated before a group existed prices that group's ops as this one
 STANDS_IN = {"fallback": "pool"}
