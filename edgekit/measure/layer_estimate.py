@@ -80,22 +80,11 @@ def _model_precision(precision: str) -> str:
 
 
 def _closest_settings(model, profile: DeviceProfile, runtime: str, precision: str) -> list[tuple]:
-    """The device's fitted settings that best match the runtime family (a CPU runtime scales like
-    other CPU runtimes, not like the GPU), then precision (a Pi 5 has ncnn fp32 rows but LiteRT
-    only at fp16 and int8, one source each), then runtime and threads."""
-    from edgekit.measure.latency_fit import FAMILIES
+    """The device's fitted settings for this runtime and precision, else their nearest kin, as the
+    leave-one-model-out check borrows them (so the error it prints is this estimate's)."""
+    from edgekit.measure.latency_fit import nearest_settings
 
-    def rank(group) -> tuple:
-        _, their_runtime, their_precision, threads, _ = group
-        family = FAMILIES.get(their_runtime) == FAMILIES.get(runtime)
-        return (family, their_precision == precision, their_runtime == runtime,
-                threads == profile.threads or threads is None)
-
-    groups = [g for g in model.scales if g[0] == profile.name]
-    if not groups:
-        return []
-    best = max(rank(g) for g in groups)
-    return [g for g in groups if rank(g) == best]
+    return nearest_settings(model.scales, profile.name, runtime, precision, profile.threads)
 
 
 def _basis(profile, runtime: str, precision: str, chosen: list[tuple], model, error: dict, document: dict) -> str:

@@ -76,3 +76,15 @@ def test_a_sample_is_costed_from_its_own_layers_however_many_came_before(network
         for network in ("mobilenet_v2@224", "vgg16@224", "resnet18@224"):
             seen.setdefault(network, set()).add(round(work(_sample(networks, "d", "litert", network, 1.0), shape)))
     assert all(len(values) == 1 for values in seen.values()), seen
+
+
+def test_a_setting_with_no_row_of_its_own_borrows_from_the_same_runtime_first(networks):
+    """Orin's TensorRT fp32 row was priced from its ncnn CPU groups when left out (8.6× too slow);
+    the nearest kin on the device is the same runtime at another precision."""
+    gpu_fp16 = [_sample(networks, "d", "tensorrt", n, 1.0, "fp16") for n in SYNTHETIC[:4]]
+    cpu = [_sample(networks, "d", "ncnn", n, 100.0) for n in SYNTHETIC[:4]]
+    model = fit(gpu_fp16 + cpu)
+    unseen_fp32 = _sample(networks, "d", "tensorrt", SYNTHETIC[4], 1.0, "fp32")
+    fp16_scale = model.scales[gpu_fp16[0].group]
+    assert model.predict(unseen_fp32) == pytest.approx(fp16_scale * work(unseen_fp32, model.shape_for("gpu/fp32")))
+    assert model.predict(_sample(networks, "elsewhere", "tensorrt", SYNTHETIC[4], 1.0)) is None
