@@ -57,7 +57,7 @@ def per_layer_estimate(profile: DeviceProfile, facts: ArtifactFacts, runtime: st
     sample = Sample(profile.name, runtime, precision, profile.threads, "", "file", "file", layers, 1.0,
                     (profile.on_chip_mb or 0.0) * 2**20)
     scale = math.exp(sum(math.log(model.scales[g]) for g in chosen) / len(chosen))
-    estimate = scale * work(sample, model.shape_for(sample.family))
+    estimate = scale * work(sample, model.shape_for(sample.family), model.smallest_for(sample.family))
     error = document["errors"].get(profile.name) or {}
     band = error.get("band") or document["overall"]["band"]
     return {
@@ -66,7 +66,7 @@ def per_layer_estimate(profile: DeviceProfile, facts: ArtifactFacts, runtime: st
         "likely_ms": [round(estimate * band[0], 4), round(estimate * band[1], 4)],
         "runtime": runtime, "computes_in": precision, "macs": facts.macs, "weight_bytes": facts.weight_bytes,
         "method": "per-layer model: each layer max(MACs × cost of its kind, bytes × cost of a byte) + a cost per "
-                  "layer, fitted on published latencies (benchmarks/device_fit.py)",
+                  "layer + one per inference, fitted on published latencies (benchmarks/device_fit.py)",
         "basis": _basis(profile, runtime, precision, chosen, model, error, document),
         "error": {k: error.get(k) for k in ("rows", "within_30pct", "median_abs_log2")} if error else None,
         "toolchain": profile.constraints.toolchain.strip() if profile.constraints.toolchain else None,
