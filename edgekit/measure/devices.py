@@ -70,6 +70,8 @@ class OpCosts(_Strict):
 
 class CalibratedCosts(_Strict):
     overhead_us: float = Field(ge=0)
+    # weight bytes past the cache (Calibration.cache_mb) stream on every run; absent before suite v3
+    ns_per_streamed_byte: float = Field(0.0, ge=0)
     conv: KindCosts
     pointwise: KindCosts
     depthwise: KindCosts
@@ -105,6 +107,7 @@ class Calibration(_Strict):
     suite: str
     measured_on: str
     date: str
+    cache_mb: Optional[float] = Field(None, gt=0)  # the measuring machine's largest cache; None: unknown
     settings: list[CalibratedSetting] = Field(min_length=1)
 
 

@@ -72,6 +72,24 @@ def machine() -> dict:
             "python": platform.python_version(), "runtimes": versions}
 
 
+def largest_cache_bytes(root: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int | None:
+    """The largest CPU cache Linux reports (the last level: weights past it stream from memory on
+    every run); None where it reports none."""
+    sizes = []
+    for entry in sorted(root.glob("index*/size")):
+        try:
+            text = entry.read_text().strip().upper()
+        except OSError:
+            continue
+        number, unit = text[:-1], text[-1:]
+        scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(unit)
+        if scale is None:
+            number, scale = text, 1
+        if number.isdigit():
+            sizes.append(int(number) * scale)
+    return max(sizes, default=None)
+
+
 def _percentile(times_ms: np.ndarray, q: float) -> float:
     return round(float(np.percentile(times_ms, q)), 6)
 

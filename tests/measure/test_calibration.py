@@ -33,24 +33,46 @@ def _network(rng, layers: int) -> NetworkWork:
 
 
 def _prices(rng) -> dict:
-    prices: dict = {"overhead_us": 25.0}
+    prices: dict = {"overhead_us": 25.0, "ns_per_streamed_byte": 0.05}  # 20 GB/s from memory
     for kind, term in COLUMNS:  # a MAC costs far less than an element moved
         prices.setdefault(kind, {})[term] = float(rng.uniform(0.01, 2.0)) / (100 if term == "ns_per_mac" else 1)
     return prices
 
 
 def test_the_fit_recovers_the_prices_a_device_has():
-    """Files timed by known per-kind prices: the fit finds those prices, and predicts new networks exactly."""
+    """Files timed by known per-kind prices (and a streamed-weight price for the files whose weights
+    outgrow the cache): the fit finds those prices, and predicts new networks exactly."""
     rng = np.random.default_rng(0)
     prices = _prices(rng)
     networks = [_network(rng, int(rng.integers(1, 30))) for _ in range(60)]
-    rows = np.array([features(n) for n in networks])
+    streamed = [float(rng.integers(1e6, 1e8)) if i % 3 == 0 else 0.0 for i in range(len(networks))]
+    rows = np.array([features(n, b) for n, b in zip(networks, streamed)])
     times = rows @ from_costs(prices)
     fitted = to_costs(fit(rows, times))
     assert np.allclose(from_costs(fitted), from_costs(prices), rtol=1e-4, atol=1e-9)
+    assert fitted["ns_per_streamed_byte"] == pytest.approx(0.05, rel=1e-4)
     unseen = _network(rng, 40)
-    assert predict_ms(fitted, unseen) == pytest.approx(predict_ms(prices, unseen), rel=1e-5)
+    assert predict_ms(fitted, unseen, 5e7) == pytest.approx(predict_ms(prices, unseen, 5e7), rel=1e-5)
+    assert predict_ms(fitted, unseen, 5e7) - predict_ms(fitted, unseen) == pytest.approx(5e7 * 0.05 * 1e-6, rel=1e-4)
     assert np.allclose(leave_one_out(rows, times), 1.0, rtol=1e-4)  # exact prices: every file predicted without itself
+
+
+def test_the_largest_cache_linux_reports_is_read_and_odd_entries_are_ignored(tmp_path):
+    from edgekit.measure.latency import largest_cache_bytes
+
+    for index, size in enumerate(["48K", "32K", "1024K", "32768K", "garbage", ""]):
+        (tmp_path / f"index{index}").mkdir()
+        (tmp_path / f"index{index}" / "size").write_text(size + "\n")
+    assert largest_cache_bytes(tmp_path) == 32 * 2**20
+    assert largest_cache_bytes(tmp_path / "missing") is None
+
+
+@pytest.mark.parametrize("reported, used", [(32 * 2**20, 32 * 2**20), (None, None), ("32M", None), (-1, None),
+                                            (True, None), (2**50, None)])
+def test_a_cache_size_the_measuring_machine_reports_is_used_only_when_it_is_a_sane_number(reported, used):
+    from edgekit.measure.calibration.run import _cache_bytes
+
+    assert _cache_bytes({"cache_bytes": reported}) == used
 
 
 @pytest.mark.parametrize("bad", [float("nan"), -1.0, 0.0, float("inf")])

@@ -267,6 +267,30 @@ def test_a_calibrated_profile_prices_the_files_own_layers(cli, artifacts, tmp_pa
     assert "Traceback" not in line and snapshot(tmp_path) == before
 
 
+def test_weights_past_the_calibrated_cache_are_priced_as_streamed(cli, artifacts, tmp_path):
+    """A profile that knows its machine's cache prices the weight bytes past it; without the
+    streamed-weight price or the cache size (profiles from suite v1 and v2) nothing changes."""
+    name = artifacts / "all" / "digits.fp32.tflite"
+    weight_bytes = read_facts(name, "tflite").weight_bytes
+    cache_mb = weight_bytes / 2 / 2**20  # half the file's weights fit
+
+    def streaming(profile):
+        profile["calibration"]["cache_mb"] = cache_mb
+        for setting in profile["calibration"]["settings"]:
+            setting["costs"]["ns_per_streamed_byte"] = 1.0
+
+    estimates = {}
+    for label, edit in (("plain", None), ("streaming", streaming)):
+        folder = tmp_path / label
+        folder.mkdir()
+        result = cli("bench", name, "--device", _calibrated(folder, edit), "--json")
+        assert result.exit_code == 0, result.output
+        estimates[label] = json.loads(result.stdout)[0]["latency_ms"]["estimate"]
+    streamed = weight_bytes - int(cache_mb * 2**20)
+    assert estimates["streaming"] - estimates["plain"] == pytest.approx(streamed * 1.0 * 1e-6, abs=2e-4)
+    assert estimates["streaming"] > estimates["plain"] + 0.01
+
+
 def _drop(profile):
     del profile["calibration"]["settings"][0]["costs"]["conv"]["ns_per_mac"]
 

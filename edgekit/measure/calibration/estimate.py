@@ -10,13 +10,15 @@ from edgekit.measure.devices import CalibratedSetting, DeviceProfile
 
 def calibrated_estimate(profile: DeviceProfile, facts: ArtifactFacts, runtime: str | None = None,
                         precision: str | None = None) -> dict:
-    from edgekit.measure.calibration.costs import predict_ms
+    from edgekit.measure.calibration.costs import predict_ms, streamed_bytes
     from edgekit.measure.layer_work import file_network_work
 
     setting = choose_setting(profile, facts, runtime, precision)
-    estimate = predict_ms(setting.costs.model_dump(), file_network_work(facts))
-    low, high = setting.band
     calibration = profile.calibration
+    cache_bytes = int(calibration.cache_mb * 2**20) if calibration.cache_mb else None
+    estimate = predict_ms(setting.costs.model_dump(), file_network_work(facts),
+                          streamed_bytes(facts.weight_bytes, cache_bytes))
+    low, high = setting.band
     return {
         "path": str(facts.path), "format": facts.format, "precision": facts.precision, "device": profile.name,
         "measured": False, "estimated": True, "latency_ms": {"estimate": round(estimate, 4)},
@@ -24,7 +26,8 @@ def calibrated_estimate(profile: DeviceProfile, facts: ArtifactFacts, runtime: s
         "runtime": setting.runtime, "computes_in": setting.precision, "threads": setting.threads,
         "macs": facts.macs, "weight_bytes": facts.weight_bytes,
         "method": "per-layer model: each layer's MACs, elements moved, weights and the layer itself, priced per kind "
-                  "of layer with costs measured on the device (edgekit devices calibrate)",
+                  "of layer, and the weights past the device's cache, with costs measured on the device "
+                  "(edgekit devices calibrate)",
         "basis": (f"calibrated on {calibration.measured_on} ({calibration.date}): {setting.runtime} {setting.precision}, "
                   f"{setting.threads or 'default'} thread(s), {setting.points} suite files; "
                   f"its networks {setting.within_20pct:.0%} within ±20% when each was left out of the fit"),

@@ -83,11 +83,12 @@ def calibrate(opts: CalibrateOptions) -> dict:
 
         files = write_suite(Path(scratch), formats, precisions, log)
         measured = measure_suite(files, opts, threads, log)
+        cache_bytes = machine["cache_bytes"]
         with log.step("Fit each runtime's costs"):
-            settings = [_fit_setting(runtime, fmt, precision, threads, [m for m in measured if m["format"] == fmt
-                                                                        and m["precision"] == precision])
+            settings = [_fit_setting(runtime, fmt, precision, threads, cache_bytes,
+                                     [m for m in measured if m["format"] == fmt and m["precision"] == precision])
                         for fmt in formats for runtime in [CALIBRATED[fmt][0]] for precision in precisions]
-    profile = _profile(opts, formats, threads, measured[0]["machine"], settings, len(files))
+    profile = _profile(opts, formats, threads, measured[0]["machine"], settings, len(files), cache_bytes)
     _write_atomically(opts.output, profile)
     return profile
 
@@ -96,8 +97,12 @@ def _check_runtimes_there(opts: CalibrateOptions, formats: list[str]) -> dict:
     """Which runtimes the measuring machine has, and its cores: exit 2 with the install command
     for a runtime it lacks, before any file is built."""
     modules = [CALIBRATED[fmt][1] for fmt in formats]
-    probe = ("import importlib.util as u, json, os; "
-             f"print(json.dumps({{'found': [m for m in {modules!r} if u.find_spec(m)], 'cores': os.cpu_count()}}))")
+    # the cache size comes from edgekit's own reader there; an install too old to have one answers None
+    probe = ("import importlib.util as u, json, os\n"
+             "try:\n    from edgekit.measure.latency import largest_cache_bytes as cache\n"
+             "except ImportError:\n    cache = lambda: None\n"
+             f"print(json.dumps({{'found': [m for m in {modules!r} if u.find_spec(m)], 'cores': os.cpu_count(), "
+             "'cache_bytes': cache()}))")
     if opts.remote is None:
         import subprocess
         import sys
@@ -112,7 +117,9 @@ def _check_runtimes_there(opts: CalibrateOptions, formats: list[str]) -> dict:
         where = opts.remote
     try:
         answer = json.loads(output.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
+        if not isinstance(answer, dict) or not isinstance(answer.get("found"), list):
+            raise ValueError
+    except (IndexError, ValueError):  # json.JSONDecodeError is a ValueError
         raise InputError(f"{where}: {opts.remote_python} did not answer which runtimes it has "
                          f"({output.strip()[-200:] or 'no output'})") from None
     missing = [fmt for fmt in formats if CALIBRATED[fmt][1] not in answer["found"]]
@@ -122,7 +129,7 @@ def _check_runtimes_there(opts: CalibrateOptions, formats: list[str]) -> dict:
         others = [CALIBRATED[f][0] for f in formats if f not in missing]
         raise InputError(f"{runtimes} not installed on {where}: install it there with pip install \"edgekit[{extras}]\""
                          + (f", or calibrate the others (--runtime {','.join(others)})" if others else ""))
-    return {"cores": answer["cores"] or 1}
+    return {"cores": answer["cores"] or 1, "cache_bytes": _cache_bytes(answer)}
 
 
 def measure_suite(files: list[dict], opts: CalibrateOptions, threads: int, log) -> list[dict]:
@@ -148,14 +155,26 @@ def measure_suite(files: list[dict], opts: CalibrateOptions, threads: int, log) 
     return measured
 
 
-def _fit_setting(runtime: str, fmt: str, precision: str, threads: int, measured: list[dict]) -> dict:
+def _cache_bytes(there: dict) -> int | None:
+    """The measuring machine's largest cache as its probe reported it; a value that is not a
+    positive whole number (a hostile or broken machine) counts as unknown: nothing is streamed."""
+    value = there.get("cache_bytes")
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**40 else None
+
+
+def _fit_setting(runtime: str, fmt: str, precision: str, threads: int, cache_bytes: int | None,
+                 measured: list[dict]) -> dict:
     import numpy as np
 
     from edgekit.formats.facts import read_facts
-    from edgekit.measure.calibration.costs import features, fit, leave_one_out, to_costs
+    from edgekit.measure.calibration.costs import features, fit, leave_one_out, streamed_bytes, to_costs
     from edgekit.measure.layer_work import file_network_work
 
-    rows = np.array([features(file_network_work(read_facts(m["path"], fmt))) for m in measured])
+    rows = []
+    for m in measured:
+        facts = read_facts(m["path"], fmt)
+        rows.append(features(file_network_work(facts), streamed_bytes(facts.weight_bytes, cache_bytes)))
+    rows = np.array(rows)
     weights = np.array([m["weight"] for m in measured])
     try:
         times = np.array([m["p50_ms"] for m in measured], dtype=np.float64)  # from the measuring machine: checked
@@ -171,7 +190,7 @@ def _fit_setting(runtime: str, fmt: str, precision: str, threads: int, measured:
 
 
 def _profile(opts: CalibrateOptions, formats: list[str], threads: int, there: dict, settings: list[dict],
-             files: int) -> dict:
+             files: int, cache_bytes: int | None) -> dict:
     """there: the measuring machine as the latency harness described it (edgekit.measure.latency.machine)."""
     from edgekit.measure.calibration.suite import SUITE, SUITE_VERSION
 
@@ -186,7 +205,8 @@ def _profile(opts: CalibrateOptions, formats: list[str], threads: int, there: di
         "estimate_runtimes": {fmt: CALIBRATED[fmt][0] for fmt in formats},
         "calibration": {"suite": f"edgekit calibration suite v{SUITE_VERSION}: {len(SUITE)} entries, {files} files",
                         "measured_on": f"{where['cpu']} on {where['host']}",
-                        "date": datetime.date.today().isoformat(), "settings": settings},
+                        "date": datetime.date.today().isoformat(), "settings": settings,
+                        **({"cache_mb": round(cache_bytes / 2**20, 3)} if cache_bytes else {})},
         "notes": "Written by `edgekit devices calibrate`; estimates price each layer with the costs measured here.",
     }
     return {k: v for k, v in profile.items() if v is not None}

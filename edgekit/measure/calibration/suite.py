@@ -16,7 +16,8 @@ from typing import Callable
 
 import numpy as np
 
-SUITE_VERSION = 2  # 2: average pools and lone ReLUs between convs (int8: outside LiteRT's XNNPACK delegate)
+SUITE_VERSION = 3  # 2: average pools and lone ReLUs between convs (int8: outside LiteRT's XNNPACK delegate);
+# 3: few pixels and more weights than the caches hold (the streamed-weight price)
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,7 @@ SUITE: tuple[Entry, ...] = (
     Entry("depthwise3x3-4x1152", (4, 4, 1152), _chain(_depthwise(3))),
     # more weights than a core's caches hold: every run streams them (ResNet-50 fp32: 100 MB)
     Entry("conv3x3-7x512-x8", (7, 7, 512), _chain(_conv(512, 3), 8)),
+    Entry("conv3x3-3x512-x8", (3, 3, 512), _chain(_conv(512, 3), 8)),  # bound by streaming its 75 MB (fp32)
     Entry("pointwise-4x1024-x4-x2", (4, 4, 1024), _chain(_expand_project(4), 2)),
     Entry("conv3x3-14x384-x6", (14, 14, 384), _chain(_conv(384, 3), 6)),
     # 1×1 convolutions: expand, then project back
