@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 
 def _watched(from_step: int = 0):
@@ -84,3 +85,28 @@ def test_a_real_fine_tune_whose_last_epoch_is_spoiled_returns_an_earlier_one():
     assert settings.kept_epoch == best and settings.to_json()["kept_epoch"] == best
     top1 = float(np.mean(np.argmax(model.predict(x_val, verbose=0), axis=1) == y_val))
     assert abs(top1 - scores[best - 1]) < 1e-6
+
+
+def test_a_fine_tune_that_keeps_diverging_restarts_lower_then_trains_its_last_attempt_to_the_end():
+    """A loss above chance level stops a run and restarts it at a lower rate, twice; the last
+    attempt has no lower rate to go to, so it trains every epoch (stopping it only returned the
+    diverged weights: a trained ResNet50 ended at 18.7% that way)."""
+    from edgekit.compression.stages.finetune import MAX_BACKOFFS, finetune, settings_for
+    from edgekit.demo import build_digits_cnn, digits_splits
+    from edgekit.intake.data import Dataset
+    from edgekit.support.keras_compat import tf_keras
+
+    keras = tf_keras()
+    x_train, y_train, x_val, y_val = digits_splits()
+    model = build_digits_cnn()
+
+    class LossAboveChance(keras.callbacks.Callback):  # runs before the guard and shows it a diverged loss
+        def on_train_batch_end(self, batch, logs=None):
+            logs["loss"] = 1e9
+
+    settings = settings_for(len(x_train), 3, 64, 1e-3, None, 0.0)
+    finetune(model, Dataset(x_train, y_train, Path("digits.npz"), "none"), settings, 0, "test",
+             callbacks=[LossAboveChance()], validation=(x_val, y_val), quiet=True)
+    assert [b["to"] for b in settings.backoffs] == pytest.approx([1e-3 / 10 ** 0.5, 1e-4])
+    assert len(settings.backoffs) == MAX_BACKOFFS
+    assert len(settings.val_top1_per_epoch) == 3  # the last attempt ran all its epochs
