@@ -165,15 +165,17 @@ def test_calibrating_over_ssh_then_estimating_architectures_it_never_ran(cli, ss
     from edgekit.support.progress import StepLog
 
     profile = tmp_path / "box.yaml"
+    # int8 only (what edge devices run): building and measuring fp32 as well made this test 8 minutes
     result = cli("devices", "calibrate", "-o", profile, "--name", "box", "--runtime", "litert", "--threads", "1",
-                 "--remote", sshd["destination"], "--remote-python", sys.executable, *_ssh_args(sshd))
+                 "--precision", "int8", "--remote", sshd["destination"], "--remote-python", sys.executable,
+                 *_ssh_args(sshd))
     assert result.exit_code == 0, result.output
     assert f"Wrote {profile}" in result.stdout
     written = yaml.safe_load(profile.read_text())
     assert written["calibration"]["measured_on"].endswith(socket.gethostname())  # described by the remote itself
     settings = written["calibration"]["settings"]
     assert [(s["runtime"], s["precision"], s["threads"], s["points"]) for s in settings] == \
-        [("litert", "fp32", 1, len(SUITE)), ("litert", "int8", 1, len(SUITE))]
+        [("litert", "int8", 1, len(SUITE))]
     for setting in settings:
         assert 0 < setting["band"][0] < 1 < setting["band"][1]
     leftovers = subprocess.run(["bash", "-c", "ls -d /tmp/edgekit-bench.* 2>/dev/null || true"],
@@ -183,12 +185,13 @@ def test_calibrating_over_ssh_then_estimating_architectures_it_never_ran(cli, ss
     folder = tmp_path / "unseen"
     folder.mkdir()
     log = StepLog(quiet=True)
-    files = write_suite(folder, ["tflite"], ["fp32", "int8"], log, entries=[application_entry(*a) for a in UNSEEN])
+    files = write_suite(folder, ["tflite"], ["int8"], log, entries=[application_entry(*a) for a in UNSEEN])
     measured = measure_suite(files, CalibrateOptions(output=tmp_path / "unused.yaml", name="x", min_time_s=1.0), 1, log)
     box = load_profile(str(profile))
     ratios = [estimate_all([m["path"]], box)[0]["latency_ms"]["estimate"] / m["p50_ms"] for m in measured]
-    # benchmarks/calibration_check.py measured LiteRT within ±30% on 11 of 12 such files: here every
-    # estimate within a factor 1.5 and the median within ±25%
+    # benchmarks/calibration_check.py (suite v3) measured LiteRT int8 within ±20% on these three
+    # (ratios 0.83-1.00) and within ±40% on all six: here every estimate within a factor 1.5 and the
+    # median within ±25%
     assert all(1 / 1.5 < r < 1.5 for r in ratios), ratios
     assert np.median(np.abs(np.array(ratios) - 1)) <= 0.25, ratios
 
