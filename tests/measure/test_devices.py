@@ -307,11 +307,21 @@ def _no_band(profile):
     profile["calibration"]["settings"][0]["band"] = [0.0, 1.2]
 
 
+def _negative_streaming(profile):
+    profile["calibration"]["settings"][0]["costs"]["ns_per_streamed_byte"] = -0.02
+
+
+def _zero_cache(profile):
+    profile["calibration"]["cache_mb"] = 0
+
+
 @pytest.mark.parametrize("edit, words", [
     (_drop, ["calibration.settings.0.costs.conv.ns_per_mac", "field required"]),
     (_negative, ["calibration.settings.1.costs.depthwise.ns_per_element", "greater than or equal to 0"]),
     (_nan, ["calibration.settings.0.costs.overhead_us", "finite number"]),
     (_no_band, ["calibration.settings.0.band.0", "greater than 0"]),
+    (_negative_streaming, ["calibration.settings.0.costs.ns_per_streamed_byte", "greater than or equal to 0"]),
+    (_zero_cache, ["calibration.cache_mb", "greater than 0"]),
 ])
 def test_a_profile_with_missing_negative_or_nan_parameters_is_exit_2(cli, artifacts, tmp_path, edit, words):
     profile = _calibrated(tmp_path, edit)

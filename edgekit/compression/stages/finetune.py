@@ -178,6 +178,10 @@ def _fit_with_backoff(model, data: Dataset, settings: FinetuneSettings, seed: in
         _fit(model, data, settings, seed, title, [*callbacks, guard], from_logits, targets, validation, quiet,
              keeper if validation is not None else None)
         if not guard.diverged or attempt == MAX_BACKOFFS:
+            if guard.diverged and not quiet:
+                console.print(f"! {title}: the fine-tune diverged again at learning rate {settings.learning_rate:.2g}, "
+                              "the lowest it tries; it trained to the end of its schedule instead of stopping",
+                              highlight=False)
             settings.kept_epoch = keeper.restore()
             if settings.kept_epoch not in (None, len(settings.val_top1_per_epoch)) and not quiet:
                 console.print(f"  {title}: kept epoch {settings.kept_epoch} of {len(settings.val_top1_per_epoch)} "
