@@ -95,7 +95,8 @@ def bench_remote(paths: list[Path], settings: BenchSettings, destination: str, r
         raise InputError(f"{destination}: edgekit is not importable by {remote_python} there; install it with "
                          f"pip install \"edgekit[tflite]\" (or [onnx], [openvino]), or pass --remote-python") from None
     try:
-        _run([*scp, *[str(p) for p in _with_companions(paths)], f"{_scp_host(target)}:{folder}/"],
+        # a file measured in several rounds (ABAB) travels once
+        _run([*scp, *[str(p) for p in _with_companions(list(dict.fromkeys(paths)))], f"{_scp_host(target)}:{folder}/"],
              destination, "copying the artifacts", setup)
         remote_paths = [f"{folder}/{Path(p).name}" for p in paths]
         payload = json.dumps({"paths": remote_paths, **asdict(settings)})

@@ -85,6 +85,38 @@ def test_a_fitting_table_with_a_bad_latency_is_refused_whole(bad):
         fit(rows, times)
 
 
+def test_each_file_is_measured_in_interleaved_rounds_and_keeps_their_median(monkeypatch, tmp_path):
+    """A busy spell on a shared machine spoils one round of a file, not the file: files are
+    measured A B C A B C A B C in one child, and each keeps the median of its rounds' p50s."""
+    from edgekit.measure import latency
+    from edgekit.measure.calibration import run
+    from edgekit.support.progress import StepLog
+
+    files = [{"path": tmp_path / f"{name}.tflite", "format": "tflite", "precision": "int8"} for name in "abc"]
+    asked = []
+    spoiled = {("b", 1): 50.0}  # file b's second round ran during a busy spell
+
+    def fake_bench(paths, settings):
+        asked.append((list(paths), settings))
+        return [{"p50": spoiled.get((p.stem, i // len(files)), 1.0 + "abc".index(p.stem) + i // len(files) / 100),
+                 "machine": {"cpu": "x"}} for i, p in enumerate(paths)]
+
+    monkeypatch.setattr(latency, "bench_local", fake_bench)
+    options = run.CalibrateOptions(output=tmp_path / "x.yaml", name="x", runs=15, min_time_s=0.3)
+    measured = run.measure_suite(files, options, 1, StepLog(quiet=True))
+    (paths, settings), = asked
+    assert [p.stem for p in paths] == list("abc" * run.ROUNDS)
+    assert settings.runs == 5 and settings.min_time_s == pytest.approx(0.1)  # the rounds share the runs asked for
+    assert [m["p50_ms"] for m in measured] == [1.01, 2.02, 3.01]  # b: median of 2.00, 50.0, 2.02
+
+
+@pytest.mark.parametrize("bad", [float("nan"), -1.0, "12 ms", None, True])
+def test_a_bad_round_is_kept_for_the_fit_to_refuse(bad):
+    from edgekit.measure.calibration.run import _median_of_rounds
+
+    assert _median_of_rounds([1.0, bad, 2.0]) is bad
+
+
 @pytest.mark.parametrize("args, words", [
     (["--runtime", "tensorrt"], ["--runtime tensorrt", "calibrate measures litert, onnxruntime, openvino-cpu"]),
     (["--precision", "fp16"], ["--precision fp16", "calibrate measures fp32, int8"]),
