@@ -177,8 +177,8 @@ def compress(model: Any, *, int8: bool = False, fp16: bool = False, prune: float
              formats: str | Sequence[str] | None = None,
              preprocess: str | None = None, calib_samples: int | None = None, io_dtype: str | None = None,
              max_accuracy_drop: float | None = None, learning_rate: float | None = None,
-             accuracy_tolerance: float | None = None, output: PathArg | None = None, force: bool = False,
-             seed: int = 0, trust_model: bool = False, custom_objects: str | None = None, bench: bool = True,
+             accuracy_tolerance: float | None = None, equalize: bool = False, output: PathArg | None = None,
+             force: bool = False, seed: int = 0, trust_model: bool = False, custom_objects: str | None = None, bench: bool = True,
              quiet: bool = True) -> Report:
     """`edgekit compress`: export, verify, measure; returns the report (also written to `output`,
     default ./<model stem>-edgekit, or ./model-edgekit for an in-memory model)."""
@@ -191,7 +191,8 @@ def compress(model: Any, *, int8: bool = False, fp16: bool = False, prune: float
     resolved = recipe_from_flags(recipe, int8=int8, fp16=fp16, prune=prune, prune_structure=prune_structure,
                                  qat=qat, epochs=epochs, formats=formats, preprocess=preprocess,
                                  calib_samples=calib_samples, io_dtype=io_dtype, max_accuracy_drop=max_accuracy_drop,
-                                 learning_rate=learning_rate, accuracy_tolerance=accuracy_tolerance)
+                                 learning_rate=learning_rate, accuracy_tolerance=accuracy_tolerance,
+                                 equalize=equalize)
     with ExitStack() as stack:
         folder = _private_folder(stack)
         model_path = _model_path(model, folder)

@@ -109,6 +109,9 @@ def compress(
     max_accuracy_drop: Optional[float] = typer.Option(
         None, "--max-accuracy-drop", help="With --int8 --data --val: where int8 loses more top-1 points than this, "
         "keep the most sensitive layers in float until it does not."),
+    equalize: bool = typer.Option(False, "--equalize", help="With --int8: cross-layer equalization first, so that "
+        "one channel far wider than the rest no longer spoils a per-tensor int8 grid (every layer stays integer; "
+        "the float function is unchanged)."),
     outdir: Optional[Path] = typer.Option(None, "-o", "--output", help="Output folder (default ./<model stem>-edgekit)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     seed: int = typer.Option(0, "--seed", help="Seed for calibration sampling."),
@@ -128,7 +131,7 @@ def compress(
                                   epochs=epochs, recipe=recipe, data=data, val=val, formats=formats,
                                   preprocess=preprocess, calib_samples=calib_samples, io_dtype=io_dtype,
                                   max_accuracy_drop=max_accuracy_drop, learning_rate=learning_rate,
-                                  accuracy_tolerance=accuracy_tolerance, output=outdir, force=force, seed=seed,
+                                  accuracy_tolerance=accuracy_tolerance, equalize=equalize, output=outdir, force=force, seed=seed,
                                   trust_model=trust_model, custom_objects=custom_objects, bench=not no_bench,
                                   quiet=quiet)
         except GateFailure as failure:  # accuracy_tolerance: the results were written; show them first

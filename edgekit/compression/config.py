@@ -46,6 +46,12 @@ class AccuracyAware(_Strict):
     max_steps: int = Field(16, ge=1, le=1000, description="at most this many re-quantizations per format")
 
 
+class Repairs(_Strict):
+    """Changes to the float model that keep int8 files integer (edgekit/compression/repairs)."""
+    equalize: bool = Field(False, description="cross-layer equalization of conv/dense pairs joined by ReLU, "
+                           "max pooling or padding (the float function is unchanged)")
+
+
 class Recipe(_Strict):
     name: Optional[str] = None
     description: Optional[str] = None
@@ -57,6 +63,7 @@ class Recipe(_Strict):
     io_dtype: Literal["float32", "int8", "uint8"] = "float32"
     preprocess: Optional[Literal["unit", "symmetric", "none"]] = None
     accuracy_aware: Optional[AccuracyAware] = None
+    repairs: Repairs = Field(default_factory=Repairs)
     accuracy_tolerance: Optional[float] = Field(None, ge=0, le=100, description="max top-1 drop in points vs the fp32 model")
     batch_size: int = Field(32, ge=1, le=65_536)
     learning_rate: Optional[float] = Field(None, gt=0, le=10, description="fine-tuning peak learning rate; "
@@ -79,6 +86,10 @@ class Recipe(_Strict):
             raise ValueError("accuracy_aware re-quantizes post-training int8; QAT int8 keeps the ranges it learned")
         if self.accuracy_aware and not self.int8:
             raise ValueError("accuracy_aware needs int8")
+        if self.repairs.equalize and not self.int8:
+            raise ValueError("repairs.equalize prepares the model for int8: it needs int8")
+        if self.repairs.equalize and "qat" in kinds:
+            raise ValueError("repairs.equalize is for post-training int8; QAT learns its own ranges")
         return self
 
     @property
@@ -102,7 +113,7 @@ def _describe(error: dict, flags: dict[str, str]) -> str:
     if error["type"] == "extra_forbidden":
         return f"unknown field {where!r} (allowed: {', '.join(Recipe.model_fields)} and, in stages, " \
                f"{', '.join(sorted(set(PruneStage.model_fields) | set(QATStage.model_fields)))}; " \
-               f"in accuracy_aware, {', '.join(AccuracyAware.model_fields)})"
+               f"in accuracy_aware, {', '.join(AccuracyAware.model_fields)}; in repairs, {', '.join(Repairs.model_fields)})"
     if error["type"] == "union_tag_invalid":
         return f"{where or 'stages'}: unknown stage type {error['input'].get('type')!r} (allowed: prune, qat)"
     if error["type"] == "literal_error":

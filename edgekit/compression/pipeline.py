@@ -121,6 +121,7 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
     original_accuracy = accuracy(evidence.reference, evidence.labels)  # before any stage changes the model
     staged_model = _run_stages(opts, model, data, evidence, log)
     exported, qat_forward, stages = staged_model.exported, staged_model.qat_forward, staged_model.report
+    exported, repairs = _repair(recipe, exported, log)
     if exported is not model:
         evidence = _reference_outputs(exported, evidence, log, "the fine-tuned model")
     # QAT int8 files are checked against the QAT model's own forward, the rest against the float model
@@ -141,6 +142,7 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
             forget_live()
         latencies = _benchmark(artifacts + [s.plain for s in searched.values() if s.plain], log) if opts.bench else None
         report = build_report(opts, model, exported, data, original_accuracy, verdicts, stages, log)
+        report["repairs"] = repairs
         report["diagnostics"] = diagnostics
         report["failed_checks"] = failed
         report["skipped"] = skipped
@@ -415,6 +417,32 @@ def _run_stages(opts: CompressOptions, model: LoadedModel, data: _Data, evidence
     last = stages["qat"] if "qat" in stages else stages["prune"]
     stages["keras_accuracy_after"] = last["keras_accuracy"]
     return _Staged(exported, qat_forward, qat_scores, stages)
+
+
+def _repair(recipe: Recipe, exported: LoadedModel, log: StepLog) -> tuple[LoadedModel, dict | None]:
+    """The recipe's repairs (edgekit/compression/repairs), applied to the float model every
+    format is exported from; a model they find nothing to change in is exported as it is, with
+    a note."""
+    if not recipe.repairs.equalize:
+        return exported, None
+    if exported.keras_model is None:
+        log.note(f"equalize: no Keras layers to equalize in this model ({exported.file.format}); exported as it is")
+        return exported, {"equalize": {"pairs": [], "left_alone": [], "batchnorm_folded": []}}
+    from edgekit.compression.repairs.equalize import equalize
+
+    with log.step("Equalize the ranges of consecutive conv/dense layers (cross-layer equalization)"):
+        result = equalize(exported.keras_model)
+    record = {"equalize": {"pairs": result.pairs, "left_alone": result.left_alone, "batchnorm_folded": result.folded}}
+    if not result.pairs:
+        log.note("equalize: no pair of conv/dense layers joined only by ReLU, max pooling or padding; "
+                 "exported as it is")
+        return exported, record
+    widest = max(result.pairs, key=lambda p: p["range_spread_before"])
+    log.note(f"equalize: {len(result.pairs)} layer pair(s); the widest channel range of {widest['from']} went from "
+             f"{widest['range_spread_before']:g}× to {widest['range_spread_after']:g}× the median channel's")
+    working = result.model
+    return replace(exported, keras_model=working, forward=lambda x: working(x, training=False),
+                   trackable=working), record
 
 
 def _finetune_settings(recipe: Recipe, epochs: int, model: LoadedModel, data: _Data):

@@ -11,7 +11,7 @@ def recipe_from_flags(spec: str | None, *, int8: bool, fp16: bool, prune: float 
                       prune_structure: str | None, qat: bool, epochs: int | None, formats: str | None,
                       preprocess: str | None, calib_samples: int | None, io_dtype: str | None,
                       max_accuracy_drop: float | None = None, learning_rate: float | None = None,
-                      accuracy_tolerance: float | None = None) -> Recipe:
+                      accuracy_tolerance: float | None = None, equalize: bool = False) -> Recipe:
     base = load_recipe(spec) if spec else Recipe()
     data = base.model_dump(mode="json")
     if prune is not None and not 0 < prune < 1:
@@ -29,6 +29,8 @@ def recipe_from_flags(spec: str | None, *, int8: bool, fp16: bool, prune: float 
         for stage in stages.values():
             stage["epochs"] = epochs
     data["stages"] = [stages[k] for k in ("prune", "qat") if k in stages]
+    if equalize:
+        data["repairs"]["equalize"] = True
     flags = {"int8": int8 or None, "fp16": fp16 or None, "preprocess": preprocess, "calib_samples": calib_samples,
              "io_dtype": io_dtype, "formats": _formats(formats), "learning_rate": learning_rate,
              "accuracy_tolerance": accuracy_tolerance,
