@@ -112,6 +112,11 @@ def compress(
     equalize: bool = typer.Option(False, "--equalize", help="With --int8: cross-layer equalization first, so that "
         "one channel far wider than the rest no longer spoils a per-tensor int8 grid (every layer stays integer; "
         "the float function is unchanged)."),
+    integer_only: bool = typer.Option(False, "--integer-only", help="With --int8 --data: every op of each int8 file "
+        "computes in integers (what NPUs need); a float op left in any file is exit 2, naming it. Turns on "
+        "--equalize unless a recipe chose its repairs."),
+    target: Optional[str] = typer.Option(None, "--target", help="A device profile (name or YAML, `edgekit devices`): "
+        "it decides the formats, int8/uint8 I/O and integer-only, and each int8 file is checked against it."),
     outdir: Optional[Path] = typer.Option(None, "-o", "--output", help="Output folder (default ./<model stem>-edgekit)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     seed: int = typer.Option(0, "--seed", help="Seed for calibration sampling."),
@@ -131,7 +136,8 @@ def compress(
                                   epochs=epochs, recipe=recipe, data=data, val=val, formats=formats,
                                   preprocess=preprocess, calib_samples=calib_samples, io_dtype=io_dtype,
                                   max_accuracy_drop=max_accuracy_drop, learning_rate=learning_rate,
-                                  accuracy_tolerance=accuracy_tolerance, equalize=equalize, output=outdir, force=force, seed=seed,
+                                  accuracy_tolerance=accuracy_tolerance, equalize=equalize,
+                                  integer_only=integer_only, target=target, output=outdir, force=force, seed=seed,
                                   trust_model=trust_model, custom_objects=custom_objects, bench=not no_bench,
                                   quiet=quiet)
         except GateFailure as failure:  # accuracy_tolerance: the results were written; show them first

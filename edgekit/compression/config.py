@@ -64,6 +64,10 @@ class Recipe(_Strict):
     preprocess: Optional[Literal["unit", "symmetric", "none"]] = None
     accuracy_aware: Optional[AccuracyAware] = None
     repairs: Repairs = Field(default_factory=Repairs)
+    integer_only: bool = Field(False, description="every op of each int8 file computes in integers: a float op "
+                               "left in any file is exit 2, naming it (edgekit/compression/targets.py)")
+    target: Optional[str] = Field(None, description="a device profile (name or YAML) that decides formats, "
+                                  "I/O types and integer-only, and that each int8 file is checked against")
     accuracy_tolerance: Optional[float] = Field(None, ge=0, le=100, description="max top-1 drop in points vs the fp32 model")
     batch_size: int = Field(32, ge=1, le=65_536)
     learning_rate: Optional[float] = Field(None, gt=0, le=10, description="fine-tuning peak learning rate; "
@@ -88,6 +92,9 @@ class Recipe(_Strict):
             raise ValueError("accuracy_aware needs int8")
         if self.repairs.equalize and not self.int8:
             raise ValueError("repairs.equalize prepares the model for int8: it needs int8")
+        if self.integer_only and self.accuracy_aware:
+            raise ValueError("accuracy_aware keeps the worst layers in float, which an integer-only file cannot "
+                             "have: leave out one of them")
         if self.repairs.equalize and "qat" in kinds:
             raise ValueError("repairs.equalize is for post-training int8; QAT learns its own ranges")
         return self

@@ -62,6 +62,9 @@ def validate_options(opts: CompressOptions) -> None:
     recipe = opts.recipe
     if not 0 <= opts.seed < 2 ** 32:
         raise InputError(f"--seed {opts.seed}: choose a whole number from 0 to {2 ** 32 - 1}")
+    if (recipe.target or recipe.integer_only) and not opts.data:
+        what = f"--target {recipe.target}" if recipe.target else "--integer-only"
+        raise InputError(f"{what} builds full int8 files, calibrated: pass --data CALIB")
     if recipe.io_dtype != "float32" and not (recipe.int8 and (opts.data or recipe.qat)):
         raise InputError(f"--io-dtype {recipe.io_dtype} needs full int8: pass --int8 with --data CALIB")
     if recipe.stages and not opts.data:
@@ -135,6 +138,7 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
             verdicts, failed = _verify_all(artifacts, evidence, log)
             verdicts, skipped = _drop_slow_weight_only(verdicts, log)
             artifacts = [v.artifact for v in verdicts]
+            target_checks = _check_target(recipe, artifacts, log)
             diagnostics = _diagnose(exported, artifacts, evidence, request.from_qat, log)
             # the search re-converts from request.source: in-process, that is the live model
             searched = _accuracy_aware(opts, exported, request, verdicts, diagnostics, evidence, log)
@@ -143,6 +147,8 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
         latencies = _benchmark(artifacts + [s.plain for s in searched.values() if s.plain], log) if opts.bench else None
         report = build_report(opts, model, exported, data, original_accuracy, verdicts, stages, log)
         report["repairs"] = repairs
+        report["target"] = ({"device": recipe.target, "integer_only": recipe.integer_only, "checked": target_checks}
+                            if recipe.target or recipe.integer_only else None)
         report["diagnostics"] = diagnostics
         report["failed_checks"] = failed
         report["skipped"] = skipped
@@ -443,6 +449,16 @@ def _repair(recipe: Recipe, exported: LoadedModel, log: StepLog) -> tuple[Loaded
     working = result.model
     return replace(exported, keras_model=working, forward=lambda x: working(x, training=False),
                    trackable=working), record
+
+
+def _check_target(recipe: Recipe, artifacts, log: StepLog) -> list[dict]:
+    if not (recipe.target or recipe.integer_only):
+        return []
+    from edgekit.compression.targets import check_written
+
+    what = f"{recipe.target}'s profile" if recipe.target else "the integer-only rule"
+    with log.step(f"Check each int8 file against {what}"):
+        return check_written(recipe, artifacts)
 
 
 def _finetune_settings(recipe: Recipe, epochs: int, model: LoadedModel, data: _Data):

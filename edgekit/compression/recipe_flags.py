@@ -11,7 +11,8 @@ def recipe_from_flags(spec: str | None, *, int8: bool, fp16: bool, prune: float 
                       prune_structure: str | None, qat: bool, epochs: int | None, formats: str | None,
                       preprocess: str | None, calib_samples: int | None, io_dtype: str | None,
                       max_accuracy_drop: float | None = None, learning_rate: float | None = None,
-                      accuracy_tolerance: float | None = None, equalize: bool = False) -> Recipe:
+                      accuracy_tolerance: float | None = None, equalize: bool = False, integer_only: bool = False,
+                      target: str | None = None) -> Recipe:
     base = load_recipe(spec) if spec else Recipe()
     data = base.model_dump(mode="json")
     if prune is not None and not 0 < prune < 1:
@@ -33,13 +34,17 @@ def recipe_from_flags(spec: str | None, *, int8: bool, fp16: bool, prune: float 
         data["repairs"]["equalize"] = True
     flags = {"int8": int8 or None, "fp16": fp16 or None, "preprocess": preprocess, "calib_samples": calib_samples,
              "io_dtype": io_dtype, "formats": _formats(formats), "learning_rate": learning_rate,
-             "accuracy_tolerance": accuracy_tolerance,
+             "accuracy_tolerance": accuracy_tolerance, "integer_only": integer_only or None, "target": target,
              "accuracy_aware": {"max_drop": max_accuracy_drop} if max_accuracy_drop is not None else None}
     given = {k: v for k, v in flags.items() if v is not None}
     data.update(given)
     names = {k: "--" + k.replace("_", "-") for k in given} | (
         {"accuracy_aware": "--max-accuracy-drop"} if "accuracy_aware" in given else {})
-    return validate_recipe(data, spec or "from the command line", names)
+    recipe = validate_recipe(data, spec or "from the command line", names)
+    from edgekit.compression.targets import apply_target
+
+    return apply_target(recipe, formats_chosen=formats is not None or "formats" in base.model_fields_set,
+                        repairs_chosen=equalize or "repairs" in base.model_fields_set)
 
 
 def _formats(text: str | None) -> list[str] | None:

@@ -51,6 +51,9 @@ class Constraints(_Strict):
     io_dtypes: Optional[list[Literal["float32", "int8", "uint8"]]] = None
     supported_ops: Optional[list[str]] = None  # op names in the vocabulary of SUPPORTED_OPS_FORMAT
     static_shapes: bool = False
+    # every op must compute in integers (the Edge TPU compiler runs everything after the first
+    # float op on the host CPU): `compress --target` then checks each int8 file for float ops
+    integer_only: bool = False
     toolchain: Optional[str] = None
 
 

@@ -1,0 +1,90 @@
+"""`compress --target DEVICE` and `--integer-only` (issue 26): the device profile decides what is
+built, and each int8 file written is checked against it before the run succeeds.
+
+From the profile (devices/NAME.yaml): the formats it runs (a `--formats` outside them is exit 2),
+int8 where it runs nothing else, the I/O types its constraints allow, and integer-only where its
+constraints say so (the Edge TPU compiler runs everything after the first float op on the host
+CPU). Integer-only turns on the repairs that keep every layer integer (cross-layer equalization)
+unless the recipe chose its repairs itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgekit.compression.config import Recipe
+from edgekit.errors import Incompatible, InputError
+
+
+def apply_target(recipe: Recipe, formats_chosen: bool, repairs_chosen: bool) -> Recipe:
+    """The recipe with what --target and --integer-only decide filled in; exit 2 where the
+    recipe asks for something the device cannot run."""
+    update: dict = {}
+    if recipe.target:
+        from edgekit.formats import FORMATS
+        from edgekit.measure.devices import load_profile
+
+        profile = load_profile(recipe.target, "--target")
+        runs = [f for f in FORMATS if f in profile.runtimes]
+        if formats_chosen:
+            outside = [f for f in recipe.formats if f not in profile.runtimes]
+            if outside:
+                raise InputError(f"--target {profile.name} runs {', '.join(runs)} files, not {', '.join(outside)}: "
+                                 f"leave out --formats or choose among those")
+        else:
+            update["formats"] = runs
+        if not set(profile.precisions) & {"fp32", "fp16", "int8w"}:
+            update["int8"] = True
+        allowed = profile.constraints.io_dtypes
+        if allowed and recipe.io_dtype not in allowed:
+            if recipe.io_dtype != "float32":
+                raise InputError(f"--io-dtype {recipe.io_dtype}: --target {profile.name} takes "
+                                 f"{'/'.join(allowed)} input and output")
+            update["io_dtype"] = allowed[0]
+        if profile.constraints.integer_only:
+            update["integer_only"] = True
+    if (recipe.integer_only or update.get("integer_only")) and not repairs_chosen:
+        update["repairs"] = recipe.repairs.model_copy(update={"equalize": True})
+    resolved = recipe.model_copy(update=update)
+    if resolved.integer_only and not resolved.int8:
+        raise InputError("--integer-only makes int8 files: pass --int8 with --data CALIB")
+    return resolved
+
+
+def check_written(recipe: Recipe, artifacts) -> list[dict]:
+    """Each int8 file against the target's profile and the integer-only rule: the checks made,
+    for the report; exit 2 naming every problem (and so nothing written) where one fails."""
+    if not (recipe.target or recipe.integer_only):
+        return []
+    from edgekit.formats.facts import read_facts
+
+    profile = None
+    if recipe.target:
+        from edgekit.measure.devices import load_profile
+
+        profile = load_profile(recipe.target, "--target")
+    checked, problems = [], []
+    for artifact in artifacts:
+        if artifact.precision != "int8":
+            continue  # the fp32 files are the float reference the int8 ones were verified against
+        facts = read_facts(Path(artifact.path), artifact.format)
+        found = _problems(facts, profile, recipe.integer_only)
+        checked.append({"file": Path(artifact.path).name, "problems": found})
+        problems += [f"{Path(artifact.path).name}: {p}" for p in found]
+    if problems:
+        where = f"--target {profile.name}" if profile else "--integer-only"
+        raise Incompatible(f"{where}: {'; '.join(problems)}; nothing was written")
+    return checked
+
+
+def _problems(facts, profile, integer_only: bool) -> list[str]:
+    from edgekit.measure.estimate import compatibility_problems
+
+    found = compatibility_problems(profile, facts) if profile else []
+    if integer_only:
+        floating = [op.name for op in facts.mac_ops if not op.int8_compute]
+        if floating:
+            shown = ", ".join(floating[:5]) + (f" and {len(floating) - 5} more" if len(floating) > 5 else "")
+            found.append(f"{len(floating)} conv/dense op(s) compute in float ({shown}), which an integer-only "
+                         "target cannot run")
+    return found

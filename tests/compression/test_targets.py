@@ -1,0 +1,104 @@
+"""`compress --target DEVICE` and `--integer-only` (issue 26): the profile decides what is built,
+every int8 file is checked against it (read back from the file), and bad combinations are exit 2
+before any work, with nothing written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import refusal_line, snapshot
+
+
+@pytest.fixture(scope="module")
+def twice(outlier_digits, tmp_path_factory):
+    """Activation outliers ~400× in conv1 and in fc: plain int8 is near chance."""
+    from edgekit.demo import add_activation_outliers
+
+    path = tmp_path_factory.mktemp("twice") / "twice.h5"
+    add_activation_outliers(outlier_digits["model"], path, layer="conv1", consumer="conv2")
+    return path
+
+
+def test_target_coral_builds_what_the_edge_tpu_runs_and_checks_it(twice, outlier_digits, cli, tmp_path):
+    from edgekit.formats.facts import read_facts
+    from edgekit.measure.devices import load_profile
+    from edgekit.measure.estimate import compatibility_problems
+
+    out = tmp_path / "out"
+    result = cli("compress", twice, "--target", "coral-edgetpu", "--data", outlier_digits["calib"],
+                 "--val", outlier_digits["val"], "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert sorted(a["id"] for a in report["artifacts"]) == ["tflite-fp32", "tflite-int8"]  # Coral runs TFLite only
+    assert report["recipe"]["io_dtype"] == "int8" and report["recipe"]["integer_only"] is True
+    assert report["repairs"]["equalize"]["pairs"]  # integer-only turned the repair on
+    assert report["target"] == {"device": "coral-edgetpu", "integer_only": True,
+                                "checked": [{"file": "twice.int8.tflite", "problems": []}]}
+    top1 = {a["id"]: a["accuracy"]["top1"] for a in report["artifacts"]}
+    assert top1["tflite-int8"] >= top1["tflite-fp32"] - 0.01, top1
+    facts = read_facts(out / "twice.int8.tflite", "tflite")  # read back, not taken from the report
+    assert facts.input_dtype == "int8" and facts.output_dtype == "int8"
+    assert all(op.int8_compute for op in facts.mac_ops)
+    assert compatibility_problems(load_profile("coral-edgetpu"), facts) == []
+
+
+def test_integer_only_writes_every_format_with_every_conv_and_dense_integer(twice, outlier_digits, cli, tmp_path):
+    from edgekit.formats.facts import read_facts
+
+    out = tmp_path / "out"
+    result = cli("compress", twice, "--int8", "--integer-only", "--data", outlier_digits["calib"],
+                 "--val", outlier_digits["val"], "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert [c["problems"] for c in report["target"]["checked"]] == [[], [], []]
+    top1 = {a["id"]: a["accuracy"]["top1"] for a in report["artifacts"]}
+    for entry in report["artifacts"]:
+        if entry["id"].endswith("int8"):
+            fmt = entry["id"].split("-")[0]
+            assert top1[entry["id"]] >= top1[f"{fmt}-fp32"] - 0.01, top1
+            facts = read_facts(out / entry["path"].split("/")[-1], fmt)
+            assert facts.mac_ops and all(op.int8_compute for op in facts.mac_ops), fmt
+
+
+def test_a_float_op_in_an_integer_only_file_is_named(validated_run):
+    """The check itself, on a file that holds float kernels where int8 ones belong."""
+    from edgekit.compression.config import Recipe
+    from edgekit.compression.targets import check_written
+    from edgekit.errors import Incompatible
+    from edgekit.formats.exporter import Artifact
+
+    posing = Artifact("tflite", "int8", [validated_run / "digits.fp32.tflite"])
+    with pytest.raises(Incompatible) as caught:
+        check_written(Recipe(int8=True, integer_only=True), [posing])
+    message = str(caught.value)
+    assert "digits.fp32.tflite" in message and "4 conv/dense op(s) compute in float" in message
+    assert "conv1" in message and "nothing was written" in message
+    with pytest.raises(Incompatible) as caught:
+        check_written(Recipe(int8=True, target="coral-edgetpu"), [posing])
+    assert "input is float32" in str(caught.value)
+
+
+BAD = [
+    (["--target", "coral-tpu"], ["--target coral-tpu", "unknown device", "coral-edgetpu"]),
+    (["--target", "coral-edgetpu", "--formats", "onnx"], ["coral-edgetpu runs tflite files, not onnx"]),
+    (["--integer-only"], ["--integer-only makes int8 files", "--int8"]),
+    (["--int8", "--integer-only", "--max-accuracy-drop", "1", "--val", "VAL"], ["accuracy_aware", "integer-only"]),
+]
+
+
+@pytest.mark.parametrize("args, words", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_target_options_are_refused_before_any_work(args, words, digits, cli, tmp_path):
+    args = [str(digits["val"]) if a == "VAL" else a for a in args]
+    before = snapshot(tmp_path)
+    result = cli("compress", digits["model"], *args, "--data", digits["calib"], "-o", tmp_path / "out")
+    refusal_line(result, words)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_target_without_calibration_data_is_refused(digits, cli, tmp_path):
+    before = snapshot(tmp_path)
+    result = cli("compress", digits["model"], "--target", "coral-edgetpu", "-o", tmp_path / "out")
+    refusal_line(result, ["--target coral-edgetpu builds full int8 files", "--data CALIB"])
+    assert snapshot(tmp_path) == before
