@@ -3,7 +3,8 @@
     python benchmarks/accuracy_aware.py [--rounds 5] [--size 64] [--out benchmarks/results.md]
 
 1. The digits CNN with two activation outliers in its hidden Dense layer (edgekit.demo.
-   add_activation_outliers): fp32, plain int8 and `--max-accuracy-drop 0.5` int8 per format:
+   add_activation_outliers): fp32, plain int8, `--max-accuracy-drop 0.5` int8 (float fallback)
+   and `--integer-only` int8 (cross-layer equalization, every layer integer) per format:
    top-1 on the validation split, size, and p50 latency measured interleaved (the three
    files of a format back to back in one bench child, the order rotating by round), with
    each compress run's wall time and peak memory.
@@ -41,14 +42,18 @@ def compress(edgekit: Path, root: Path, model: Path, out: str, extra: list[str])
     return report
 
 
+KINDS = {"fp32": ("plain", "fp32"), "plain int8": ("plain", "int8"), "accuracy-aware int8": ("aware", "int8"),
+         "integer-only int8": ("integer", "int8")}  # the file: which run wrote it, at which precision
+
+
 def latencies(files: dict[str, dict[str, Path]], rounds: int) -> dict:
     from edgekit.measure.latency import BenchSettings, bench_local
 
     settings = BenchSettings(threads=1, runs=200, min_time_s=0.5)
-    kinds = ["fp32", "plain int8", "accuracy-aware int8"]
+    kinds = list(KINDS)
     p50 = {fmt: {k: [] for k in kinds} for fmt in files}
     for round_ in range(rounds):
-        order = kinds[round_ % 3:] + kinds[:round_ % 3]
+        order = kinds[round_ % len(kinds):] + kinds[:round_ % len(kinds)]
         jobs = [(fmt, kind) for fmt in files for kind in order]
         for (fmt, kind), result in zip(jobs, bench_local([files[f][k] for f, k in jobs], settings)):
             p50[fmt][kind].append(result["p50"])
@@ -65,16 +70,17 @@ def digits_section(edgekit: Path, root: Path, rounds: int) -> list[str]:
     add_activation_outliers(root / "digits.h5", model)
     plain = compress(edgekit, root, model, "plain", [])
     aware = compress(edgekit, root, model, "aware", ["--max-accuracy-drop", "0.5"])
-    files = {fmt: {"fp32": plain["folder"] / f"outliers.fp32.{ext}", "plain int8": plain["folder"] / f"outliers.int8.{ext}",
-                   "accuracy-aware int8": aware["folder"] / f"outliers.int8.{ext}"} for fmt, ext in FORMATS.items()}
+    integer = compress(edgekit, root, model, "integer", ["--integer-only"])
+    runs = {"plain": plain, "aware": aware, "integer": integer}
+    files = {fmt: {kind: runs[run]["folder"] / f"outliers.{precision}.{ext}" for kind, (run, precision) in KINDS.items()}
+             for fmt, ext in FORMATS.items()}
     p50 = latencies(files, rounds)
-    entries = {(r_name, a["id"]): a for r_name, r in (("plain", plain), ("aware", aware)) for a in r["artifacts"]}
+    entries = {(r_name, a["id"]): a for r_name, r in runs.items() for a in r["artifacts"]}
     ref = plain["reference"]["accuracy"]["top1"]
     rows = ["| format | file | top-1 | Δ vs Keras fp32 (points) | int8 MACs | size KiB | p50 ms | p50 / plain int8 |",
             "|---|---|---|---|---|---|---|---|"]
     for fmt in FORMATS:
-        for kind, (run, precision) in {"fp32": ("plain", "fp32"), "plain int8": ("plain", "int8"),
-                                       "accuracy-aware int8": ("aware", "int8")}.items():
+        for kind, (run, precision) in KINDS.items():
             a = entries[(run, f"{fmt}-{precision}")]
             share = a["quantization"]["int8_mac_share"]
             pairs = median(x / y for x, y in zip(p50[fmt][kind], p50[fmt]["plain int8"]))
@@ -84,14 +90,19 @@ def digits_section(edgekit: Path, root: Path, rounds: int) -> list[str]:
     kept = {a["id"]: ", ".join(a["accuracy_aware"]["float_layers"]) for a in aware["artifacts"]
             if a.get("accuracy_aware", {}).get("needed")}
     steps = {k: v for k, v in aware["timings_s"].items() if "accuracy-aware" in k}
+    pairs = integer["repairs"]["equalize"]["pairs"]
     return [
         "### The digits CNN with activation outliers", "",
         f"Keras fp32 top-1 {100 * ref:.2f}% on {len(x_val)} validation images. Latency: batch 1, 1 thread, "
         f"{rounds} interleaved rounds, median p50 and the median of per-round ratios.", "", *rows, "",
         "Kept in float: " + "; ".join(f"{k}: {v}" for k, v in kept.items()), "",
+        "Equalized (`--integer-only`): " + "; ".join(f"{p['from']} → {p['to']}, widest channel range "
+                                                   f"{p['range_spread_before']:g}× → {p['range_spread_after']:g}× the median"
+                                                   for p in pairs), "",
         "| run | wall s | peak RSS MiB |", "|---|---|---|",
         f"| `compress --int8` (diagnostics included) | {plain['bench_wall_s']:.1f} | {plain['bench_peak_mb']:.0f} |",
         f"| `compress --int8 --max-accuracy-drop 0.5` | {aware['bench_wall_s']:.1f} | {aware['bench_peak_mb']:.0f} |",
+        f"| `compress --int8 --integer-only` | {integer['bench_wall_s']:.1f} | {integer['bench_peak_mb']:.0f} |",
         "", "Search steps: " + ", ".join(f"{k.split(':')[0]} {v:.2f} s" for k, v in steps.items()), ""]
 
 

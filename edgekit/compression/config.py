@@ -164,4 +164,8 @@ def load_recipe(spec: str) -> Recipe:
         path = shipped[spec]
     data = load_yaml(path, "recipe")
     recipe = validate_recipe(data, str(path))
-    return recipe.model_copy(update={"name": recipe.name or path.stem})
+    from edgekit.compression.targets import apply_target  # a recipe's own target decides as --target does
+
+    return apply_target(recipe.model_copy(update={"name": recipe.name or path.stem}),
+                        formats_chosen="formats" in recipe.model_fields_set,
+                        repairs_chosen="repairs" in recipe.model_fields_set)

@@ -102,3 +102,21 @@ def test_a_target_without_calibration_data_is_refused(digits, cli, tmp_path):
     result = cli("compress", digits["model"], "--target", "coral-edgetpu", "-o", tmp_path / "out")
     refusal_line(result, ["--target coral-edgetpu builds full int8 files", "--data CALIB"])
     assert snapshot(tmp_path) == before
+
+
+def test_a_recipe_s_own_target_decides_as_the_flag_does(tmp_path):
+    """What a sweep or `--recipe FILE` reads gets the profile's decisions too; a recipe that names
+    formats the device does not run is refused."""
+    from edgekit.compression.config import load_recipe
+    from edgekit.errors import InputError
+
+    path = tmp_path / "coral.yaml"
+    path.write_text("target: coral-edgetpu\ncalib_samples: 100\n")
+    recipe = load_recipe(str(path))
+    assert (recipe.formats, recipe.int8, recipe.io_dtype, recipe.integer_only, recipe.repairs.equalize) == \
+        (["tflite"], True, "int8", True, True)
+    path.write_text("target: coral-edgetpu\nrepairs: {equalize: false}\n")
+    assert load_recipe(str(path)).repairs.equalize is False  # the recipe chose its repairs
+    path.write_text("target: coral-edgetpu\nformats: [tflite, openvino]\n")
+    with pytest.raises(InputError, match="coral-edgetpu runs tflite files, not openvino"):
+        load_recipe(str(path))
