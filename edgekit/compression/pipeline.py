@@ -15,7 +15,8 @@ import numpy as np
 
 from edgekit.compression.config import Recipe
 from edgekit.intake.data import Dataset, check_data_path, check_labels, check_varied, load_dataset
-from edgekit.errors import ConversionError, GateFailure, InputError, ModelError, StageFailure, first_line
+from edgekit.errors import (ConversionError, EdgekitError, GateFailure, InputError, ModelError, StageFailure,
+                            first_line)
 from edgekit.quality.evaluation import accuracy
 from edgekit.formats import exporter_for, get_format
 from edgekit.formats.exporter import ExportRequest, artifact_names, freeze
@@ -124,7 +125,7 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
     original_accuracy = accuracy(evidence.reference, evidence.labels)  # before any stage changes the model
     staged_model = _run_stages(opts, model, data, evidence, log)
     exported, qat_forward, stages = staged_model.exported, staged_model.qat_forward, staged_model.report
-    exported, repairs = _repair(recipe, exported, log)
+    exported, repairs = _repair(recipe, exported, evidence, log)
     if exported is not model:
         evidence = _reference_outputs(exported, evidence, log, "the fine-tuned model")
     # QAT int8 files are checked against the QAT model's own forward, the rest against the float model
@@ -425,7 +426,14 @@ def _run_stages(opts: CompressOptions, model: LoadedModel, data: _Data, evidence
     return _Staged(exported, qat_forward, qat_scores, stages)
 
 
-def _repair(recipe: Recipe, exported: LoadedModel, log: StepLog) -> tuple[LoadedModel, dict | None]:
+# Equalization keeps the float function: outputs on the evidence inputs may move by float
+# rounding only (the tests see ≤ 1e-5; this leaves room for deep models), or it is a bug (exit 3)
+# and no file of a changed model is written
+REPAIRED_TOLERANCE = 1e-3
+REPAIR_CHECK_SAMPLES = 64
+
+
+def _repair(recipe: Recipe, exported: LoadedModel, evidence: Evidence, log: StepLog) -> tuple[LoadedModel, dict | None]:
     """The recipe's repairs (edgekit/compression/repairs), applied to the float model every
     format is exported from; a model they find nothing to change in is exported as it is, with
     a note."""
@@ -447,8 +455,17 @@ def _repair(recipe: Recipe, exported: LoadedModel, log: StepLog) -> tuple[Loaded
     log.note(f"equalize: {len(result.pairs)} layer pair(s); the widest channel range of {widest['from']} went from "
              f"{widest['range_spread_before']:g}× to {widest['range_spread_after']:g}× the median channel's")
     working = result.model
-    return replace(exported, keras_model=working, forward=lambda x: working(x, training=False),
-                   trackable=working), record
+    repaired = replace(exported, keras_model=working, forward=lambda x: working(x, training=False), trackable=working)
+    from edgekit.formats.reference import ReferenceRunner
+
+    sample = evidence.x[:REPAIR_CHECK_SAMPLES]
+    moved = float(np.max(np.abs(ReferenceRunner(repaired.forward).predict(sample)
+                                - ReferenceRunner(exported.forward).predict(sample))))
+    record["equalize"]["max_abs_change"] = moved
+    if not moved <= REPAIRED_TOLERANCE:
+        raise EdgekitError(f"equalize changed the model's outputs by up to {moved:.3g} on the evidence inputs; "
+                           "that is a bug in edgekit, please report it with --debug output (nothing was written)")
+    return repaired, record
 
 
 def _check_target(recipe: Recipe, artifacts, log: StepLog) -> list[dict]:

@@ -134,6 +134,7 @@ def test_equalize_brings_an_outlier_model_back_in_every_format_with_every_conv_a
     equalized = report["repairs"]["equalize"]
     assert {(p["from"], p["to"]) for p in equalized["pairs"]} == {("conv1", "conv2"), ("fc", "probs")}
     assert all(p["range_spread_before"] > 100 and p["range_spread_after"] < 5 for p in equalized["pairs"])
+    assert equalized["max_abs_change"] <= 1e-5  # checked by the pipeline on the evidence inputs
     assert report["recipe"]["repairs"] == {"equalize": True}
     top1 = {a["id"]: a["accuracy"]["top1"] for a in report["artifacts"]}
     for fmt in ("tflite", "onnx", "openvino"):
@@ -185,4 +186,28 @@ def test_an_unknown_repair_in_a_recipe_is_named(digits, cli, tmp_path):
     before = snapshot(tmp_path)
     result = cli("compress", digits["model"], "--recipe", recipe, "--data", digits["calib"], "-o", tmp_path / "out")
     refusal_line(result, ["equalise", "in repairs, equalize"])
+    assert snapshot(tmp_path) == before
+
+
+def test_a_repair_that_changed_the_function_writes_nothing(outlier_digits, cli, tmp_path, monkeypatch):
+    """The pipeline checks the equalized model against the one it came from on the evidence
+    inputs: a repair that changed the float function is edgekit's bug (exit 3), and no file of
+    the changed model is written."""
+    from edgekit.compression.repairs import equalize as module
+
+    real = module.equalize
+
+    def broken(model):
+        result = real(model)
+        layer = result.model.get_layer("fc")
+        kernel, bias = layer.get_weights()
+        layer.set_weights([kernel * 1.5, bias])
+        return result
+
+    monkeypatch.setattr(module, "equalize", broken)
+    before = snapshot(tmp_path)
+    result = cli("compress", outlier_digits["model"], "--int8", "--equalize", "--data", outlier_digits["calib"],
+                 "-o", tmp_path / "out")
+    assert result.exit_code == 3, result.output
+    assert "equalize changed the model's outputs" in result.stderr
     assert snapshot(tmp_path) == before

@@ -110,6 +110,20 @@ def test_each_file_is_measured_in_interleaved_rounds_and_keeps_their_median(monk
     assert [m["p50_ms"] for m in measured] == [1.01, 2.02, 3.01]  # b: median of 2.00, 50.0, 2.02
 
 
+@pytest.mark.parametrize("answer", [[], [{"p50": 1.0}], "results", [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]])
+def test_a_measuring_machine_that_answers_the_wrong_results_is_exit_2(monkeypatch, tmp_path, answer):
+    """A broken or hostile remote answers fewer results than files, or not result records."""
+    from edgekit.errors import InputError
+    from edgekit.measure import latency
+    from edgekit.measure.calibration import run
+    from edgekit.support.progress import StepLog
+
+    files = [{"path": tmp_path / f"{name}.tflite", "format": "tflite", "precision": "int8"} for name in "ab"]
+    monkeypatch.setattr(latency, "bench_local", lambda paths, settings: answer)
+    with pytest.raises(InputError, match="did not answer one result per file"):
+        run.measure_suite(files, run.CalibrateOptions(output=tmp_path / "x.yaml", name="x"), 1, StepLog(quiet=True))
+
+
 @pytest.mark.parametrize("bad", [float("nan"), -1.0, "12 ms", None, True])
 def test_a_bad_round_is_kept_for_the_fit_to_refuse(bad):
     from edgekit.measure.calibration.run import _median_of_rounds

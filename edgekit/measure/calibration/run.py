@@ -160,10 +160,13 @@ def measure_suite(files: list[dict], opts: CalibrateOptions, threads: int, log) 
                       f"{ROUNDS} rounds ({number}/{len(batches)})"):
             results = (bench_remote(paths, settings, opts.remote, opts.remote_python, list(opts.ssh_options))
                        if opts.remote else bench_local(paths, settings))
+        if not (isinstance(results, list) and len(results) == len(paths) and all(isinstance(r, dict) for r in results)):
+            raise InputError(f"{where}: the benchmark did not answer one result per file ({len(paths)} asked); "
+                             "nothing was written. Rerun the calibration; if it repeats, report it with --debug output")
         for i, file in enumerate(batch):
             rounds = results[i::len(batch)]
-            measured.append({**file, "p50_ms": _median_of_rounds([r["p50"] for r in rounds]),
-                             "machine": rounds[0]["machine"]})
+            measured.append({**file, "p50_ms": _median_of_rounds([r.get("p50") for r in rounds]),
+                             "machine": rounds[0].get("machine")})
     return measured
 
 
