@@ -73,7 +73,9 @@ def check_written(recipe: Recipe, artifacts) -> list[dict]:
         problems += [f"{Path(artifact.path).name}: {p}" for p in found]
     if problems:
         where = f"--target {profile.name}" if profile else "--integer-only"
-        raise Incompatible(f"{where}: {'; '.join(problems)}; nothing was written")
+        raise Incompatible(f"{where}: {'; '.join(problems)}; nothing was written. Rerun without {where.split()[0]} "
+                           "to write the files anyway (the device would run the float ops on its host), or change "
+                           "the named layers to ones with integer kernels")
     return checked
 
 

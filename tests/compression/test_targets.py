@@ -21,16 +21,20 @@ def twice(outlier_digits, tmp_path_factory):
     return path
 
 
+def _compress(cli, model, data, out, *flags) -> dict:
+    """compress with calibration and validation data; the report it wrote."""
+    result = cli("compress", model, *flags, "--data", data["calib"], "--val", data["val"], "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    return json.loads((out / "report.json").read_text())
+
+
 def test_target_coral_builds_what_the_edge_tpu_runs_and_checks_it(twice, outlier_digits, cli, tmp_path):
     from edgekit.formats.facts import read_facts
     from edgekit.measure.devices import load_profile
     from edgekit.measure.estimate import compatibility_problems
 
     out = tmp_path / "out"
-    result = cli("compress", twice, "--target", "coral-edgetpu", "--data", outlier_digits["calib"],
-                 "--val", outlier_digits["val"], "-o", out, "-q")
-    assert result.exit_code == 0, result.output
-    report = json.loads((out / "report.json").read_text())
+    report = _compress(cli, twice, outlier_digits, out, "--target", "coral-edgetpu")
     assert sorted(a["id"] for a in report["artifacts"]) == ["tflite-fp32", "tflite-int8"]  # Coral runs TFLite only
     assert report["recipe"]["io_dtype"] == "int8" and report["recipe"]["integer_only"] is True
     assert report["repairs"]["equalize"]["pairs"]  # integer-only turned the repair on
@@ -48,10 +52,7 @@ def test_integer_only_writes_every_format_with_every_conv_and_dense_integer(twic
     from edgekit.formats.facts import read_facts
 
     out = tmp_path / "out"
-    result = cli("compress", twice, "--int8", "--integer-only", "--data", outlier_digits["calib"],
-                 "--val", outlier_digits["val"], "-o", out, "-q")
-    assert result.exit_code == 0, result.output
-    report = json.loads((out / "report.json").read_text())
+    report = _compress(cli, twice, outlier_digits, out, "--int8", "--integer-only")
     assert [c["problems"] for c in report["target"]["checked"]] == [[], [], []]
     top1 = {a["id"]: a["accuracy"]["top1"] for a in report["artifacts"]}
     for entry in report["artifacts"]:

@@ -43,7 +43,8 @@ def equalize(model) -> EqualizeResult:
     from edgekit.compression.stages.fold import fold_batchnorm
 
     folded_model, folded = fold_batchnorm(model)
-    working = _copy(folded_model)
+    # folding already built a new model with its own weights: one copy is enough (VGG16 is 528 MB of them)
+    working = folded_model if folded_model is not model else _copy(model)
     pairs, left_alone = find_pairs(working)
     before = {(a.name, b.name): _spread(_out_ranges(a)) for a, b in pairs}
     for _ in range(SWEEPS):
