@@ -112,9 +112,16 @@ def compress(
     equalize: bool = typer.Option(False, "--equalize", help="With --int8: cross-layer equalization first, so that "
         "one channel far wider than the rest no longer spoils a per-tensor int8 grid (every layer stays integer; "
         "the float function is unchanged)."),
+    relu6: bool = typer.Option(False, "--relu6", help="With --equalize (turns it on): ReLU6 becomes ReLU so that "
+        "equalization reaches MobileNet-style blocks; changes the float function where an activation passed 6 "
+        "(report.json repairs.change says by how much)."),
+    bias_correction: bool = typer.Option(False, "--bias-correction", help="With --int8 --data: subtract the mean "
+        "int8 weight-rounding error, measured on the calibration data, from each conv/dense bias."),
     integer_only: bool = typer.Option(False, "--integer-only", help="With --int8 --data: every op of each int8 file "
         "computes in integers (what NPUs need); a float op left in any file is exit 2, naming it. Turns on "
         "--equalize unless a recipe chose its repairs."),
+    per_tensor: bool = typer.Option(False, "--per-tensor", help="With --int8: one scale per weight tensor instead of "
+        "one per output channel, for NPUs that take no per-channel scales (checked in each int8 file)."),
     target: Optional[str] = typer.Option(None, "--target", help="A device profile (name or YAML, `edgekit devices`): "
         "it decides the formats, int8/uint8 I/O and integer-only, and each int8 file is checked against it."),
     outdir: Optional[Path] = typer.Option(None, "-o", "--output", help="Output folder (default ./<model stem>-edgekit)."),
@@ -137,7 +144,8 @@ def compress(
                                   preprocess=preprocess, calib_samples=calib_samples, io_dtype=io_dtype,
                                   max_accuracy_drop=max_accuracy_drop, learning_rate=learning_rate,
                                   accuracy_tolerance=accuracy_tolerance, equalize=equalize,
-                                  integer_only=integer_only, target=target, output=outdir, force=force, seed=seed,
+                                  integer_only=integer_only, target=target, per_tensor=per_tensor,
+                                  bias_correction=bias_correction, relu6=relu6, output=outdir, force=force, seed=seed,
                                   trust_model=trust_model, custom_objects=custom_objects, bench=not no_bench,
                                   quiet=quiet)
         except GateFailure as failure:  # accuracy_tolerance: the results were written; show them first

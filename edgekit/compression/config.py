@@ -50,6 +50,24 @@ class Repairs(_Strict):
     """Changes to the float model that keep int8 files integer (edgekit/compression/repairs)."""
     equalize: bool = Field(False, description="cross-layer equalization of conv/dense pairs joined by ReLU, "
                            "max pooling or padding (the float function is unchanged)")
+    relu6: bool = Field(False, description="with equalize: ReLU6 becomes ReLU so that pairs join through it too "
+                        "(MobileNets); changes the function where an activation passed 6: reported")
+    bias_correction: bool = Field(False, description="subtract the mean int8 weight-rounding error, measured on the "
+                                  "calibration data, from each conv/dense bias")
+
+    @property
+    def any(self) -> bool:
+        return self.equalize or self.bias_correction
+
+    @property
+    def named(self) -> str:
+        return " and ".join(f"repairs.{k}" for k in ("equalize", "bias_correction") if getattr(self, k))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Repairs":
+        if self.relu6 and not self.equalize:
+            raise ValueError("repairs.relu6 lets equalization pass through ReLU6: it needs repairs.equalize")
+        return self
 
 
 class Recipe(_Strict):
@@ -64,6 +82,8 @@ class Recipe(_Strict):
     preprocess: Optional[Literal["unit", "symmetric", "none"]] = None
     accuracy_aware: Optional[AccuracyAware] = None
     repairs: Repairs = Field(default_factory=Repairs)
+    per_tensor: bool = Field(False, description="one int8 scale per weight tensor instead of one per output channel "
+                             "(NPUs whose kernels take no per-channel scales); each int8 file is checked for it")
     integer_only: bool = Field(False, description="every op of each int8 file computes in integers: a float op "
                                "left in any file is exit 2, naming it (edgekit/compression/targets.py)")
     target: Optional[str] = Field(None, description="a device profile (name or YAML) that decides formats, "
@@ -90,13 +110,18 @@ class Recipe(_Strict):
             raise ValueError("accuracy_aware re-quantizes post-training int8; QAT int8 keeps the ranges it learned")
         if self.accuracy_aware and not self.int8:
             raise ValueError("accuracy_aware needs int8")
-        if self.repairs.equalize and not self.int8:
-            raise ValueError("repairs.equalize prepares the model for int8: it needs int8")
+        if self.repairs.any and not self.int8:
+            raise ValueError(f"{self.repairs.named} {'prepares' if ' ' not in self.repairs.named else 'prepare'} "
+                             "the model for int8: needs int8")
         if self.integer_only and self.accuracy_aware:
             raise ValueError("accuracy_aware keeps the worst layers in float, which an integer-only file cannot "
                              "have: leave out one of them")
-        if self.repairs.equalize and "qat" in kinds:
-            raise ValueError("repairs.equalize is for post-training int8; QAT learns its own ranges")
+        if self.per_tensor and not self.int8:
+            raise ValueError("per_tensor (--per-tensor) sets how int8 weights are scaled: it needs int8 (--int8 --data CALIB)")
+        if self.per_tensor and "qat" in kinds:
+            raise ValueError("per_tensor (--per-tensor) is for post-training int8; QAT here trains per-channel weight ranges")
+        if self.repairs.any and "qat" in kinds:
+            raise ValueError(f"{self.repairs.named}: for post-training int8; QAT learns its own ranges")
         return self
 
     @property

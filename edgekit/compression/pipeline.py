@@ -15,7 +15,7 @@ import numpy as np
 
 from edgekit.compression.config import Recipe
 from edgekit.intake.data import Dataset, check_data_path, check_labels, check_varied, load_dataset
-from edgekit.errors import (ConversionError, EdgekitError, GateFailure, InputError, ModelError, StageFailure,
+from edgekit.errors import (ConversionError, GateFailure, InputError, ModelError, StageFailure,
                             first_line)
 from edgekit.quality.evaluation import accuracy
 from edgekit.formats import exporter_for, get_format
@@ -63,6 +63,8 @@ def validate_options(opts: CompressOptions) -> None:
     recipe = opts.recipe
     if not 0 <= opts.seed < 2 ** 32:
         raise InputError(f"--seed {opts.seed}: choose a whole number from 0 to {2 ** 32 - 1}")
+    if recipe.repairs.bias_correction and not opts.data:
+        raise InputError("--bias-correction measures the int8 rounding error on calibration data: pass --data CALIB")
     if (recipe.target or recipe.integer_only) and not opts.data:
         what = f"--target {recipe.target}" if recipe.target else "--integer-only"
         raise InputError(f"{what} builds full int8 files, calibrated: pass --data CALIB")
@@ -125,7 +127,7 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
     original_accuracy = accuracy(evidence.reference, evidence.labels)  # before any stage changes the model
     staged_model = _run_stages(opts, model, data, evidence, log)
     exported, qat_forward, stages = staged_model.exported, staged_model.qat_forward, staged_model.report
-    exported, repairs = _repair(recipe, exported, evidence, log)
+    exported, repairs = _repair(recipe, exported, data, evidence, log)
     if exported is not model:
         evidence = _reference_outputs(exported, evidence, log, "the fine-tuned model")
     # QAT int8 files are checked against the QAT model's own forward, the rest against the float model
@@ -148,8 +150,9 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
         latencies = _benchmark(artifacts + [s.plain for s in searched.values() if s.plain], log) if opts.bench else None
         report = build_report(opts, model, exported, data, original_accuracy, verdicts, stages, log)
         report["repairs"] = repairs
-        report["target"] = ({"device": recipe.target, "integer_only": recipe.integer_only, "checked": target_checks}
-                            if recipe.target or recipe.integer_only else None)
+        report["target"] = ({"device": recipe.target, "integer_only": recipe.integer_only,
+                             "per_tensor": recipe.per_tensor, "checked": target_checks}
+                            if recipe.target or recipe.integer_only or recipe.per_tensor else None)
         report["diagnostics"] = diagnostics
         report["failed_checks"] = failed
         report["skipped"] = skipped
@@ -246,7 +249,7 @@ def _export_request(opts: CompressOptions, model: LoadedModel, exported: LoadedM
     request = ExportRequest(
         source=_export_source(opts, model, exported, scratch, isolate, log), image_shape=shape,
         stem=Path(opts.model).stem, outdir=staging, scratch=scratch, precisions=opts.precisions,
-        io_dtype=opts.recipe.io_dtype, weight_bytes=weight_bytes, formats=opts.recipe.formats, isolate=isolate)
+        io_dtype=opts.recipe.io_dtype, per_tensor=opts.recipe.per_tensor, weight_bytes=weight_bytes, formats=opts.recipe.formats, isolate=isolate)
     if data.calibration is not None and "int8" in opts.precisions:  # QAT too: see formats/tflite/export.py
         request.calibration = str(scratch / "calibration.npy")
         np.save(request.calibration, data.calibration.x)
@@ -426,54 +429,35 @@ def _run_stages(opts: CompressOptions, model: LoadedModel, data: _Data, evidence
     return _Staged(exported, qat_forward, qat_scores, stages)
 
 
-# Equalization keeps the float function: outputs on the evidence inputs may move by float
-# rounding only (the tests see ≤ 1e-5; this leaves room for deep models), or it is a bug (exit 3)
-# and no file of a changed model is written
-REPAIRED_TOLERANCE = 1e-3
-REPAIR_CHECK_SAMPLES = 64
-
-
-def _repair(recipe: Recipe, exported: LoadedModel, evidence: Evidence, log: StepLog) -> tuple[LoadedModel, dict | None]:
-    """The recipe's repairs (edgekit/compression/repairs), applied to the float model every
-    format is exported from; a model they find nothing to change in is exported as it is, with
-    a note."""
-    if not recipe.repairs.equalize:
+def _repair(recipe: Recipe, exported: LoadedModel, data: _Data, evidence: Evidence,
+            log: StepLog) -> tuple[LoadedModel, dict | None]:
+    """The recipe's repairs (edgekit/compression/repairs/apply.py), applied to the float model
+    every format is exported from; a model they find nothing to change in is exported as it is,
+    with a note."""
+    if not recipe.repairs.any:
         return exported, None
     if exported.keras_model is None:
-        log.note(f"equalize: no Keras layers to equalize in this model ({exported.file.format}); exported as it is")
+        log.note(f"repairs: no Keras layers to repair in this model ({exported.file.format}); exported as it is")
         return exported, {"equalize": {"pairs": [], "left_alone": [], "batchnorm_folded": []}}
-    from edgekit.compression.repairs.equalize import equalize
+    from edgekit.compression.repairs.apply import apply_repairs
 
-    with log.step("Equalize the ranges of consecutive conv/dense layers (cross-layer equalization)"):
-        result = equalize(exported.keras_model)
-    record = {"equalize": {"pairs": result.pairs, "left_alone": result.left_alone, "batchnorm_folded": result.folded}}
-    if not result.pairs:
-        log.note("equalize: no pair of conv/dense layers joined only by ReLU, max pooling or padding; "
-                 "exported as it is")
+    calibration = data.calibration.x if data.calibration is not None else None
+    working, record = apply_repairs(recipe.repairs, recipe.per_tensor, exported.keras_model, calibration,
+                                    evidence.x, log)
+    if working is exported.keras_model:
         return exported, record
-    widest = max(result.pairs, key=lambda p: p["range_spread_before"])
-    log.note(f"equalize: {len(result.pairs)} layer pair(s); the widest channel range of {widest['from']} went from "
-             f"{widest['range_spread_before']:g}× to {widest['range_spread_after']:g}× the median channel's")
-    working = result.model
-    repaired = replace(exported, keras_model=working, forward=lambda x: working(x, training=False), trackable=working)
-    from edgekit.formats.reference import ReferenceRunner
-
-    sample = evidence.x[:REPAIR_CHECK_SAMPLES]
-    moved = float(np.max(np.abs(ReferenceRunner(repaired.forward).predict(sample)
-                                - ReferenceRunner(exported.forward).predict(sample))))
-    record["equalize"]["max_abs_change"] = moved
-    if not moved <= REPAIRED_TOLERANCE:
-        raise EdgekitError(f"equalize changed the model's outputs by up to {moved:.3g} on the evidence inputs; "
-                           "that is a bug in edgekit, please report it with --debug output (nothing was written)")
-    return repaired, record
+    return replace(exported, keras_model=working, forward=lambda x: working(x, training=False),
+                   trackable=working), record
 
 
 def _check_target(recipe: Recipe, artifacts, log: StepLog) -> list[dict]:
-    if not (recipe.target or recipe.integer_only):
+    if not (recipe.target or recipe.integer_only or recipe.per_tensor):
         return []
     from edgekit.compression.targets import check_written
 
-    what = f"{recipe.target}'s profile" if recipe.target else "the integer-only rule"
+    what = (f"{recipe.target}'s profile" if recipe.target
+            else " and ".join(rule for rule, on in (("the integer-only rule", recipe.integer_only),
+                                                    ("per-tensor weights", recipe.per_tensor)) if on))
     with log.step(f"Check each int8 file against {what}"):
         return check_written(recipe, artifacts)
 

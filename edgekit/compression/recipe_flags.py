@@ -12,7 +12,8 @@ def recipe_from_flags(spec: str | None, *, int8: bool, fp16: bool, prune: float 
                       preprocess: str | None, calib_samples: int | None, io_dtype: str | None,
                       max_accuracy_drop: float | None = None, learning_rate: float | None = None,
                       accuracy_tolerance: float | None = None, equalize: bool = False, integer_only: bool = False,
-                      target: str | None = None) -> Recipe:
+                      target: str | None = None, per_tensor: bool = False, bias_correction: bool = False,
+                      relu6: bool = False) -> Recipe:
     base = load_recipe(spec) if spec else Recipe()
     data = base.model_dump(mode="json")
     if prune is not None and not 0 < prune < 1:
@@ -30,11 +31,13 @@ def recipe_from_flags(spec: str | None, *, int8: bool, fp16: bool, prune: float 
         for stage in stages.values():
             stage["epochs"] = epochs
     data["stages"] = [stages[k] for k in ("prune", "qat") if k in stages]
-    if equalize:
-        data["repairs"]["equalize"] = True
+    for key, on in (("equalize", equalize or relu6), ("relu6", relu6), ("bias_correction", bias_correction)):
+        if on:
+            data["repairs"][key] = True
     flags = {"int8": int8 or None, "fp16": fp16 or None, "preprocess": preprocess, "calib_samples": calib_samples,
              "io_dtype": io_dtype, "formats": _formats(formats), "learning_rate": learning_rate,
              "accuracy_tolerance": accuracy_tolerance, "integer_only": integer_only or None, "target": target,
+             "per_tensor": per_tensor or None,
              "accuracy_aware": {"max_drop": max_accuracy_drop} if max_accuracy_drop is not None else None}
     given = {k: v for k, v in flags.items() if v is not None}
     data.update(given)
@@ -44,7 +47,7 @@ def recipe_from_flags(spec: str | None, *, int8: bool, fp16: bool, prune: float 
     from edgekit.compression.targets import apply_target
 
     return apply_target(recipe, formats_chosen=formats is not None or "formats" in base.model_fields_set,
-                        repairs_chosen=equalize or "repairs" in base.model_fields_set)
+                        repairs_chosen=equalize or relu6 or bias_correction or "repairs" in base.model_fields_set)
 
 
 def _formats(text: str | None) -> list[str] | None:

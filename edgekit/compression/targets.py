@@ -43,18 +43,23 @@ def apply_target(recipe: Recipe, formats_chosen: bool, repairs_chosen: bool) -> 
             update["io_dtype"] = allowed[0]
         if profile.constraints.integer_only:
             update["integer_only"] = True
+        if profile.constraints.per_tensor_weights:
+            update["per_tensor"] = True
     if (recipe.integer_only or update.get("integer_only")) and not repairs_chosen:
         update["repairs"] = recipe.repairs.model_copy(update={"equalize": True})
     resolved = recipe.model_copy(update=update)
     if resolved.integer_only and not resolved.int8:
         raise InputError("--integer-only makes int8 files: pass --int8 with --data CALIB")
+    if resolved.per_tensor and resolved.qat:
+        raise InputError(f"--target {recipe.target} takes per-tensor int8 weights, which QAT here does not train: "
+                         "leave out --qat")
     return resolved
 
 
 def check_written(recipe: Recipe, artifacts) -> list[dict]:
     """Each int8 file against the target's profile and the integer-only rule: the checks made,
     for the report; exit 2 naming every problem (and so nothing written) where one fails."""
-    if not (recipe.target or recipe.integer_only):
+    if not (recipe.target or recipe.integer_only or recipe.per_tensor):
         return []
     from edgekit.formats.facts import read_facts
 
@@ -68,25 +73,33 @@ def check_written(recipe: Recipe, artifacts) -> list[dict]:
         if artifact.precision != "int8":
             continue  # the fp32 files are the float reference the int8 ones were verified against
         facts = read_facts(Path(artifact.path), artifact.format)
-        found = _problems(facts, profile, recipe.integer_only)
+        found = _problems(facts, profile, recipe.integer_only, recipe.per_tensor)
         checked.append({"file": Path(artifact.path).name, "problems": found})
         problems += [f"{Path(artifact.path).name}: {p}" for p in found]
     if problems:
-        where = f"--target {profile.name}" if profile else "--integer-only"
+        where = f"--target {profile.name}" if profile else "--integer-only" if recipe.integer_only else "--per-tensor"
         raise Incompatible(f"{where}: {'; '.join(problems)}; nothing was written. Rerun without {where.split()[0]} "
                            "to write the files anyway (the device would run the float ops on its host), or change "
                            "the named layers to ones with integer kernels")
     return checked
 
 
-def _problems(facts, profile, integer_only: bool) -> list[str]:
+def _problems(facts, profile, integer_only: bool, per_tensor: bool) -> list[str]:
     from edgekit.measure.estimate import compatibility_problems
 
     found = compatibility_problems(profile, facts) if profile else []
+    if per_tensor:
+        per_channel = [op.name for op in facts.mac_ops if (op.weight_scales or 1) > 1]
+        if per_channel:
+            found.append(f"{len(per_channel)} conv/dense op(s) hold per-channel weight scales ({_few(per_channel)}), "
+                         "where one scale per tensor was asked for")
     if integer_only:
         floating = [op.name for op in facts.mac_ops if not op.int8_compute]
         if floating:
-            shown = ", ".join(floating[:5]) + (f" and {len(floating) - 5} more" if len(floating) > 5 else "")
-            found.append(f"{len(floating)} conv/dense op(s) compute in float ({shown}), which an integer-only "
-                         "target cannot run")
+            found.append(f"{len(floating)} conv/dense op(s) compute in float ({_few(floating)}), which an "
+                         "integer-only target cannot run")
     return found
+
+
+def _few(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")

@@ -10,6 +10,10 @@ from edgekit.formats import get_format
 from edgekit.support.progress import StepLog
 
 
+def weight_scales(per_tensor: bool) -> str:
+    """How an int8 file's weights are scaled, as report.json's artifact settings say it."""
+    return "per-tensor" if per_tensor else "per-channel"
+
 
 @dataclass
 class ExportRequest:
@@ -26,6 +30,7 @@ class ExportRequest:
     calibration: str | None = None  # .npy of preprocessed float32 NHWC samples, for "int8"
     calibration_samples: int = 0
     io_dtype: str = "float32"  # TFLite integer I/O for accelerators
+    per_tensor: bool = False  # int8 weights: one scale per tensor instead of per output channel
     qat_source: dict | None = None  # the QAT model's frozen graph: int8 from its learned ranges
     weight_bytes: int = 0  # for the memory estimates
     formats: list[str] = field(default_factory=list)

@@ -29,6 +29,7 @@ class MacOp:
     int8_compute: bool  # its activations are 8-bit too: it runs as an integer kernel
     kind: str = "conv"  # conv | pointwise | depthwise | dense (edgekit.measure.layer_work.KINDS)
     activations: int = 0  # input + output elements it reads and writes (its weights apart)
+    weight_scales: int | None = None  # int8 scales of its weight: 1 per-tensor, one per channel; None if float
 
 
 @dataclass

@@ -54,6 +54,8 @@ class Constraints(_Strict):
     # every op must compute in integers (the Edge TPU compiler runs everything after the first
     # float op on the host CPU): `compress --target` then checks each int8 file for float ops
     integer_only: bool = False
+    # its kernels take one scale per weight tensor, not one per output channel
+    per_tensor_weights: bool = False
     toolchain: Optional[str] = None
 
 

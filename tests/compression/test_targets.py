@@ -38,7 +38,7 @@ def test_target_coral_builds_what_the_edge_tpu_runs_and_checks_it(twice, outlier
     assert sorted(a["id"] for a in report["artifacts"]) == ["tflite-fp32", "tflite-int8"]  # Coral runs TFLite only
     assert report["recipe"]["io_dtype"] == "int8" and report["recipe"]["integer_only"] is True
     assert report["repairs"]["equalize"]["pairs"]  # integer-only turned the repair on
-    assert report["target"] == {"device": "coral-edgetpu", "integer_only": True,
+    assert report["target"] == {"device": "coral-edgetpu", "integer_only": True, "per_tensor": False,
                                 "checked": [{"file": "twice.int8.tflite", "problems": []}]}
     top1 = {a["id"]: a["accuracy"]["top1"] for a in report["artifacts"]}
     assert top1["tflite-int8"] >= top1["tflite-fp32"] - 0.01, top1
@@ -81,10 +81,47 @@ def test_a_float_op_in_an_integer_only_file_is_named(validated_run):
     assert "input is float32" in str(caught.value)
 
 
+def test_per_tensor_writes_one_weight_scale_per_layer_in_every_format(twice, outlier_digits, cli, tmp_path):
+    """Read back from each file: every int8 conv/dense weight has one scale; the repairs keep
+    top-1 where float is (plain per-tensor int8 of this model is near chance)."""
+    from edgekit.formats.facts import read_facts
+
+    out = tmp_path / "out"
+    report = _compress(cli, twice, outlier_digits, out, "--int8", "--per-tensor", "--integer-only")
+    assert report["target"]["per_tensor"] is True
+    assert [c["problems"] for c in report["target"]["checked"]] == [[], [], []]
+    top1 = {a["id"]: a["accuracy"]["top1"] for a in report["artifacts"]}
+    for entry in report["artifacts"]:
+        if entry["id"].endswith("int8"):
+            fmt = entry["id"].split("-")[0]
+            assert entry["settings"]["weights"] == "int8 per-tensor"
+            assert top1[entry["id"]] >= top1[f"{fmt}-fp32"] - 0.01, top1
+            facts = read_facts(out / entry["path"].split("/")[-1], fmt)
+            assert len(facts.mac_ops) == 4 and [op.weight_scales for op in facts.mac_ops] == [1] * 4, fmt
+
+
+def test_per_channel_weights_in_a_per_tensor_file_are_named(validated_run):
+    """The check on files written per-channel (the default): each names its per-channel ops."""
+    from edgekit.compression.config import Recipe
+    from edgekit.compression.targets import check_written
+    from edgekit.errors import Incompatible
+    from edgekit.formats.exporter import Artifact
+    from edgekit.formats.facts import read_facts
+
+    for fmt, name in (("tflite", "digits.int8.tflite"), ("onnx", "digits.int8.onnx")):
+        facts = read_facts(validated_run / name, fmt)
+        assert all(op.weight_scales and op.weight_scales > 1 for op in facts.mac_ops), fmt
+        with pytest.raises(Incompatible) as caught:
+            check_written(Recipe(int8=True, per_tensor=True), [Artifact(fmt, "int8", [validated_run / name])])
+        assert "per-channel weight scales" in str(caught.value) and "--per-tensor" in str(caught.value)
+
+
 BAD = [
     (["--target", "coral-tpu"], ["--target coral-tpu", "unknown device", "coral-edgetpu"]),
     (["--target", "coral-edgetpu", "--formats", "onnx"], ["coral-edgetpu runs tflite files, not onnx"]),
     (["--integer-only"], ["--integer-only makes int8 files", "--int8"]),
+    (["--per-tensor"], ["--per-tensor", "needs int8"]),
+    (["--int8", "--per-tensor", "--qat"], ["per_tensor", "QAT"]),
     (["--int8", "--integer-only", "--max-accuracy-drop", "1", "--val", "VAL"], ["accuracy_aware", "integer-only"]),
 ]
 

@@ -150,3 +150,26 @@ def test_a_stage_that_loses_too_much_stops_with_exit_1_and_writes_nothing(traine
                   "--prune sparsity"):
         assert words in line, (words, line)
     assert report is None and not out.exists()
+
+
+def test_integer_only_repairs_on_a_trained_mobilenetv2(trained, cli, tmp_path):
+    """Per-tensor, integer-only, with every repair (ReLU6 made ReLU so that equalization reaches the
+    inverted-residual blocks, then bias correction) on the trained MobileNetV2: the equalization
+    check passes on a converged network, every conv/dense op of the file is integer with one weight
+    scale (read back), and top-1 stays within 1.5 points of the original."""
+    from edgekit.formats.facts import read_facts
+
+    model = trained("mobilenetv2-tf_keras")
+    out = tmp_path / "out"
+    result, report = _compress(cli, model, out, "--int8", "--per-tensor", "--integer-only", "--relu6",
+                               "--bias-correction", "--formats", "tflite", "--no-bench")
+    assert result.exit_code == 0, result.output
+    repairs = report["repairs"]
+    assert len(repairs["equalize"]["relu6_made_relu"]) == 35 and len(repairs["equalize"]["pairs"]) >= 30
+    assert repairs["equalize"]["max_abs_change"] <= 1e-3
+    assert len(repairs["bias_correction"]["corrected"]) >= 50
+    assert repairs["change"]["top1_agreement"] >= 0.95
+    (int8,) = _int8(report)
+    assert int8["accuracy"]["top1"] >= report["reference"]["accuracy"]["top1"] - 0.015, int8["accuracy"]
+    facts = read_facts(out / "MobileNetV2.int8.tflite", "tflite")
+    assert len(facts.mac_ops) >= 50 and all(op.int8_compute and op.weight_scales == 1 for op in facts.mac_ops)

@@ -11,7 +11,8 @@ Pairs are equalized in turn, several sweeps, since a layer can be B of one pair 
 next (a MobileNet block's conv → depthwise → conv). BatchNormalization is folded first
 (edgekit.compression.stages.fold): its scale sits between A and what follows. A ReLU6, a swish
 or any other activation that does not commute with scaling ends a pair; those layers are left
-alone and named.
+alone and named, unless ReLU6 is first made ReLU (unclip_relu6, recipe repairs.relu6), which
+changes the function where an activation passed 6.
 """
 
 from __future__ import annotations
@@ -53,6 +54,31 @@ def equalize(model) -> EqualizeResult:
     report = [{"from": a.name, "to": b.name, "range_spread_before": round(before[(a.name, b.name)], 3),
                "range_spread_after": round(_spread(_out_ranges(a)), 3)} for a, b in pairs]
     return EqualizeResult(working, report, left_alone, folded)
+
+
+def unclip_relu6(model) -> tuple[object, list[str]]:
+    """The model with every ReLU6 (a ReLU layer capped at 6, or a layer whose activation is relu6)
+    made a plain ReLU, and the names of those layers; the model itself when it has none. Pairs
+    then join through them (MobileNets), at the price of a different function wherever an
+    activation passed 6: the caller measures that and reports it."""
+    from edgekit.compression.stages.fold import _rebuilt
+
+    config = model.get_config()
+    changed = []
+    for layer in config.get("layers", []):
+        inner = layer["config"]
+        if layer["class_name"] == "ReLU" and inner.get("max_value") is not None and float(inner["max_value"]) == 6 \
+                and not inner.get("negative_slope") and not inner.get("threshold"):
+            inner["max_value"] = None
+            changed.append(inner["name"])
+        elif inner.get("activation") == "relu6":
+            inner["activation"] = "relu"
+            changed.append(inner["name"])
+    if not changed:
+        return model, []
+    rebuilt = _rebuilt(model, config, {})
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt, changed
 
 
 def find_pairs(model) -> tuple[list, list[dict]]:

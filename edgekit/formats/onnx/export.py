@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import ConversionError, require
-from edgekit.formats.exporter import Artifact, ExportRequest
+from edgekit.formats.exporter import Artifact, ExportRequest, weight_scales
 from edgekit.support.progress import StepLog
 
 OPSET = 17
@@ -54,9 +54,10 @@ class OnnxExporter:
         request.run("onnx-quantize", f"ONNX: calibrate and quantize int8 ({request.calibration_samples} samples)",
                     "edgekit.formats.onnx.export:quantize_static",
                     {"fp32": str(fp32_path), "out": str(path), "calibration": request.calibration,
-                     "input_name": input_name}, log)
+                     "input_name": input_name, "per_tensor": request.per_tensor}, log)
         return Artifact(self.format, "int8", [path], settings={
-            "method": "static QDQ", "weights": "int8 per-channel", "activations": "uint8", "calibration": "MinMax"})
+            "method": "static QDQ", "weights": f"int8 {weight_scales(request.per_tensor)}", "activations": "uint8",
+            "calibration": "MinMax"})
 
     def _int8w(self, request: ExportRequest, fp32_path, log: StepLog) -> Artifact:
         (path,) = request.files(self.format, "int8w")
@@ -130,12 +131,12 @@ def prepare(fp32: str) -> str:
 
 
 def quantize_static(fp32: str, out: str, calibration: str, input_name: str, exclude: list[str] | None = None,
-                    prepared: bool = False) -> None:
+                    prepared: bool = False, per_tensor: bool = False) -> None:
     """`exclude`: node names of the prepared model left in float (accuracy-aware int8)."""
     quant = require("onnxruntime.quantization", "onnx")
     quant.quantize_static(
         fp32 if prepared else prepare(fp32), out, _CalibrationReader(np.load(calibration), input_name),
-        quant_format=quant.QuantFormat.QDQ, per_channel=True,
+        quant_format=quant.QuantFormat.QDQ, per_channel=not per_tensor,
         activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8,
         calibrate_method=quant.CalibrationMethod.MinMax, nodes_to_exclude=exclude or [],
     )

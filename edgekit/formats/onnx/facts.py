@@ -42,7 +42,8 @@ def read_facts(path: Path) -> ArtifactFacts:
                 macs += op_macs
                 int8_weights, int8_compute = _onnx_int8(node, producers, int8_initializers)
                 mac_ops.append(MacOp(node.name or node.output[0], op_macs, numel(weight), int8_weights,
-                                     int8_compute, _kind(node, weight), moved))
+                                     int8_compute, _kind(node, weight), moved,
+                                     _weight_scales(node, producers, shapes) if int8_weights else None))
         elif _does_work(node, constants, integers, producers, consumers):
             other_ops.append(OtherOp(node.name or node.output[0], moved, other_group(node.op_type)))
     kinds = {node.op_type for node in graph.node}
@@ -149,6 +150,16 @@ def _kind(node, weight: list[int]) -> str:
     if group > 1 and len(weight) > 1 and weight[1] == 1:
         return "depthwise"
     return "pointwise" if list(weight[2:]) == [1, 1] else "conv"  # (out, in / groups, kh, kw)
+
+
+def _weight_scales(node, producers: dict, shapes: dict) -> int | None:
+    """How many scales the DequantizeLinear of a conv/matmul's weight holds (1: per-tensor)."""
+    producer = producers.get(node.input[1])
+    while producer is not None and producer.op_type in ("Transpose", "Reshape", "Identity"):
+        producer = producers.get(producer.input[0])
+    if producer is None or producer.op_type != "DequantizeLinear":
+        return None
+    return max(numel(shapes.get(producer.input[1]) or []), 1)
 
 
 def _onnx_int8(node, producers: dict, int8_initializers: set) -> tuple[bool, bool]:

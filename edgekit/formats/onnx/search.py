@@ -18,11 +18,12 @@ STEP_KIND = "onnx-quantize"
 def search_inputs(request, ranking: list[str], log) -> dict:
     """ONNX re-quantizes its fp32 file."""
     return {"fp32": str(request.files("onnx", "fp32")[0]), "input_name": request.graph_source(log)["input_name"],
-            "ranking": ranking}
+            "ranking": ranking, "per_tensor": request.per_tensor}
 
 
 def search(fp32: str, calibration: str, input_name: str, val_x: str, val_y: str, reference_top1: float,
-           max_drop: float, max_steps: int, units: list[dict], ranking: list[str], out: str) -> dict:
+           max_drop: float, max_steps: int, units: list[dict], ranking: list[str], out: str,
+           per_tensor: bool = False) -> dict:
     """A step: quantize_static with more nodes excluded until within max_drop."""
     import onnx
 
@@ -35,7 +36,8 @@ def search(fp32: str, calibration: str, input_name: str, val_x: str, val_y: str,
 
     def quantize(names: list[str], step: int) -> Path:
         path = Path.cwd() / f"search-{step}.onnx"
-        quantize_static(prepared, str(path), calibration, input_name, exclude=names, prepared=True)
+        quantize_static(prepared, str(path), calibration, input_name, exclude=names, prepared=True,
+                        per_tensor=per_tensor)
         return path
 
     return greedy(units_, ranking, paired, quantize, lambda p: top1_of_file(p, x, y), reference_top1, max_drop,

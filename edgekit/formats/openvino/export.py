@@ -9,7 +9,7 @@ would halve it to fp16).
 from __future__ import annotations
 
 from edgekit.errors import ConversionError, first_line, require
-from edgekit.formats.exporter import Artifact, ExportRequest
+from edgekit.formats.exporter import Artifact, ExportRequest, weight_scales
 from edgekit.support.progress import StepLog
 
 
@@ -41,9 +41,11 @@ class OpenVINOExporter:
         n = request.calibration_samples
         request.run("openvino-quantize", f"OpenVINO: calibrate and quantize int8 with NNCF ({n} samples)",
                     "edgekit.formats.openvino.export:quantize",
-                    {"fp32": str(fp32), "out": str(files[0]), "calibration": request.calibration}, log)
+                    {"fp32": str(fp32), "out": str(files[0]), "calibration": request.calibration,
+                     "per_tensor": request.per_tensor}, log)
         return Artifact(self.format, "int8", files, settings={
-            "method": "NNCF post-training quantization", "preset": "performance", "subset_size": n})
+            "method": "NNCF post-training quantization", "preset": "performance", "subset_size": n,
+            "weights": f"int8 {weight_scales(request.per_tensor)}"})
 
     def _int8w(self, request: ExportRequest, fp32, log: StepLog) -> Artifact:
         files = request.files(self.format, "int8w")
@@ -70,14 +72,24 @@ def convert(source: dict, out: str, fp16_out: str | None = None) -> None:
         ov.save_model(model, fp16_out, compress_to_fp16=True)
 
 
-def quantize(fp32: str, out: str, calibration: str) -> None:
+def quantize(fp32: str, out: str, calibration: str, per_tensor: bool = False) -> None:
     import numpy as np
 
     ov, nncf = require("openvino", "openvino"), _quiet_nncf()
     x = np.load(calibration)
     dataset = nncf.Dataset([x[i:i + 1] for i in range(len(x))])
-    quantized = nncf.quantize(ov.Core().read_model(fp32), dataset, subset_size=len(x))
+    quantized = nncf.quantize(ov.Core().read_model(fp32), dataset, subset_size=len(x),
+                              advanced_parameters=_nncf_weight_params(nncf, per_tensor))
     ov.save_model(quantized, out, compress_to_fp16=False)
+
+
+def _nncf_weight_params(nncf, per_tensor: bool):
+    """NNCF's default is per-channel weights; per-tensor through its advanced parameters."""
+    if not per_tensor:
+        return None
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
+
+    return AdvancedQuantizationParameters(weights_quantization_params=QuantizationParameters(per_channel=False))
 
 
 def compress_weights(fp32: str, out: str) -> None:

@@ -31,7 +31,8 @@ def read_facts(path: Path) -> ArtifactFacts:
                 int8_weights = _openvino_int8_source(op.input_value(1).get_node())
                 int8_compute = int8_weights and _openvino_fake_quantized(op.input_value(0).get_node())
                 mac_ops.append(MacOp(op.get_friendly_name(), op_macs, numel(weight.to_shape()), int8_weights,
-                                     int8_compute, _kind(kind, list(weight.to_shape())), _moved(op, data)))
+                                     int8_compute, _kind(kind, list(weight.to_shape())), _moved(op, data),
+                                     _weight_scales(op.input_value(1).get_node()) if int8_weights else None))
         elif data and _does_work(op, data):
             other_ops.append(OtherOp(op.get_friendly_name(), _moved(op, data), other_group(kind)))
     precision = ("int8" if "FakeQuantize" in kinds
@@ -136,6 +137,21 @@ def _openvino_int8_source(node, depth: int = 0) -> bool:
     if kind in OV_PASS_THROUGH and depth < 6:
         return any(_openvino_int8_source(node.input_value(i).get_node(), depth + 1) for i in range(node.get_input_size()))
     return False
+
+
+def _weight_scales(node, depth: int = 0) -> int | None:
+    """The scales of an int8 weight's decompression (the Multiply by its scale, or a FakeQuantize's
+    output range): 1 is per-tensor."""
+    kind = node.get_type_name()
+    constant_sizes = [numel(list(node.input_value(i).get_shape())) for i in range(node.get_input_size())
+                      if node.input_value(i).get_node().get_type_name() == "Constant"
+                      and node.input_value(i).get_element_type().get_type_name() in ("f32", "f16")]
+    if kind == "FakeQuantize" or (kind == "Multiply" and constant_sizes):
+        return max(constant_sizes or [1], default=1)
+    if kind in OV_PASS_THROUGH and depth < 6:
+        found = [_weight_scales(node.input_value(i).get_node(), depth + 1) for i in range(node.get_input_size())]
+        return next((f for f in found if f is not None), None)
+    return None
 
 
 # Ops that keep int8 activations int8: NNCF quantizes their inputs, not their output (a max

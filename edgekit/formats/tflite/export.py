@@ -13,7 +13,7 @@ import tempfile
 from contextlib import contextmanager
 
 from edgekit.errors import ConversionError, first_line
-from edgekit.formats.exporter import Artifact, ExportRequest
+from edgekit.formats.exporter import Artifact, ExportRequest, weight_scales
 from edgekit.support.keras_compat import tensorflow
 from edgekit.support.progress import StepLog
 
@@ -30,17 +30,18 @@ class TFLiteExporter:
                 "tflite-convert", f"TFLite: convert {precision}{' from the QAT model' if qat else ''}",
                 "edgekit.formats.tflite.export:convert",
                 {"source": request.qat_source if qat else request.source, "precision": precision, "out": str(path),
-                 "calibration": request.calibration, "io_dtype": request.io_dtype, "qat": qat}, log)
+                 "calibration": request.calibration, "io_dtype": request.io_dtype, "qat": qat,
+                 "per_tensor": request.per_tensor}, log)
             artifacts.append(Artifact(self.format, precision, [path], io_dtype=io_dtype,
-                                      settings=self._settings(precision, qat)))
+                                      settings=self._settings(precision, qat, request.per_tensor)))
         return artifacts
 
     @staticmethod
-    def _settings(precision: str, qat: bool = False) -> dict:
+    def _settings(precision: str, qat: bool = False, per_tensor: bool = False) -> dict:
         if precision == "int8" and qat:
             return {"method": "QAT (learned ranges)", "weights": "int8 per-channel", "activations": "int8"}
         if precision == "int8":
-            return {"method": "full-integer PTQ", "weights": "int8 per-channel", "activations": "int8"}
+            return {"method": "full-integer PTQ", "weights": f"int8 {weight_scales(per_tensor)}", "activations": "int8"}
         if precision == "fp16":
             return {"method": "float16 weights", "weights": "float16"}
         if precision == "int8w":
@@ -48,10 +49,11 @@ class TFLiteExporter:
         return {}
 
 
-def convert(source: dict, precision: str, out: str, calibration: str | None, io_dtype: str, qat: bool) -> str:
+def convert(source: dict, precision: str, out: str, calibration: str | None, io_dtype: str, qat: bool,
+            per_tensor: bool = False) -> str:
     """A step: convert `source` to one .tflite file; return the file's I/O dtype."""
     with converter_for(source) as converter:
-        io_dtype = configure(converter, precision, calibration, io_dtype, qat)
+        io_dtype = configure(converter, precision, calibration, io_dtype, qat, per_tensor)
         try:
             flatbuffer = converter.convert()
         except Exception as exc:  # noqa: BLE001 - the converter's errors have no common base
@@ -106,7 +108,8 @@ def save_forward(model, image_shape, folder: str) -> bool:
     return True
 
 
-def configure(converter, precision: str, calibration: str | None, io_dtype: str, qat: bool) -> str:
+def configure(converter, precision: str, calibration: str | None, io_dtype: str, qat: bool,
+              per_tensor: bool = False) -> str:
     import numpy as np
 
     tf = tensorflow()
@@ -131,6 +134,8 @@ def configure(converter, precision: str, calibration: str | None, io_dtype: str,
         converter.representative_dataset = representative_dataset
     if not qat:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if per_tensor:  # the converter's only switch for it (TFLite's own tests use it); checked in the file
+        converter._experimental_disable_per_channel = True  # noqa: SLF001
     return _integer_io(converter, io_dtype)
 
 

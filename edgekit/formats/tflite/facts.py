@@ -35,7 +35,8 @@ def read_facts(path: Path) -> ArtifactFacts:
             activation_type = np.dtype(tensors[int(op["inputs"][0])]["dtype"]).name
             mac_ops.append(MacOp(output["name"], op_macs, numel(weight["shape"]), weight_type in INT8_TYPES,
                                  weight_type in INT8_TYPES and activation_type in INT8_TYPES,
-                                 _kind(name, weight["shape"]), _moved(op, tensors, variable)))
+                                 _kind(name, weight["shape"]), _moved(op, tensors, variable),
+                                 _scales(weight) if weight_type in INT8_TYPES else None))
         elif name == "DEQUANTIZE" and np.dtype(tensors[int(op["inputs"][0])]["dtype"]) == np.float16:
             fp16_weights = True
         elif _left_by_xnnpack(op, tensors):  # a ReLU still in the file is one no conv absorbed
@@ -52,6 +53,10 @@ def read_facts(path: Path) -> ArtifactFacts:
         output_dtype=np.dtype(first_out["dtype"]).name,
         dynamic_dims=bool(np.any(np.asarray(first_in.get("shape_signature", first_in["shape"])) < 0)),
         mac_ops=mac_ops, other_ops=other_ops)
+
+
+def _scales(tensor: dict) -> int:
+    return int(len(tensor.get("quantization_parameters", {}).get("scales", [])) or 1)
 
 
 FREE_OPS = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS"}  # a new view of the same bytes

@@ -1,0 +1,96 @@
+"""The recipe's repairs, in order, on the float tf_keras model every format is exported from:
+ReLU6 made ReLU (repairs.relu6), cross-layer equalization (repairs.equalize), bias correction
+(repairs.bias_correction). Each is reported; each that must keep the function is checked to.
+
+Equalization must not change the outputs (beyond float rounding: REPAIRED_TOLERANCE, or it is
+edgekit's bug, exit 3, nothing written). Unclipping ReLU6 and bias correction change them by
+design: the report says by how much, on the evidence inputs, against the model before the repairs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgekit.compression.config import Repairs
+from edgekit.errors import EdgekitError
+from edgekit.support.progress import StepLog
+
+# Equalization keeps the float function: outputs on the evidence inputs may move by float
+# rounding only (the tests see ≤ 1e-5; this leaves room for deep models)
+REPAIRED_TOLERANCE = 1e-3
+CHECK_SAMPLES = 64
+
+
+def apply_repairs(repairs: Repairs, per_tensor: bool, model, calibration_x: np.ndarray | None,
+                  evidence_x: np.ndarray, log: StepLog) -> tuple[object, dict]:
+    """(the repaired model, or `model` itself where nothing changed; report.json's `repairs`)."""
+    sample = evidence_x[:CHECK_SAMPLES]
+    original = _outputs(model, sample)
+    record: dict = {}
+    current = model
+    if repairs.equalize:
+        current = _equalize(current, repairs.relu6, original, sample, record, log)
+    if repairs.bias_correction:
+        current = _correct_biases(current, per_tensor, calibration_x, record, log)
+    if current is not model:
+        moved = _outputs(current, sample)
+        record["change"] = {"max_abs_change": float(np.max(np.abs(moved - original))),
+                            "top1_agreement": float(np.mean(np.argmax(moved, -1) == np.argmax(original, -1))),
+                            "inputs": len(sample)}
+    return current, record
+
+
+def _equalize(model, relu6: bool, original: np.ndarray, sample: np.ndarray, record: dict, log: StepLog):
+    from edgekit.compression.repairs.equalize import equalize, unclip_relu6
+
+    before, unclipped = model, []
+    if relu6:
+        before, unclipped = unclip_relu6(model)
+        if unclipped:
+            moved = float(np.max(np.abs(_outputs(before, sample) - original)))
+            log.note(f"relu6: {len(unclipped)} ReLU6 layer(s) made ReLU, so that equalization passes through them; "
+                     f"the float outputs moved by up to {moved:.3g} on {len(sample)} evidence inputs")
+        else:
+            log.note("relu6: the model has no ReLU6 layer; nothing to unclip")
+    with log.step("Equalize the ranges of consecutive conv/dense layers (cross-layer equalization)"):
+        result = equalize(before)
+    record["equalize"] = {"pairs": result.pairs, "left_alone": result.left_alone,
+                          "batchnorm_folded": result.folded, "relu6_made_relu": unclipped}
+    if not result.pairs:
+        log.note("equalize: no pair of conv/dense layers joined only by ReLU, max pooling or padding; "
+                 "exported as it is")
+        return before
+    widest = max(result.pairs, key=lambda p: p["range_spread_before"])
+    log.note(f"equalize: {len(result.pairs)} layer pair(s); the widest channel range of {widest['from']} went from "
+             f"{widest['range_spread_before']:g}× to {widest['range_spread_after']:g}× the median channel's")
+    reference = original if before is model else _outputs(before, sample)
+    moved = float(np.max(np.abs(_outputs(result.model, sample) - reference)))
+    record["equalize"]["max_abs_change"] = moved
+    if not moved <= REPAIRED_TOLERANCE:
+        raise EdgekitError(f"equalize changed the model's outputs by up to {moved:.3g} on the evidence inputs; "
+                           "that is a bug in edgekit, please report it with --debug output (nothing was written)")
+    return result.model
+
+
+def _correct_biases(model, per_tensor: bool, calibration_x: np.ndarray, record: dict, log: StepLog):
+    from edgekit.compression.repairs.bias import MAX_SAMPLES, correct_biases
+
+    used = min(len(calibration_x), MAX_SAMPLES)
+    grid = "per-tensor" if per_tensor else "per-channel"
+    with log.step(f"Correct conv/dense biases for the mean int8 ({grid}) weight-rounding error on {used} samples"):
+        result = correct_biases(model, calibration_x, per_tensor)
+    record["bias_correction"] = {"corrected": result.corrected, "left_alone": result.left_alone,
+                                 "batchnorm_folded": result.folded, "samples": used, "weights": grid}
+    if not result.corrected:
+        log.note("bias correction: no conv/dense layer with a bias to correct; exported as it is")
+        return model
+    largest = max(result.corrected, key=lambda c: c["shift_over_bias_range"])
+    log.note(f"bias correction: {len(result.corrected)} layer(s); the largest shift is {largest['layer']}'s, "
+             f"{100 * largest['shift_over_bias_range']:.2g}% of its bias range")
+    return result.model
+
+
+def _outputs(model, x: np.ndarray) -> np.ndarray:
+    from edgekit.formats.reference import ReferenceRunner
+
+    return ReferenceRunner(lambda batch: model(batch, training=False)).predict(x)
