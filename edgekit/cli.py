@@ -119,7 +119,7 @@ def compress(
         "int8 weight-rounding error, measured on the calibration data, from each conv/dense bias."),
     integer_only: bool = typer.Option(False, "--integer-only", help="With --int8 --data: every op of each int8 file "
         "computes in integers (what NPUs need); a float op left in any file is exit 2, naming it. Turns on "
-        "--equalize unless a recipe chose its repairs."),
+        "--equalize unless a recipe says itself whether to equalize."),
     per_tensor: bool = typer.Option(False, "--per-tensor", help="With --int8: one scale per weight tensor instead of "
         "one per output channel, for NPUs that take no per-channel scales (checked in each int8 file)."),
     target: Optional[str] = typer.Option(None, "--target", help="A device profile (name or YAML, `edgekit devices`): "

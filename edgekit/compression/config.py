@@ -110,13 +110,13 @@ class Recipe(_Strict):
             raise ValueError("accuracy_aware re-quantizes post-training int8; QAT int8 keeps the ranges it learned")
         if self.accuracy_aware and not self.int8:
             raise ValueError("accuracy_aware needs int8")
-        if self.repairs.any and not self.int8:
+        if self.repairs.any and not self.int8 and not self.target:  # a target may decide int8: checked after
             raise ValueError(f"{self.repairs.named} {'prepares' if ' ' not in self.repairs.named else 'prepare'} "
                              "the model for int8: needs int8")
         if self.integer_only and self.accuracy_aware:
             raise ValueError("accuracy_aware keeps the worst layers in float, which an integer-only file cannot "
                              "have: leave out one of them")
-        if self.per_tensor and not self.int8:
+        if self.per_tensor and not self.int8 and not self.target:
             raise ValueError("per_tensor (--per-tensor) sets how int8 weights are scaled: it needs int8 (--int8 --data CALIB)")
         if self.per_tensor and "qat" in kinds:
             raise ValueError("per_tensor (--per-tensor) is for post-training int8; QAT here trains per-channel weight ranges")
@@ -177,6 +177,11 @@ def validate_recipe(data, source: str, flags: dict[str, str] | None = None) -> R
         raise InputError(detail if detail.startswith("--") else f"recipe {source}: {detail}") from None
 
 
+def equalize_set(recipe: Recipe) -> bool:
+    """Whether the recipe says itself whether to equalize (integer-only then leaves it as it is)."""
+    return "repairs" in recipe.model_fields_set and "equalize" in recipe.repairs.model_fields_set
+
+
 def load_recipe(spec: str) -> Recipe:
     """--recipe FILE or NAME."""
     from edgekit.support.untrusted import load_yaml
@@ -193,4 +198,4 @@ def load_recipe(spec: str) -> Recipe:
 
     return apply_target(recipe.model_copy(update={"name": recipe.name or path.stem}),
                         formats_chosen="formats" in recipe.model_fields_set,
-                        repairs_chosen="repairs" in recipe.model_fields_set)
+                        equalize_chosen=equalize_set(recipe))

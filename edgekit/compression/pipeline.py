@@ -437,8 +437,9 @@ def _repair(recipe: Recipe, exported: LoadedModel, data: _Data, evidence: Eviden
     if not recipe.repairs.any:
         return exported, None
     if exported.keras_model is None:
-        log.note(f"repairs: no Keras layers to repair in this model ({exported.file.format}); exported as it is")
-        return exported, {"equalize": {"pairs": [], "left_alone": [], "batchnorm_folded": []}}
+        why = f"no Keras layers to repair in this model ({exported.file.format})"
+        log.note(f"repairs: {why}; exported as it is")
+        return exported, {"not_applied": why}
     from edgekit.compression.repairs.apply import apply_repairs
 
     calibration = data.calibration.x if data.calibration is not None else None

@@ -4,8 +4,8 @@ built, and each int8 file written is checked against it before the run succeeds.
 From the profile (devices/NAME.yaml): the formats it runs (a `--formats` outside them is exit 2),
 int8 where it runs nothing else, the I/O types its constraints allow, and integer-only where its
 constraints say so (the Edge TPU compiler runs everything after the first float op on the host
-CPU). Integer-only turns on the repairs that keep every layer integer (cross-layer equalization)
-unless the recipe chose its repairs itself.
+CPU). Integer-only turns on cross-layer equalization unless the recipe (or --equalize) says itself
+whether to equalize; other repairs asked for come on top of it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from edgekit.compression.config import Recipe
 from edgekit.errors import Incompatible, InputError
 
 
-def apply_target(recipe: Recipe, formats_chosen: bool, repairs_chosen: bool) -> Recipe:
+def apply_target(recipe: Recipe, formats_chosen: bool, equalize_chosen: bool) -> Recipe:
     """The recipe with what --target and --integer-only decide filled in; exit 2 where the
     recipe asks for something the device cannot run."""
     update: dict = {}
@@ -45,11 +45,14 @@ def apply_target(recipe: Recipe, formats_chosen: bool, repairs_chosen: bool) -> 
             update["integer_only"] = True
         if profile.constraints.per_tensor_weights:
             update["per_tensor"] = True
-    if (recipe.integer_only or update.get("integer_only")) and not repairs_chosen:
+    if (recipe.integer_only or update.get("integer_only")) and not equalize_chosen:
         update["repairs"] = recipe.repairs.model_copy(update={"equalize": True})
     resolved = recipe.model_copy(update=update)
     if resolved.integer_only and not resolved.int8:
         raise InputError("--integer-only makes int8 files: pass --int8 with --data CALIB")
+    if (resolved.repairs.any or resolved.per_tensor) and not resolved.int8:
+        what = " and ".join(filter(None, [resolved.repairs.named, "per_tensor" if resolved.per_tensor else ""]))
+        raise InputError(f"{what}: for int8 files, and --target {recipe.target} runs float too: pass --int8")
     if resolved.per_tensor and resolved.qat:
         raise InputError(f"--target {recipe.target} takes per-tensor int8 weights, which QAT here does not train: "
                          "leave out --qat")

@@ -184,3 +184,17 @@ def test_relu6_in_a_recipe_needs_equalize(digits, cli, tmp_path):
     result = cli("compress", digits["model"], "--recipe", recipe, "--data", digits["calib"], "-o", tmp_path / "out")
     refusal_line(result, ["repairs.relu6", "needs repairs.equalize"])
     assert snapshot(tmp_path) == before
+
+
+def test_repairs_on_a_model_without_keras_layers_are_a_note(digits, cli, tmp_path):
+    """A SavedModel has no Keras layers to repair: exported as it is, said, and recorded."""
+    from edgekit.support.keras_compat import tensorflow, tf_keras
+
+    model = tf_keras().models.load_model(digits["model"], compile=False)
+    tensorflow().saved_model.save(model, str(tmp_path / "sm"))
+    out = tmp_path / "out"
+    result = cli("compress", tmp_path / "sm", "--int8", "--equalize", "--bias-correction", "--formats", "tflite",
+                 "--data", digits["calib"], "-o", out, "--no-bench")
+    assert result.exit_code == 0, result.output
+    assert "repairs: no Keras layers to repair in this model" in result.stderr
+    assert "no Keras layers" in json.loads((out / "report.json").read_text())["repairs"]["not_applied"]

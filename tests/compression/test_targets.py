@@ -154,7 +154,13 @@ def test_a_recipe_s_own_target_decides_as_the_flag_does(tmp_path):
     assert (recipe.formats, recipe.int8, recipe.io_dtype, recipe.integer_only, recipe.repairs.equalize) == \
         (["tflite"], True, "int8", True, True)
     path.write_text("target: coral-edgetpu\nrepairs: {equalize: false}\n")
-    assert load_recipe(str(path)).repairs.equalize is False  # the recipe chose its repairs
+    assert load_recipe(str(path)).repairs.equalize is False  # the recipe chose itself
+    path.write_text("target: coral-edgetpu\nrepairs: {bias_correction: true}\n")
+    repairs = load_recipe(str(path)).repairs
+    assert repairs.equalize and repairs.bias_correction  # another repair asked for comes on top
+    path.write_text("target: rpi4\nrepairs: {equalize: true}\n")  # a device that runs float too
+    with pytest.raises(InputError, match="repairs.equalize: for int8 files, and --target rpi4 runs float too"):
+        load_recipe(str(path))
     path.write_text("target: coral-edgetpu\nformats: [tflite, openvino]\n")
     with pytest.raises(InputError, match="coral-edgetpu runs tflite files, not openvino"):
         load_recipe(str(path))
