@@ -101,6 +101,8 @@ def _problems(facts, profile, integer_only: bool, per_tensor: bool) -> list[str]
         if floating:
             found.append(f"{len(floating)} conv/dense op(s) compute in float ({_few(floating)}), which an "
                          "integer-only target cannot run")
+        if facts.float_other_ops:
+            found.append(f"{len(facts.float_other_ops)} other op(s) compute in float ({_few(facts.float_other_ops)})")
     return found
 
 

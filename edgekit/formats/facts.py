@@ -81,6 +81,9 @@ class ArtifactFacts:
     dynamic_dims: bool = False
     mac_ops: list[MacOp] = field(default_factory=list, repr=False)
     other_ops: list[OtherOp] = field(default_factory=list, repr=False)
+    # ops other than conv/dense that compute on float values in an int8 file ("Softmax name");
+    # None where the format's reader does not tell (ONNX tells: edgekit/formats/onnx/facts.py)
+    float_other_ops: list[str] | None = None
 
     def quantization(self) -> dict:
         """What share of the conv/dense weights and MACs the file really holds in int8, and

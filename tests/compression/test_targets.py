@@ -100,6 +100,33 @@ def test_per_tensor_writes_one_weight_scale_per_layer_in_every_format(twice, out
             assert len(facts.mac_ops) == 4 and [op.weight_scales for op in facts.mac_ops] == [1] * 4, fmt
 
 
+def test_an_op_left_in_float_in_an_onnx_file_is_named(validated_run, tmp_path, monkeypatch):
+    """ONNX files tell which ops besides conv/dense run in float: a Softmax the quantizer was told
+    to leave out is named by the integer-only check; the file quantized whole has none."""
+    import numpy as np
+    import onnx
+
+    from edgekit.compression.config import Recipe
+    from edgekit.compression.targets import check_written
+    from edgekit.errors import Incompatible
+    from edgekit.formats.exporter import Artifact
+    from edgekit.formats.facts import read_facts
+    from edgekit.formats.onnx.export import prepare, quantize_static
+
+    assert read_facts(validated_run / "digits.int8.onnx", "onnx").float_other_ops == []
+    monkeypatch.chdir(tmp_path)
+    prepared = prepare(str(validated_run / "digits.fp32.onnx"))
+    graph = onnx.load(prepared).graph
+    softmax = next(n.name for n in graph.node if n.op_type == "Softmax")
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).uniform(0, 1, (16, 8, 8, 1)).astype(np.float32))
+    mixed = tmp_path / "mixed.int8.onnx"
+    quantize_static(prepared, str(mixed), str(tmp_path / "calib.npy"), graph.input[0].name, exclude=[softmax],
+                    prepared=True)
+    assert read_facts(mixed, "onnx").float_other_ops == [f"Softmax {softmax}"]
+    with pytest.raises(Incompatible, match=r"1 other op\(s\) compute in float \(Softmax "):
+        check_written(Recipe(int8=True, integer_only=True), [Artifact("onnx", "int8", [mixed])])
+
+
 def test_per_channel_weights_in_a_per_tensor_file_are_named(validated_run):
     """The check on files written per-channel (the default): each names its per-channel ops."""
     from edgekit.compression.config import Recipe

@@ -59,7 +59,8 @@ def read_facts(path: Path) -> ArtifactFacts:
         ops=sorted(kinds), input_dtype=elem.get(first_in.elem_type, "other"),
         output_dtype=elem.get(first_out.elem_type, "other"),
         dynamic_dims=any(not d.HasField("dim_value") for d in first_in.shape.dim), mac_ops=mac_ops,
-        other_ops=other_ops)
+        other_ops=other_ops, float_other_ops=_float_other_ops(graph, constants, producers, consumers)
+        if precision == "int8" else None)
 
 
 # Ops with no work of their own once ONNX Runtime has optimised the graph: views (a QDQ pair is
@@ -141,6 +142,25 @@ def _does_work(node, constants: set[str], integers: set[str], producers: dict, c
                     and other.op_type in ONNX_CONV_OPS | ONNX_MATMUL_OPS and _source(gate.input[0], producers) is other:
                 return False
     return True
+
+
+def _float_other_ops(graph, constants: set[str], producers: dict, consumers: dict) -> list[str]:
+    """Ops other than conv/matmul ONNX Runtime runs in float in a QDQ file: one it has no integer
+    kernel for, or one whose inputs are not all dequantized int8 or whose outputs are not all
+    quantized again (a node accuracy-aware int8 or the quantizer left out)."""
+    ends = {v.name for v in [*graph.input, *graph.output]}
+    found = []
+    for node in graph.node:
+        data = [n for n in node.input if n and n not in constants]
+        if node.op_type in QDQ | FREE_OPS | ONNX_CONV_OPS | ONNX_MATMUL_OPS or not data:
+            continue
+        if node.op_type == "Transpose" and ends & {*data, *node.output}:
+            continue  # tf2onnx's NHWC ↔ NCHW at the float input or output: a layout, no arithmetic
+        from_int8 = all(_through_qdq(n, producers) for n in data)
+        to_int8 = all(any(c.op_type == "QuantizeLinear" for c in consumers.get(out, [])) for out in node.output)
+        if not (node.op_type in QDQ_KERNELS and from_int8 and to_int8):
+            found.append(f"{node.op_type} {node.name or node.output[0]}")
+    return found
 
 
 def _kind(node, weight: list[int]) -> str:
