@@ -43,3 +43,22 @@ def test_batchnorm_after_an_activation_is_left_alone():
     model = _model("relu", depthwise=False)
     folded, names = fold_batchnorm(model)
     assert names == [] and folded is model
+
+
+def test_a_batchnorm_read_by_a_tf_op_is_folded_with_the_op_rewired():
+    """MobileNetV3's hard-swish reads its BatchNorm through a TFOpLambda (`x + 3`), whose node
+    is a single entry rather than a list of them: it must follow the fold to the conv."""
+    from edgekit.compression.stages.fold import fold_batchnorm
+    from edgekit.support.keras_compat import tf_keras
+
+    keras = tf_keras()
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    inputs = L.Input((8, 8, 4))
+    x = L.BatchNormalization(name="bn")(L.Conv2D(8, 3, padding="same", name="conv")(inputs))
+    x = L.Multiply(name="hard_swish")([x, L.ReLU(6.0, name="gate")(x + 3.0) * (1.0 / 6.0)])
+    model = keras.Model(inputs, L.Dense(3, name="head")(L.GlobalAveragePooling2D(name="gap")(x)))
+    folded, names = fold_batchnorm(model)
+    assert names == ["bn"]
+    x = np.random.default_rng(1).normal(0, 1, (4, 8, 8, 4)).astype(np.float32)
+    np.testing.assert_allclose(folded(x).numpy(), model(x, training=False).numpy(), atol=1e-5)

@@ -130,6 +130,8 @@ def _rewire(layer: dict, into: dict[str, str]) -> None:
 
 
 def _renamed_node(node, into):
+    if isinstance(node, list) and node and isinstance(node[0], str):
+        return _renamed(node, into)  # a TFOpLambda's node is one entry: [name, node, tensor, kwargs]
     if isinstance(node, list):
         return [_renamed(entry, into) for entry in node]
     return node
