@@ -70,14 +70,14 @@ def measure(file: Path, val: Path) -> tuple[float, float]:
                                                                      if op.int8_compute) / total
 
 
-def section(name: str, folder: Path, mct_python: str) -> list[str]:
+def section(name: str, folder: Path, mct_python: str, gptq: bool) -> list[str]:
     model, train, val, relu6 = prepare(name, folder)
     calib = folder / "calib.npz"
     data = np.load(train)
     np.savez(calib, x=data["x"][:200], y=data["y"][:200])  # edgekit draws 200 of --data; MCT gets these
     results = {run: run_edgekit(model, calib, val, folder / f"e{i}", flags)
                for i, (run, flags) in enumerate(edgekit_runs(relu6).items())}
-    for mode in ("ptq", "gptq"):
+    for mode in ("ptq", "gptq") if gptq else ("ptq",):
         results[f"MCT {mode.upper()}"] = run_mct(mct_python, model, calib, val, folder / f"mct-{mode}.tflite", mode)
     rows = ["| run | top-1 | MACs in int8 kernels | wall s | peak MiB |", "|---|---|---|---|---|"]
     for run, r in results.items():
@@ -93,12 +93,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mct-python", required=True, help="the Python of a virtual environment with MCT")
     parser.add_argument("--models", default="outliers,mobilenetv2,efficientnetb0")
+    parser.add_argument("--gptq-models", default="outliers", help="models MCT's GPTQ also runs on (5 epochs: "
+                        "more than 10 minutes for the trained MobileNetV2 on 2 cores)")
     parser.add_argument("--out", type=Path, default=HERE / "results.md")
     args = parser.parse_args()
     lines = []
     for name in args.models.split(","):
         with tempfile.TemporaryDirectory() as tmp:
-            lines += section(name, Path(tmp), args.mct_python)
+            lines += section(name, Path(tmp), args.mct_python, name in args.gptq_models.split(","))
+            print("\n".join(lines[-12:]), flush=True)  # each model as it is done: the whole run takes long
     begin, end = markers("vs_mct.py")
     text = "\n".join([begin, "## Integer-only int8 against Sony MCT (benchmarks/vs_mct.py)", "",
                       "Calibration: the same 200 training images for every run; top-1 on the validation split; "
