@@ -17,7 +17,6 @@ memory of each run's process tree.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
