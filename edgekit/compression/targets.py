@@ -82,8 +82,8 @@ def check_written(recipe: Recipe, artifacts) -> list[dict]:
     if problems:
         where = f"--target {profile.name}" if profile else "--integer-only" if recipe.integer_only else "--per-tensor"
         raise Incompatible(f"{where}: {'; '.join(problems)}; nothing was written. Rerun without {where.split()[0]} "
-                           "to write the files anyway (the device would run the float ops on its host), or change "
-                           "the named layers to ones with integer kernels")
+                           "to write the files anyway (the device would run what it cannot on its host), or change "
+                           "the named layers to ones it runs")
     return checked
 
 

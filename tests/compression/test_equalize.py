@@ -197,8 +197,8 @@ def test_a_repair_that_changed_the_function_writes_nothing(outlier_digits, cli, 
 
     real = module.equalize
 
-    def broken(model):
-        result = real(model)
+    def broken(model, **options):
+        result = real(model, **options)
         layer = result.model.get_layer("fc")
         kernel, bias = layer.get_weights()
         layer.set_weights([kernel * 1.5, bias])

@@ -31,7 +31,7 @@ def apply_repairs(repairs: Repairs, per_tensor: bool, model, calibration_x: np.n
     if repairs.equalize:
         current = _equalize(current, repairs.relu6, original, sample, record, log)
     if repairs.bias_correction:
-        current = _correct_biases(current, per_tensor, calibration_x, record, log)
+        current = _correct_biases(current, current is not model, per_tensor, calibration_x, record, log)
     if current is not model:
         moved = _outputs(current, sample)
         record["change"] = {"max_abs_change": float(np.max(np.abs(moved - original))),
@@ -43,17 +43,18 @@ def apply_repairs(repairs: Repairs, per_tensor: bool, model, calibration_x: np.n
 def _equalize(model, relu6: bool, original: np.ndarray, sample: np.ndarray, record: dict, log: StepLog):
     from edgekit.compression.repairs.equalize import equalize, unclip_relu6
 
-    before, unclipped = model, []
+    before, unclipped, reference = model, [], original
     if relu6:
         before, unclipped = unclip_relu6(model)
         if unclipped:
-            moved = float(np.max(np.abs(_outputs(before, sample) - original)))
+            reference = _outputs(before, sample)  # what equalization must keep
+            moved = float(np.max(np.abs(reference - original)))
             log.note(f"relu6: {len(unclipped)} ReLU6 layer(s) made ReLU, so that equalization passes through them; "
                      f"the float outputs moved by up to {moved:.3g} on {len(sample)} evidence inputs")
         else:
             log.note("relu6: the model has no ReLU6 layer; nothing to unclip")
     with log.step("Equalize the ranges of consecutive conv/dense layers (cross-layer equalization)"):
-        result = equalize(before)
+        result = equalize(before, owned=before is not model)  # the unclipped copy is ours to change
     record["equalize"] = {"pairs": result.pairs, "left_alone": result.left_alone,
                           "batchnorm_folded": result.folded, "relu6_made_relu": unclipped}
     if not result.pairs:
@@ -63,7 +64,6 @@ def _equalize(model, relu6: bool, original: np.ndarray, sample: np.ndarray, reco
     widest = max(result.pairs, key=lambda p: p["range_spread_before"])
     log.note(f"equalize: {len(result.pairs)} layer pair(s); the widest channel range of {widest['from']} went from "
              f"{widest['range_spread_before']:g}× to {widest['range_spread_after']:g}× the median channel's")
-    reference = original if before is model else _outputs(before, sample)
     moved = float(np.max(np.abs(_outputs(result.model, sample) - reference)))
     record["equalize"]["max_abs_change"] = moved
     if not moved <= REPAIRED_TOLERANCE:
@@ -72,13 +72,13 @@ def _equalize(model, relu6: bool, original: np.ndarray, sample: np.ndarray, reco
     return result.model
 
 
-def _correct_biases(model, per_tensor: bool, calibration_x: np.ndarray, record: dict, log: StepLog):
+def _correct_biases(model, owned: bool, per_tensor: bool, calibration_x: np.ndarray, record: dict, log: StepLog):
     from edgekit.compression.repairs.bias import MAX_SAMPLES, correct_biases
 
     used = min(len(calibration_x), MAX_SAMPLES)
     grid = "per-tensor" if per_tensor else "per-channel"
     with log.step(f"Correct conv/dense biases for the mean int8 ({grid}) weight-rounding error on {used} samples"):
-        result = correct_biases(model, calibration_x, per_tensor)
+        result = correct_biases(model, calibration_x, per_tensor, owned)
     record["bias_correction"] = {"corrected": result.corrected, "left_alone": result.left_alone,
                                  "batchnorm_folded": result.folded, "samples": used, "weights": grid}
     if not result.corrected:

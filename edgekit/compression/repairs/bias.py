@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgekit.compression.repairs.equalize import EQUALIZABLE, _along, _out_axis
+from edgekit.compression.repairs.equalize import EQUALIZABLE, _along, _out_axis, folded_working_copy
 
 INT8_STEPS = 127  # symmetric narrow range: weights in [-127, 127]
 BATCH = 16
@@ -43,14 +43,10 @@ def quantize_weights(kernel: np.ndarray, axis: int, per_tensor: bool) -> np.ndar
     return (np.clip(np.round(kernel / step), -INT8_STEPS, INT8_STEPS) * step).astype(np.float32)
 
 
-def correct_biases(model, x: np.ndarray, per_tensor: bool) -> BiasResult:
+def correct_biases(model, x: np.ndarray, per_tensor: bool, owned: bool = False) -> BiasResult:
     """A model (BatchNorm folded) whose conv/dense biases cancel the mean int8 weight-rounding error
-    on `x`; the model passed in is not changed."""
-    from edgekit.compression.repairs.equalize import _copy
-    from edgekit.compression.stages.fold import fold_batchnorm
-
-    folded_model, folded = fold_batchnorm(model)
-    working = folded_model if folded_model is not model else _copy(model)
+    on `x`; the model passed in is not changed unless `owned` (the caller's own copy)."""
+    working, folded = folded_working_copy(model, owned)
     targets, left_alone = _targets(working)
     if not targets:
         return BiasResult(working, [], left_alone, folded)

@@ -38,14 +38,10 @@ class EqualizeResult:
     folded: list[str] = field(default_factory=list)  # BatchNormalization layers folded first
 
 
-def equalize(model) -> EqualizeResult:
+def equalize(model, owned: bool = False) -> EqualizeResult:
     """A copy of the tf_keras model with BatchNorm folded and every eligible pair equalized; the
-    float function is the same (up to float rounding)."""
-    from edgekit.compression.stages.fold import fold_batchnorm
-
-    folded_model, folded = fold_batchnorm(model)
-    # folding already built a new model with its own weights: one copy is enough (VGG16 is 528 MB of them)
-    working = folded_model if folded_model is not model else _copy(model)
+    float function is the same (up to float rounding). `owned`: the caller's own copy, changed in place."""
+    working, folded = folded_working_copy(model, owned)
     pairs, left_alone = find_pairs(working)
     before = {(a.name, b.name): _spread(_out_ranges(a)) for a, b in pairs}
     for _ in range(SWEEPS):
@@ -201,6 +197,18 @@ def _along(values: np.ndarray, ndim: int, axis: int) -> np.ndarray:
     shape = [1] * ndim
     shape[axis] = -1
     return values.reshape(shape).astype(np.float32)
+
+
+def folded_working_copy(model, owned: bool) -> tuple[object, list[str]]:
+    """(a model with BatchNorm folded that a repair may change, the BatchNorms folded). Folding
+    builds a new model with its own weights where it folds anything; otherwise the model is copied,
+    unless the caller owns it already: one copy at most (VGG16 is 528 MB of weights)."""
+    from edgekit.compression.stages.fold import fold_batchnorm
+
+    folded_model, folded = fold_batchnorm(model)
+    if folded_model is not model or owned:
+        return folded_model, folded
+    return _copy(model), folded
 
 
 def _copy(model):
