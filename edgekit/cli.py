@@ -122,6 +122,9 @@ def compress(
         "--equalize unless a recipe says itself whether to equalize."),
     per_tensor: bool = typer.Option(False, "--per-tensor", help="With --int8: one scale per weight tensor instead of "
         "one per output channel, for NPUs that take no per-channel scales (checked in each int8 file)."),
+    ranges: Optional[str] = typer.Option(None, "--ranges", help="With --int8 --data: how activation ranges are "
+        "calibrated: default (each library's own), minmax, percentile (99.99th, drops rare extremes) or mse (least "
+        "expected squared error)."),
     target: Optional[str] = typer.Option(None, "--target", help="A device profile (name or YAML, `edgekit devices`): "
         "it decides the formats, int8/uint8 I/O and integer-only, and each int8 file is checked against it."),
     outdir: Optional[Path] = typer.Option(None, "-o", "--output", help="Output folder (default ./<model stem>-edgekit)."),
@@ -145,7 +148,7 @@ def compress(
                                   max_accuracy_drop=max_accuracy_drop, learning_rate=learning_rate,
                                   accuracy_tolerance=accuracy_tolerance, equalize=equalize,
                                   integer_only=integer_only, target=target, per_tensor=per_tensor,
-                                  bias_correction=bias_correction, relu6=relu6, output=outdir, force=force, seed=seed,
+                                  bias_correction=bias_correction, relu6=relu6, ranges=ranges, output=outdir, force=force, seed=seed,
                                   trust_model=trust_model, custom_objects=custom_objects, bench=not no_bench,
                                   quiet=quiet)
         except GateFailure as failure:  # accuracy_tolerance: the results were written; show them first

@@ -84,6 +84,9 @@ class Recipe(_Strict):
     repairs: Repairs = Field(default_factory=Repairs)
     per_tensor: bool = Field(False, description="one int8 scale per weight tensor instead of one per output channel "
                              "(NPUs whose kernels take no per-channel scales); each int8 file is checked for it")
+    ranges: Literal["default", "minmax", "percentile", "mse"] = Field(
+        "default", description="int8 activation ranges: each library's default, min/max, percentile or MSE "
+        "(edgekit/formats/ranges.py)")
     integer_only: bool = Field(False, description="every op of each int8 file computes in integers: a float op "
                                "left in any file is exit 2, naming it (edgekit/compression/targets.py)")
     target: Optional[str] = Field(None, description="a device profile (name or YAML) that decides formats, "
@@ -118,6 +121,11 @@ class Recipe(_Strict):
                              "have: leave out one of them")
         if self.per_tensor and not self.int8 and not self.target:
             raise ValueError("per_tensor (--per-tensor) sets how int8 weights are scaled: it needs int8 (--int8 --data CALIB)")
+        if self.ranges != "default" and not self.int8 and not self.target:
+            raise ValueError(f"ranges {self.ranges} (--ranges) sets how int8 activations are calibrated: it needs "
+                             "int8 (--int8 --data CALIB)")
+        if self.ranges != "default" and "qat" in kinds:
+            raise ValueError(f"ranges {self.ranges} (--ranges) is for post-training int8; QAT learns its own ranges")
         if self.per_tensor and "qat" in kinds:
             raise ValueError("per_tensor (--per-tensor) is for post-training int8; QAT here trains per-channel weight ranges")
         if self.repairs.any and "qat" in kinds:

@@ -249,7 +249,8 @@ def _export_request(opts: CompressOptions, model: LoadedModel, exported: LoadedM
     request = ExportRequest(
         source=_export_source(opts, model, exported, scratch, isolate, log), image_shape=shape,
         stem=Path(opts.model).stem, outdir=staging, scratch=scratch, precisions=opts.precisions,
-        io_dtype=opts.recipe.io_dtype, per_tensor=opts.recipe.per_tensor, weight_bytes=weight_bytes, formats=opts.recipe.formats, isolate=isolate)
+        io_dtype=opts.recipe.io_dtype, per_tensor=opts.recipe.per_tensor, ranges=opts.recipe.ranges,
+        weight_bytes=weight_bytes, formats=opts.recipe.formats, isolate=isolate)
     if data.calibration is not None and "int8" in opts.precisions:  # QAT too: see formats/tflite/export.py
         request.calibration = str(scratch / "calibration.npy")
         np.save(request.calibration, data.calibration.x)

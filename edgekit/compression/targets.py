@@ -50,8 +50,10 @@ def apply_target(recipe: Recipe, formats_chosen: bool, equalize_chosen: bool) ->
     resolved = recipe.model_copy(update=update)
     if resolved.integer_only and not resolved.int8:
         raise InputError("--integer-only makes int8 files: pass --int8 with --data CALIB")
-    if (resolved.repairs.any or resolved.per_tensor) and not resolved.int8:
-        what = " and ".join(filter(None, [resolved.repairs.named, "per_tensor" if resolved.per_tensor else ""]))
+    ranges = resolved.ranges != "default"
+    if (resolved.repairs.any or resolved.per_tensor or ranges) and not resolved.int8:
+        what = " and ".join(filter(None, [resolved.repairs.named, "per_tensor" if resolved.per_tensor else "",
+                                          f"ranges {resolved.ranges}" if ranges else ""]))
         raise InputError(f"{what}: for int8 files, and --target {recipe.target} runs float too: pass --int8")
     if resolved.per_tensor and resolved.qat:
         raise InputError(f"--target {recipe.target} takes per-tensor int8 weights, which QAT here does not train: "

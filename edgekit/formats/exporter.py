@@ -15,6 +15,15 @@ def weight_scales(per_tensor: bool) -> str:
     return "per-tensor" if per_tensor else "per-channel"
 
 
+def ranges_setting(method: str, summary: dict | None = None) -> str:
+    """How an int8 file's activation ranges were chosen, and how many of them the method narrowed."""
+    from edgekit.formats.ranges import describe
+
+    if not summary:
+        return describe(method)
+    return f"{describe(method)}: {summary['narrowed']} of {summary['tensors']} activation ranges narrowed"
+
+
 @dataclass
 class ExportRequest:
     """One run's export job. Converters reach the model only through `source` (a file, see
@@ -31,6 +40,7 @@ class ExportRequest:
     calibration_samples: int = 0
     io_dtype: str = "float32"  # TFLite integer I/O for accelerators
     per_tensor: bool = False  # int8 weights: one scale per tensor instead of per output channel
+    ranges: str = "default"  # int8 activation ranges: default, minmax, percentile or mse (edgekit.formats.ranges)
     qat_source: dict | None = None  # the QAT model's frozen graph: int8 from its learned ranges
     weight_bytes: int = 0  # for the memory estimates
     formats: list[str] = field(default_factory=list)

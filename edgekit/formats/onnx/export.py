@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import ConversionError, require
-from edgekit.formats.exporter import Artifact, ExportRequest, weight_scales
+from edgekit.formats.exporter import Artifact, ExportRequest, ranges_setting, weight_scales
 from edgekit.support.progress import StepLog
 
 OPSET = 17
@@ -51,13 +51,13 @@ class OnnxExporter:
                         "edgekit.formats.onnx.export:convert_qat", {"source": request.qat_source, "out": str(path)}, log)
             return Artifact(self.format, "int8", [path], settings={
                 "method": "QAT (learned ranges)", "weights": "int8 per-channel", "activations": "QDQ from tfmot ranges"})
-        request.run("onnx-quantize", f"ONNX: calibrate and quantize int8 ({request.calibration_samples} samples)",
-                    "edgekit.formats.onnx.export:quantize_static",
-                    {"fp32": str(fp32_path), "out": str(path), "calibration": request.calibration,
-                     "input_name": input_name, "per_tensor": request.per_tensor}, log)
+        ranges = request.run("onnx-quantize", f"ONNX: calibrate and quantize int8 ({request.calibration_samples} samples)",
+                             "edgekit.formats.onnx.export:quantize_static",
+                             {"fp32": str(fp32_path), "out": str(path), "calibration": request.calibration,
+                              "input_name": input_name, "per_tensor": request.per_tensor, "ranges": request.ranges}, log)
         return Artifact(self.format, "int8", [path], settings={
             "method": "static QDQ", "weights": f"int8 {weight_scales(request.per_tensor)}", "activations": "uint8",
-            "calibration": "MinMax"})
+            "calibration": "MinMax", "ranges": ranges_setting(request.ranges, ranges)})
 
     def _int8w(self, request: ExportRequest, fp32_path, log: StepLog) -> Artifact:
         (path,) = request.files(self.format, "int8w")
@@ -131,15 +131,34 @@ def prepare(fp32: str) -> str:
 
 
 def quantize_static(fp32: str, out: str, calibration: str, input_name: str, exclude: list[str] | None = None,
-                    prepared: bool = False, per_tensor: bool = False) -> None:
-    """`exclude`: node names of the prepared model left in float (accuracy-aware int8)."""
+                    prepared: bool = False, per_tensor: bool = False, ranges: str = "default",
+                    overrides: dict | None = None) -> dict:
+    """`exclude`: node names of the prepared model left in float (accuracy-aware int8). Returns what
+    percentile/MSE `ranges` changed (onnx/ranges.py; `overrides`: those ranges, already chosen);
+    min/max is ONNX Runtime's own calibration."""
     quant = require("onnxruntime.quantization", "onnx")
+    model = fp32 if prepared else prepare(fp32)
+    summary = {}
+    if overrides is None:
+        overrides, summary = chosen_ranges(model, calibration, input_name, ranges)
     quant.quantize_static(
-        fp32 if prepared else prepare(fp32), out, _CalibrationReader(np.load(calibration), input_name),
+        model, out, _CalibrationReader(np.load(calibration), input_name),
         quant_format=quant.QuantFormat.QDQ, per_channel=not per_tensor,
         activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8,
         calibrate_method=quant.CalibrationMethod.MinMax, nodes_to_exclude=exclude or [],
+        extra_options={"TensorQuantOverrides": overrides} if overrides else None,
     )
+    return summary
+
+
+def chosen_ranges(prepared: str, calibration: str, input_name: str, ranges: str) -> tuple[dict, dict]:
+    """ONNX Runtime's TensorQuantOverrides for percentile/MSE ranges; none for its own min/max."""
+    from edgekit.formats.onnx.ranges import activation_overrides
+    from edgekit.formats.ranges import FROM_HISTOGRAMS
+
+    if ranges not in FROM_HISTOGRAMS:
+        return {}, {}
+    return activation_overrides(prepared, calibration, input_name, ranges)
 
 
 def quantize_dynamic(fp32: str, out: str) -> None:

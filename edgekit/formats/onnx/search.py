@@ -18,18 +18,19 @@ STEP_KIND = "onnx-quantize"
 def search_inputs(request, ranking: list[str], log) -> dict:
     """ONNX re-quantizes its fp32 file."""
     return {"fp32": str(request.files("onnx", "fp32")[0]), "input_name": request.graph_source(log)["input_name"],
-            "ranking": ranking, "per_tensor": request.per_tensor}
+            "ranking": ranking, "per_tensor": request.per_tensor, "ranges": request.ranges}
 
 
 def search(fp32: str, calibration: str, input_name: str, val_x: str, val_y: str, reference_top1: float,
            max_drop: float, max_steps: int, units: list[dict], ranking: list[str], out: str,
-           per_tensor: bool = False) -> dict:
+           per_tensor: bool = False, ranges: str = "default") -> dict:
     """A step: quantize_static with more nodes excluded until within max_drop."""
     import onnx
 
-    from edgekit.formats.onnx.export import prepare, quantize_static
+    from edgekit.formats.onnx.export import chosen_ranges, prepare, quantize_static
 
     prepared = prepare(fp32)
+    overrides, _ = chosen_ranges(prepared, calibration, input_name, ranges)  # once, for every step
     units_ = units_from_json(units)
     paired = match(units_, file_chains(onnx.load(prepared)))
     x, y = np.load(val_x), np.load(val_y)
@@ -37,7 +38,7 @@ def search(fp32: str, calibration: str, input_name: str, val_x: str, val_y: str,
     def quantize(names: list[str], step: int) -> Path:
         path = Path.cwd() / f"search-{step}.onnx"
         quantize_static(prepared, str(path), calibration, input_name, exclude=names, prepared=True,
-                        per_tensor=per_tensor)
+                        per_tensor=per_tensor, overrides=overrides)
         return path
 
     return greedy(units_, ranking, paired, quantize, lambda p: top1_of_file(p, x, y), reference_top1, max_drop,

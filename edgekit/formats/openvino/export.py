@@ -42,10 +42,10 @@ class OpenVINOExporter:
         request.run("openvino-quantize", f"OpenVINO: calibrate and quantize int8 with NNCF ({n} samples)",
                     "edgekit.formats.openvino.export:quantize",
                     {"fp32": str(fp32), "out": str(files[0]), "calibration": request.calibration,
-                     "per_tensor": request.per_tensor}, log)
+                     "per_tensor": request.per_tensor, "ranges": request.ranges}, log)
         return Artifact(self.format, "int8", files, settings={
             "method": "NNCF post-training quantization", "preset": "performance", "subset_size": n,
-            "weights": f"int8 {weight_scales(request.per_tensor)}"})
+            "weights": f"int8 {weight_scales(request.per_tensor)}", "ranges": nncf_ranges_setting(request.ranges)})
 
     def _int8w(self, request: ExportRequest, fp32, log: StepLog) -> Artifact:
         files = request.files(self.format, "int8w")
@@ -72,24 +72,40 @@ def convert(source: dict, out: str, fp16_out: str | None = None) -> None:
         ov.save_model(model, fp16_out, compress_to_fp16=True)
 
 
-def quantize(fp32: str, out: str, calibration: str, per_tensor: bool = False) -> None:
+def quantize(fp32: str, out: str, calibration: str, per_tensor: bool = False, ranges: str = "default") -> None:
     import numpy as np
 
     ov, nncf = require("openvino", "openvino"), _quiet_nncf()
     x = np.load(calibration)
     dataset = nncf.Dataset([x[i:i + 1] for i in range(len(x))])
     quantized = nncf.quantize(ov.Core().read_model(fp32), dataset, subset_size=len(x),
-                              advanced_parameters=_nncf_weight_params(nncf, per_tensor))
+                              advanced_parameters=_nncf_params(nncf, per_tensor, ranges))
     ov.save_model(quantized, out, compress_to_fp16=False)
 
 
-def _nncf_weight_params(nncf, per_tensor: bool):
-    """NNCF's default is per-channel weights; per-tensor through its advanced parameters."""
-    if not per_tensor:
+# NNCF's own activation range estimators. Its default for per-tensor activations is MEAN_MINMAX
+# (the mean over samples of each sample's min and max), not min/max; MEAN_QUANTILE averages each
+# sample's quantiles (outlier probability 1e-4); HISTOGRAM minimizes the quantization error.
+NNCF_RANGES = {"minmax": "MINMAX", "percentile": "MEAN_QUANTILE", "mse": "HISTOGRAM"}
+
+
+def nncf_ranges_setting(ranges: str) -> str:
+    return f"NNCF {NNCF_RANGES[ranges]}" if ranges in NNCF_RANGES else "NNCF default (MEAN_MINMAX)"
+
+
+def _nncf_params(nncf, per_tensor: bool, ranges: str = "default"):
+    """NNCF's defaults are per-channel weights and its own ranges; the others through its advanced parameters."""
+    if not per_tensor and ranges not in NNCF_RANGES:
         return None
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
-    return AdvancedQuantizationParameters(weights_quantization_params=QuantizationParameters(per_channel=False))
+    params = {}
+    if per_tensor:
+        params["weights_quantization_params"] = QuantizationParameters(per_channel=False)
+    if ranges in NNCF_RANGES:
+        params["activations_range_estimator_params"] = getattr(RangeEstimatorParametersSet, NNCF_RANGES[ranges])
+    return AdvancedQuantizationParameters(**params)
 
 
 def compress_weights(fp32: str, out: str) -> None:

@@ -19,15 +19,17 @@ STEP_KIND = "openvino-quantize"
 
 def search_inputs(request, ranking: list[str], log) -> dict:
     """NNCF re-quantizes the fp32 file with its own ranking."""
-    return {"fp32": str(request.files("openvino", "fp32")[0]), "per_tensor": request.per_tensor}
+    return {"fp32": str(request.files("openvino", "fp32")[0]), "per_tensor": request.per_tensor,
+            "ranges": request.ranges}
 
 
 def search(fp32: str, calibration: str, val_x: str, val_y: str, reference_top1: float, max_drop: float,
-           max_steps: int, units: list[dict], out: str, per_tensor: bool = False) -> dict:
+           max_steps: int, units: list[dict], out: str, per_tensor: bool = False,
+           ranges: str = "default") -> dict:
     """A step: NNCF's accuracy control with an absolute top-1 budget."""
     from edgekit.errors import require
     from edgekit.support.scores import top1
-    from edgekit.formats.openvino.export import _nncf_weight_params, _quiet_nncf
+    from edgekit.formats.openvino.export import _nncf_params, _quiet_nncf
 
     ov, nncf = require("openvino", "openvino"), _quiet_nncf()
     x, y = np.load(val_x), np.load(val_y)
@@ -42,7 +44,7 @@ def search(fp32: str, calibration: str, val_x: str, val_y: str, reference_top1: 
         ov.Core().read_model(fp32), nncf.Dataset([calib[i:i + 1] for i in range(len(calib))]),
         nncf.Dataset([(x[i:i + 1], int(y[i])) for i in range(len(x))]), validation_fn=validate,
         max_drop=max_drop / 100, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calib),
-        advanced_quantization_parameters=_nncf_weight_params(nncf, per_tensor),
+        advanced_quantization_parameters=_nncf_params(nncf, per_tensor, ranges),
         advanced_accuracy_restorer_parameters=nncf.AdvancedAccuracyRestorerParameters(max_num_iterations=max_steps))
     ov.save_model(quantized, out, compress_to_fp16=False)
     units_ = units_from_json(units)

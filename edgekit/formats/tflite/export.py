@@ -4,7 +4,8 @@ Each precision is one step (`convert`) that starts from the Keras model where th
 saved with its variables (see save_forward): that needs far less memory than converting the
 frozen graph (VGG16: 4.8 vs 16.6 GiB). SavedModels, Keras 3 models without a tf_keras
 rebuild and the QAT graph convert from their frozen graph. Full-integer int8 uses per-channel
-weights (the converter's default) and calibrates the activations on the representative dataset.
+weights (the converter's default) and calibrates the activations on the representative dataset:
+min/max, or percentile / MSE ranges set between calibration and quantization (tflite/ranges.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import tempfile
 from contextlib import contextmanager
 
 from edgekit.errors import ConversionError, first_line
-from edgekit.formats.exporter import Artifact, ExportRequest, weight_scales
+from edgekit.formats.exporter import Artifact, ExportRequest, ranges_setting, weight_scales
+from edgekit.formats.tflite.ranges import activation_ranges
 from edgekit.support.keras_compat import tensorflow
 from edgekit.support.progress import StepLog
 
@@ -26,14 +28,17 @@ class TFLiteExporter:
         for precision in request.precisions_for(self.format):
             qat = precision == "int8" and request.from_qat
             (path,) = request.files(self.format, precision)
-            io_dtype = request.run(
+            ranges = request.ranges if precision == "int8" and not qat else "default"
+            done = request.run(
                 "tflite-convert", f"TFLite: convert {precision}{' from the QAT model' if qat else ''}",
                 "edgekit.formats.tflite.export:convert",
                 {"source": request.qat_source if qat else request.source, "precision": precision, "out": str(path),
                  "calibration": request.calibration, "io_dtype": request.io_dtype, "qat": qat,
-                 "per_tensor": request.per_tensor}, log)
-            artifacts.append(Artifact(self.format, precision, [path], io_dtype=io_dtype,
-                                      settings=self._settings(precision, qat, request.per_tensor)))
+                 "per_tensor": request.per_tensor, "ranges": ranges}, log)
+            settings = self._settings(precision, qat, request.per_tensor)
+            if precision == "int8" and not qat:
+                settings["ranges"] = ranges_setting(ranges, done["ranges"])
+            artifacts.append(Artifact(self.format, precision, [path], io_dtype=done["io_dtype"], settings=settings))
         return artifacts
 
     @staticmethod
@@ -41,7 +46,8 @@ class TFLiteExporter:
         if precision == "int8" and qat:
             return {"method": "QAT (learned ranges)", "weights": "int8 per-channel", "activations": "int8"}
         if precision == "int8":
-            return {"method": "full-integer PTQ", "weights": f"int8 {weight_scales(per_tensor)}", "activations": "int8"}
+            return {"method": "full-integer PTQ", "weights": f"int8 {weight_scales(per_tensor)}",
+                    "activations": "int8"}
         if precision == "fp16":
             return {"method": "float16 weights", "weights": "float16"}
         if precision == "int8w":
@@ -50,9 +56,10 @@ class TFLiteExporter:
 
 
 def convert(source: dict, precision: str, out: str, calibration: str | None, io_dtype: str, qat: bool,
-            per_tensor: bool = False) -> str:
-    """A step: convert `source` to one .tflite file; return the file's I/O dtype."""
-    with converter_for(source) as converter:
+            per_tensor: bool = False, ranges: str = "default") -> dict:
+    """A step: convert `source` to one .tflite file; return the file's I/O dtype and what the
+    activation ranges changed."""
+    with converter_for(source) as converter, activation_ranges(ranges, calibration) as ranges_summary:
         io_dtype = configure(converter, precision, calibration, io_dtype, qat, per_tensor)
         try:
             flatbuffer = converter.convert()
@@ -62,7 +69,7 @@ def convert(source: dict, precision: str, out: str, calibration: str | None, io_
             raise ConversionError(f"tflite: the TFLite converter cannot convert this model ({first_line(exc)})") from None
     with open(out, "wb") as f:
         f.write(flatbuffer)
-    return io_dtype
+    return {"io_dtype": io_dtype, "ranges": ranges_summary}
 
 
 @contextmanager

@@ -17,17 +17,19 @@ STEP_KIND = "tflite-convert"
 
 def search_inputs(request, ranking: list[str], log) -> dict:
     """TFLite re-converts from the model itself."""
-    return {"source": request.source, "ranking": ranking, "per_tensor": request.per_tensor}
+    return {"source": request.source, "ranking": ranking, "per_tensor": request.per_tensor, "ranges": request.ranges}
 
 
 def search(source: dict, calibration: str, val_x: str, val_y: str, reference_top1: float, max_drop: float,
-           max_steps: int, units: list[dict], ranking: list[str], out: str, per_tensor: bool = False) -> dict:
+           max_steps: int, units: list[dict], ranking: list[str], out: str, per_tensor: bool = False,
+           ranges: str = "default") -> dict:
     """A step: calibrate once, then quantize with more layers denylisted until within max_drop."""
     from tensorflow.lite.python import convert as tflite_convert
 
     from edgekit.formats.tflite.export import configure, converter_for
+    from edgekit.formats.tflite.ranges import activation_ranges
 
-    with converter_for(source) as converter:
+    with converter_for(source) as converter, activation_ranges(ranges, calibration):
         configure(converter, "int8", calibration, "float32", qat=False, per_tensor=per_tensor)
         converter._experimental_calibrate_only = True  # noqa: SLF001 - what QuantizationDebugger does
         calibrated = converter.convert()

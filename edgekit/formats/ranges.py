@@ -1,0 +1,92 @@
+"""Activation ranges for int8 calibration other than min/max: percentile and MSE.
+
+Min/max lets one extreme value (a corrupt calibration image, a rare spike) set a tensor's
+int8 step for every input; percentile drops the rarest values, MSE picks the range whose
+expected squared error (rounding inside, clipping outside) is smallest. Both are chosen from a
+histogram of each activation tensor over the calibration data, streamed so that memory stays
+one batch of activations (ONNX Runtime's own histogram calibrators keep every batch's outputs).
+TFLite and ONNX use these functions; OpenVINO uses NNCF's own estimators (openvino/export.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# "default": each library's own calibration (TFLite and ONNX Runtime: min/max; NNCF: its own)
+RANGE_METHODS = ("default", "minmax", "percentile", "mse")
+FROM_HISTOGRAMS = ("percentile", "mse")  # what edgekit computes for TFLite and ONNX
+PERCENTILE = 99.99  # of each tensor's values over the calibration data, on each side
+BINS = 32_768  # fine enough that a value 500× the rest still leaves the real ones 650 bins
+LEVELS = 256  # an 8-bit activation grid
+MSE_CANDIDATES = 64
+
+
+def describe(method: str) -> str:
+    """How report.json's artifact settings name the ranges."""
+    return {"default": "min/max", "minmax": "min/max", "percentile": f"percentile {PERCENTILE} (edgekit histograms)",
+            "mse": "MSE (edgekit histograms)"}[method]
+
+
+class Histograms:
+    """Per-tensor value histograms on fixed edges spanning each tensor's observed min/max (and 0)."""
+
+    def __init__(self, limits: dict[str, tuple[float, float]]):
+        self.limits = {name: (min(float(lo), 0.0), max(float(hi), 0.0)) for name, (lo, hi) in limits.items()}
+        self.counts = {name: np.zeros(BINS, np.int64) for name in self.limits}
+
+    def add(self, name: str, values: np.ndarray) -> None:
+        lo, hi = self.limits[name]
+        if hi <= lo:
+            return
+        index = ((np.asarray(values, np.float32).ravel() - lo) * (BINS / (hi - lo))).astype(np.int64)
+        self.counts[name] += np.bincount(np.clip(index, 0, BINS - 1), minlength=BINS)
+
+    def ranges(self, method: str) -> dict[str, tuple[float, float]]:
+        return {name: choose_range(self.counts[name], *self.limits[name], method) for name in self.limits}
+
+
+def choose_range(counts: np.ndarray, lo: float, hi: float, method: str) -> tuple[float, float]:
+    """The (low, high) to quantize a tensor to, from its histogram over [lo, hi]; 0 always inside."""
+    if method in ("default", "minmax") or hi <= lo or counts.sum() == 0:
+        return lo, hi
+    edges = np.linspace(lo, hi, len(counts) + 1)
+    if method == "percentile":
+        return _percentile_range(counts, edges)
+    if method == "mse":
+        return _mse_range(counts, edges)
+    raise ValueError(f"unknown range method {method!r}")
+
+
+def _percentile_range(counts: np.ndarray, edges: np.ndarray) -> tuple[float, float]:
+    cumulative = np.cumsum(counts) / counts.sum()
+    tail = 1 - PERCENTILE / 100
+    low = edges[int(np.searchsorted(cumulative, tail, side="right"))]
+    high = edges[int(np.searchsorted(cumulative, 1 - tail, side="left")) + 1]
+    return min(float(low), 0.0), max(float(high), 0.0)
+
+
+def _mse_range(counts: np.ndarray, edges: np.ndarray) -> tuple[float, float]:
+    """Shrink both ends together, then each alone, keeping the range of least expected error."""
+    centers = (edges[:-1] + edges[1:]) / 2
+    lo, hi = float(edges[0]), float(edges[-1])
+    scales = np.linspace(1, 0, MSE_CANDIDATES, endpoint=False)
+    best = _least_error(counts, centers, lo * scales, hi * scales)
+    best = _least_error(counts, centers, np.full_like(scales, best[0]), hi * scales, best)
+    return _least_error(counts, centers, lo * scales, np.full_like(scales, best[1]), best)
+
+
+def _least_error(counts, centers, lows, highs, incumbent=None) -> tuple[float, float]:
+    errors = expected_error(counts, centers, lows[:, None], highs[:, None])
+    i = int(np.argmin(errors))
+    if incumbent is not None and expected_error(counts, centers, *incumbent) <= errors[i]:
+        return incumbent
+    return float(lows[i]), float(highs[i])
+
+
+def expected_error(counts, centers, low, high):
+    """Sum of squared quantization error over the histogram for the 8-bit grid on [low, high]:
+    step²/12 for a value inside, its distance to the edge squared outside."""
+    step = (high - low) / (LEVELS - 1)
+    outside = np.maximum(low - centers, 0) + np.maximum(centers - high, 0)
+    inside = (outside == 0) * (step ** 2 / 12)
+    return np.sum(counts * (outside ** 2 + inside), axis=-1)
