@@ -89,6 +89,8 @@ def compress(
     model: Path = typer.Argument(..., help="Keras model: .h5 or .keras (tf_keras or Keras 3), or a SavedModel folder."),
     int8: bool = typer.Option(False, "--int8", help="Quantize to int8 (full int8 with --data, else weights only)."),
     fp16: bool = typer.Option(False, "--fp16", help="float16 TFLite and OpenVINO FP16 (for GPUs)."),
+    int16x8: bool = typer.Option(False, "--int16x8", help="With --data: also a TFLite file with int16 activations "
+        "and int8 weights (TFLite's 16x8 mode), closer to float than int8; for CPUs (LiteRT runs it without XNNPACK)."),
     prune: Optional[float] = typer.Option(None, "--prune", help="Prune to this sparsity (0 < S < 1), fine-tuning on --data."),
     prune_structure: Optional[str] = typer.Option(None, "--prune-structure", help="unstructured (default) or 2:4."),
     qat: bool = typer.Option(False, "--qat", help="Quantization-aware training on --data, then int8 from its learned ranges."),
@@ -148,7 +150,7 @@ def compress(
                                   max_accuracy_drop=max_accuracy_drop, learning_rate=learning_rate,
                                   accuracy_tolerance=accuracy_tolerance, equalize=equalize,
                                   integer_only=integer_only, target=target, per_tensor=per_tensor,
-                                  bias_correction=bias_correction, relu6=relu6, ranges=ranges, output=outdir, force=force, seed=seed,
+                                  bias_correction=bias_correction, relu6=relu6, ranges=ranges, int16x8=int16x8, output=outdir, force=force, seed=seed,
                                   trust_model=trust_model, custom_objects=custom_objects, bench=not no_bench,
                                   quiet=quiet)
         except GateFailure as failure:  # accuracy_tolerance: the results were written; show them first

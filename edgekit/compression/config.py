@@ -76,6 +76,8 @@ class Recipe(_Strict):
     stages: list[Stage] = Field(default_factory=list)
     int8: bool = False
     fp16: bool = False
+    int16x8: bool = Field(False, description="also a TFLite file with int16 activations and int8 weights "
+                          "(TFLite's 16x8 mode): closer to float than int8, for CPUs that run it")
     formats: list[Format] = Field(default_factory=lambda: ["tflite", "onnx", "openvino"], min_length=1)
     calib_samples: int = Field(200, ge=1, le=10_000_000)
     io_dtype: Literal["float32", "int8", "uint8"] = "float32"
@@ -107,6 +109,12 @@ class Recipe(_Strict):
             raise ValueError("prune must come before qat (prune-preserving QAT keeps the sparsity)")
         if self.fp16 and self.int8:
             raise ValueError("choose int8 or fp16, not both")
+        if self.int16x8 and self.fp16:
+            raise ValueError("choose int16x8 or fp16, not both")
+        if self.int16x8 and "tflite" not in self.formats:
+            raise ValueError("int16x8 (--int16x8) is a TFLite precision (its 16x8 mode): add tflite to the formats")
+        if self.int16x8 and "qat" in kinds:
+            raise ValueError("int16x8 (--int16x8) is post-training; QAT here trains int8 ranges")
         if "qat" in kinds and not self.int8:
             self.int8 = True  # QAT exists to make int8 artifacts
         if self.accuracy_aware and "qat" in kinds:

@@ -50,9 +50,10 @@ class CompressOptions:
     def precisions(self) -> list[str]:
         if self.recipe.fp16:
             return ["fp32", "fp16"]
+        wider = ["int16x8"] if self.recipe.int16x8 else []  # TFLite only: formats without it skip it
         if not self.recipe.int8:
-            return ["fp32"]
-        return ["fp32", "int8" if self.data or self.recipe.qat else "int8w"]
+            return ["fp32", *wider]
+        return ["fp32", "int8" if self.data or self.recipe.qat else "int8w", *wider]
 
     def resolved_outdir(self) -> Path:
         return Path(self.outdir) if self.outdir else Path(f"{Path(self.model).stem}-edgekit")
@@ -65,6 +66,8 @@ def validate_options(opts: CompressOptions) -> None:
         raise InputError(f"--seed {opts.seed}: choose a whole number from 0 to {2 ** 32 - 1}")
     if recipe.repairs.bias_correction and not opts.data:
         raise InputError("--bias-correction measures the int8 rounding error on calibration data: pass --data CALIB")
+    if recipe.int16x8 and not opts.data:
+        raise InputError("--int16x8 calibrates its 16-bit activations: pass --data CALIB")
     if (recipe.target or recipe.integer_only) and not opts.data:
         what = f"--target {recipe.target}" if recipe.target else "--integer-only"
         raise InputError(f"{what} builds full int8 files, calibrated: pass --data CALIB")
@@ -251,7 +254,7 @@ def _export_request(opts: CompressOptions, model: LoadedModel, exported: LoadedM
         stem=Path(opts.model).stem, outdir=staging, scratch=scratch, precisions=opts.precisions,
         io_dtype=opts.recipe.io_dtype, per_tensor=opts.recipe.per_tensor, ranges=opts.recipe.ranges,
         weight_bytes=weight_bytes, formats=opts.recipe.formats, isolate=isolate)
-    if data.calibration is not None and "int8" in opts.precisions:  # QAT too: see formats/tflite/export.py
+    if data.calibration is not None and {"int8", "int16x8"} & set(opts.precisions):  # QAT too: see formats/tflite/export.py
         request.calibration = str(scratch / "calibration.npy")
         np.save(request.calibration, data.calibration.x)
         request.calibration_samples = len(data.calibration)

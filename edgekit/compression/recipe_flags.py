@@ -13,7 +13,7 @@ def recipe_from_flags(spec: str | None, *, int8: bool, fp16: bool, prune: float 
                       max_accuracy_drop: float | None = None, learning_rate: float | None = None,
                       accuracy_tolerance: float | None = None, equalize: bool = False, integer_only: bool = False,
                       target: str | None = None, per_tensor: bool = False, bias_correction: bool = False,
-                      relu6: bool = False, ranges: str | None = None) -> Recipe:
+                      relu6: bool = False, ranges: str | None = None, int16x8: bool = False) -> Recipe:
     base = load_recipe(spec) if spec else Recipe()
     data = base.model_dump(mode="json")
     if prune is not None and not 0 < prune < 1:
@@ -37,7 +37,7 @@ def recipe_from_flags(spec: str | None, *, int8: bool, fp16: bool, prune: float 
     flags = {"int8": int8 or None, "fp16": fp16 or None, "preprocess": preprocess, "calib_samples": calib_samples,
              "io_dtype": io_dtype, "formats": _formats(formats), "learning_rate": learning_rate,
              "accuracy_tolerance": accuracy_tolerance, "integer_only": integer_only or None, "target": target,
-             "per_tensor": per_tensor or None, "ranges": ranges,
+             "per_tensor": per_tensor or None, "ranges": ranges, "int16x8": int16x8 or None,
              "accuracy_aware": {"max_drop": max_accuracy_drop} if max_accuracy_drop is not None else None}
     given = {k: v for k, v in flags.items() if v is not None}
     data.update(given)

@@ -33,6 +33,9 @@ def apply_target(recipe: Recipe, formats_chosen: bool, equalize_chosen: bool) ->
                                  f"leave out --formats or choose among those")
         else:
             update["formats"] = runs
+        if recipe.int16x8 and "int16x8" not in profile.precisions:
+            raise InputError(f"--int16x8: --target {profile.name} runs {', '.join(profile.precisions)} files, "
+                             "not int16x8: leave it out")
         if not set(profile.precisions) & {"fp32", "fp16", "int8w"}:
             update["int8"] = True
         allowed = profile.constraints.io_dtypes

@@ -72,9 +72,10 @@ PARTS = {
     "search_step": ("search:STEP_KIND", "the step kind whose memory edgekit.support.memory estimates"),
 }
 
-# Precisions: ONNX fp16 would need another converter, so it is not offered.
+# Precisions: ONNX fp16 would need another converter, so it is not offered; int16x8 (int16
+# activations, int8 weights) is TFLite's 16x8 mode.
 _ALL = (
-    Format("tflite", "TFLite", (".tflite",), frozenset({"fp32", "fp16", "int8", "int8w"}), "ai-edge-litert",
+    Format("tflite", "TFLite", (".tflite",), frozenset({"fp32", "fp16", "int8", "int8w", "int16x8"}), "ai-edge-litert",
            convert_step="tflite-convert", quantize_step=None, from_frozen_graph=False, colour="#1f77b4",
            exporter="export:TFLiteExporter", runner="runner:TFLiteRunner", cpu_runtime="litert",
            runtime_module="ai_edge_litert", extra="tflite"),

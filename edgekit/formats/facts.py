@@ -72,7 +72,7 @@ def other_group(op_type: str) -> str:
 class ArtifactFacts:
     path: str
     format: str
-    precision: str                  # fp32 | fp16 | int8w | int8
+    precision: str                  # fp32 | fp16 | int8w | int8 | int16x8
     macs: int
     weight_bytes: int               # the file's size: every parameter is in it once
     ops: list[str] = field(default_factory=list)

@@ -26,7 +26,7 @@ from edgekit.formats.facts import ArtifactFacts, read_facts
 from edgekit.measure.devices import SUPPORTED_OPS_FORMAT, DeviceProfile, all_profiles
 from edgekit.errors import Incompatible, InputError
 
-BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "int8": 1, "int8w": 1}
+BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "int8": 1, "int8w": 1, "int16x8": 1}
 
 
 def compatibility_problems(profile: DeviceProfile, facts: ArtifactFacts) -> list[str]:

@@ -188,7 +188,7 @@ def draw_tradeoff(ax, points) -> None:
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
 
 
-PRECISION_MARKERS = {"fp32": "o", "fp16": "^", "int8w": "v", "int8": "s"}
+PRECISION_MARKERS = {"fp32": "o", "fp16": "^", "int8w": "v", "int8": "s", "int16x8": "D"}
 
 
 def _size_plot(report: dict) -> str:

@@ -51,7 +51,7 @@ class Benchmark(_Open):
 class ArtifactEntry(_Open):
     id: Text
     format: Literal["tflite", "onnx", "openvino"]  # what a sweep measures with: no other runtime
-    precision: Literal["fp32", "fp16", "int8", "int8w"]
+    precision: Literal["fp32", "fp16", "int8", "int8w", "int16x8"]
     size_bytes: Bytes
     accuracy: Optional[Accuracy] = None
     agreement: Optional[Fraction] = None

@@ -144,3 +144,50 @@ def test_bad_ranges_are_refused_before_any_work(args, words, digits, cli, tmp_pa
     result = cli("compress", digits["model"], *args, "--data", digits["calib"], "-o", tmp_path / "out")
     refusal_line(result, words)
     assert snapshot(tmp_path) == before
+
+
+def test_int16x8_writes_a_tflite_file_with_int16_activations_that_absorbs_the_hot_pixel(
+        digits, hot_pixel_calibration, cli, tmp_path):
+    """TFLite's 16x8 mode beside the int8 files: read back, its activations are int16 and its
+    weights int8; 256× finer activation steps leave the hot pixel's range harmless; formats
+    without the mode write none."""
+    from edgekit.formats.tflite.facts import read_facts
+
+    out = tmp_path / "out"
+    result = cli("compress", digits["model"], "--int8", "--int16x8", "--data", hot_pixel_calibration,
+                 "--val", digits["val"], "--formats", "tflite,onnx", "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    by_id = {a["id"]: a for a in report["artifacts"]}
+    assert set(by_id) == {"tflite-fp32", "tflite-int8", "tflite-int16x8", "onnx-fp32", "onnx-int8"}
+    wide = by_id["tflite-int16x8"]
+    facts = read_facts(out / wide["files"][0])
+    assert facts.precision == "int16x8"
+    assert {op.kind for op in facts.mac_ops} and all(op.weight_scales for op in facts.mac_ops)
+    assert wide["settings"]["activations"] == "int16"
+    reference = report["reference"]["accuracy"]["top1"]
+    assert wide["accuracy"]["top1"] >= reference - 0.01
+    assert wide["accuracy"]["top1"] >= by_id["tflite-int8"]["accuracy"]["top1"] + 0.2
+
+
+def test_int16x8_alone_writes_fp32_and_int16x8(digits, cli, tmp_path):
+    out = tmp_path / "out"
+    result = cli("compress", digits["model"], "--int16x8", "--data", digits["calib"], "--formats", "tflite",
+                 "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert [a["id"] for a in report["artifacts"]] == ["tflite-fp32", "tflite-int16x8"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--int16x8", "--formats", "onnx", "--data", "CALIB"], ["int16x8", "TFLite", "tflite"]),
+    (["--int16x8"], ["--int16x8", "--data"]),
+    (["--int16x8", "--fp16", "--data", "CALIB"], ["int16x8", "fp16"]),
+    (["--int16x8", "--target", "coral-edgetpu", "--data", "CALIB"], ["--int16x8", "coral-edgetpu", "int16x8"]),
+])
+def test_bad_int16x8_options_are_refused_before_any_work(args, words, digits, cli, tmp_path):
+    args = [str(digits["calib"]) if a == "CALIB" else a for a in args]
+    before = snapshot(tmp_path)
+    result = cli("compress", digits["model"], *args, "-o", tmp_path / "out")
+    refusal_line(result, words)
+    assert snapshot(tmp_path) == before

@@ -50,6 +50,9 @@ class TFLiteExporter:
                     "activations": "int8"}
         if precision == "fp16":
             return {"method": "float16 weights", "weights": "float16"}
+        if precision == "int16x8":
+            return {"method": "16x8 PTQ", "weights": f"int8 {weight_scales(per_tensor)}", "activations": "int16",
+                    "ranges": "min/max"}
         if precision == "int8w":
             return {"method": "dynamic-range", "weights": "int8 per-channel", "activations": "float32"}
         return {}
@@ -128,7 +131,7 @@ def configure(converter, precision: str, calibration: str | None, io_dtype: str,
         return "float32"
     if precision == "int8w":  # dynamic-range quantization: int8 weights, float activations
         return "float32"
-    if calibration is not None:
+    if calibration is not None:  # int8 and int16x8
         samples = np.load(calibration)
 
         def representative_dataset():
@@ -139,6 +142,10 @@ def configure(converter, precision: str, calibration: str | None, io_dtype: str,
         # no fake-quant on (after the float Multiply of a squeeze-excite block, say), which the
         # converter otherwise leaves in float (EfficientNetB0: 33 of 82 conv ops).
         converter.representative_dataset = representative_dataset
+    if precision == "int16x8":  # no integer I/O: the 16x8 file takes and gives float
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        converter._experimental_disable_per_channel = per_tensor  # noqa: SLF001
+        return "float32"
     if not qat:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     if per_tensor:  # the converter's only switch for it (TFLite's own tests use it); checked in the file

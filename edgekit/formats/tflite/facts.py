@@ -45,6 +45,7 @@ def read_facts(path: Path) -> ArtifactFacts:
             other_ops.append(OtherOp(tensors[int(op["outputs"][0])]["name"], _moved(op, tensors, variable),
                                      other_group(name)))
     precision = ("int8" if weight_types & {"int8", "uint8"} and result_types <= {"int8", "uint8"}
+                 else "int16x8" if weight_types & {"int8"} and result_types <= {"int16"}
                  else "int8w" if weight_types & {"int8", "uint8"} else "fp16" if fp16_weights else "fp32")
     first_in, first_out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     return ArtifactFacts(
