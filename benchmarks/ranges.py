@@ -5,7 +5,8 @@
 For each model, `compress --int8` into all three formats with each `--ranges`: default (each
 library's own: TFLite and ONNX Runtime min/max, NNCF the mean of per-sample min/max), minmax,
 percentile and mse. Top-1 of every int8 file on the validation split, how many activation ranges
-the method narrowed, each run's wall time and peak memory (the process tree). Models: the digits
+the method narrowed, each run's wall time and peak memory (the process tree). Then `--int16x8`:
+the TFLite 16x8 file's top-1 and host p50 beside the fp32 and int8 TFLite files of the same run. Models: the digits
 CNN calibrated on data with one hot pixel (one pixel of one image at 500, real pixels 0..1), and
 the slow tier's MobileNetV2 and EfficientNetB0 trained on the digits (tests/trained_build.py).
 """
@@ -13,12 +14,15 @@ the slow tier's MobileNetV2 and EfficientNetB0 trained on the digits (tests/trai
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from per_tensor import FORMATS, HERE, compress, prepare
+from process_peak import run_measured
 from sections import markers, write_section
 
 METHODS = ("default", "minmax", "percentile", "mse")
@@ -48,7 +52,20 @@ def section(name: str, folder: Path) -> list[str]:
                     + f" | {settings} | {r['seconds']:.0f} | {r['peak_mib']:,.0f} |")
     reference = results["default"]["report"]["reference"]["accuracy"]["top1"]
     return [f"### {name}", "", f"Keras float top-1 {100 * reference:.2f}% on the validation split "
-            f"({len(np.load(val)['y'])} images).", "", *rows, ""]
+            f"({len(np.load(val)['y'])} images).", "", *rows, "", *int16x8_rows(model, calib, val, folder / "out-16")]
+
+
+def int16x8_rows(model: Path, calib: Path, val: Path, out: Path) -> list[str]:
+    """One `--int8 --int16x8 --formats tflite` run, measured on this host (LiteRT, batch 1)."""
+    edgekit = Path(sys.executable).parent / "edgekit"
+    seconds, peak = run_measured([str(edgekit), "compress", str(model), "--int8", "--int16x8", "--data", str(calib),
+                                  "--val", str(val), "--formats", "tflite", "-o", str(out), "-q"])
+    artifacts = {a["precision"]: a for a in json.loads((out / "report.json").read_text())["artifacts"]}
+    p50 = {k: a["latency_ms"]["p50"] for k, a in artifacts.items()}
+    rows = ["| TFLite file | top-1 | p50 ms | p50 vs fp32 |", "|---|---|---|---|"]
+    rows += [f"| {k} | {100 * a['accuracy']['top1']:.2f} | {p50[k]:.3g} | {p50[k] / p50['fp32']:.2f}× |"
+             for k, a in artifacts.items()]
+    return [f"`--int8 --int16x8 --formats tflite` ({seconds:.0f} s, peak {peak:,.0f} MiB):", "", *rows, ""]
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from typing import Annotated, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgekit.errors import InputError
+from edgekit.formats import FORMATS, get_format
 from edgekit.support.shipped import shipped_files
 
 Format = Literal["tflite", "onnx", "openvino"]
@@ -54,14 +55,18 @@ class Repairs(_Strict):
                         "(MobileNets); changes the function where an activation passed 6: reported")
     bias_correction: bool = Field(False, description="subtract the mean int8 weight-rounding error, measured on the "
                                   "calibration data, from each conv/dense bias")
+    batchnorm_as_conv: bool = Field(False, description="each BatchNormalization folding cannot remove (after a "
+                                    "concatenation, an add, the input) becomes the 1×1 depthwise convolution it "
+                                    "computes, which every converter quantizes (the float function is unchanged)")
 
     @property
     def any(self) -> bool:
-        return self.equalize or self.bias_correction
+        return self.equalize or self.bias_correction or self.batchnorm_as_conv
 
     @property
     def named(self) -> str:
-        return " and ".join(f"repairs.{k}" for k in ("equalize", "bias_correction") if getattr(self, k))
+        return " and ".join(f"repairs.{k}" for k in ("batchnorm_as_conv", "equalize", "bias_correction")
+                            if getattr(self, k))
 
     @model_validator(mode="after")
     def _consistent(self) -> "Repairs":
@@ -111,8 +116,10 @@ class Recipe(_Strict):
             raise ValueError("choose int8 or fp16, not both")
         if self.int16x8 and self.fp16:
             raise ValueError("choose int16x8 or fp16, not both")
-        if self.int16x8 and "tflite" not in self.formats:
-            raise ValueError("int16x8 (--int16x8) is a TFLite precision (its 16x8 mode): add tflite to the formats")
+        having = [f for f in FORMATS if "int16x8" in get_format(f).precisions]
+        if self.int16x8 and not set(having) & set(self.formats):
+            raise ValueError(f"int16x8 (--int16x8) is a TFLite precision (its 16x8 mode): add {', '.join(having)} "
+                             "to the formats")
         if self.int16x8 and "qat" in kinds:
             raise ValueError("int16x8 (--int16x8) is post-training; QAT here trains int8 ranges")
         if "qat" in kinds and not self.int8:
@@ -193,9 +200,9 @@ def validate_recipe(data, source: str, flags: dict[str, str] | None = None) -> R
         raise InputError(detail if detail.startswith("--") else f"recipe {source}: {detail}") from None
 
 
-def equalize_set(recipe: Recipe) -> bool:
-    """Whether the recipe says itself whether to equalize (integer-only then leaves it as it is)."""
-    return "repairs" in recipe.model_fields_set and "equalize" in recipe.repairs.model_fields_set
+def repairs_set(recipe: Recipe) -> set[str]:
+    """The repairs the recipe turns on or off itself (integer-only then leaves those as they are)."""
+    return set(recipe.repairs.model_fields_set) if "repairs" in recipe.model_fields_set else set()
 
 
 def load_recipe(spec: str) -> Recipe:
@@ -214,4 +221,4 @@ def load_recipe(spec: str) -> Recipe:
 
     return apply_target(recipe.model_copy(update={"name": recipe.name or path.stem}),
                         formats_chosen="formats" in recipe.model_fields_set,
-                        equalize_chosen=equalize_set(recipe))
+                        repairs_chosen=repairs_set(recipe))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgekit.compression.config import Recipe, equalize_set, load_recipe, validate_recipe
+from edgekit.compression.config import Recipe, load_recipe, repairs_set, validate_recipe
 from edgekit.errors import InputError
 from edgekit.formats import FORMATS
 
@@ -47,7 +47,7 @@ def recipe_from_flags(spec: str | None, *, int8: bool, fp16: bool, prune: float 
     from edgekit.compression.targets import apply_target
 
     return apply_target(recipe, formats_chosen=formats is not None or "formats" in base.model_fields_set,
-                        equalize_chosen=equalize or relu6 or equalize_set(base))
+                        repairs_chosen=repairs_set(base) | ({"equalize"} if equalize or relu6 else set()))
 
 
 def _formats(text: str | None) -> list[str] | None:

@@ -16,7 +16,12 @@ from edgekit.compression.config import Recipe
 from edgekit.errors import Incompatible, InputError
 
 
-def apply_target(recipe: Recipe, formats_chosen: bool, equalize_chosen: bool) -> Recipe:
+# What --integer-only turns on unless the recipe says otherwise: exact rewrites of the float model
+# that let more layers be integer (edgekit/compression/repairs)
+INTEGER_ONLY_REPAIRS = ("batchnorm_as_conv", "equalize")
+
+
+def apply_target(recipe: Recipe, formats_chosen: bool, repairs_chosen: set[str]) -> Recipe:
     """The recipe with what --target and --integer-only decide filled in; exit 2 where the
     recipe asks for something the device cannot run."""
     update: dict = {}
@@ -48,8 +53,9 @@ def apply_target(recipe: Recipe, formats_chosen: bool, equalize_chosen: bool) ->
             update["integer_only"] = True
         if profile.constraints.per_tensor_weights:
             update["per_tensor"] = True
-    if (recipe.integer_only or update.get("integer_only")) and not equalize_chosen:
-        update["repairs"] = recipe.repairs.model_copy(update={"equalize": True})
+    turned_on = {k: True for k in INTEGER_ONLY_REPAIRS if k not in repairs_chosen}
+    if (recipe.integer_only or update.get("integer_only")) and turned_on:
+        update["repairs"] = recipe.repairs.model_copy(update=turned_on)
     resolved = recipe.model_copy(update=update)
     if resolved.integer_only and not resolved.int8:
         raise InputError("--integer-only makes int8 files: pass --int8 with --data CALIB")

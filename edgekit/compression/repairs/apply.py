@@ -1,8 +1,9 @@
 """The recipe's repairs, in order, on the float tf_keras model every format is exported from:
-ReLU6 made ReLU (repairs.relu6), cross-layer equalization (repairs.equalize), bias correction
+BatchNorms that do not fold made 1×1 depthwise convolutions (repairs.batchnorm_as_conv), ReLU6
+made ReLU (repairs.relu6), cross-layer equalization (repairs.equalize), bias correction
 (repairs.bias_correction). Each is reported; each that must keep the function is checked to.
 
-Equalization must not change the outputs (beyond float rounding: REPAIRED_TOLERANCE, or it is
+The BatchNorm rewrite and equalization must not change the outputs (beyond float rounding: REPAIRED_TOLERANCE, or it is
 edgekit's bug, exit 3, nothing written). Unclipping ReLU6 and bias correction change them by
 design: the report says by how much, on the evidence inputs, against the model before the repairs.
 """
@@ -28,8 +29,10 @@ def apply_repairs(repairs: Repairs, per_tensor: bool, model, calibration_x: np.n
     original = _outputs(model, sample)
     record: dict = {}
     current = model
+    if repairs.batchnorm_as_conv:
+        current = _batchnorm_as_conv(current, original, sample, record, log)
     if repairs.equalize:
-        current = _equalize(current, repairs.relu6, original, sample, record, log)
+        current = _equalize(current, current is not model, repairs.relu6, original, sample, record, log)
     if repairs.bias_correction:
         current = _correct_biases(current, current is not model, per_tensor, calibration_x, record, log)
     if current is not model:
@@ -40,7 +43,32 @@ def apply_repairs(repairs: Repairs, per_tensor: bool, model, calibration_x: np.n
     return current, record
 
 
-def _equalize(model, relu6: bool, original: np.ndarray, sample: np.ndarray, record: dict, log: StepLog):
+def _batchnorm_as_conv(model, original: np.ndarray, sample: np.ndarray, record: dict, log: StepLog):
+    from edgekit.compression.repairs.batchnorm import batchnorm_as_conv
+
+    with log.step("Fold BatchNorms, and make those that do not fold 1×1 depthwise convolutions"):
+        result = batchnorm_as_conv(model)
+    record["batchnorm_as_conv"] = {"converted": result.converted, "left_alone": result.left_alone,
+                                   "batchnorm_folded": result.folded}
+    if not result.converted:
+        log.note("batchnorm_as_conv: every BatchNorm folds into the layer before it (or there is none)")
+        return result.model
+    log.note(f"batchnorm_as_conv: {len(result.converted)} BatchNorm(s) that do not fold made 1×1 depthwise "
+             "convolutions, which every converter quantizes")
+    _check_unchanged("batchnorm_as_conv", result.model, original, sample, record["batchnorm_as_conv"])
+    return result.model
+
+
+def _check_unchanged(repair: str, model, reference: np.ndarray, sample: np.ndarray, record: dict) -> None:
+    moved = float(np.max(np.abs(_outputs(model, sample) - reference)))
+    record["max_abs_change"] = moved
+    if not moved <= REPAIRED_TOLERANCE:
+        raise EdgekitError(f"{repair} changed the model's outputs by up to {moved:.3g} on the evidence inputs; "
+                           "that is a bug in edgekit, please report it with --debug output (nothing was written)")
+
+
+def _equalize(model, owned: bool, relu6: bool, original: np.ndarray, sample: np.ndarray, record: dict,
+              log: StepLog):
     from edgekit.compression.repairs.equalize import equalize, unclip_relu6
 
     before, unclipped, reference = model, [], original
@@ -54,7 +82,7 @@ def _equalize(model, relu6: bool, original: np.ndarray, sample: np.ndarray, reco
         else:
             log.note("relu6: the model has no ReLU6 layer; nothing to unclip")
     with log.step("Equalize the ranges of consecutive conv/dense layers (cross-layer equalization)"):
-        result = equalize(before, owned=before is not model)  # the unclipped copy is ours to change
+        result = equalize(before, owned=owned or before is not model)  # a copy made here is ours to change
     record["equalize"] = {"pairs": result.pairs, "left_alone": result.left_alone,
                           "batchnorm_folded": result.folded, "relu6_made_relu": unclipped}
     if not result.pairs:
@@ -64,11 +92,7 @@ def _equalize(model, relu6: bool, original: np.ndarray, sample: np.ndarray, reco
     widest = max(result.pairs, key=lambda p: p["range_spread_before"])
     log.note(f"equalize: {len(result.pairs)} layer pair(s); the widest channel range of {widest['from']} went from "
              f"{widest['range_spread_before']:g}× to {widest['range_spread_after']:g}× the median channel's")
-    moved = float(np.max(np.abs(_outputs(result.model, sample) - reference)))
-    record["equalize"]["max_abs_change"] = moved
-    if not moved <= REPAIRED_TOLERANCE:
-        raise EdgekitError(f"equalize changed the model's outputs by up to {moved:.3g} on the evidence inputs; "
-                           "that is a bug in edgekit, please report it with --debug output (nothing was written)")
+    _check_unchanged("equalize", result.model, reference, sample, record["equalize"])
     return result.model
 
 
