@@ -90,3 +90,28 @@ MIN_COMPARED = 0.5
 LOW_COVERAGE = {"NASNetMobile": (0.4, "cells of parallel same-shape convs: 17-21 of 37 layers compared"),
                 "Xception": (0.4, "its 7 conv layers: 4 shortcut convs beside separable-conv paths"),
                 "InceptionV3": (0.4, "parallel 1x1 branches: 45 of 95 compared in ONNX")}
+
+
+def test_densenet_is_integer_only_in_every_format(tmp_path):
+    """DenseNet121 normalizes each concatenation with a BatchNorm that no conv before it can take:
+    `--integer-only` makes those 1×1 depthwise convolutions (repairs.batchnorm_as_conv), and
+    every conv/dense op of the three int8 files computes in integers, read back from the files
+    (ONNX Runtime has no integer BatchNormalization; NNCF quantizes the pieces of each nested
+    concatenation, which the OpenVINO reader follows)."""
+    built = subprocess.run([sys.executable, "-m", "tests.zoo_build", "tf_keras", "DenseNet121", "32", str(tmp_path)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-2000:]
+    model = Path(built.stdout.strip().splitlines()[-1])
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-m", "edgekit", "compress", str(model), "--integer-only", "--int8",
+                          "--data", str(tmp_path / "data.npz"), "-o", str(out), "--no-bench", "-q"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                         env={**os.environ, "EDGEKIT_STEP_PROCESSES": "inline"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["repairs"]["batchnorm_as_conv"]["converted"]) == 62
+    assert report["repairs"]["batchnorm_as_conv"]["max_abs_change"] <= 1e-4
+    checked = report["target"]["checked"]
+    assert len(checked) == 3 and all(c["problems"] == [] for c in checked), checked
+    for artifact in (a for a in report["artifacts"] if a["precision"] == "int8"):
+        assert artifact["quantization"]["int8_mac_share"] == 1.0, (artifact["id"], artifact["quantization"])

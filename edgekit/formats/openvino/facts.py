@@ -155,8 +155,13 @@ def _weight_scales(node, depth: int = 0) -> int | None:
 
 
 # Ops that keep int8 activations int8: NNCF quantizes their inputs, not their output (a max
-# pool or a concatenation of int8 tensors with one scale is int8).
-OV_INT8_PRESERVING = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "MaxPool", "Concat"}
+# pool, a zero padding or a concatenation of int8 tensors with one scale is int8).
+OV_INT8_PRESERVING = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "MaxPool", "Concat", "Pad"}
+
+
+# DenseNet concatenates each layer's output onto the previous concatenation: NNCF quantizes the
+# pieces, and a block of 24 layers nests 24 Concats between a conv and its FakeQuantizes.
+MAX_PRESERVING_DEPTH = 64
 
 
 def _openvino_fake_quantized(node, depth: int = 0) -> bool:
@@ -164,7 +169,7 @@ def _openvino_fake_quantized(node, depth: int = 0) -> bool:
     kind = node.get_type_name()
     if kind == "FakeQuantize":
         return True
-    if kind in OV_INT8_PRESERVING and depth < 6:
+    if kind in OV_INT8_PRESERVING and depth < MAX_PRESERVING_DEPTH:
         inputs = [node.input_value(i).get_node() for i in range(node.get_input_size())]
         data = inputs if kind == "Concat" else inputs[:1]  # the others are shapes and axes
         return all(_openvino_fake_quantized(n, depth + 1) for n in data)
