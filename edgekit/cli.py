@@ -90,7 +90,8 @@ def compress(
     int8: bool = typer.Option(False, "--int8", help="Quantize to int8 (full int8 with --data, else weights only)."),
     fp16: bool = typer.Option(False, "--fp16", help="float16 TFLite and OpenVINO FP16 (for GPUs)."),
     int16x8: bool = typer.Option(False, "--int16x8", help="With --data: also a TFLite file with int16 activations "
-        "and int8 weights (TFLite's 16x8 mode), closer to float than int8; for CPUs (LiteRT runs it without XNNPACK)."),
+        "and int8 weights (TFLite's 16x8 mode), closer to float than int8; for targets with 16-bit kernels (LiteRT "
+        "runs it on reference kernels, many times slower than fp32 on a CPU)."),
     prune: Optional[float] = typer.Option(None, "--prune", help="Prune to this sparsity (0 < S < 1), fine-tuning on --data."),
     prune_structure: Optional[str] = typer.Option(None, "--prune-structure", help="unstructured (default) or 2:4."),
     qat: bool = typer.Option(False, "--qat", help="Quantization-aware training on --data, then int8 from its learned ranges."),
@@ -121,7 +122,7 @@ def compress(
         "int8 weight-rounding error, measured on the calibration data, from each conv/dense bias."),
     integer_only: bool = typer.Option(False, "--integer-only", help="With --int8 --data: every op of each int8 file "
         "computes in integers (what NPUs need); a float op left in any file is exit 2, naming it. Turns on "
-        "--equalize unless a recipe says itself whether to equalize."),
+        "--equalize and the rewrite of BatchNorms that do not fold, unless a recipe sets them itself."),
     per_tensor: bool = typer.Option(False, "--per-tensor", help="With --int8: one scale per weight tensor instead of "
         "one per output channel, for NPUs that take no per-channel scales (checked in each int8 file)."),
     ranges: Optional[str] = typer.Option(None, "--ranges", help="With --int8 --data: how activation ranges are "
@@ -150,7 +151,8 @@ def compress(
                                   max_accuracy_drop=max_accuracy_drop, learning_rate=learning_rate,
                                   accuracy_tolerance=accuracy_tolerance, equalize=equalize,
                                   integer_only=integer_only, target=target, per_tensor=per_tensor,
-                                  bias_correction=bias_correction, relu6=relu6, ranges=ranges, int16x8=int16x8, output=outdir, force=force, seed=seed,
+                                  bias_correction=bias_correction, relu6=relu6, ranges=ranges, int16x8=int16x8,
+                                  output=outdir, force=force, seed=seed,
                                   trust_model=trust_model, custom_objects=custom_objects, bench=not no_bench,
                                   quiet=quiet)
         except GateFailure as failure:  # accuracy_tolerance: the results were written; show them first

@@ -254,7 +254,8 @@ def _export_request(opts: CompressOptions, model: LoadedModel, exported: LoadedM
         stem=Path(opts.model).stem, outdir=staging, scratch=scratch, precisions=opts.precisions,
         io_dtype=opts.recipe.io_dtype, per_tensor=opts.recipe.per_tensor, ranges=opts.recipe.ranges,
         weight_bytes=weight_bytes, formats=opts.recipe.formats, isolate=isolate)
-    if data.calibration is not None and {"int8", "int16x8"} & set(opts.precisions):  # QAT too: see formats/tflite/export.py
+    calibrated = {"int8", "int16x8"} & set(opts.precisions)
+    if data.calibration is not None and calibrated:  # QAT too: see formats/tflite/export.py
         request.calibration = str(scratch / "calibration.npy")
         np.save(request.calibration, data.calibration.x)
         request.calibration_samples = len(data.calibration)

@@ -44,6 +44,11 @@ class Histograms:
     def ranges(self, method: str) -> dict[str, tuple[float, float]]:
         return {name: choose_range(self.counts[name], *self.limits[name], method) for name in self.limits}
 
+    def narrowed(self, chosen: dict[str, tuple[float, float]]) -> dict:
+        """report.json's count: the tensors whose chosen range is narrower than min/max by over 1%."""
+        count = sum((high - low) < 0.99 * (self.limits[n][1] - self.limits[n][0]) for n, (low, high) in chosen.items())
+        return {"tensors": len(chosen), "narrowed": int(count)}
+
 
 def choose_range(counts: np.ndarray, lo: float, hi: float, method: str) -> tuple[float, float]:
     """The (low, high) to quantize a tensor to, from its histogram over [lo, hi]; 0 always inside."""
@@ -70,7 +75,8 @@ def _mse_range(counts: np.ndarray, edges: np.ndarray) -> tuple[float, float]:
     1000×, geometrically (a hot pixel 500× the rest needs the fine end), every pair tried."""
     centers = (edges[:-1] + edges[1:]) / 2
     lo, hi = float(edges[0]), float(edges[-1])
-    shrink = np.unique(np.concatenate([np.geomspace(1, 1e-3, MSE_CANDIDATES), np.linspace(1, 0, MSE_CANDIDATES, endpoint=False)]))
+    shrink = np.unique(np.concatenate([np.geomspace(1, 1e-3, MSE_CANDIDATES),
+                                       np.linspace(1, 0, MSE_CANDIDATES, endpoint=False)]))
     lows = lo * shrink if lo < 0 else np.zeros(1)
     highs = hi * shrink if hi > 0 else np.zeros(1)
     errors = expected_error(counts, centers, lows[:, None], highs[None, :])

@@ -3,9 +3,9 @@ BatchNorms that do not fold made 1×1 depthwise convolutions (repairs.batchnorm_
 made ReLU (repairs.relu6), cross-layer equalization (repairs.equalize), bias correction
 (repairs.bias_correction). Each is reported; each that must keep the function is checked to.
 
-The BatchNorm rewrite and equalization must not change the outputs (beyond float rounding: REPAIRED_TOLERANCE, or it is
-edgekit's bug, exit 3, nothing written). Unclipping ReLU6 and bias correction change them by
-design: the report says by how much, on the evidence inputs, against the model before the repairs.
+The BatchNorm rewrite and equalization must not change the outputs (beyond float rounding:
+REPAIRED_TOLERANCE, or it is edgekit's bug, exit 3, nothing written). Unclipping ReLU6 and bias
+correction change them by design: the report says by how much, on the evidence inputs, against the model before the repairs.
 """
 
 from __future__ import annotations
@@ -50,12 +50,13 @@ def _batchnorm_as_conv(model, original: np.ndarray, sample: np.ndarray, record: 
         result = batchnorm_as_conv(model)
     record["batchnorm_as_conv"] = {"converted": result.converted, "left_alone": result.left_alone,
                                    "batchnorm_folded": result.folded}
-    if not result.converted:
+    if result.converted:
+        log.note(f"batchnorm_as_conv: {len(result.converted)} BatchNorm(s) that do not fold made 1×1 depthwise "
+                 "convolutions, which every converter quantizes")
+    else:
         log.note("batchnorm_as_conv: every BatchNorm folds into the layer before it (or there is none)")
-        return result.model
-    log.note(f"batchnorm_as_conv: {len(result.converted)} BatchNorm(s) that do not fold made 1×1 depthwise "
-             "convolutions, which every converter quantizes")
-    _check_unchanged("batchnorm_as_conv", result.model, original, sample, record["batchnorm_as_conv"])
+    if result.model is not model:  # folding alone is a new model too: checked the same way
+        _check_unchanged("batchnorm_as_conv", result.model, original, sample, record["batchnorm_as_conv"])
     return result.model
 
 

@@ -51,8 +51,8 @@ class OnnxExporter:
                         "edgekit.formats.onnx.export:convert_qat", {"source": request.qat_source, "out": str(path)}, log)
             return Artifact(self.format, "int8", [path], settings={
                 "method": "QAT (learned ranges)", "weights": "int8 per-channel", "activations": "QDQ from tfmot ranges"})
-        ranges = request.run("onnx-quantize", f"ONNX: calibrate and quantize int8 ({request.calibration_samples} samples)",
-                             "edgekit.formats.onnx.export:quantize_static",
+        label = f"ONNX: calibrate and quantize int8 ({request.calibration_samples} samples)"
+        ranges = request.run("onnx-quantize", label, "edgekit.formats.onnx.export:quantize_static",
                              {"fp32": str(fp32_path), "out": str(path), "calibration": request.calibration,
                               "input_name": input_name, "per_tensor": request.per_tensor, "ranges": request.ranges}, log)
         return Artifact(self.format, "int8", [path], settings={

@@ -35,9 +35,8 @@ def activation_overrides(prepared: str, calibration: str, input_name: str, metho
         for name, v in values.items():
             histograms.add(name, v)
     chosen = histograms.ranges(method)
-    narrowed = sum((hi - lo) < 0.99 * (histograms.limits[n][1] - histograms.limits[n][0]) for n, (lo, hi) in chosen.items())
     overrides = {name: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}] for name, (lo, hi) in chosen.items()}
-    return overrides, {"tensors": len(chosen), "narrowed": int(narrowed)}
+    return overrides, histograms.narrowed(chosen)
 
 
 def _session_with_every_activation(prepared: str, input_name: str):

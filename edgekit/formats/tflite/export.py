@@ -143,7 +143,8 @@ def configure(converter, precision: str, calibration: str | None, io_dtype: str,
         # converter otherwise leaves in float (EfficientNetB0: 33 of 82 conv ops).
         converter.representative_dataset = representative_dataset
     if precision == "int16x8":  # no integer I/O: the 16x8 file takes and gives float
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
         converter._experimental_disable_per_channel = per_tensor  # noqa: SLF001
         return "float32"
     if not qat:

@@ -52,12 +52,9 @@ def with_ranges(calibrated: bytes, samples: np.ndarray, method: str) -> tuple[by
               if _calibrated_activation(t, model.buffers)}
     histograms = _histograms(calibrated, samples, limits)
     chosen = histograms.ranges(method)
-    narrowed = 0
     for i, (low, high) in chosen.items():
-        old_low, old_high = limits[i]
-        narrowed += (high - low) < 0.99 * (max(old_high, 0) - min(old_low, 0))
         tensors[i].quantization.min, tensors[i].quantization.max = [low], [high]
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), {"tensors": len(chosen), "narrowed": int(narrowed)}
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), histograms.narrowed(chosen)
 
 
 def _calibrated_activation(tensor, buffers) -> bool:
