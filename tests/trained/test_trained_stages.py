@@ -173,3 +173,25 @@ def test_integer_only_repairs_on_a_trained_mobilenetv2(trained, cli, tmp_path):
     assert int8["accuracy"]["top1"] >= report["reference"]["accuracy"]["top1"] - 0.015, int8["accuracy"]
     facts = read_facts(out / "MobileNetV2.int8.tflite", "tflite")
     assert len(facts.mac_ops) >= 50 and all(op.int8_compute and op.weight_scales == 1 for op in facts.mac_ops)
+
+
+def test_mse_ranges_and_int16x8_on_a_trained_mobilenetv2(trained, cli, tmp_path):
+    """On the trained MobileNetV2 the MSE ranges narrow most activations, and TFLite and ONNX, given
+    the same ranges, both stay within 1.5 points of the float model; the int16x8 file, read back
+    as int16 activations, within 1 point."""
+    from edgekit.formats.facts import read_facts
+
+    model = trained("mobilenetv2-tf_keras")
+    out = tmp_path / "out"
+    result, report = _compress(cli, model, out, "--int8", "--ranges", "mse", "--int16x8", "--formats", "tflite,onnx",
+                               "--no-bench")
+    assert result.exit_code == 0, result.output
+    reference = report["reference"]["accuracy"]["top1"]
+    for int8 in _int8(report):
+        assert int8["settings"]["ranges"].startswith("MSE"), int8["settings"]
+        narrowed, total = (int(w) for w in int8["settings"]["ranges"].split(": ")[1].split(" activation")[0].split(" of "))
+        assert narrowed >= total // 2, int8["settings"]
+        assert int8["accuracy"]["top1"] >= reference - 0.015, (int8["id"], int8["accuracy"])
+    wide = next(a for a in report["artifacts"] if a["precision"] == "int16x8")
+    assert read_facts(out / wide["files"][0], "tflite").precision == "int16x8"
+    assert wide["accuracy"]["top1"] >= reference - 0.01, wide["accuracy"]
