@@ -78,6 +78,16 @@ def refusal_line(result, words: list[str]) -> str:
     return line
 
 
+def interruptible():
+    """preexec_fn for a child a test will Ctrl-C: SIGINT back to its default, as in a terminal's
+    foreground job. pytest started as a background job of a script (`pytest &`) ignores SIGINT,
+    its children inherit that, and Python keeps an ignored SIGINT ignored: the test would signal
+    a process that cannot hear it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     """Every file under folder with its size and mtime: proof that nothing changed."""
     if not folder.exists():

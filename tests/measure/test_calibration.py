@@ -17,7 +17,7 @@ import yaml
 from edgekit.measure.calibration.costs import (COLUMNS, MAC_KINDS, OP_GROUPS, features, fit, from_costs, leave_one_out, predict_ms,
                                                to_costs)
 from edgekit.measure.layer_work import LayerWork, NetworkWork
-from tests.conftest import refusal_line, snapshot
+from tests.conftest import interruptible, refusal_line, snapshot
 
 
 def _network(rng, layers: int) -> NetworkWork:
@@ -170,7 +170,7 @@ def test_an_interrupted_calibration_writes_nothing(tmp_path):
     process = subprocess.Popen([sys.executable, "-c", few_then_cli, "devices", "calibrate", "-o", str(out / "me.yaml"),
                                 "--runtime", "litert", "--threads", "1"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "TMPDIR": str(scratch)})
+                               env={**os.environ, "TMPDIR": str(scratch)}, preexec_fn=interruptible)
     seen = ""
     while "Measure" not in seen and process.poll() is None:  # fp32 is measured, int8 under way
         seen += process.stderr.readline()

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import refusal_line, snapshot
+from tests.conftest import interruptible, refusal_line, snapshot
 
 pytestmark = pytest.mark.heavy  # whole compress/sweep/demo runs: the full suite, not the quick loop
 
@@ -388,7 +388,8 @@ def test_ctrl_c_stops_running_cells_and_keeps_finished_ones(digits, tmp_path):
     out = tmp_path / "sweep"
     command = _edgekit("sweep", digits["model"], "--data", digits["calib"], "--val", digits["val"], *RECIPES,
                        "--formats", "tflite", "--jobs", "1", "-o", out)
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=interruptible)
     deadline = time.time() + 300
     while time.time() < deadline and not list((out / "cells").glob("*/report.json")):
         time.sleep(0.2)
@@ -452,7 +453,8 @@ def test_sigterm_cancels_the_ray_tasks_and_keeps_finished_cells(digits, ray_clus
     out = tmp_path / "sweep"
     command = _edgekit("sweep", digits["model"], "--data", digits["calib"], "--val", digits["val"], *RECIPES,
                        "--formats", "tflite", "-o", out, "--ray", ray_cluster)
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=interruptible)
     deadline = time.time() + 300
     while time.time() < deadline and not list((out / "cells").glob("*/report.json")):
         time.sleep(0.2)
