@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
-# "default": each library's own calibration (TFLite and ONNX Runtime: min/max; NNCF: its own)
-RANGE_METHODS = ("default", "minmax", "percentile", "mse")
+# --ranges (edgekit/compression/config.py): "default" is each library's own calibration (TFLite and
+# ONNX Runtime: min/max; NNCF: its own), then "minmax", "percentile", "mse"
 FROM_HISTOGRAMS = ("percentile", "mse")  # what edgekit computes for TFLite and ONNX
 PERCENTILE = 99.99  # of each tensor's values over the calibration data, on each side
-BINS = 32_768  # fine enough that a value 500× the rest still leaves the real ones 650 bins
+BINS = 32_768  # fine enough that a value 500× the rest still leaves the real ones some 65 bins
 LEVELS = 256  # an 8-bit activation grid
 MSE_CANDIDATES = 96  # per end, geometric and linear: about 190² pairs
 
