@@ -13,11 +13,9 @@ activation outliers (edgekit.demo.add_activation_outliers), where per-tensor int
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +25,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from process_peak import run_measured  # noqa: E402
-from sections import markers, write_section  # noqa: E402
+from sections import run_per_model  # noqa: E402
 
 TRAINED = {"mobilenetv2": ("tf_keras", "MobileNetV2", 48, 12), "efficientnetb0": ("tf_keras", "EfficientNetB0", 32, 4)}
 FORMATS = ("tflite", "onnx", "openvino")
@@ -101,19 +99,8 @@ def _recovered(top1: dict, run: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="mobilenetv2,efficientnetb0,outliers")
-    parser.add_argument("--out", type=Path, default=HERE / "results.md")
-    args = parser.parse_args()
-    lines = []
-    for name in args.models.split(","):
-        with tempfile.TemporaryDirectory() as tmp:
-            lines += section(name, Path(tmp))
-    begin, end = markers("per_tensor.py")
-    text = "\n".join([begin, "## Per-tensor int8 weights and integer-only repairs (benchmarks/per_tensor.py)", "",
-                      *lines, end])
-    write_section("per_tensor.py", text, args.out)
-    print(text)
+    run_per_model(__doc__, "per_tensor.py", "Per-tensor int8 weights and integer-only repairs",
+                  "mobilenetv2,efficientnetb0,outliers", section)
 
 
 if __name__ == "__main__":

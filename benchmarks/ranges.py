@@ -13,17 +13,15 @@ the slow tier's MobileNetV2 and EfficientNetB0 trained on the digits (tests/trai
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from per_tensor import FORMATS, HERE, compress, prepare
+from per_tensor import FORMATS, compress, prepare
 from process_peak import run_measured
-from sections import markers, write_section
+from sections import run_per_model
 
 METHODS = ("default", "minmax", "percentile", "mse")
 HOT_PIXEL = 500.0
@@ -69,18 +67,7 @@ def int16x8_rows(model: Path, calib: Path, val: Path, out: Path) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="hot-pixel,mobilenetv2,efficientnetb0")
-    parser.add_argument("--out", type=Path, default=HERE / "results.md")
-    args = parser.parse_args()
-    lines = []
-    for name in args.models.split(","):
-        with tempfile.TemporaryDirectory() as tmp:
-            lines += section(name, Path(tmp))
-    begin, end = markers("ranges.py")
-    text = "\n".join([begin, "## Activation ranges: --ranges (benchmarks/ranges.py)", "", *lines, end])
-    write_section("ranges.py", text, args.out)
-    print(text)
+    run_per_model(__doc__, "ranges.py", "Activation ranges: --ranges", "hot-pixel,mobilenetv2,efficientnetb0", section)
 
 
 if __name__ == "__main__":
