@@ -66,6 +66,9 @@ def validate_options(opts: CompressOptions) -> None:
         raise InputError(f"--seed {opts.seed}: choose a whole number from 0 to {2 ** 32 - 1}")
     if recipe.repairs.bias_correction and not opts.data:
         raise InputError("--bias-correction measures the int8 rounding error on calibration data: pass --data CALIB")
+    if recipe.ranges != "default" and not opts.data and not recipe.qat:
+        raise InputError(f"--ranges {recipe.ranges} chooses ranges from calibration data: pass --data CALIB "
+                         "(without it int8 is weight-only, with no activation ranges)")
     if recipe.int16x8 and not opts.data:
         raise InputError("--int16x8 calibrates its 16-bit activations: pass --data CALIB")
     if (recipe.target or recipe.integer_only) and not opts.data:

@@ -138,10 +138,13 @@ def test_mse_ranges_in_a_recipe_reach_the_accuracy_aware_search(outlier_digits, 
     (["--int8", "--ranges", "widest"], ["--ranges", "percentile", "mse"]),
     (["--ranges", "mse"], ["--ranges", "int8"]),
     (["--qat", "--ranges", "percentile"], ["--ranges", "QAT"]),
+    (["--int8", "--ranges", "mse", "NO-DATA"], ["--ranges mse", "--data CALIB"]),
 ])
 def test_bad_ranges_are_refused_before_any_work(args, words, digits, cli, tmp_path):
+    data = [] if "NO-DATA" in args else ["--data", digits["calib"]]
+    args = [a for a in args if a != "NO-DATA"]
     before = snapshot(tmp_path)
-    result = cli("compress", digits["model"], *args, "--data", digits["calib"], "-o", tmp_path / "out")
+    result = cli("compress", digits["model"], *args, *data, "-o", tmp_path / "out")
     refusal_line(result, words)
     assert snapshot(tmp_path) == before
 
