@@ -179,7 +179,8 @@ def compress(model: Any, *, int8: bool = False, fp16: bool = False, prune: float
              max_accuracy_drop: float | None = None, learning_rate: float | None = None,
              accuracy_tolerance: float | None = None, equalize: bool = False, integer_only: bool = False,
              target: str | None = None, per_tensor: bool = False, bias_correction: bool = False,
-             relu6: bool = False, ranges: str | None = None, int16x8: bool = False, output: PathArg | None = None,
+             relu6: bool = False, ranges: str | None = None, int16x8: bool = False, adaround: bool = False,
+             output: PathArg | None = None,
              force: bool = False, seed: int = 0, trust_model: bool = False, custom_objects: str | None = None, bench: bool = True,
              quiet: bool = True) -> Report:
     """`edgekit compress`: export, verify, measure; returns the report (also written to `output`,
@@ -196,7 +197,7 @@ def compress(model: Any, *, int8: bool = False, fp16: bool = False, prune: float
                                  learning_rate=learning_rate, accuracy_tolerance=accuracy_tolerance,
                                  equalize=equalize, integer_only=integer_only, target=target,
                                  per_tensor=per_tensor, bias_correction=bias_correction, relu6=relu6,
-                                 ranges=ranges, int16x8=int16x8)
+                                 ranges=ranges, int16x8=int16x8, adaround=adaround)
     with ExitStack() as stack:
         folder = _private_folder(stack)
         model_path = _model_path(model, folder)

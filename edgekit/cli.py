@@ -120,6 +120,9 @@ def compress(
         "(report.json repairs.change says by how much)."),
     bias_correction: bool = typer.Option(False, "--bias-correction", help="With --int8 --data: subtract the mean "
         "int8 weight-rounding error, measured on the calibration data, from each conv/dense bias."),
+    adaround: bool = typer.Option(False, "--adaround", help="With --int8 --data: learned weight rounding "
+        "(AdaRound): each weight rounds up or down to whichever int8 step moves its layer's output least on the "
+        "calibration data; each int8 file is checked to hold those weights."),
     integer_only: bool = typer.Option(False, "--integer-only", help="With --int8 --data: every op of each int8 file "
         "computes in integers (what NPUs need); a float op left in any file is exit 2, naming it. Turns on "
         "--equalize and the rewrite of BatchNorms that do not fold, unless a recipe sets them itself."),
@@ -152,7 +155,7 @@ def compress(
                                   accuracy_tolerance=accuracy_tolerance, equalize=equalize,
                                   integer_only=integer_only, target=target, per_tensor=per_tensor,
                                   bias_correction=bias_correction, relu6=relu6, ranges=ranges, int16x8=int16x8,
-                                  output=outdir, force=force, seed=seed,
+                                  adaround=adaround, output=outdir, force=force, seed=seed,
                                   trust_model=trust_model, custom_objects=custom_objects, bench=not no_bench,
                                   quiet=quiet)
         except GateFailure as failure:  # accuracy_tolerance: the results were written; show them first

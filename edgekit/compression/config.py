@@ -55,23 +55,29 @@ class Repairs(_Strict):
                         "(MobileNets); changes the function where an activation passed 6: reported")
     bias_correction: bool = Field(False, description="subtract the mean int8 weight-rounding error, measured on the "
                                   "calibration data, from each conv/dense bias")
+    adaround: bool = Field(False, description="learned weight rounding (AdaRound): each conv/dense weight rounds up or "
+                           "down to the int8 step that moves the layer's output least on the calibration data, and "
+                           "each bias absorbs the mean shift left (checked: the int8 files hold those weights)")
     batchnorm_as_conv: bool = Field(False, description="each BatchNormalization folding cannot remove (after a "
                                     "concatenation, an add, the input) becomes the 1×1 depthwise convolution it "
                                     "computes, which every converter quantizes (the float function is unchanged)")
 
     @property
     def any(self) -> bool:
-        return self.equalize or self.bias_correction or self.batchnorm_as_conv
+        return self.equalize or self.bias_correction or self.adaround or self.batchnorm_as_conv
 
     @property
     def named(self) -> str:
-        return " and ".join(f"repairs.{k}" for k in ("batchnorm_as_conv", "equalize", "bias_correction")
+        return " and ".join(f"repairs.{k}" for k in ("batchnorm_as_conv", "equalize", "bias_correction", "adaround")
                             if getattr(self, k))
 
     @model_validator(mode="after")
     def _consistent(self) -> "Repairs":
         if self.relu6 and not self.equalize:
             raise ValueError("repairs.relu6 lets equalization pass through ReLU6: it needs repairs.equalize")
+        if self.adaround and self.bias_correction:
+            raise ValueError("repairs.adaround corrects each bias for the rounding it chooses; repairs.bias_correction "
+                             "would correct for rounding to nearest, which is not used: choose one")
         return self
 
 

@@ -66,6 +66,8 @@ def validate_options(opts: CompressOptions) -> None:
         raise InputError(f"--seed {opts.seed}: choose a whole number from 0 to {2 ** 32 - 1}")
     if recipe.repairs.bias_correction and not opts.data:
         raise InputError("--bias-correction measures the int8 rounding error on calibration data: pass --data CALIB")
+    if recipe.repairs.adaround and not opts.data:
+        raise InputError("--adaround learns each weight's rounding on calibration data: pass --data CALIB")
     if recipe.ranges != "default" and not opts.data and not recipe.qat:
         raise InputError(f"--ranges {recipe.ranges} chooses ranges from calibration data: pass --data CALIB "
                          "(without it int8 is weight-only, with no activation ranges)")
@@ -133,7 +135,7 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
     original_accuracy = accuracy(evidence.reference, evidence.labels)  # before any stage changes the model
     staged_model = _run_stages(opts, model, data, evidence, log)
     exported, qat_forward, stages = staged_model.exported, staged_model.qat_forward, staged_model.report
-    exported, repairs = _repair(recipe, exported, data, evidence, log)
+    exported, repairs, chosen = _repair(recipe, exported, data, evidence, log)
     if exported is not model:
         evidence = _reference_outputs(exported, evidence, log, "the fine-tuned model")
     # QAT int8 files are checked against the QAT model's own forward, the rest against the float model
@@ -148,6 +150,7 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
             verdicts, skipped = _drop_slow_weight_only(verdicts, log)
             artifacts = [v.artifact for v in verdicts]
             target_checks = _check_target(recipe, artifacts, log)
+            _check_rounding(chosen, artifacts, repairs, log)
             diagnostics = _diagnose(exported, artifacts, evidence, request.from_qat, log)
             # the search re-converts from request.source: in-process, that is the live model
             searched = _accuracy_aware(opts, exported, request, verdicts, diagnostics, evidence, log)
@@ -438,25 +441,46 @@ def _run_stages(opts: CompressOptions, model: LoadedModel, data: _Data, evidence
 
 
 def _repair(recipe: Recipe, exported: LoadedModel, data: _Data, evidence: Evidence,
-            log: StepLog) -> tuple[LoadedModel, dict | None]:
+            log: StepLog) -> tuple[LoadedModel, dict | None, dict]:
     """The recipe's repairs (edgekit/compression/repairs/apply.py), applied to the float model
     every format is exported from; a model they find nothing to change in is exported as it is,
-    with a note."""
+    with a note. Also the int8 kernels learned rounding chose, by layer."""
     if not recipe.repairs.any:
-        return exported, None
+        return exported, None, {}
     if exported.keras_model is None:
         why = f"no Keras layers to repair in this model ({exported.file.format})"
         log.note(f"repairs: {why}; exported as it is")
-        return exported, {"not_applied": why}
+        return exported, {"not_applied": why}, {}
     from edgekit.compression.repairs.apply import apply_repairs
 
     calibration = data.calibration.x if data.calibration is not None else None
-    working, record = apply_repairs(recipe.repairs, recipe.per_tensor, exported.keras_model, calibration,
+    working, record, chosen = apply_repairs(recipe.repairs, recipe.per_tensor, exported.keras_model, calibration,
                                     evidence.x, log)
     if working is exported.keras_model:
-        return exported, record
+        return exported, record, chosen
     return replace(exported, keras_model=working, forward=lambda x: working(x, training=False),
-                   trackable=working), record
+                   trackable=working), record, chosen
+
+
+def _check_rounding(chosen: dict, artifacts, repairs: dict, log: StepLog) -> None:
+    """Each int8 file holds the int8 weights learned rounding chose (repairs.adaround.held); a
+    converter that re-rounds them (another grid) is named."""
+    if not chosen:
+        return
+    from edgekit.formats.held import layers_not_held
+
+    held = repairs["adaround"]["held"] = {}
+    with log.step("Check that each int8 file holds the int8 weights learned rounding chose"):
+        for artifact in artifacts:
+            if artifact.precision not in ("int8", "int16x8"):
+                continue
+            missing = layers_not_held(chosen, Path(artifact.path), artifact.format)
+            name = Path(artifact.path).name
+            held[name] = {"held": len(chosen) - len(missing), "of": len(chosen), "not_held": missing}
+            if missing:
+                log.note(f"adaround: {name} does not hold the rounding chosen for {len(missing)} of {len(chosen)} "
+                         f"layer(s) ({', '.join(missing[:5])}{', …' if len(missing) > 5 else ''}): its converter "
+                         "re-rounded them or kept them in float")
 
 
 def _check_target(recipe: Recipe, artifacts, log: StepLog) -> list[dict]:

@@ -13,7 +13,8 @@ def recipe_from_flags(spec: str | None, *, int8: bool, fp16: bool, prune: float 
                       max_accuracy_drop: float | None = None, learning_rate: float | None = None,
                       accuracy_tolerance: float | None = None, equalize: bool = False, integer_only: bool = False,
                       target: str | None = None, per_tensor: bool = False, bias_correction: bool = False,
-                      relu6: bool = False, ranges: str | None = None, int16x8: bool = False) -> Recipe:
+                      relu6: bool = False, ranges: str | None = None, int16x8: bool = False,
+                      adaround: bool = False) -> Recipe:
     base = load_recipe(spec) if spec else Recipe()
     data = base.model_dump(mode="json")
     if prune is not None and not 0 < prune < 1:
@@ -31,7 +32,8 @@ def recipe_from_flags(spec: str | None, *, int8: bool, fp16: bool, prune: float 
         for stage in stages.values():
             stage["epochs"] = epochs
     data["stages"] = [stages[k] for k in ("prune", "qat") if k in stages]
-    for key, on in (("equalize", equalize or relu6), ("relu6", relu6), ("bias_correction", bias_correction)):
+    for key, on in (("equalize", equalize or relu6), ("relu6", relu6), ("bias_correction", bias_correction),
+                    ("adaround", adaround)):
         if on:
             data["repairs"][key] = True
     flags = {"int8": int8 or None, "fp16": fp16 or None, "preprocess": preprocess, "calib_samples": calib_samples,

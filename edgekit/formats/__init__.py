@@ -63,6 +63,7 @@ PARTS = {
     "runner": ("", "runs a file on batches (formats.runner.Runner)"),
     "sniff": ("runner:looks_like", "the first 64 bytes of a file → whether they are this format's"),
     "facts": ("facts:read_facts", "path → ArtifactFacts (formats.facts)"),
+    "int8_weights": ("facts:int8_weights", "path → the int8 weight arrays the file stores (formats.held)"),
     "graph": ("chains:load_graph", "path → the loaded graph that chains and taps both read (loaded once)"),
     "chains": ("chains:file_chains", "path or loaded graph → [Chain]: each conv/fc op and what is fused after it"),
     "taps": ("taps:Taps", "(graph, taps) → .run(batch): the values at those taps"),

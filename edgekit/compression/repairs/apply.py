@@ -1,11 +1,12 @@
 """The recipe's repairs, in order, on the float tf_keras model every format is exported from:
 BatchNorms that do not fold made 1×1 depthwise convolutions (repairs.batchnorm_as_conv), ReLU6
 made ReLU (repairs.relu6), cross-layer equalization (repairs.equalize), bias correction
-(repairs.bias_correction). Each is reported; each that must keep the function is checked to.
+(repairs.bias_correction) or learned rounding (repairs.adaround). Each is reported; each that must
+keep the function is checked to.
 
 The BatchNorm rewrite and equalization must not change the outputs (beyond float rounding:
 REPAIRED_TOLERANCE, or it is edgekit's bug, exit 3, nothing written). Unclipping ReLU6 and bias
-correction change them by design: the report says by how much, on the evidence inputs, against the model before the repairs.
+correction and learned rounding change them by design: the report says by how much, on the evidence inputs, against the model before the repairs.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ CHECK_SAMPLES = 64
 
 
 def apply_repairs(repairs: Repairs, per_tensor: bool, model, calibration_x: np.ndarray | None,
-                  evidence_x: np.ndarray, log: StepLog) -> tuple[object, dict]:
-    """(the repaired model, or `model` itself where nothing changed; report.json's `repairs`)."""
+                  evidence_x: np.ndarray, log: StepLog) -> tuple[object, dict, dict[str, np.ndarray]]:
+    """(the repaired model, or `model` itself where nothing changed; report.json's `repairs`; the
+    int8 kernels learned rounding chose, by layer, which the written files must hold)."""
     sample = evidence_x[:CHECK_SAMPLES]
     original = _outputs(model, sample)
     record: dict = {}
@@ -35,12 +37,15 @@ def apply_repairs(repairs: Repairs, per_tensor: bool, model, calibration_x: np.n
         current = _equalize(current, current is not model, repairs.relu6, original, sample, record, log)
     if repairs.bias_correction:
         current = _correct_biases(current, current is not model, per_tensor, calibration_x, record, log)
+    chosen = {}
+    if repairs.adaround:
+        current, chosen = _learn_rounding(current, current is not model, per_tensor, calibration_x, record, log)
     if current is not model:
         moved = _outputs(current, sample)
         record["change"] = {"max_abs_change": float(np.max(np.abs(moved - original))),
                             "top1_agreement": float(np.mean(np.argmax(moved, -1) == np.argmax(original, -1))),
                             "inputs": len(sample)}
-    return current, record
+    return current, record, chosen
 
 
 def _batchnorm_as_conv(model, original: np.ndarray, sample: np.ndarray, record: dict, log: StepLog):
@@ -113,6 +118,29 @@ def _correct_biases(model, owned: bool, per_tensor: bool, calibration_x: np.ndar
     log.note(f"bias correction: {len(result.corrected)} layer(s); the largest shift is {largest['layer']}'s, "
              f"{100 * largest['shift_over_bias_range']:.2g}% of its bias range")
     return result.model
+
+
+def _learn_rounding(model, owned: bool, per_tensor: bool, calibration_x: np.ndarray, record: dict,
+                    log: StepLog) -> tuple[object, dict[str, np.ndarray]]:
+    from edgekit.compression.repairs.adaround import ITERATIONS, MAX_SAMPLES, learn_rounding
+
+    used = min(len(calibration_x), MAX_SAMPLES)
+    grid = "per-tensor" if per_tensor else "per-channel"
+    with log.step(f"Learn each conv/dense weight's int8 ({grid}) rounding on {used} samples "
+                  f"(AdaRound, {ITERATIONS} steps a layer)"):
+        result = learn_rounding(model, calibration_x, per_tensor, owned)
+    record["adaround"] = {"rounded": result.rounded, "left_alone": result.left_alone,
+                          "batchnorm_folded": result.folded, "samples": used, "weights": grid}
+    if not result.rounded:
+        log.note("adaround: no conv/dense layer to round; exported as it is")
+        return model, {}
+    nearest = sum(r["error_nearest"] for r in result.rounded)
+    chosen = sum(r["error_chosen"] for r in result.rounded)
+    changed = sum(r["changed"] for r in result.rounded) / max(sum(r["weights"] for r in result.rounded), 1)
+    log.note(f"adaround: {len(result.rounded)} layer(s), {100 * changed:.1f}% of the weights round the other way; "
+             f"the layers' output error from rounding is {100 * chosen / max(nearest, 1e-30):.0f}% of rounding to "
+             "nearest's (summed over layers)")
+    return result.model, result.chosen
 
 
 def _outputs(model, x: np.ndarray) -> np.ndarray:

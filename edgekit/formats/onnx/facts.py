@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from edgekit.errors import require
 from edgekit.formats.facts import FUSED_ACTIVATIONS, ArtifactFacts, MacOp, OtherOp, numel, other_group
 
@@ -198,3 +200,12 @@ def _onnx_int8(node, producers: dict, int8_initializers: set) -> tuple[bool, boo
 
     weights = dequantized_int8(node.input[1])
     return weights, weights and dequantized_int8(node.input[0])
+
+
+def int8_weights(path: Path) -> list[np.ndarray]:
+    """The int8 initializers (a QDQ file's weights), as stored (edgekit.formats.held)."""
+    onnx = require("onnx", "onnx")
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    return [numpy_helper.to_array(init) for init in model.graph.initializer if init.data_type == onnx.TensorProto.INT8]

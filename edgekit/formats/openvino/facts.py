@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from edgekit.errors import require
 from edgekit.formats.facts import FUSED_ACTIVATIONS, ArtifactFacts, MacOp, OtherOp, numel, other_group
 
@@ -174,3 +176,11 @@ def _openvino_fake_quantized(node, depth: int = 0) -> bool:
         data = inputs if kind == "Concat" else inputs[:1]  # the others are shapes and axes
         return all(_openvino_fake_quantized(n, depth + 1) for n in data)
     return False
+
+
+def int8_weights(path: Path) -> list[np.ndarray]:
+    """The i8 constants (NNCF's compressed weights), as stored (edgekit.formats.held)."""
+    ov = require("openvino", "openvino")
+    model = ov.Core().read_model(str(path))
+    return [np.array(op.get_data()) for op in model.get_ordered_ops()
+            if op.get_type_name() == "Constant" and op.get_output_element_type(0).get_type_name() == "i8"]

@@ -121,3 +121,18 @@ def _kind(op_name: str, weight_shape) -> str:
     if op_name == "FULLY_CONNECTED":
         return "dense"
     return "pointwise" if tuple(int(d) for d in weight_shape[1:3]) == (1, 1) else "conv"  # (out, kh, kw, in)
+
+
+def int8_weights(path: Path) -> list[np.ndarray]:
+    """The int8 weights of the file's conv/fully-connected ops, as stored (edgekit.formats.held)."""
+    litert = require("ai_edge_litert.interpreter", "tflite")
+    interpreter = litert.Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    found = []
+    for op in interpreter._get_ops_details():  # noqa: SLF001 (as read_facts)
+        if op["op_name"] in TFLITE_MAC_OPS:
+            weight = int(op["inputs"][1])
+            if np.dtype(tensors[weight]["dtype"]) == np.int8:
+                found.append(np.array(interpreter.get_tensor(weight)))
+    return found
