@@ -4,7 +4,8 @@
 
 For each model, `compress --int8` into all three formats five ways: per-channel weights (the
 default), `--per-tensor`, `--per-tensor --bias-correction`, `--per-tensor --equalize` (with
-`--relu6` where the model has ReLU6), and `--per-tensor` with both. Top-1 of every int8 file on
+`--relu6` where the model has ReLU6), `--per-tensor` with both, and `--per-tensor --adaround`
+(learned rounding). Top-1 of every int8 file on
 the validation split, how much of the per-channel-to-per-tensor gap each repair recovers, and each
 run's wall time and peak memory (the process tree). Models: the slow tier's MobileNetV2 and
 EfficientNetB0 trained on the digits (tests/trained_build.py), and the digits CNN with two
@@ -36,7 +37,8 @@ def runs(relu6: bool) -> dict[str, list[str]]:
     return {"per-channel": [], "per-tensor": ["--per-tensor"],
             "per-tensor + bias correction": ["--per-tensor", "--bias-correction"],
             f"per-tensor + {' '.join(equalize)}": ["--per-tensor", *equalize],
-            "per-tensor + both": ["--per-tensor", *equalize, "--bias-correction"]}
+            "per-tensor + both": ["--per-tensor", *equalize, "--bias-correction"],
+            "per-tensor + --adaround": ["--per-tensor", "--adaround"]}
 
 
 def prepare(name: str, folder: Path) -> tuple[Path, Path, Path, bool]:

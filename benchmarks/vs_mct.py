@@ -8,8 +8,8 @@ Models: the digits CNN with two activation outliers (edgekit.demo.add_activation
 slow tier's MobileNetV2 (depthwise-heavy) and EfficientNetB0 trained on the digits
 (tests/trained_build.py). Each is quantized to an int8 TFLite file by: edgekit plain `--int8`,
 `--max-accuracy-drop 0.5` (float fallback), `--integer-only` (cross-layer equalization) and
-`--integer-only` with `--bias-correction` (and `--relu6` where the model has ReLU6); MCT PTQ and
-GPTQ. All calibrate on the same 200 training images; top-1 on the same validation split; the share
+`--integer-only` with `--bias-correction` (and `--relu6` where the model has ReLU6), `--integer-only
+--adaround` (learned rounding, edgekit's counterpart of GPTQ); MCT PTQ and GPTQ. All calibrate on the same 200 training images; top-1 on the same validation split; the share
 of MACs in integer kernels read back from each file (edgekit.formats.facts); wall time and peak
 memory of each run's process tree.
 """
@@ -35,7 +35,8 @@ from sections import markers, write_section  # noqa: E402
 def edgekit_runs(relu6: bool) -> dict[str, list[str]]:
     repairs = ["--integer-only", "--bias-correction", *(["--relu6"] if relu6 else [])]
     return {"edgekit plain int8": [], "edgekit float fallback (0.5)": ["--max-accuracy-drop", "0.5"],
-            "edgekit --integer-only": ["--integer-only"], f"edgekit {' '.join(repairs)}": repairs}
+            "edgekit --integer-only": ["--integer-only"], f"edgekit {' '.join(repairs)}": repairs,
+            "edgekit --integer-only --adaround": ["--integer-only", "--adaround"]}
 
 
 def run_edgekit(model: Path, calib: Path, val: Path, out: Path, flags: list[str]) -> dict:

@@ -26,6 +26,20 @@ def digits(tmp_path_factory):
             "x_val": x_val, "y_val": y_val}
 
 
+HOT_PIXEL = 500.0  # one corrupt calibration image: one pixel 500× the brightest real one
+
+
+@pytest.fixture(scope="session")
+def hot_pixel_calibration(digits, tmp_path_factory):
+    """The digits calibration data with one pixel of one image at 500 (the real pixels are 0..1)."""
+    data = np.load(digits["calib"])
+    x = data["x"][:200].copy()
+    x[7, 3, 3, 0] = HOT_PIXEL
+    path = tmp_path_factory.mktemp("hot") / "calib.npz"
+    np.savez(path, x=x, y=data["y"][:200])
+    return path
+
+
 @pytest.fixture(scope="session")
 def outlier_digits(digits, tmp_path_factory):
     """The digits CNN with two activation outliers (~400× the rest) in its hidden Dense layer:

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 
 from edgekit.formats.ranges import BINS, Histograms, choose_range
-from tests.conftest import refusal_line, snapshot
+from tests.conftest import HOT_PIXEL, refusal_line, snapshot
 
-HOT_PIXEL = 500.0  # one corrupt calibration image: one pixel 500× the brightest real one
 
 
 def _quantization_mse(values: np.ndarray, low: float, high: float) -> float:
@@ -50,17 +49,6 @@ def test_constant_and_empty_tensors_keep_their_range():
     assert choose_range(np.zeros(BINS, np.int64), 0.0, 0.0, "mse") == (0.0, 0.0)
     assert choose_range(np.zeros(BINS, np.int64), -1.0, 2.0, "percentile") == (-1.0, 2.0)
     assert _range_of(np.zeros(100, np.float32), "mse") == (0.0, 0.0)
-
-
-@pytest.fixture(scope="module")
-def hot_pixel_calibration(digits, tmp_path_factory):
-    """The digits calibration data with one pixel of one image at 500 (the real pixels are 0..1)."""
-    data = np.load(digits["calib"])
-    x = data["x"][:200].copy()
-    x[7, 3, 3, 0] = HOT_PIXEL
-    path = tmp_path_factory.mktemp("hot") / "calib.npz"
-    np.savez(path, x=x, y=data["y"][:200])
-    return path
 
 
 def _tflite_input_scale(path) -> float:
