@@ -137,9 +137,6 @@ class Recipe(_Strict):
         if self.repairs.any and not self.int8 and not self.target:  # a target may decide int8: checked after
             raise ValueError(f"{self.repairs.named} {'prepares' if ' ' not in self.repairs.named else 'prepare'} "
                              "the model for int8: needs int8")
-        if self.integer_only and self.accuracy_aware:
-            raise ValueError("accuracy_aware keeps the worst layers in float, which an integer-only file cannot "
-                             "have: leave out one of them")
         if self.per_tensor and not self.int8 and not self.target:
             raise ValueError("per_tensor (--per-tensor) sets how int8 weights are scaled: it needs int8 (--int8 --data CALIB)")
         if self.ranges != "default" and not self.int8 and not self.target:

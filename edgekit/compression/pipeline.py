@@ -6,6 +6,7 @@ folder, model file, data), and every output is staged so a failure leaves nothin
 
 from __future__ import annotations
 
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -134,36 +135,35 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
     evidence = _evidence(model, data, opts.seed, log)
     original_accuracy = accuracy(evidence.reference, evidence.labels)  # before any stage changes the model
     staged_model = _run_stages(opts, model, data, evidence, log)
-    exported, qat_forward, stages = staged_model.exported, staged_model.qat_forward, staged_model.report
-    exported, repairs, chosen = _repair(recipe, exported, data, evidence, log)
-    if exported is not model:
-        evidence = _reference_outputs(exported, evidence, log, "the fine-tuned model")
-    # QAT int8 files are checked against the QAT model's own forward, the rest against the float model
-    evidence = replace(evidence, int8_reference=staged_model.qat_scores,
-                       int8_reference_sensitivity=(stages or {}).get("qat", {}).get("rounding_sensitivity"))
+    stages = staged_model.report
 
     with staged(outdir) as staging, scratch_folder() as scratch:
-        request = _export_request(opts, model, exported, qat_forward, data, staging, scratch, log)
         try:
-            artifacts = _export_all(request, log)
-            verdicts, failed = _verify_all(artifacts, evidence, log)
-            verdicts, skipped = _drop_slow_weight_only(verdicts, log)
+            if recipe.integer_only and recipe.accuracy_aware:
+                built, repair_search = _search_repairs(opts, model, staged_model, data, evidence, original_accuracy,
+                                                       staging, scratch, log)
+            else:
+                built, repair_search = _build(opts, model, staged_model, data, evidence, staging, scratch, log), None
+            exported, evidence, request = built.exported, built.evidence, built.request
+            verdicts, skipped = _drop_slow_weight_only(built.verdicts, log)
             artifacts = [v.artifact for v in verdicts]
             target_checks = _check_target(recipe, artifacts, log)
-            _check_rounding(chosen, artifacts, repairs, log)
             diagnostics = _diagnose(exported, artifacts, evidence, request.from_qat, log)
             # the search re-converts from request.source: in-process, that is the live model
             searched = _accuracy_aware(opts, exported, request, verdicts, diagnostics, evidence, log)
         finally:
             forget_live()
         latencies = _benchmark(artifacts + [s.plain for s in searched.values() if s.plain], log) if opts.bench else None
-        report = build_report(opts, model, exported, data, original_accuracy, verdicts, stages, log)
-        report["repairs"] = repairs
+        report = build_report(replace(opts, recipe=built.recipe), model, exported, data, original_accuracy, verdicts,
+                              stages, log)
+        report["repairs"] = built.repairs
+        if repair_search is not None:
+            report["repair_search"] = repair_search
         report["target"] = ({"device": recipe.target, "integer_only": recipe.integer_only,
                              "per_tensor": recipe.per_tensor, "checked": target_checks}
                             if recipe.target or recipe.integer_only or recipe.per_tensor else None)
         report["diagnostics"] = diagnostics
-        report["failed_checks"] = failed
+        report["failed_checks"] = built.failed
         report["skipped"] = skipped
         add_latencies(report, latencies)
         _add_accuracy_aware(report, searched, latencies)
@@ -177,8 +177,80 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
     report["output"] = str(outdir)
     _check_failed_checks(report)
     _check_accuracy_reached(report)
+    _check_repairs_reached(report)
     _check_tolerance(report, recipe)
     return report
+
+
+@dataclass
+class _Built:
+    """Every format exported from the recipe's repaired model, and verified."""
+
+    recipe: Recipe
+    exported: LoadedModel
+    evidence: Evidence
+    repairs: dict | None
+    request: ExportRequest
+    verdicts: list
+    failed: list
+
+
+def _build(opts: CompressOptions, model: LoadedModel, staged_model: _Staged, data: _Data, evidence: Evidence,
+           outdir: Path, scratch: Path, log: StepLog) -> _Built:
+    recipe = opts.recipe
+    exported, repairs, chosen = _repair(recipe, staged_model.exported, data, evidence, log)
+    if exported is not model:
+        evidence = _reference_outputs(exported, evidence, log, "the fine-tuned or repaired model")
+    # QAT int8 files are checked against the QAT model's own forward, the rest against the float model
+    evidence = replace(evidence, int8_reference=staged_model.qat_scores,
+                       int8_reference_sensitivity=(staged_model.report or {}).get("qat", {}).get("rounding_sensitivity"))
+    request = _export_request(opts, model, exported, staged_model.qat_forward, data, outdir, scratch, log)
+    artifacts = _export_all(request, log)
+    verdicts, failed = _verify_all(artifacts, evidence, log)
+    _check_rounding(chosen, [v.artifact for v in verdicts], repairs, log)
+    return _Built(recipe, exported, evidence, repairs, request, verdicts, failed)
+
+
+def _search_repairs(opts: CompressOptions, model: LoadedModel, staged_model: _Staged, data: _Data,
+                    evidence: Evidence, original_accuracy: dict, staging: Path, scratch: Path,
+                    log: StepLog) -> tuple[_Built, dict]:
+    """--max-accuracy-drop for integer-only files (edgekit/compression/repair_search.py): each
+    attempt is built in its own scratch folder; the first within the budget, or else the one with
+    the smallest worst drop, is moved into the output."""
+    from edgekit.compression.repair_search import attempt_record, attempts, worst_drop
+
+    max_drop, reference = opts.recipe.accuracy_aware.max_drop, original_accuracy["top1"]
+    tried, best, best_drop, best_index = [], None, float("inf"), 0
+    for i, attempt in enumerate(attempts(opts.recipe)):
+        log.info(f"integer-only accuracy search, attempt {i + 1}: {attempt.label}")
+        folder = scratch / f"attempt-{i + 1}"
+        folder.mkdir()
+        built = _build(replace(opts, recipe=attempt.recipe), model, staged_model, data, evidence, folder, scratch, log)
+        drop = worst_drop(built.verdicts, reference)
+        tried.append(attempt_record(attempt, built.verdicts, drop, max_drop))
+        log.info(f"attempt {i + 1} ({attempt.label}): worst int8 top-1 drop {drop:.2f} points "
+                 f"(budget {max_drop:g})")
+        if drop < best_drop:
+            best, best_drop, best_index = built, drop, i
+        if drop <= max_drop:
+            break
+    for verdict in best.verdicts:
+        verdict.artifact.files = [Path(shutil.move(str(f), staging / f.name)) for f in verdict.artifact.files]
+    return best, {"max_drop": max_drop, "reference_top1": reference, "attempts": tried, "chosen": best_index,
+                  "reached": best_drop <= max_drop}
+
+
+def _check_repairs_reached(report: dict) -> None:
+    """--max-accuracy-drop with integer-only files: exit 1 when no repair attempt met the budget (the best was written)."""
+    search = report.get("repair_search")
+    if not search or search["reached"]:
+        return
+    best = search["attempts"][search["chosen"]]
+    raise GateFailure(f"no repair attempt brought every int8 file within {search['max_drop']:g} top-1 points of the "
+                      f"float model: the best, {best['attempt']}, lost {best['worst_drop_points']:.2f} "
+                      f"({len(search['attempts'])} attempt(s), report.json repair_search); its files and the report "
+                      "were written. Integer-only files cannot keep layers in float: calibrate on more "
+                      "representative --data, or fine-tune with --qat", report=report)
 
 
 def _verify_all(artifacts, evidence: Evidence, log: StepLog):
@@ -578,7 +650,7 @@ def _diagnose(exported: LoadedModel, artifacts, evidence: Evidence, from_qat: bo
 def _accuracy_aware(opts: CompressOptions, exported: LoadedModel, request: ExportRequest, verdicts, diagnostics,
                     evidence: Evidence, log: StepLog) -> dict:
     aware = opts.recipe.accuracy_aware
-    if aware is None:
+    if aware is None or opts.recipe.integer_only:  # integer-only files search over repairs instead
         return {}
     from edgekit.quality.accuracy_aware import search_all
 

@@ -65,10 +65,16 @@ def stage_lines(report: dict) -> list[str]:
 
 
 def accuracy_aware_lines(report: dict) -> list[str]:
-    """One line per int8 file that --max-accuracy-drop changed: what it kept in float and what that cost."""
+    """One line per int8 file that --max-accuracy-drop changed: what it kept in float and what that
+    cost; for integer-only files, one line per repair attempt it tried."""
     from edgekit.quality.tolerance import signed_points
 
-    lines = []
+    search = report.get("repair_search")
+    lines = [f"integer-only, attempt {i + 1} ({a['attempt']}): worst int8 file "
+             f"{signed_points(-a['worst_drop_points'])} "
+             f"{'within' if a['within'] else 'NOT within'} {search['max_drop']:g}"
+             f"{' → written' if i == search['chosen'] else ''}"
+             for i, a in enumerate(search["attempts"])] if search else []
     for a in report["artifacts"]:
         record = a.get("accuracy_aware")
         if not record:
