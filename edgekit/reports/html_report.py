@@ -27,7 +27,7 @@ def render_html(report: dict, samples: dict[str, list[float]] | None = None) -> 
     title = f"edgekit report: {html.escape(str(source['path']))}"
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>",
              f"<style>{STYLE}</style></head><body>", f"<h1>{title}</h1>", _summary(report), _stages(report),
-             _accuracy_aware(report), _table(report)]
+             _accuracy_aware(report), _repairs(report), _table(report)]
     for caption, figure in (("Accuracy against latency: up and to the left is better", _tradeoff_plot(report)),
                             ("Size of each artifact", _size_plot(report)),
                             ("Latency of the measured runs: box p25-p75, line p50, whiskers p1-p99 (batch 1, this host)", _distribution_plot(report, samples))):
@@ -70,6 +70,24 @@ def _accuracy_aware(report: dict) -> str:
     if not lines:
         return ""
     return "<h2>Accuracy-aware int8</h2><ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"
+
+
+REPAIR_ROWS = 15  # layers in the repairs table: the worst before the repairs
+
+
+def _repairs(report: dict) -> str:
+    """Per-layer int8 SQNR after each repair (report.json repairs.layer_sqnr_db), worst layers first."""
+    record = (report.get("repairs") or {}).get("layer_sqnr_db")
+    if not record or not record["layers"]:
+        return ""
+    rows = sorted(record["layers"], key=lambda r: (r["sqnr_db"][0] is None, r["sqnr_db"][0] or 0))[:REPAIR_ROWS]
+    head = "".join(f"<th>{html.escape(s)}</th>" for s in record["stages"])
+    body = "".join(f"<tr><td>{html.escape(r['layer'])}</td>"
+                   + "".join(f"<td>{'—' if v is None else f'{v:.1f}'}</td>" for v in r["sqnr_db"]) + "</tr>"
+                   for r in rows)
+    return (f"<h2>Repairs: per-layer int8 SQNR (dB)</h2><p class=\"muted\">Each conv/dense layer alone on "
+            f"{record['inputs']} evidence inputs: int8 weights and input against the float layer, after each repair; "
+            f"the {len(rows)} worst before the repairs.</p><table><tr><th>layer</th>{head}</tr>{body}</table>")
 
 
 DIAGNOSTIC_BARS = 15  # layers per chart: the worst ones

@@ -7,7 +7,7 @@ import json
 import platform
 from pathlib import Path
 
-from edgekit.reports.text import accuracy_aware_lines, count, headers, pct, rows, stage_lines
+from edgekit.reports.text import accuracy_aware_lines, count, headers, pct, repair_lines, rows, stage_lines
 from edgekit.support.version import __version__
 
 SCHEMA = "edgekit.reports.report/1"
@@ -89,6 +89,7 @@ def render_markdown(report: dict) -> str:
         f"- Keras reference top-1: {pct(ref['top1']) if ref else 'not measured (no --val)'}",
         *[f"- {line}" for line in stage_lines(report)],
         *[f"- Accuracy-aware int8: {line}" for line in accuracy_aware_lines(report)],
+        *[f"- {line}" for line in repair_lines(report)],
         "",
         "| " + " | ".join(headers(report)) + " |",
         "|" + "|".join("---" for _ in headers(report)) + "|",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 
 def pct(value) -> str:
     return "—" if value is None else f"{100 * value:.2f}%"
@@ -94,6 +96,13 @@ def accuracy_aware_lines(report: dict) -> list[str]:
     return lines
 
 
+def repair_lines(report: dict) -> list[str]:
+    """The repairs' per-layer int8 SQNR, first stage to last, in one line."""
+    record = (report.get("repairs") or {}).get("layer_sqnr_db")
+    line = sqnr_summary(record) if record else None
+    return [f"Repairs ({', '.join(record['stages'][1:])}): {line}"] if line else []
+
+
 def worst_layer_lines(report: dict) -> list[str]:
     """The layer that adds the most int8 error, per file (the report's diagnostics section)."""
     lines = []
@@ -125,3 +134,16 @@ def _per_layer(per_layer: dict[str, float]) -> str:
     parts = [f"{len(names)} layers at {value}" if len(names) > 3 else f"{', '.join(names)} at {value}"
              for value, names in groups.items()]
     return "; ".join(parts) or "no layers"
+
+
+def sqnr_summary(record: dict) -> str | None:
+    """repairs.layer_sqnr_db from the first stage to the last, in one phrase: the median layer's
+    int8 SQNR and the worst layer's (named)."""
+    rows = record["layers"]
+    first = [(r["sqnr_db"][0], r["layer"]) for r in rows if r["sqnr_db"][0] is not None]
+    last = [(r["sqnr_db"][-1], r["layer"]) for r in rows if r["sqnr_db"][-1] is not None]
+    if not first or not last or len(record["stages"]) < 2:
+        return None
+    median = f"{statistics.median(v for v, _ in first):.1f} → {statistics.median(v for v, _ in last):.1f} dB"
+    (low, low_name), (high, high_name) = min(first), min(last)
+    return f"per-layer int8 SQNR median {median}, worst {low:.1f} dB ({low_name}) → {high:.1f} dB ({high_name})"

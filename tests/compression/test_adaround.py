@@ -109,6 +109,10 @@ def test_every_file_holds_the_weights_chosen(digits, cli, tmp_path):
     record = report["repairs"]["adaround"]
     layers = [r["layer"] for r in record["rounded"]]
     assert layers == ["conv1", "conv2", "fc", "probs"] and record["weights"] == "per-tensor"
+    sqnr = report["repairs"]["layer_sqnr_db"]
+    assert sqnr["stages"] == ["before", "adaround"]
+    gains = [row["sqnr_db"][1] - row["sqnr_db"][0] for row in sqnr["layers"]]
+    assert np.median(gains) > 0.5, sqnr  # each layer's int8 form is closer to its float form
     held = record["held"]
     assert held["digits.int8.tflite"] == {"held": 4, "of": 4, "not_held": []}
     assert held["digits.int8.onnx"] == {"held": 4, "of": 4, "not_held": []}

@@ -156,6 +156,14 @@ def test_the_repairs_reach_every_format_and_the_report_says_what_changed(outlier
     assert repairs["bias_correction"]["weights"] == "per-tensor"
     assert {c["layer"] for c in repairs["bias_correction"]["corrected"]} == {"conv1", "conv2", "fc", "probs"}
     assert 0 < repairs["change"]["max_abs_change"] < 0.1 and repairs["change"]["top1_agreement"] >= 0.95
+    # per-layer int8 SQNR after each repair: the outliers ruin the layer reading them until equalization
+    sqnr = repairs["layer_sqnr_db"]
+    assert sqnr["stages"] == ["before", "equalize", "bias_correction"]
+    by_layer = {row["layer"]: row["sqnr_db"] for row in sqnr["layers"]}
+    assert set(by_layer) == {"conv1", "conv2", "fc", "probs"}
+    assert by_layer["probs"][0] < 10 and by_layer["probs"][1] > 30, by_layer
+    assert "Repairs: per-layer int8 SQNR (dB)" in (out / "report.html").read_text()
+    assert "per-layer int8 SQNR median" in (out / "report.md").read_text()
     top1 = {a["id"]: a["accuracy"]["top1"] for a in report["artifacts"]}
     for fmt in ("tflite", "onnx", "openvino"):
         assert top1[f"{fmt}-int8"] >= top1[f"{fmt}-fp32"] - 0.01, top1

@@ -27,25 +27,64 @@ def apply_repairs(repairs: Repairs, per_tensor: bool, model, calibration_x: np.n
                   evidence_x: np.ndarray, log: StepLog) -> tuple[object, dict, dict[str, np.ndarray]]:
     """(the repaired model, or `model` itself where nothing changed; report.json's `repairs`; the
     int8 kernels learned rounding chose, by layer, which the written files must hold)."""
+    from edgekit.compression.stages.fold import fold_batchnorm
+
     sample = evidence_x[:CHECK_SAMPLES]
     original = _outputs(model, sample)
     record: dict = {}
     current = model
+    sqnr = _LayerSQNR(fold_batchnorm(model)[0], sample, per_tensor)
     if repairs.batchnorm_as_conv:
         current = _batchnorm_as_conv(current, original, sample, record, log)
+        sqnr.keeps_function("batchnorm_as_conv", current)
     if repairs.equalize:
         current = _equalize(current, current is not model, repairs.relu6, original, sample, record, log)
+        sqnr.keeps_function("equalize", current)
     if repairs.bias_correction:
         current = _correct_biases(current, current is not model, per_tensor, calibration_x, record, log)
+        sqnr.moves_weights("bias_correction", current)
     chosen = {}
     if repairs.adaround:
         current, chosen = _learn_rounding(current, current is not model, per_tensor, calibration_x, record, log)
+        sqnr.moves_weights("adaround", current)
+    record["layer_sqnr_db"] = sqnr.record(log)
     if current is not model:
         moved = _outputs(current, sample)
         record["change"] = {"max_abs_change": float(np.max(np.abs(moved - original))),
                             "top1_agreement": float(np.mean(np.argmax(moved, -1) == np.argmax(original, -1))),
                             "inputs": len(sample)}
     return current, record, chosen
+
+
+class _LayerSQNR:
+    """Each layer's int8 SQNR after each repair (repairs/sqnr.py), measured on the evidence inputs."""
+
+    def __init__(self, folded, sample: np.ndarray, per_tensor: bool):
+        from edgekit.compression.repairs.sqnr import layer_sqnr
+
+        self.sample, self.per_tensor, self.reference = sample, per_tensor, folded
+        self.stages = [("before", layer_sqnr(folded, folded, sample, per_tensor))]
+
+    def keeps_function(self, repair: str, model) -> None:
+        from edgekit.compression.repairs.sqnr import layer_sqnr
+
+        self.reference = model  # the float function from here on (ReLU6 unclipped included)
+        self.stages.append((repair, layer_sqnr(model, model, self.sample, self.per_tensor)))
+
+    def moves_weights(self, repair: str, model) -> None:
+        from edgekit.compression.repairs.sqnr import layer_sqnr
+
+        self.stages.append((repair, layer_sqnr(model, self.reference, self.sample, self.per_tensor)))
+
+    def record(self, log: StepLog) -> dict:
+        from edgekit.compression.repairs.sqnr import table
+        from edgekit.reports.text import sqnr_summary
+
+        found = table(self.stages)
+        line = sqnr_summary(found)
+        if line:
+            log.info(f"repairs: {line}")
+        return found
 
 
 def _batchnorm_as_conv(model, original: np.ndarray, sample: np.ndarray, record: dict, log: StepLog):
