@@ -13,7 +13,6 @@ from edgekit.compression.repairs import adaround
 from edgekit.compression.repairs.bias import quantize_weights
 from edgekit.compression.repairs.equalize import _out_axis
 from tests.compression.test_repairs import _inputs, _keras, _narrow_channels_model, _with_rounded_weights
-from tests.conftest import refusal_line, snapshot
 
 KERNELS = ("Conv2D", "DepthwiseConv2D", "Dense")
 
@@ -94,6 +93,19 @@ def test_layers_it_cannot_round_are_left_alone_and_named():
     assert [r["layer"] for r in result.rounded] == ["head"]
 
 
+def test_a_layer_whose_second_moment_would_not_fit_is_left_alone(monkeypatch):
+    """VGG16's fc1 reads 25,088 values: its G would take 2.5 GB; such a layer keeps nearest rounding
+    and is named (here with a 1,000-float budget: 64 inputs need 4,096)."""
+    monkeypatch.setattr(adaround, "MOMENT_FLOATS", 1000)
+    keras = _keras()
+    inputs = keras.Input((64,))
+    outputs = keras.layers.Dense(3, name="narrow")(keras.layers.Dense(8, name="wide")(inputs))
+    result = adaround.learn_rounding(keras.Model(inputs, outputs), np.ones((4, 64), np.float32), False)
+    assert [r["layer"] for r in result.rounded] == ["narrow"]
+    (alone,) = result.left_alone
+    assert alone["layer"] == "wide" and "64-value inputs" in alone["why"] and "GiB second moment" in alone["why"]
+
+
 def test_every_file_holds_the_weights_chosen(digits, cli, tmp_path):
     """Read back from each int8 file; and the check can fail: the nearest-rounded kernels of the
     same model are not what the files hold."""
@@ -133,20 +145,3 @@ def test_every_file_holds_the_weights_chosen(digits, cli, tmp_path):
         nearest[name] = np.round(quantize_weights(kernel, _out_axis(layer), True) / step).astype(np.int8)
     assert layers_not_held(nearest, out / "digits.int8.tflite", "tflite")  # at least one layer differs
 
-
-BAD = [
-    (["--int8", "--adaround"], "no-data", ["--adaround", "--data CALIB"]),
-    (["--adaround"], "data", ["repairs.adaround", "needs int8"]),
-    (["--int8", "--adaround", "--bias-correction"], "data", ["repairs.adaround", "repairs.bias_correction",
-                                                            "choose one"]),
-    (["--int8", "--adaround", "--qat", "--epochs", "1"], "data", ["repairs.adaround", "QAT"]),
-]
-
-
-@pytest.mark.parametrize("args, data, words", BAD, ids=[" ".join(a) for a, _, _ in BAD])
-def test_bad_adaround_options_are_refused_before_any_work(args, data, words, digits, cli, tmp_path):
-    calibration = ["--data", digits["calib"]] if data == "data" else []
-    before = snapshot(tmp_path)
-    result = cli("compress", digits["model"], *args, *calibration, "-o", tmp_path / "out")
-    refusal_line(result, words)
-    assert snapshot(tmp_path) == before

@@ -173,6 +173,12 @@ BAD = [
     (["--int8", "--bias-correction"], "no-data", ["--bias-correction", "--data CALIB"]),
     (["--relu6"], "data", ["repairs.equalize", "needs int8"]),
     (["--bias-correction", "--int8", "--qat", "--epochs", "1"], "data", ["repairs.bias_correction", "QAT"]),
+    # learned rounding (tests/compression/test_adaround.py)
+    (["--int8", "--adaround"], "no-data", ["--adaround", "--data CALIB"]),
+    (["--adaround"], "data", ["repairs.adaround", "needs int8"]),
+    (["--int8", "--adaround", "--bias-correction"], "data", ["repairs.adaround", "repairs.bias_correction",
+                                                            "choose one"]),
+    (["--int8", "--adaround", "--qat", "--epochs", "1"], "data", ["repairs.adaround", "QAT"]),
 ]
 
 

@@ -90,6 +90,9 @@ def _targets(model) -> tuple[list, list[dict]]:
             why = "a depthwise layer with a channel multiplier"
         elif kind == "Conv2D" and getattr(layer, "groups", 1) != 1:
             why = "a grouped convolution"
+        elif _moment_floats(layer) > MOMENT_FLOATS:  # VGG16's fc1: 25,088 inputs, a 2.5 GB second moment
+            why = (f"its {_patch_length(layer):,}-value inputs would need a "
+                   f"{4 * _moment_floats(layer) / 2 ** 30:.1f} GiB second moment (rounded to nearest)")
         else:
             targets.append(layer)
             continue
