@@ -564,7 +564,14 @@ def _check_target(recipe: Recipe, artifacts, log: StepLog) -> list[dict]:
             else " and ".join(rule for rule, on in (("the integer-only rule", recipe.integer_only),
                                                     ("per-tensor weights", recipe.per_tensor)) if on))
     with log.step(f"Check each int8 file against {what}"):
-        return check_written(recipe, artifacts)
+        checked = check_written(recipe, artifacts)
+    for entry in checked:
+        if entry.get("float_at_edges"):
+            edges = entry["float_at_edges"]
+            log.note(f"{entry['file']}: {len(edges)} op(s) before the first or after the last quantized op run in "
+                     f"float ({', '.join(edges[:3])}{', …' if len(edges) > 3 else ''}): its runtime runs them as "
+                     "pre/post-processing; every op between is integer")
+    return checked
 
 
 def _finetune_settings(recipe: Recipe, epochs: int, model: LoadedModel, data: _Data):

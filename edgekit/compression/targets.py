@@ -88,7 +88,10 @@ def check_written(recipe: Recipe, artifacts) -> list[dict]:
             continue  # the fp32 files are the float reference the int8 ones were verified against
         facts = read_facts(Path(artifact.path), artifact.format)
         found = _problems(facts, profile, recipe.integer_only, recipe.per_tensor)
-        checked.append({"file": Path(artifact.path).name, "problems": found})
+        entry = {"file": Path(artifact.path).name, "problems": found}
+        if recipe.integer_only and facts.float_edge_ops:
+            entry["float_at_edges"] = facts.float_edge_ops  # pre/post-processing the runtime runs, named
+        checked.append(entry)
         problems += [f"{Path(artifact.path).name}: {p}" for p in found]
     if problems:
         where = f"--target {profile.name}" if profile else "--integer-only" if recipe.integer_only else "--per-tensor"

@@ -82,8 +82,11 @@ class ArtifactFacts:
     mac_ops: list[MacOp] = field(default_factory=list, repr=False)
     other_ops: list[OtherOp] = field(default_factory=list, repr=False)
     # ops other than conv/dense that compute on float values in an int8 file ("Softmax name");
-    # None where the format's reader does not tell (ONNX tells: edgekit/formats/onnx/facts.py)
+    # None where the format's reader does not tell (each formats/*/facts.py tells)
     float_other_ops: list[str] | None = None
+    # float ops at the graph's ends of an int8 file, where the format's quantizer leaves them and
+    # its runtimes run them as pre/post-processing (OpenVINO: an input rescaling, the final Softmax)
+    float_edge_ops: list[str] = field(default_factory=list)
 
     def quantization(self) -> dict:
         """What share of the conv/dense weights and MACs the file really holds in int8, and

@@ -127,6 +127,77 @@ def test_an_op_left_in_float_in_an_onnx_file_is_named(validated_run, tmp_path, m
         check_written(Recipe(int8=True, integer_only=True), [Artifact("onnx", "int8", [mixed])])
 
 
+def test_an_op_left_in_float_in_a_tflite_file_is_named(digits, validated_run, tmp_path):
+    """TFLite files tell too (their tensor types are explicit): a Softmax the converter was told to
+    leave in float is named with the QUANTIZE/DEQUANTIZE around it; the float input's QUANTIZE and
+    output's DEQUANTIZE of a whole-int8 file are its edges, not float ops."""
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras
+    from ai_edge_litert.interpreter import Interpreter
+    from tensorflow.lite.python import convert as tflite_convert
+
+    from edgekit.compression.config import Recipe
+    from edgekit.compression.targets import check_written
+    from edgekit.errors import Incompatible
+    from edgekit.formats.exporter import Artifact
+    from edgekit.formats.facts import read_facts
+
+    whole = read_facts(validated_run / "digits.int8.tflite", "tflite")
+    assert whole.float_other_ops == [] and whole.input_dtype == "float32"  # QUANTIZE/DEQUANTIZE at its ends
+    x = np.load(digits["calib"])["x"][:32].astype(np.float32)
+    converter = tf.lite.TFLiteConverter.from_keras_model(tf_keras.models.load_model(digits["model"]))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([image[None]] for image in x)
+    converter._experimental_calibrate_only = True  # noqa: SLF001 - as formats/tflite/search.py does
+    calibrated = converter.convert()
+    ops = Interpreter(model_content=calibrated)._get_ops_details()  # noqa: SLF001
+    tensors = {t["index"]: t["name"] for t in Interpreter(model_content=calibrated).get_tensor_details()}
+    softmax = tensors[next(int(op["outputs"][0]) for op in ops if op["op_name"] == "SOFTMAX")]
+    mixed = tmp_path / "mixed.int8.tflite"
+    mixed.write_bytes(tflite_convert.mlir_quantize(calibrated, denylisted_nodes=[softmax]))
+    named = read_facts(mixed, "tflite").float_other_ops
+    assert f"SOFTMAX {softmax}" in named and any(op.startswith("DEQUANTIZE ") for op in named), named
+    with pytest.raises(Incompatible, match=r"other op\(s\) compute in float \(.*SOFTMAX"):
+        check_written(Recipe(int8=True, integer_only=True), [Artifact("tflite", "int8", [mixed])])
+
+
+def test_openvino_names_float_ops_between_quantized_ones_and_notes_those_at_the_ends(twice, outlier_digits, cli,
+                                                                                      tmp_path):
+    """NNCF never quantizes the final Softmax: it is named at the file's edge (a note, the run passes);
+    an op between quantized ones reading float (a FakeQuantize taken out) is a problem, exit 2."""
+    import openvino as ov
+
+    from edgekit.compression.config import Recipe
+    from edgekit.compression.targets import check_written
+    from edgekit.errors import Incompatible
+    from edgekit.formats.exporter import Artifact
+    from edgekit.formats.facts import read_facts
+
+    out = tmp_path / "out"
+    result = cli("compress", twice, "--int8", "--integer-only", "--formats", "openvino", "--data",
+                 outlier_digits["calib"], "-o", out)
+    assert result.exit_code == 0, result.output
+    assert "run in float" in result.output and "pre/post-processing" in result.output
+    report = json.loads((out / "report.json").read_text())
+    [entry] = report["target"]["checked"]
+    assert entry["problems"] == [] and [op.split()[0] for op in entry["float_at_edges"]] == ["Softmax"]
+    facts = read_facts(out / "twice.int8.xml", "openvino")
+    assert facts.float_other_ops == [] and facts.float_edge_ops == entry["float_at_edges"]
+
+    model = ov.Core().read_model(str(out / "twice.int8.xml"))
+    quantizes = [op for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize"]
+    reader = next(fq for fq in quantizes if fq.input_value(0).get_node().get_type_name() != "Parameter"
+                  and any(t.get_node().get_type_name() == "Transpose" for t in fq.output(0).get_target_inputs()))
+    reader.output(0).replace(reader.input_value(0))  # the op after it now reads float
+    broken = tmp_path / "broken.int8.xml"
+    ov.save_model(model, str(broken), compress_to_fp16=False)
+    named = read_facts(broken, "openvino").float_other_ops
+    assert len(named) == 1 and named[0].startswith("Transpose "), named
+    with pytest.raises(Incompatible, match=r"1 other op\(s\) compute in float \(Transpose "):
+        check_written(Recipe(int8=True, integer_only=True), [Artifact("openvino", "int8", [broken])])
+
+
 def test_per_channel_weights_in_a_per_tensor_file_are_named(validated_run):
     """The check on files written per-channel (the default): each names its per-channel ops."""
     from edgekit.compression.config import Recipe

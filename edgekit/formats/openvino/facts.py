@@ -12,7 +12,7 @@ from edgekit.formats.facts import FUSED_ACTIVATIONS, ArtifactFacts, MacOp, Other
 def read_facts(path: Path) -> ArtifactFacts:
     ov = require("openvino", "openvino")
     model = ov.Core().read_model(str(path))
-    macs, kinds, constant_types, mac_ops, other_ops = 0, set(), set(), [], []
+    macs, kinds, constant_types, mac_ops, other_ops, in_float = 0, set(), set(), [], [], []
     constants: set[str] = set()
     for op in model.get_ordered_ops():
         kind = op.get_type_name()
@@ -37,6 +37,9 @@ def read_facts(path: Path) -> ArtifactFacts:
                                      _weight_scales(op.input_value(1).get_node()) if int8_weights else None))
         elif data and _does_work(op, data):
             other_ops.append(OtherOp(op.get_friendly_name(), _moved(op, data), other_group(kind)))
+            if kind != "FakeQuantize" and not all(_openvino_fake_quantized(d.get_node()) for d in data):
+                in_float.append(op)
+    inside, at_edges = _split_at_edges(model, in_float)
     precision = ("int8" if "FakeQuantize" in kinds
                  else "int8w" if constant_types & {"i8", "u8", "i4", "u4"}
                  else "fp16" if "f16" in constant_types else "fp32")
@@ -47,7 +50,8 @@ def read_facts(path: Path) -> ArtifactFacts:
         weight_bytes=bin_path.stat().st_size if bin_path.is_file() else path.stat().st_size,
         ops=sorted(kinds), input_dtype=first_in.get_element_type().get_type_name().replace("f32", "float32"),
         output_dtype=model.outputs[0].get_element_type().get_type_name().replace("f32", "float32"),
-        dynamic_dims=first_in.get_partial_shape().is_dynamic, mac_ops=mac_ops, other_ops=other_ops)
+        dynamic_dims=first_in.get_partial_shape().is_dynamic, mac_ops=mac_ops, other_ops=other_ops,
+        float_other_ops=inside, float_edge_ops=at_edges)
 
 
 OV_MAC_OPS = {"Convolution", "GroupConvolution", "MatMul"}
@@ -80,6 +84,30 @@ def _does_work(op, data) -> bool:
                     and _source(gate.input_value(0).get_node()) is other:
                 return False
     return True
+
+
+def _split_at_edges(model, in_float: list) -> tuple[list[str], list[str]]:
+    """Ops computing on float activations ("Kind name"), split into those between quantized ops and
+    those at the graph's ends: before anything is quantized (an input's rescaling) or after the last
+    conv/dense and quantize (the Softmax NNCF never quantizes). Every OpenVINO device runs the ends
+    as pre- and post-processing; an op between int8 ones breaks the integer graph."""
+    quantizing = OV_MAC_OPS | {"FakeQuantize"}
+    ops = model.get_ordered_ops()
+    after: set[str] = set()  # nodes with a quantize or conv/dense upstream
+    for op in ops:
+        inputs = [op.input_value(i).get_node() for i in range(op.get_input_size())]
+        if any(n.get_type_name() in quantizing or n.get_friendly_name() in after for n in inputs):
+            after.add(op.get_friendly_name())
+    before: set[str] = set()  # nodes with a quantize or conv/dense downstream
+    for op in reversed(ops):
+        readers = [t.get_node() for i in range(op.get_output_size()) for t in op.output(i).get_target_inputs()]
+        if any(n.get_type_name() in quantizing or n.get_friendly_name() in before for n in readers):
+            before.add(op.get_friendly_name())
+    inside, at_edges = [], []
+    for op in in_float:
+        name = op.get_friendly_name()
+        (inside if name in after and name in before else at_edges).append(f"{op.get_type_name()} {name}")
+    return inside, at_edges
 
 
 def _sole_output_of_mac(value) -> bool:

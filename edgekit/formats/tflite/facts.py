@@ -53,7 +53,7 @@ def read_facts(path: Path) -> ArtifactFacts:
         ops=sorted({op["op_name"] for op in ops}), input_dtype=np.dtype(first_in["dtype"]).name,
         output_dtype=np.dtype(first_out["dtype"]).name,
         dynamic_dims=bool(np.any(np.asarray(first_in.get("shape_signature", first_in["shape"])) < 0)),
-        mac_ops=mac_ops, other_ops=other_ops)
+        mac_ops=mac_ops, other_ops=other_ops, float_other_ops=_float_other_ops(interpreter, ops, tensors, variable))
 
 
 def _scales(tensor: dict) -> int:
@@ -101,6 +101,27 @@ def _does_work(op, variable: set[int], producer: dict) -> bool:
                     and source is not None and source["op_name"] in TFLITE_MAC_OPS:
                 return False
     return True
+
+
+def _float_other_ops(interpreter, ops, tensors: dict, variable: set[int]) -> list[str]:
+    """Ops other than conv/fully-connected that read or write float activations ("MUL name"):
+    LiteRT's types are explicit, so this is exact. The QUANTIZE of a float input and the
+    DEQUANTIZE of a float output are the file's edges (its I/O type, checked on its own), not ops
+    inside the integer graph."""
+    inputs = {int(d["index"]) for d in interpreter.get_input_details()}
+    outputs = {int(d["index"]) for d in interpreter.get_output_details()}
+    found = []
+    for op in ops:
+        if op["op_name"] in TFLITE_MAC_OPS:
+            continue  # their activations are MacOp.int8_compute
+        read = [int(i) for i in op["inputs"] if int(i) >= 0 and int(i) in variable]
+        written = [int(o) for o in op["outputs"]]
+        if not read or (op["op_name"] == "QUANTIZE" and set(read) <= inputs) \
+                or (op["op_name"] == "DEQUANTIZE" and set(written) <= outputs):
+            continue
+        if any(np.dtype(tensors[t]["dtype"]).kind == "f" for t in read + written):
+            found.append(f"{op['op_name']} {tensors[written[0]]['name']}")
+    return found
 
 
 def _shape_arithmetic(op, tensors: dict) -> bool:
