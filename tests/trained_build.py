@@ -1,6 +1,6 @@
 """Train one keras.applications architecture for real on scikit-learn's digits, upscaled.
 
-Run as `python -m tests.trained_build FLAVOUR NAME SIZE FOLDER [EPOCHS]` (a child process, so
+Run as `python -m tests.trained_build FLAVOUR NAME SIZE FOLDER [EPOCHS [adam|sgd]]` (a child process, so
 the test process does not hold every trained network). Random-weight zoos prove that every
 layer exports; only a converged network shows whether a fine-tuning stage keeps what training
 found (issue 22: pruning took a trained MobileNetV2 from 90% to 15% and called it success).
@@ -44,16 +44,20 @@ def digits_images(size: int):
     return images(x_train), y_train, images(x_val), y_val
 
 
-def build(flavour: str, name: str, size: int, folder: Path, epochs: int = 6) -> dict:
+def build(flavour: str, name: str, size: int, folder: Path, epochs: int = 6, recipe: str = "adam") -> dict:
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
-    import tensorflow  # noqa: F401  (before Keras 3, so tf_keras stays TensorFlow's Keras)
+    import tensorflow as tf  # before Keras 3, so tf_keras stays TensorFlow's Keras
 
     if flavour == "keras3":
+        if recipe == "sgd":
+            raise SystemExit("the sgd recipe adds its weight decay as a tf_keras loss: use tf_keras")
         import keras
     else:
         import tf_keras as keras
     keras.utils.set_random_seed(0)
     x_train, y_train, x_val, y_val = digits_images(size)
+    if recipe == "sgd":  # the architecture's own input range, [-1, 1], as its paper trained it
+        x_train, x_val = x_train * 2 - 1, x_val * 2 - 1
     model = getattr(keras.applications, name)(weights=None, classes=10, input_shape=(size, size, 3),
                                               **ARCHITECTURES.get(name, {}))
     # A few hundred steps leave BatchNorm's moving statistics (momentum 0.99/0.999) mostly at their
@@ -63,8 +67,11 @@ def build(flavour: str, name: str, size: int, folder: Path, epochs: int = 6) -> 
     momenta = [layer.momentum for layer in norms]
     for layer in norms:
         layer.momentum = 0.8
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    if recipe == "sgd":  # its L2 weight decay (4e-5), a loss term as the paper's TensorFlow had it
+        kernels = [w for layer in model.layers for w in layer.weights if "kernel" in w.name]
+        model.add_loss(lambda: 4e-5 * tf.add_n([tf.reduce_sum(tf.square(w)) for w in kernels]))
+    model.compile(optimizer=_optimizer(keras, recipe, epochs * -(-len(x_train) // 32)),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     started = time.perf_counter()
     model.fit(x_train, y_train, epochs=epochs, batch_size=32, verbose=0)
     seconds = time.perf_counter() - started
@@ -78,7 +85,18 @@ def build(flavour: str, name: str, size: int, folder: Path, epochs: int = 6) -> 
     return {"model": str(path), "top1": top1, "train_s": round(seconds, 1)}
 
 
+def _optimizer(keras, recipe: str, steps: int):
+    """adam: Adam 1e-3, quick to converge. sgd: MobileNetV2's own recipe (SGD, momentum 0.9, a high
+    rate decayed to 0, weight decay 4e-5), which leaves what ImageNet-trained MobileNets have: ReLUs
+    that never fire, BatchNorm channels of variance 0 behind them, and kernels that folding makes
+    100-1000× the rest (issue 26; benchmarks/per_tensor.py)."""
+    if recipe == "sgd":
+        return keras.optimizers.SGD(keras.optimizers.schedules.CosineDecay(0.1, steps), momentum=0.9)
+    return keras.optimizers.Adam(1e-3)
+
+
 if __name__ == "__main__":
     flavour, name, size, folder = sys.argv[1:5]
     epochs = int(sys.argv[5]) if len(sys.argv) > 5 else 6
-    print(json.dumps(build(flavour, name, int(size), Path(folder), epochs)))
+    recipe = sys.argv[6] if len(sys.argv) > 6 else "adam"
+    print(json.dumps(build(flavour, name, int(size), Path(folder), epochs, recipe)))

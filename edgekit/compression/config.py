@@ -58,17 +58,21 @@ class Repairs(_Strict):
     adaround: bool = Field(False, description="learned weight rounding (AdaRound): each conv/dense weight rounds up or "
                            "down to the int8 step that moves the layer's output least on the calibration data, and "
                            "each bias absorbs the mean shift left (checked: the int8 files hold those weights)")
+    dead_channels: bool = Field(False, description="γ := 0 on each BatchNorm channel of ~0 moving variance (a "
+                                "dead input): its output stays β, and folding no longer blows its kernel up by "
+                                "1/√ε into the layer's widest channel (unchanged where the channel is constant)")
     batchnorm_as_conv: bool = Field(False, description="each BatchNormalization folding cannot remove (after a "
                                     "concatenation, an add, the input) becomes the 1×1 depthwise convolution it "
                                     "computes, which every converter quantizes (the float function is unchanged)")
 
     @property
     def any(self) -> bool:
-        return self.equalize or self.bias_correction or self.adaround or self.batchnorm_as_conv
+        return self.equalize or self.bias_correction or self.adaround or self.batchnorm_as_conv or self.dead_channels
 
     @property
     def named(self) -> str:
-        return " and ".join(f"repairs.{k}" for k in ("batchnorm_as_conv", "equalize", "bias_correction", "adaround")
+        return " and ".join(f"repairs.{k}" for k in ("dead_channels", "batchnorm_as_conv", "equalize", "bias_correction",
+                                                      "adaround")
                             if getattr(self, k))
 
     @model_validator(mode="after")

@@ -18,7 +18,10 @@ from edgekit.errors import Incompatible, InputError
 
 # What --integer-only turns on unless the recipe says otherwise: exact rewrites of the float model
 # that let more layers be integer (edgekit/compression/repairs)
-INTEGER_ONLY_REPAIRS = ("batchnorm_as_conv", "equalize")
+INTEGER_ONLY_REPAIRS = ("dead_channels", "batchnorm_as_conv", "equalize")
+# ... and what --per-tensor turns on: the one exact rewrite a per-tensor grid cannot do without
+# (a dead channel's folded kernel, 1/√ε wide, sets the step of the whole tensor)
+PER_TENSOR_REPAIRS = ("dead_channels",)
 
 
 def apply_target(recipe: Recipe, formats_chosen: bool, repairs_chosen: set[str]) -> Recipe:
@@ -53,8 +56,11 @@ def apply_target(recipe: Recipe, formats_chosen: bool, repairs_chosen: set[str])
             update["integer_only"] = True
         if profile.constraints.per_tensor_weights:
             update["per_tensor"] = True
-    turned_on = {k: True for k in INTEGER_ONLY_REPAIRS if k not in repairs_chosen}
-    if (recipe.integer_only or update.get("integer_only")) and turned_on:
+    integer_only = recipe.integer_only or update.get("integer_only")
+    per_tensor = recipe.per_tensor or update.get("per_tensor")
+    turned_on = {k: True for k in (INTEGER_ONLY_REPAIRS if integer_only else PER_TENSOR_REPAIRS if per_tensor else ())
+                 if k not in repairs_chosen}
+    if turned_on:
         update["repairs"] = recipe.repairs.model_copy(update=turned_on)
     resolved = recipe.model_copy(update=update)
     if resolved.integer_only and not resolved.int8:

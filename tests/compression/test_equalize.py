@@ -136,7 +136,7 @@ def test_equalize_brings_an_outlier_model_back_in_every_format_with_every_conv_a
     assert all(p["range_spread_before"] > 100 and p["range_spread_after"] < 5 for p in equalized["pairs"])
     assert equalized["max_abs_change"] <= 1e-5  # checked by the pipeline on the evidence inputs
     assert report["recipe"]["repairs"] == {"equalize": True, "relu6": False, "bias_correction": False,
-                                           "adaround": False, "batchnorm_as_conv": False}
+                                           "adaround": False, "batchnorm_as_conv": False, "dead_channels": False}
     top1 = {a["id"]: a["accuracy"]["top1"] for a in report["artifacts"]}
     for fmt in ("tflite", "onnx", "openvino"):
         assert top1[f"{fmt}-int8"] >= top1[f"{fmt}-fp32"] - 0.01, top1

@@ -1,5 +1,5 @@
 """The recipe's repairs, in order, on the float tf_keras model every format is exported from:
-BatchNorms that do not fold made 1×1 depthwise convolutions (repairs.batchnorm_as_conv), ReLU6
+BatchNorm channels of ~0 variance silenced (repairs.dead_channels), BatchNorms that do not fold made 1×1 depthwise convolutions (repairs.batchnorm_as_conv), ReLU6
 made ReLU (repairs.relu6), cross-layer equalization (repairs.equalize), bias correction
 (repairs.bias_correction) or learned rounding (repairs.adaround). Each is reported; each that must
 keep the function is checked to.
@@ -34,6 +34,10 @@ def apply_repairs(repairs: Repairs, per_tensor: bool, model, calibration_x: np.n
     record: dict = {}
     current = model
     sqnr = _LayerSQNR(fold_batchnorm(model)[0], sample, per_tensor)
+    if repairs.dead_channels:
+        current = _silence_dead_channels(current, original, sample, record, log)
+        if current is not model:  # a stage of the SQNR table only where it changed a kernel
+            sqnr.keeps_function("dead_channels", fold_batchnorm(current)[0])
     if repairs.batchnorm_as_conv:
         current = _batchnorm_as_conv(current, original, sample, record, log)
         sqnr.keeps_function("batchnorm_as_conv", current)
@@ -85,6 +89,30 @@ class _LayerSQNR:
         if line:
             log.info(f"repairs: {line}")
         return found
+
+
+def _silence_dead_channels(model, original: np.ndarray, sample: np.ndarray, record: dict, log: StepLog):
+    """repairs/dead.py, kept only where the evidence inputs find those channels constant too."""
+    from edgekit.compression.repairs.dead import silence_dead_channels
+
+    result = silence_dead_channels(model)
+    record["dead_channels"] = {"silenced": result.silenced, "left_alone": result.left_alone}
+    if not result.silenced:
+        log.note("dead_channels: no BatchNorm channel of ~0 variance; nothing to silence")
+        return model
+    moved = float(np.max(np.abs(_outputs(result.model, sample) - original)))
+    record["dead_channels"]["max_abs_change"] = moved
+    channels = sum(len(s["channels"]) for s in result.silenced)
+    if not moved <= REPAIRED_TOLERANCE:
+        record["dead_channels"]["silenced"] = []
+        log.note(f"dead_channels: {channels} channel(s) the BatchNorms saw constant vary on the evidence inputs "
+                 f"(outputs would move by up to {moved:.3g}): left as they are")
+        return model
+    widest = max(result.silenced, key=lambda s: s["fold_over_median"])
+    log.note(f"dead_channels: {channels} channel(s) of ~0 BatchNorm variance in {len(result.silenced)} layer(s) "
+             f"silenced (γ = 0: folding made {widest['layer']}'s {widest['fold_over_median']:g}× the median "
+             "channel's); outputs unchanged on the evidence inputs")
+    return result.model
 
 
 def _batchnorm_as_conv(model, original: np.ndarray, sample: np.ndarray, record: dict, log: StepLog):
