@@ -21,6 +21,9 @@ from edgekit.support.progress import StepLog
 # rounding only (the tests see ≤ 1e-5; this leaves room for deep models)
 REPAIRED_TOLERANCE = 1e-3
 CHECK_SAMPLES = 64
+# Below this top-1 agreement on the evidence inputs, unclipping ReLU6 has changed what the model
+# predicts, not just a few activations past 6 (a MobileNetV2 trained with SGD: 3%): said loudly
+RELU6_AGREEMENT = 0.97
 
 
 def apply_repairs(repairs: Repairs, per_tensor: bool, model, calibration_x: np.ndarray | None,
@@ -150,8 +153,11 @@ def _equalize(model, owned: bool, relu6: bool, original: np.ndarray, sample: np.
         if unclipped:
             reference = _outputs(before, sample)  # what equalization must keep
             moved = float(np.max(np.abs(reference - original)))
+            agree = float(np.mean(np.argmax(reference, -1) == np.argmax(original, -1)))
             log.note(f"relu6: {len(unclipped)} ReLU6 layer(s) made ReLU, so that equalization passes through them; "
-                     f"the float outputs moved by up to {moved:.3g} on {len(sample)} evidence inputs")
+                     f"the float outputs moved by up to {moved:.3g} on {len(sample)} evidence inputs, top-1 "
+                     f"agreement with the original {100 * agree:.1f}%"
+                     + (": this model needs its ReLU6 clipping; leave out --relu6" if agree < RELU6_AGREEMENT else ""))
         else:
             log.note("relu6: the model has no ReLU6 layer; nothing to unclip")
     with log.step("Equalize the ranges of consecutive conv/dense layers (cross-layer equalization)"):
