@@ -125,9 +125,12 @@ def compress(
         "calibration data; each int8 file is checked to hold those weights."),
     integer_only: bool = typer.Option(False, "--integer-only", help="With --int8 --data: every op of each int8 file "
         "computes in integers (what NPUs need); a float op left in any file is exit 2, naming it. Turns on "
-        "--equalize and the rewrite of BatchNorms that do not fold, unless a recipe sets them itself."),
+        "--equalize, the dead-channel repair and the rewrite of BatchNorms that do not fold, unless a recipe sets "
+        "them itself."),
     per_tensor: bool = typer.Option(False, "--per-tensor", help="With --int8: one scale per weight tensor instead of "
-        "one per output channel, for NPUs that take no per-channel scales (checked in each int8 file)."),
+        "one per output channel, for NPUs that take no per-channel scales (checked in each int8 file). Silences "
+        "BatchNorm channels of ~0 variance first (recipe repairs.dead_channels), whose folded kernels would set "
+        "the whole tensor's step."),
     ranges: Optional[str] = typer.Option(None, "--ranges", help="With --int8 --data: how activation ranges are "
         "calibrated: default (each library's own), minmax, percentile (99.99th, drops rare extremes) or mse (least "
         "expected squared error)."),

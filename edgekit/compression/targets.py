@@ -4,8 +4,9 @@ built, and each int8 file written is checked against it before the run succeeds.
 From the profile (devices/NAME.yaml): the formats it runs (a `--formats` outside them is exit 2),
 int8 where it runs nothing else, the I/O types its constraints allow, and integer-only where its
 constraints say so (the Edge TPU compiler runs everything after the first float op on the host
-CPU). Integer-only turns on cross-layer equalization unless the recipe (or --equalize) says itself
-whether to equalize; other repairs asked for come on top of it.
+CPU). Integer-only turns on the exact repairs (INTEGER_ONLY_REPAIRS), per-tensor weights the
+dead-channel one, each unless the recipe (or a flag) says itself whether to use it; other repairs
+asked for come on top.
 """
 
 from __future__ import annotations

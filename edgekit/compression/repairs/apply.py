@@ -1,8 +1,8 @@
 """The recipe's repairs, in order, on the float tf_keras model every format is exported from:
-BatchNorm channels of ~0 variance silenced (repairs.dead_channels), BatchNorms that do not fold made 1×1 depthwise convolutions (repairs.batchnorm_as_conv), ReLU6
-made ReLU (repairs.relu6), cross-layer equalization (repairs.equalize), bias correction
-(repairs.bias_correction) or learned rounding (repairs.adaround). Each is reported; each that must
-keep the function is checked to.
+BatchNorm channels of ~0 variance silenced (repairs.dead_channels), BatchNorms that do not fold
+made 1×1 depthwise convolutions (repairs.batchnorm_as_conv), ReLU6 made ReLU (repairs.relu6),
+cross-layer equalization (repairs.equalize), bias correction (repairs.bias_correction) or learned
+rounding (repairs.adaround). Each is reported; each that must keep the function is checked to.
 
 The BatchNorm rewrite and equalization must not change the outputs (beyond float rounding:
 REPAIRED_TOLERANCE, or it is edgekit's bug, exit 3, nothing written). Unclipping ReLU6 and bias
@@ -113,8 +113,8 @@ def _silence_dead_channels(model, original: np.ndarray, sample: np.ndarray, reco
         return model
     widest = max(result.silenced, key=lambda s: s["fold_over_median"])
     log.note(f"dead_channels: {channels} channel(s) of ~0 BatchNorm variance in {len(result.silenced)} layer(s) "
-             f"silenced (γ = 0: folding made {widest['layer']}'s {widest['fold_over_median']:g}× the median "
-             "channel's); outputs unchanged on the evidence inputs")
+             f"silenced (γ = 0; folded, the widest would have scaled its kernel {widest['fold_over_median']:g}× the "
+             f"median channel's, in {widest['layer']}); outputs unchanged on the evidence inputs")
     return result.model
 
 

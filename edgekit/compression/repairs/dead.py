@@ -27,7 +27,8 @@ CONSTANT_VARIANCE = 1e-4
 @dataclass
 class DeadChannelsResult:
     model: object
-    silenced: list[dict] = field(default_factory=list)  # {"layer", "channels", "fold_over_median"}
+    # {"layer", "channels", "fold_over_median": the widest silenced channel's γ/√(var+ε) over the median's}
+    silenced: list[dict] = field(default_factory=list)
     left_alone: list[dict] = field(default_factory=list)
 
 
@@ -61,5 +62,3 @@ def silence_dead_channels(model, owned: bool = False) -> DeadChannelsResult:
         layer.gamma.assign(gamma)
         silenced.append({"layer": name, "channels": [int(c) for c in dead], "fold_over_median": round(widest, 1)})
     return DeadChannelsResult(target, silenced, left_alone)
-
-
