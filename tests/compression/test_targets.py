@@ -151,8 +151,9 @@ def test_an_op_left_in_float_in_a_tflite_file_is_named(digits, validated_run, tm
     converter.representative_dataset = lambda: ([image[None]] for image in x)
     converter._experimental_calibrate_only = True  # noqa: SLF001 - as formats/tflite/search.py does
     calibrated = converter.convert()
-    ops = Interpreter(model_content=calibrated)._get_ops_details()  # noqa: SLF001
-    tensors = {t["index"]: t["name"] for t in Interpreter(model_content=calibrated).get_tensor_details()}
+    interpreter = Interpreter(model_content=calibrated)
+    ops = interpreter._get_ops_details()  # noqa: SLF001
+    tensors = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
     softmax = tensors[next(int(op["outputs"][0]) for op in ops if op["op_name"] == "SOFTMAX")]
     mixed = tmp_path / "mixed.int8.tflite"
     mixed.write_bytes(tflite_convert.mlir_quantize(calibrated, denylisted_nodes=[softmax]))
