@@ -180,6 +180,8 @@ def compress(model: Any, *, int8: bool = False, fp16: bool = False, prune: float
              accuracy_tolerance: float | None = None, equalize: bool = False, integer_only: bool = False,
              target: str | None = None, per_tensor: bool = False, bias_correction: bool = False,
              relu6: bool = False, ranges: str | None = None, int16x8: bool = False, adaround: bool = False,
+             prune_channels: float | None = None, prune_channels_target_macs: float | None = None,
+             prune_channels_target_latency: float | None = None, device: str | None = None,
              output: PathArg | None = None,
              force: bool = False, seed: int = 0, trust_model: bool = False, custom_objects: str | None = None, bench: bool = True,
              quiet: bool = True) -> Report:
@@ -197,7 +199,9 @@ def compress(model: Any, *, int8: bool = False, fp16: bool = False, prune: float
                                  learning_rate=learning_rate, accuracy_tolerance=accuracy_tolerance,
                                  equalize=equalize, integer_only=integer_only, target=target,
                                  per_tensor=per_tensor, bias_correction=bias_correction, relu6=relu6,
-                                 ranges=ranges, int16x8=int16x8, adaround=adaround)
+                                 ranges=ranges, int16x8=int16x8, adaround=adaround, prune_channels=prune_channels,
+                                 prune_channels_target_macs=prune_channels_target_macs,
+                                 prune_channels_target_latency=prune_channels_target_latency, device=device)
     with ExitStack() as stack:
         folder = _private_folder(stack)
         model_path = _model_path(model, folder)

@@ -34,12 +34,43 @@ class PruneStage(_Strict):
     epochs: int = Field(2, ge=1, le=10_000)
 
 
+class ChannelsStage(_Strict):
+    """Structured channel pruning (edgekit/compression/stages/channels.py): one of ratio,
+    target_macs, target_latency_ms (with device)."""
+    type: Literal["channels"]
+    ratio: Optional[float] = Field(None, gt=0, lt=1, description="fraction of each prunable group's channels removed")
+    target_macs: Optional[float] = Field(None, gt=0, lt=1, description="the pruned model's MACs as a fraction of the "
+                                         "original's, at most")
+    target_latency_ms: Optional[float] = Field(None, gt=0, description="the pruned model's estimated latency on "
+                                               "`device`, at most")
+    device: Optional[str] = Field(None, description="the device profile a latency target is estimated on")
+    importance: Literal["bn", "l1", "l2"] = Field("bn", description="how channels are ranked: |γ| of the BatchNorm "
+                                                  "after the layer (its filter's L2 norm where none), or the filter's "
+                                                  "L1 or L2 norm")
+    multiple_of: int = Field(8, ge=1, le=256, description="kept channels rounded to a multiple of this (groups at "
+                             "least twice as wide): SIMD-friendly widths")
+    epochs: int = Field(3, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _one_goal(self) -> "ChannelsStage":
+        goals = [k for k in ("ratio", "target_macs", "target_latency_ms") if getattr(self, k) is not None]
+        if len(goals) != 1:
+            raise ValueError("channel pruning needs exactly one of ratio (--prune-channels R), target_macs "
+                             "(--prune-channels-target-macs F) or target_latency_ms (--prune-channels-target-latency MS)"
+                             + (f"; got {', '.join(goals)}" if goals else ""))
+        if (self.target_latency_ms is not None) != (self.device is not None):
+            raise ValueError("a latency target (--prune-channels-target-latency MS) is estimated on a device: give "
+                             "--device NAME with it, and only with it")
+        return self
+
+
 class QATStage(_Strict):
     type: Literal["qat"]
     epochs: int = Field(2, ge=1, le=10_000)
 
 
-Stage = Annotated[Union[PruneStage, QATStage], Field(discriminator="type")]
+Stage = Annotated[Union[ChannelsStage, PruneStage, QATStage], Field(discriminator="type")]
+STAGE_ORDER = ("channels", "prune", "qat")
 
 
 class AccuracyAware(_Strict):
@@ -120,8 +151,9 @@ class Recipe(_Strict):
         kinds = [s.type for s in self.stages]
         if len(set(kinds)) != len(kinds):
             raise ValueError("each stage type may appear once")
-        if kinds == ["qat", "prune"]:
-            raise ValueError("prune must come before qat (prune-preserving QAT keeps the sparsity)")
+        if kinds != sorted(kinds, key=STAGE_ORDER.index):
+            raise ValueError(f"stages run in the order {', '.join(STAGE_ORDER)}: channels are removed first, "
+                             "prune must come before qat (prune-preserving QAT keeps the sparsity)")
         if self.fp16 and self.int8:
             raise ValueError("choose int8 or fp16, not both")
         if self.int16x8 and self.fp16:
@@ -159,6 +191,10 @@ class Recipe(_Strict):
         return next((s for s in self.stages if isinstance(s, PruneStage)), None)
 
     @property
+    def channels(self) -> ChannelsStage | None:
+        return next((s for s in self.stages if isinstance(s, ChannelsStage)), None)
+
+    @property
     def qat(self) -> QATStage | None:
         return next((s for s in self.stages if isinstance(s, QATStage)), None)
 
@@ -168,16 +204,16 @@ def shipped_recipes() -> dict[str, Path]:
 
 
 def _describe(error: dict, flags: dict[str, str]) -> str:
-    where = ".".join(str(p) for p in error["loc"] if not (isinstance(p, str) and p in ("prune", "qat")))
+    where = ".".join(str(p) for p in error["loc"] if not (isinstance(p, str) and p in STAGE_ORDER))
     field = str(error["loc"][0]) if error["loc"] else ""
     if field in flags:  # set on the command line: name the flag, not the recipe field
         return f"{flags[field]} {error['input']!r}: {_message(error)}"
     if error["type"] == "extra_forbidden":
         return f"unknown field {where!r} (allowed: {', '.join(Recipe.model_fields)} and, in stages, " \
-               f"{', '.join(sorted(set(PruneStage.model_fields) | set(QATStage.model_fields)))}; " \
+               f"{', '.join(sorted(set(PruneStage.model_fields) | set(QATStage.model_fields) | set(ChannelsStage.model_fields)))}; " \
                f"in accuracy_aware, {', '.join(AccuracyAware.model_fields)}; in repairs, {', '.join(Repairs.model_fields)})"
     if error["type"] == "union_tag_invalid":
-        return f"{where or 'stages'}: unknown stage type {error['input'].get('type')!r} (allowed: prune, qat)"
+        return f"{where or 'stages'}: unknown stage type {error['input'].get('type')!r} (allowed: {', '.join(STAGE_ORDER)})"
     if error["type"] == "literal_error":
         return f"{where} = {error['input']!r}: {_message(error)}"
     return f"{where + ': ' if where else ''}{_message(error)}" + (

@@ -31,6 +31,7 @@ from edgekit.reports.report import render_markdown, write_json
 from edgekit.quality.verify import Evidence, verify
 
 RANDOM_CHECK_SAMPLES = 64
+STAGE_FLAGS = {"channels": "--prune-channels", "prune": "--prune", "qat": "--qat"}
 
 
 @dataclass
@@ -80,10 +81,14 @@ def validate_options(opts: CompressOptions) -> None:
     if recipe.io_dtype != "float32" and not (recipe.int8 and (opts.data or recipe.qat)):
         raise InputError(f"--io-dtype {recipe.io_dtype} needs full int8: pass --int8 with --data CALIB")
     if recipe.stages and not opts.data:
-        names = " and ".join(f"--{s.type}" for s in recipe.stages)
+        names = " and ".join(STAGE_FLAGS[s.type] for s in recipe.stages)
         raise InputError(f"{names}: fine-tuning needs labelled training data: pass --data (image folder or .npz with x, y)")
     if recipe.accuracy_aware:
         _check_accuracy_aware(opts)
+    if recipe.channels and recipe.channels.device:
+        from edgekit.measure.devices import load_profile
+
+        load_profile(recipe.channels.device)  # an unknown device fails here, before the model loads
 
 
 def _check_accuracy_aware(opts: CompressOptions) -> None:
@@ -125,7 +130,8 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
         raise ModelError(f"{opts.model}: --max-accuracy-drop ranks the layers of a tf_keras model (or of a Keras 3 "
                          f"model edgekit can rebuild), and this one has none ({what})")
     if recipe.stages and model.keras_model is None:
-        raise ModelError(f"{opts.model}: pruning and QAT need a tf_keras model, and this one is not ({model.notes[0]})")
+        raise ModelError(f"{opts.model}: pruning, channel pruning and QAT need a tf_keras model, and this one is not "
+                         f"({model.notes[0]})")
     data = _load_data(opts, model, log)
     if recipe.int8 and data.calibration is None and not recipe.qat:
         log.note("no --data: writing weight-only int8 (int8w); full int8 (weights and activations) needs --data CALIB")
@@ -460,7 +466,7 @@ def _run_stages(opts: CompressOptions, model: LoadedModel, data: _Data, evidence
         return _Staged(model)
     from edgekit.compression.stages.finetune import outputs_probabilities, require_labelled, teacher_targets
 
-    require_labelled(data.train, "--prune" if recipe.prune else "--qat")  # before the teacher reads its labels
+    require_labelled(data.train, STAGE_FLAGS[recipe.stages[0].type])  # before the teacher reads its labels
     validation = (evidence.x, evidence.labels) if evidence.labels is not None else None
     original = accuracy(evidence.reference, evidence.labels)
     targets = None
@@ -468,6 +474,8 @@ def _run_stages(opts: CompressOptions, model: LoadedModel, data: _Data, evidence
         with log.step(f"Run the original model on {len(data.train)} training inputs (distillation targets)"):
             targets = teacher_targets(model.keras_model, data.train, model.num_classes, recipe.distillation,
                                       from_logits=not outputs_probabilities(model.keras_model))
+    if recipe.channels:
+        working, stages["channels"] = _prune_channels(opts, model, data, evidence, targets, validation, original, log)
     if recipe.prune:
         from edgekit.compression.stages.prune import prune
 
@@ -507,9 +515,46 @@ def _run_stages(opts: CompressOptions, model: LoadedModel, data: _Data, evidence
                          "finetune": settings.to_json()}
         _check_stage_kept("quantization-aware training", qat_accuracy, original, recipe, settings)
     exported = replace(model, keras_model=working, forward=lambda x: working(x, training=False), trackable=working)
-    last = stages["qat"] if "qat" in stages else stages["prune"]
+    last = stages[[s.type for s in recipe.stages][-1]]
     stages["keras_accuracy_after"] = last["keras_accuracy"]
     return _Staged(exported, qat_forward, qat_scores, stages)
+
+
+def _prune_channels(opts: CompressOptions, model: LoadedModel, data: _Data, evidence: Evidence, targets,
+                    validation, original: dict | None, log: StepLog):
+    """The channels stage (edgekit/compression/stages/channels.py): the smaller fine-tuned model and its record."""
+    from edgekit.compression.stages.channels import prune_channels
+
+    recipe, stage = opts.recipe, opts.recipe.channels
+    profile = None
+    if stage.device:
+        from edgekit.measure.devices import load_profile
+
+        profile = load_profile(stage.device)
+    goal = (f"{stage.ratio:.0%} of each group's channels" if stage.ratio is not None else
+            f"MACs to {stage.target_macs:.0%}" if stage.target_macs is not None else
+            f"{stage.target_latency_ms:g} ms estimated on {stage.device}")
+    settings = _finetune_settings(recipe, stage.epochs, model, data)
+    with log.step(f"Prune channels ({goal}), fine-tune {stage.epochs} epoch(s) with distillation at learning rate "
+                  f"{settings.learning_rate:g}"):
+        result = prune_channels(model.keras_model, data.train, stage, settings, opts.seed, targets, validation,
+                                quiet=opts.quiet, profile=profile, precision="int8" if recipe.int8 else "fp32",
+                                fmt=recipe.formats[0])
+    record = result.record
+    macs, alone = record["macs"], record["left_alone"]
+    log.info(f"channels: MACs {macs['before']:,} → {macs['after']:,} ({macs['after'] / macs['before']:.0%}), "
+             f"parameters {record['params']['before']:,} → {record['params']['after']:,}; "
+             f"{record['groups']['pruned']} of {record['groups']['prunable']} prunable groups pruned")
+    if alone:
+        log.note(f"channels: {len(alone)} conv/dense layer(s) keep all their channels: "
+                 + "; ".join(f"{k}: {v}" for k, v in list(alone.items())[:4]) + (" …" if len(alone) > 4 else "")
+                 + " (report.json stages.channels.left_alone)")
+    scores, record["keras_accuracy"] = _stage_accuracy(result.model, evidence)
+    record["agreement_with_original"] = round(float(np.mean(np.argmax(scores, axis=1)
+                                                            == np.argmax(evidence.reference, axis=1))), 6)
+    record["finetune"] = settings.to_json()
+    _check_stage_kept("channel pruning", record["keras_accuracy"], original, recipe, settings)
+    return result.model, record
 
 
 def _repair(recipe: Recipe, exported: LoadedModel, data: _Data, evidence: Evidence,
@@ -600,6 +645,7 @@ def _check_stage_kept(stage: str, kept: dict | None, original: dict | None, reci
         f"({signed_points(-drop)}, over the tolerance of {tolerance:g}; after each epoch: {epochs}{diverged}); nothing was "
         f"written. What helps: more --epochs (now {settings.epochs}), another --learning-rate (now "
         f"{settings.learning_rate:.2g})" + (", a lower --prune sparsity" if recipe.prune else "")
+        + (", removing fewer channels (--prune-channels)" if recipe.channels else "")
         + ", or a wider --accuracy-tolerance")
 
 

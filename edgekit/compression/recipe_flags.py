@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgekit.compression.config import Recipe, load_recipe, repairs_set, validate_recipe
+from edgekit.compression.config import STAGE_ORDER, Recipe, load_recipe, repairs_set, validate_recipe
 from edgekit.errors import InputError
 from edgekit.formats import FORMATS
 
@@ -14,7 +14,9 @@ def recipe_from_flags(spec: str | None, *, int8: bool, fp16: bool, prune: float 
                       accuracy_tolerance: float | None = None, equalize: bool = False, integer_only: bool = False,
                       target: str | None = None, per_tensor: bool = False, bias_correction: bool = False,
                       relu6: bool = False, ranges: str | None = None, int16x8: bool = False,
-                      adaround: bool = False) -> Recipe:
+                      adaround: bool = False, prune_channels: float | None = None,
+                      prune_channels_target_macs: float | None = None,
+                      prune_channels_target_latency: float | None = None, device: str | None = None) -> Recipe:
     base = load_recipe(spec) if spec else Recipe()
     data = base.model_dump(mode="json")
     if prune is not None and not 0 < prune < 1:
@@ -26,12 +28,13 @@ def recipe_from_flags(spec: str | None, *, int8: bool, fp16: bool, prune: float 
         stages["prune"] = stages.get("prune", {"type": "prune"}) | (
             {"sparsity": prune} if prune is not None else {}) | (
             {"structure": prune_structure} if prune_structure is not None else {})
+    _channels_flags(stages, prune_channels, prune_channels_target_macs, prune_channels_target_latency, device)
     if qat:
         stages.setdefault("qat", {"type": "qat"})
     if epochs is not None:
         for stage in stages.values():
             stage["epochs"] = epochs
-    data["stages"] = [stages[k] for k in ("prune", "qat") if k in stages]
+    data["stages"] = [stages[k] for k in STAGE_ORDER if k in stages]
     for key, on in (("equalize", equalize or relu6), ("relu6", relu6), ("bias_correction", bias_correction),
                     ("adaround", adaround)):
         if on:
@@ -50,6 +53,31 @@ def recipe_from_flags(spec: str | None, *, int8: bool, fp16: bool, prune: float 
 
     return apply_target(recipe, formats_chosen=formats is not None or "formats" in base.model_fields_set,
                         repairs_chosen=repairs_set(base) | ({"equalize"} if equalize or relu6 else set()))
+
+
+def _channels_flags(stages: dict, ratio: float | None, target_macs: float | None, target_latency: float | None,
+                    device: str | None) -> None:
+    """--prune-channels R, or a target: --prune-channels-target-macs F / -target-latency MS --device NAME."""
+    given = {k: v for k, v in (("ratio", ratio), ("target_macs", target_macs),
+                               ("target_latency_ms", target_latency)) if v is not None}
+    for flag, value in (("--prune-channels", ratio), ("--prune-channels-target-macs", target_macs)):
+        if value is not None and not 0 < value < 1:
+            raise InputError(f"{flag} {value}: choose a fraction between 0 and 1 (exclusive), e.g. {flag} 0.5")
+    if target_latency is not None and not target_latency > 0:
+        raise InputError(f"--prune-channels-target-latency {target_latency}: choose a latency in ms above 0")
+    if len(given) > 1:
+        raise InputError("--prune-channels, --prune-channels-target-macs and --prune-channels-target-latency each "
+                         "say how much to remove: choose one")
+    if device is not None and target_latency is None:
+        raise InputError("--device NAME is the device a latency target is estimated on: it goes with "
+                         "--prune-channels-target-latency MS")
+    if target_latency is not None and device is None:
+        raise InputError("--prune-channels-target-latency MS is estimated on a device: add --device NAME "
+                         "(`edgekit devices` lists them)")
+    if given:
+        stage = {k: v for k, v in stages.get("channels", {"type": "channels"}).items()
+                 if k not in ("ratio", "target_macs", "target_latency_ms", "device")}
+        stages["channels"] = stage | given | ({"device": device} if device else {})
 
 
 def _formats(text: str | None) -> list[str] | None:

@@ -458,26 +458,29 @@ def _shapes(layer):
 
 def count_macs(keras_model) -> int:
     """Multiply-accumulates per inference (batch 1), from layer shapes: conv and dense layers."""
-    total = 0
-    for layer in _layers_flat(keras_model):
-        shapes = _shapes(layer)
-        if shapes is None:
-            continue
-        in_shape, out_shape = shapes
-        kind = type(layer).__name__
-        if kind == "Conv2D":
-            kh, kw = layer.kernel_size
-            total += _spatial(out_shape) * out_shape[-1] * kh * kw * in_shape[-1] // layer.groups
-        elif kind == "DepthwiseConv2D":
-            kh, kw = layer.kernel_size
-            total += _spatial(out_shape) * out_shape[-1] * kh * kw
-        elif kind == "SeparableConv2D":
-            kh, kw = layer.kernel_size
-            depth = in_shape[-1] * layer.depth_multiplier
-            total += _spatial(out_shape) * (depth * kh * kw + depth * out_shape[-1])
-        elif kind == "Dense":
-            total += int(in_shape[-1]) * int(out_shape[-1]) * _batchless_size(in_shape[1:-1])
-    return int(total)
+    return int(sum(layer_macs(layer) for layer in _layers_flat(keras_model)))
+
+
+def layer_macs(layer) -> int:
+    """One conv/dense layer's multiply-accumulates per inference (batch 1); 0 for other layers."""
+    shapes = _shapes(layer)
+    if shapes is None:
+        return 0
+    in_shape, out_shape = shapes
+    kind = type(layer).__name__
+    if kind == "Conv2D":
+        kh, kw = layer.kernel_size
+        return _spatial(out_shape) * out_shape[-1] * kh * kw * in_shape[-1] // layer.groups
+    if kind == "DepthwiseConv2D":
+        kh, kw = layer.kernel_size
+        return _spatial(out_shape) * out_shape[-1] * kh * kw
+    if kind == "SeparableConv2D":
+        kh, kw = layer.kernel_size
+        depth = in_shape[-1] * layer.depth_multiplier
+        return _spatial(out_shape) * (depth * kh * kw + depth * out_shape[-1])
+    if kind == "Dense":
+        return int(in_shape[-1]) * int(out_shape[-1]) * _batchless_size(in_shape[1:-1])
+    return 0
 
 
 def _batchless_size(dims) -> int:

@@ -41,7 +41,6 @@ def per_layer_estimate(profile: DeviceProfile, facts: ArtifactFacts, runtime: st
     runtime, precision: what the file would run on and compute in there (bench --runtime,
     --precision); by default the profile's runtime for the format and the file's precision."""
     from edgekit.measure.estimate import gpu_runtime_here
-    from edgekit.measure.latency_fit import Sample, work
     from edgekit.measure.layer_work import file_network_work
 
     fitted = fitted_model()
@@ -53,11 +52,7 @@ def per_layer_estimate(profile: DeviceProfile, facts: ArtifactFacts, runtime: st
     chosen = _closest_settings(model, profile, runtime, precision)
     if not chosen:
         return None
-    layers = tuple((l.kind, l.macs, l.weights, l.activations) for l in file_network_work(facts).layers)
-    sample = Sample(profile.name, runtime, precision, profile.threads, "", "file", "file", layers, 1.0,
-                    (profile.on_chip_mb or 0.0) * 2**20)
-    scale = math.exp(sum(math.log(model.scales[g]) for g in chosen) / len(chosen))
-    estimate = scale * work(sample, model.shape_for(sample.family), model.smallest_for(sample.family))
+    estimate = _estimate(model, profile, runtime, precision, chosen, file_network_work(facts))
     error = document["errors"].get(profile.name) or {}
     band = error.get("band") or document["overall"]["band"]
     return {
@@ -72,6 +67,37 @@ def per_layer_estimate(profile: DeviceProfile, facts: ArtifactFacts, runtime: st
         "toolchain": profile.constraints.toolchain.strip() if profile.constraints.toolchain else None,
         "gpu_runtime_here": gpu_runtime_here() if profile.kind == "gpu" else None,
     }
+
+
+def _estimate(model, profile: DeviceProfile, runtime: str, precision: str, chosen: list[tuple], network) -> float:
+    from edgekit.measure.latency_fit import Sample, work
+
+    layers = tuple((l.kind, l.macs, l.weights, l.activations) for l in network.layers)
+    sample = Sample(profile.name, runtime, precision, profile.threads, "", "file", "file", layers, 1.0,
+                    (profile.on_chip_mb or 0.0) * 2**20)
+    scale = math.exp(sum(math.log(model.scales[g]) for g in chosen) / len(chosen))
+    return scale * work(sample, model.shape_for(sample.family), model.smallest_for(sample.family))
+
+
+def keras_estimate(profile: DeviceProfile, keras_model, fmt: str, precision: str) -> dict | None:
+    """The per-layer model's estimate for a Keras model before it is exported: `fmt` run by the
+    profile's runtime for it, in `precision`. {"ms", "likely_ms", "runtime"}, or None where the
+    model knows nothing of this device or format."""
+    from edgekit.measure.layer_work import keras_network_work
+
+    fitted = fitted_model()
+    runtime = profile.estimate_runtimes.get(fmt)
+    if fitted is None or runtime is None:
+        return None
+    model, document = fitted
+    precision = _model_precision(profile.compute_precision(precision))
+    chosen = _closest_settings(model, profile, runtime, precision)
+    if not chosen:
+        return None
+    estimate = _estimate(model, profile, runtime, precision, chosen, keras_network_work(keras_model))
+    band = (document["errors"].get(profile.name) or {}).get("band") or document["overall"]["band"]
+    return {"ms": estimate, "likely_ms": [estimate * band[0], estimate * band[1]], "runtime": runtime,
+            "precision": precision}
 
 
 def _model_precision(precision: str) -> str:

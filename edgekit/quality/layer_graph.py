@@ -61,7 +61,7 @@ class _Graph:
 
 def keras_units(keras_model) -> list[Unit]:
     """The top-level conv/dense layers in order, with their fused chains and neighbours."""
-    from edgekit.intake.model import count_macs
+    from edgekit.intake.model import layer_macs
 
     graph = _Graph(keras_model)
     units, end_of = [], {}
@@ -72,7 +72,7 @@ def keras_units(keras_model) -> list[Unit]:
         kernel = getattr(layer, "depthwise_kernel", None) if kind == "DepthwiseConv2D" else getattr(layer, "kernel", None)
         if kernel is None:
             continue
-        unit = Unit(layer.name, kind, kernel_key(kernel.shape), _layer_macs(layer, count_macs), layer.name)
+        unit = Unit(layer.name, kind, kernel_key(kernel.shape), layer_macs(layer), layer.name)
         if _activation(layer) in RELU_FAMILY:
             unit.end = _chain_end(layer, graph).name
         else:
@@ -99,12 +99,6 @@ def _chain_layers(keras_model, unit: Unit, graph: _Graph) -> list:
         current = graph.consumers[current.name][0]
         layers.append(current)
     return layers
-
-
-def _layer_macs(layer, count_macs) -> int:
-    class _One:  # count_macs walks .layers: give it just this one
-        layers = [layer]
-    return count_macs(_One)
 
 
 def _activation(layer) -> str | None:

@@ -1,0 +1,185 @@
+"""Structured channel pruning: remove whole output channels, rebuild a smaller model, recover
+by fine-tuning with distillation from the original (edgekit/compression/channels).
+
+Unlike `--prune` (zeros in place, which no runtime edgekit targets skips), a model with fewer
+channels runs faster everywhere. How much goes: a ratio of every prunable group's channels, or
+the smallest removal that brings the MACs or the device's estimated latency under a target,
+spread over the groups by a sensitivity pass (the groups whose trial removal costs least top-1
+lose more).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgekit.compression.channels.graph import PRODUCERS, channel_graph
+from edgekit.compression.channels.rebuild import masked, rebuild
+from edgekit.compression.channels.select import (all_scores, keep_count, macs_of_plan, plan, search_ratio,
+                                                 weighted_ratios)
+from edgekit.compression.config import ChannelsStage
+from edgekit.compression.stages.finetune import FinetuneSettings, finetune, outputs_probabilities, require_labelled
+from edgekit.errors import EdgekitError, InputError, ModelError
+from edgekit.intake.data import Dataset
+
+PROBE_RATIO = 0.5  # each group's trial removal in the sensitivity pass
+PROBE_SAMPLES = 256
+REBUILD_TOLERANCE = 1e-4  # rebuilt vs masked original, relative to the outputs' range
+
+
+@dataclass
+class ChannelsResult:
+    model: object  # the smaller tf_keras model, fine-tuned
+    record: dict  # report.json stages.channels (without keras_accuracy and finetune)
+
+
+def prunable_or_fail(model):
+    """The dependency graph, or exit 2 naming why each conv/dense layer must keep its channels."""
+    graph = channel_graph(model)
+    if not graph.prunable():
+        alone = graph.left_alone()
+        why = "; ".join(f"{name}: {reason}" for name, reason in list(alone.items())[:6]) or "it has no conv/dense layer"
+        raise ModelError(f"--prune-channels: nothing in this model can lose channels ({why}); nothing was written")
+    return graph
+
+
+def choose(graph, stage: ChannelsStage, validation, profile=None, precision: str = "fp32", fmt: str = "tflite") -> tuple[dict, dict]:
+    """The kept channels per group, and how they were chosen (for the report)."""
+    scores = all_scores(graph, stage.importance)
+    groups = graph.prunable()
+    if stage.ratio is not None:
+        ratios = weighted_ratios(groups, None, stage.ratio)
+        return plan(graph, ratios, stage.importance, stage.multiple_of, scores), {"by": "ratio", "ratio": stage.ratio}
+    drops = sensitivity(graph, scores, stage, validation) if validation is not None else None
+    if stage.target_macs is not None:
+        original = macs_of_plan(graph, {})
+        goal = stage.target_macs * original
+
+        def measure(keep):
+            return macs_of_plan(graph, keep)
+        unit, label = "MACs", f"{stage.target_macs:.0%} of the original {original:,} MACs"
+    else:
+        from edgekit.measure.layer_estimate import keras_estimate
+
+        goal, unit = stage.target_latency_ms, "ms"
+        if keras_estimate(profile, graph.model, fmt, precision) is None:
+            raise InputError(f"--prune-channels-target-latency: the latency model has no estimate for {fmt} "
+                             f"{precision} on {profile.name}: choose another --device, or --prune-channels-target-macs")
+        label = f"{goal:g} ms estimated on {profile.name} ({fmt} {precision})"
+
+        def measure(keep):
+            return keras_estimate(profile, rebuild(graph, keep) if keep else graph.model, fmt, precision)["ms"]
+    cache = {}
+
+    def keep_for(base: float):
+        return plan(graph, weighted_ratios(groups, drops, base), stage.importance, stage.multiple_of, scores)
+
+    def meets(base: float) -> bool:
+        cache[base] = measure(keep_for(base))
+        return cache[base] <= goal
+    base = search_ratio(meets)
+    if base is None:
+        best = min(cache.values())
+        raise InputError(f"--prune-channels target {label} cannot be met: removing the most this stage removes "
+                         f"(up to {90}% of each group) reaches {best:,.4g} {unit}; nothing was written. Aim higher, "
+                         "or choose a smaller architecture")
+    keep = keep_for(base)
+    return keep, {"by": "target_macs" if stage.target_macs is not None else "target_latency", "target": label,
+                  "base_ratio": round(base, 4), "reached": round(float(measure(keep)), 4), "unit": unit,
+                  "sensitivity_top1_drop": {" + ".join(_group_producers(graph, g)): round(d, 4)
+                                            for g, d in (drops or {}).items()}}
+
+
+def sensitivity(graph, scores: dict, stage: ChannelsStage, validation) -> dict[int, float]:
+    """Top-1 lost (on up to PROBE_SAMPLES validation images) when each group alone loses
+    PROBE_RATIO of its channels: the original model with those channels masked."""
+    x, y = validation[0][:PROBE_SAMPLES], validation[1][:PROBE_SAMPLES]
+    base = _top1(graph.model, x, y)
+    drops = {}
+    for group in graph.prunable():
+        count = keep_count(group.size, PROBE_RATIO, stage.multiple_of)
+        keep = {group.id: np.sort(np.argsort(-scores[group.id], kind="stable")[:count])}
+        with masked(graph, keep) as model:
+            drops[group.id] = base - _top1(model, x, y)
+    return drops
+
+
+def _top1(model, x, y) -> float:
+    scores = np.concatenate([np.asarray(model(x[i:i + 128], training=False)) for i in range(0, len(x), 128)])
+    return float(np.mean(np.argmax(scores, axis=1) == y))
+
+
+def _group_producers(graph, group_id: int) -> list[str]:
+    return graph.groups[group_id].producers
+
+
+def check_rebuild(graph, keep: dict, smaller, x: np.ndarray) -> float:
+    """max |rebuilt − masked original| over `x`; a bug in edgekit if it is not ~0."""
+    with masked(graph, keep) as model:
+        expected = np.asarray(model(x, training=False))
+    got = np.asarray(smaller(x, training=False))
+    delta = float(np.max(np.abs(got - expected)))
+    if delta > REBUILD_TOLERANCE * max(1.0, float(np.max(np.abs(expected)))):
+        raise EdgekitError(f"--prune-channels: the rebuilt model differs from the original with the same channels "
+                           f"masked (max |Δ| {delta:.3g}); this is a bug in edgekit: rerun with --debug and report it")
+    return delta
+
+
+def per_layer_channels(graph, smaller) -> dict[str, list[int]]:
+    """[before, after] output channels of each conv/dense layer that lost any."""
+    after = {layer.name: layer for layer in smaller.layers}
+    out = {}
+    for layer in graph.model.layers:
+        if type(layer).__name__ in PRODUCERS:
+            before, now = int(layer.output.shape[-1]), int(after[layer.name].output.shape[-1])
+            if now != before:
+                out[layer.name] = [before, now]
+    return out
+
+
+def host_latency_ms(models: list, shape: tuple, runs: int = 30) -> list[float]:
+    """p50 of each model's float forward pass on this host (batch 1), measured interleaved."""
+    import tensorflow as tf
+
+    x = tf.constant(np.random.default_rng(0).random((1, *shape), dtype=np.float32))
+    calls = [tf.function(lambda t, m=m: m(t, training=False)) for m in models]
+    for call in calls:
+        call(x)  # trace
+    samples = [[] for _ in calls]
+    for _ in range(runs):
+        for call, into in zip(calls, samples):
+            start = time.perf_counter()
+            call(x).numpy()
+            into.append(1000 * (time.perf_counter() - start))
+    return [round(float(np.median(s)), 4) for s in samples]
+
+
+def prune_channels(model, data: Dataset | None, stage: ChannelsStage, settings: FinetuneSettings, seed: int,
+                   targets=None, validation=None, quiet: bool = False, profile=None, precision: str = "fp32",
+                   fmt: str = "tflite") -> ChannelsResult:
+    data = require_labelled(data, "--prune-channels")
+    from edgekit.intake.model import count_macs
+
+    graph = prunable_or_fail(model)
+    keep, chosen = choose(graph, stage, validation, profile, precision, fmt)
+    smaller = rebuild(graph, keep)
+    probe = validation[0][:64] if validation is not None else data.x[:64]
+    delta = check_rebuild(graph, keep, smaller, probe)
+    finetune(smaller, data, settings, seed, "prune channels", from_logits=not outputs_probabilities(model),
+             targets=targets, validation=validation, quiet=quiet)
+    before_ms, after_ms = host_latency_ms([model, smaller], tuple(model.input.shape[1:]))
+    record = {
+        "importance": stage.importance, "multiple_of": stage.multiple_of, **chosen,
+        "groups": {"pruned": len(keep), "prunable": len(graph.prunable()),
+                   "left_alone": len({g.id for g in graph.groups.values() if g.pinned and g.producers})},
+        "channels": per_layer_channels(graph, smaller),
+        "left_alone": graph.left_alone(),
+        "macs": {"before": count_macs(model), "after": count_macs(smaller)},
+        "params": {"before": int(model.count_params()), "after": int(smaller.count_params())},
+        "host_float_latency_ms": {"before": before_ms, "after": after_ms,
+                                  "how": "Keras float forward, batch 1, p50 of 30 interleaved runs on this host"},
+        "rebuild_max_abs_delta": delta,
+    }
+    return ChannelsResult(smaller, record)
