@@ -1,6 +1,6 @@
 """Train one keras.applications architecture for real on scikit-learn's digits, upscaled.
 
-Run as `python -m tests.trained_build FLAVOUR NAME SIZE FOLDER [EPOCHS [adam|sgd]]` (a child process, so
+Run as `python -m tests.trained_build FLAVOUR NAME[:ALPHA] SIZE FOLDER [EPOCHS [adam|sgd]]` (a child process, so
 the test process does not hold every trained network). Random-weight zoos prove that every
 layer exports; only a converged network shows whether a fine-tuning stage keeps what training
 found (issue 22: pruning took a trained MobileNetV2 from 90% to 15% and called it success).
@@ -58,8 +58,9 @@ def build(flavour: str, name: str, size: int, folder: Path, epochs: int = 6, rec
     x_train, y_train, x_val, y_val = digits_images(size)
     if recipe == "sgd":  # the architecture's own input range, [-1, 1], as its paper trained it
         x_train, x_val = x_train * 2 - 1, x_val * 2 - 1
-    model = getattr(keras.applications, name)(weights=None, classes=10, input_shape=(size, size, 3),
-                                              **ARCHITECTURES.get(name, {}))
+    name, _, alpha = name.partition(":")  # "MobileNetV2:1.0": another width than ARCHITECTURES'
+    options = ARCHITECTURES.get(name, {}) | ({"alpha": float(alpha)} if alpha else {})
+    model = getattr(keras.applications, name)(weights=None, classes=10, input_shape=(size, size, 3), **options)
     # A few hundred steps leave BatchNorm's moving statistics (momentum 0.99/0.999) mostly at their
     # initial values; a long real training run does not. Train with a fast momentum, save the
     # architecture's own: the file is what a converged run would have written.

@@ -130,8 +130,7 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
         raise ModelError(f"{opts.model}: --max-accuracy-drop ranks the layers of a tf_keras model (or of a Keras 3 "
                          f"model edgekit can rebuild), and this one has none ({what})")
     if recipe.stages and model.keras_model is None:
-        raise ModelError(f"{opts.model}: pruning, channel pruning and QAT need a tf_keras model, and this one is not "
-                         f"({model.notes[0]})")
+        raise ModelError(f"{opts.model}: pruning and QAT need a tf_keras model, and this one is not ({model.notes[0]})")
     data = _load_data(opts, model, log)
     if recipe.int8 and data.calibration is None and not recipe.qat:
         log.note("no --data: writing weight-only int8 (int8w); full int8 (weights and activations) needs --data CALIB")

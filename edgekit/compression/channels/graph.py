@@ -137,6 +137,11 @@ def channel_graph(model) -> ChannelGraph:
     segments: dict[str, list[tuple[int, int]]] = {}
     inputs: dict[str, list[str]] = {}
     producer_of = {}  # id(output tensor) → layer name
+    for i, tensor in enumerate(_as_list(model.inputs)):  # a Sequential lists no InputLayer among its layers
+        name = f"<input {i}>"
+        producer_of[id(tensor)], inputs[name] = name, []
+        channels = int(tensor.shape[-1] or 0)
+        segments[name] = [(b.new(channels, pinned="the model's input"), channels)]
     for layer in model.layers:
         sources = _sources(layer, producer_of)
         inputs[layer.name] = sources
@@ -194,7 +199,8 @@ def _layer_segments(b: _Builder, layer, ins: list, sources: list[str]) -> list[t
         why = f"{name} ({kind}): {problem}"
         for segs in ins:
             b.pin(segs, why)
-        return [(b.new(_channels(layer), pinned=why), _channels(layer))]
+        producer = name if kind in PRODUCERS else None  # named among the layers left alone
+        return [(b.new(_channels(layer), producer=producer, pinned=why), _channels(layer))]
     if kind in PRODUCERS:
         if _activation(layer) in CHANNEL_MIXING_ACTIVATIONS:
             space = b.new(_channels(layer), producer=name, pinned="its softmax activation mixes its channels")

@@ -86,7 +86,11 @@ def choose(graph, stage: ChannelsStage, validation, profile=None, precision: str
                          f"(up to {90}% of each group) reaches {best:,.4g} {unit}; nothing was written. Aim higher, "
                          "or choose a smaller architecture")
     keep = keep_for(base)
-    return keep, {"by": "target_macs" if stage.target_macs is not None else "target_latency", "target": label,
+    record = {}
+    if profile is not None:  # how wrong the estimate may be: the per-layer model's band on this device
+        estimate = keras_estimate(profile, rebuild(graph, keep), fmt, precision)
+        record["estimate_likely_ms"] = [round(v, 4) for v in estimate["likely_ms"]]
+    return keep, record | {"by": "target_macs" if stage.target_macs is not None else "target_latency", "target": label,
                   "base_ratio": round(base, 4), "reached": round(float(measure(keep)), 4), "unit": unit,
                   "sensitivity_top1_drop": {" + ".join(_group_producers(graph, g)): round(d, 4)
                                             for g, d in (drops or {}).items()}}

@@ -1,0 +1,149 @@
+"""`compress --prune-channels` on the digits CNN: a smaller model in every format, verified against
+the pruned float model, with its record in report.json; a target instead of a ratio; and every
+bad input refused before anything is written."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import refusal_line, snapshot
+
+
+def _compress(cli, digits, out, *flags):
+    result = cli("compress", digits["model"], "--data", digits["calib"], "--val", digits["val"], "-o", out, "-q",
+                 *flags)
+    assert result.exit_code == 0, result.output
+    return json.loads((out / "report.json").read_text())
+
+
+def _tflite_conv_widths(path) -> list[int]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path))
+    interp.allocate_tensors()
+    ops = [op for op in interp._get_ops_details() if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED")]
+    return [int(interp._get_tensor_details(op["inputs"][1], 0)["shape"][0]) for op in ops]
+
+
+@pytest.mark.heavy
+def test_half_the_channels_gives_smaller_faster_files_that_keep_the_accuracy(cli, digits, tmp_path):
+    out = tmp_path / "out"
+    report = _compress(cli, digits, out, "--prune-channels", "0.5", "--int8", "--bench-here")
+    channels = report["stages"]["channels"]
+    assert channels["channels"] == {"conv1": [32, 16], "conv2": [64, 32], "fc": [64, 32]}
+    assert channels["left_alone"] == {"probs": "its softmax activation mixes its channels"}
+    assert channels["macs"]["after"] < 0.5 * channels["macs"]["before"]
+    assert channels["params"]["after"] < 0.4 * channels["params"]["before"]
+    assert channels["rebuild_max_abs_delta"] <= 1e-5
+    original = report["reference"]["accuracy"]["top1"]
+    assert original - channels["keras_accuracy"]["top1"] <= 0.015
+    assert channels["agreement_with_original"] >= 0.95
+    assert channels["finetune"]["distillation"] == 0.5 and len(channels["finetune"]["val_top1_per_epoch"]) == 3
+    # every file is the smaller model, checked against the pruned float model
+    assert _tflite_conv_widths(out / "digits.int8.tflite") == [16, 32, 32, 10]
+    for artifact in report["artifacts"]:
+        assert original - artifact["accuracy"]["top1"] <= 0.02, artifact
+        if artifact["precision"] == "fp32":
+            assert artifact["verification"]["max_abs_diff"] <= 1e-4
+    assert {a["id"] for a in report["artifacts"]} == {f"{f}-{p}" for f in ("tflite", "onnx", "openvino")
+                                                      for p in ("fp32", "int8")}
+    text = (out / "report.md").read_text()
+    assert "Channel-pruned model top-1" in text and "MACs" in text
+
+
+@pytest.mark.heavy
+def test_a_macs_target_is_met_and_a_latency_target_is_met_by_the_estimate(cli, digits, tmp_path):
+    from edgekit.measure.devices import load_profile
+    from edgekit.measure.layer_estimate import keras_estimate
+    from edgekit.support.keras_compat import tf_keras
+
+    report = _compress(cli, digits, tmp_path / "macs", "--prune-channels-target-macs", "0.6", "--epochs", "1",
+                       "--formats", "tflite")
+    channels = report["stages"]["channels"]
+    assert channels["by"] == "target_macs" and channels["macs"]["after"] <= 0.6 * channels["macs"]["before"]
+    assert channels["macs"]["after"] >= 0.3 * channels["macs"]["before"]  # the smallest removal, not the most
+    assert set(channels["sensitivity_top1_drop"]) == {"conv1", "conv2", "fc"}
+
+    unpruned = keras_estimate(load_profile("rpi4"), tf_keras().models.load_model(digits["model"]), "tflite", "int8")
+    target = round(0.8 * unpruned["ms"], 5)
+    report = _compress(cli, digits, tmp_path / "ms", "--prune-channels-target-latency", str(target), "--device", "rpi4",
+                       "--int8", "--epochs", "1", "--formats", "tflite")
+    channels = report["stages"]["channels"]
+    assert channels["by"] == "target_latency" and channels["reached"] <= target
+    low, high = channels["estimate_likely_ms"]
+    assert low < channels["reached"] < high
+    assert "rpi4" in channels["target"] and "int8" in channels["target"]
+
+
+def _nothing_prunable(tmp_path):
+    from edgekit.support.keras_compat import tf_keras
+
+    keras = tf_keras()
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.save(tmp_path / "flat.h5")
+    return tmp_path / "flat.h5"
+
+
+BAD = {
+    "--prune-channels 0": (["--prune-channels", "0"], ["--prune-channels 0", "between 0 and 1"]),
+    "--prune-channels 1": (["--prune-channels", "1"], ["--prune-channels 1", "between 0 and 1"]),
+    "--prune-channels 1.5": (["--prune-channels", "1.5"], ["--prune-channels 1.5", "between 0 and 1"]),
+    "--prune-channels -0.2": (["--prune-channels", "-0.2"], ["--prune-channels -0.2", "between 0 and 1"]),
+    "target MACs 2": (["--prune-channels-target-macs", "2"], ["--prune-channels-target-macs 2", "between 0 and 1"]),
+    "ratio and target": (["--prune-channels", "0.5", "--prune-channels-target-macs", "0.5"], ["choose one"]),
+    "latency without device": (["--prune-channels-target-latency", "1"], ["add --device NAME"]),
+    "device without latency": (["--prune-channels", "0.5", "--device", "rpi4"], ["--device NAME", "latency target"]),
+    "unknown device": (["--prune-channels-target-latency", "1", "--device", "rpi9"], ["--device rpi9", "unknown device"]),
+    "latency 0": (["--prune-channels-target-latency", "0", "--device", "rpi4"], ["--prune-channels-target-latency 0"]),
+    "channels after qat in a recipe": (
+        ["--recipe", "RECIPE"], ["order channels, prune, qat"]),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_options_exit_2_and_write_nothing(name, cli, digits, tmp_path):
+    args, words = BAD[name]
+    if "RECIPE" in args:
+        (tmp_path / "r.yaml").write_text("stages:\n  - {type: qat}\n  - {type: channels, ratio: 0.5}\n")
+        args = ["--recipe", tmp_path / "r.yaml"]
+    before = snapshot(tmp_path)
+    result = cli("compress", digits["model"], "--data", digits["calib"], "-o", tmp_path / "out", *args)
+    refusal_line(result, words)
+    assert snapshot(tmp_path) == before
+
+
+def test_channel_pruning_needs_labelled_data(cli, digits, tmp_path):
+    before = snapshot(tmp_path)
+    result = cli("compress", digits["model"], "--prune-channels", "0.5", "-o", tmp_path / "out")
+    refusal_line(result, ["--prune-channels", "pass --data"])
+    np.savez(tmp_path / "nolabels.npz", x=np.load(digits["calib"])["x"])
+    before = snapshot(tmp_path)
+    result = cli("compress", digits["model"], "--prune-channels", "0.5", "--data", tmp_path / "nolabels.npz",
+                 "-o", tmp_path / "out")
+    refusal_line(result, ["--prune-channels", "needs labels"])
+    assert snapshot(tmp_path) == before
+
+
+def test_a_model_with_nothing_prunable_is_refused_naming_why(cli, digits, tmp_path):
+    model = _nothing_prunable(tmp_path)
+    before = snapshot(tmp_path)
+    result = cli("compress", model, "--prune-channels", "0.5", "--data", digits["calib"], "-o", tmp_path / "out")
+    refusal_line(result, ["nothing in this model can lose channels", "dense", "softmax", "nothing was written"])
+    assert snapshot(tmp_path) == before
+
+
+def test_a_target_that_cannot_be_met_names_the_best_reachable(cli, digits, tmp_path):
+    before = snapshot(tmp_path)
+    result = cli("compress", digits["model"], "--prune-channels-target-macs", "0.001", "--data", digits["calib"],
+                 "--val", digits["val"], "-o", tmp_path / "out")
+    line = refusal_line(result, ["cannot be met", "reaches", "MACs", "nothing was written"])
+    reached = float(line.split("reaches ")[1].split(" MACs")[0].replace(",", ""))
+    assert reached > 0.001 * 371_456
+    result = cli("compress", digits["model"], "--prune-channels-target-latency", "0.000001", "--device", "rpi4",
+                 "--data", digits["calib"], "-o", tmp_path / "out")
+    refusal_line(result, ["cannot be met", "reaches", "ms", "rpi4"])
+    assert snapshot(tmp_path) == before
