@@ -158,7 +158,11 @@ def compress(opts: CompressOptions, log: StepLog) -> dict:
             searched = _accuracy_aware(opts, exported, request, verdicts, diagnostics, evidence, log)
         finally:
             forget_live()
-        latencies = _benchmark(artifacts + [s.plain for s in searched.values() if s.plain], log) if opts.bench else None
+        original = _original_fp32(opts, model, data, scratch, log) if opts.bench and "channels" in (stages or {}) else None
+        extra = [s.plain for s in searched.values() if s.plain] + ([original] if original else [])
+        latencies = _benchmark(artifacts + extra, log) if opts.bench else None
+        if original:
+            _add_channels_latency(stages["channels"], original, latencies.pop(), artifacts, latencies)
         report = build_report(replace(opts, recipe=built.recipe), model, exported, data, original_accuracy, verdicts,
                               stages, log)
         report["repairs"] = built.repairs
@@ -385,6 +389,27 @@ def _export_all(request: ExportRequest, log: StepLog) -> list:
         way_out = f"; the other formats worked: rerun with --formats {','.join(worked)}" if worked else ""
         raise ConversionError(f"{'; '.join(failures)}{way_out} (nothing was written)")
     return artifacts
+
+
+def _original_fp32(opts: CompressOptions, model: LoadedModel, data: _Data, scratch: Path, log: StepLog):
+    """The original model as an fp32 file of the first format, in its own scratch folder: what
+    the channel-pruned model's host latency is measured against."""
+    folder = scratch / "original-fp32"
+    folder.mkdir()
+    recipe = opts.recipe.model_copy(update={"int8": False, "fp16": False, "int16x8": False, "stages": [],
+                                            "formats": opts.recipe.formats[:1]})
+    request = _export_request(replace(opts, recipe=recipe), model, model, None, data, folder, folder, log)
+    (artifact,) = [a for a in _export_all(request, log) if a.precision == "fp32"]
+    return artifact
+
+
+def _add_channels_latency(record: dict, original, timing: dict, artifacts, latencies: list[dict]) -> None:
+    """stages.channels.host_latency_ms: p50 of the original's and the pruned model's fp32 file of one format."""
+    pruned = [t for a, t in zip(artifacts, latencies) if a.precision == "fp32" and a.format == original.format]
+    record["host_latency_ms"] = {"before": round(timing["p50"], 4),
+                                 "after": round(pruned[0]["p50"], 4) if pruned else None,
+                                 "file": f"{get_format(original.format).label} fp32",
+                                 "how": "p50 at batch 1 on this host, measured as the artifacts are"}
 
 
 def _describe_model(model: LoadedModel, log: StepLog) -> None:

@@ -55,10 +55,12 @@ def stage_lines(report: dict) -> list[str]:
     original = ((report.get("reference") or {}).get("accuracy") or {}).get("top1")
     if "channels" in stages:
         c = stages["channels"]
-        macs, params, ms = c["macs"], c["params"], c["host_float_latency_ms"]
+        macs, params, ms = c["macs"], c["params"], c.get("host_latency_ms")
+        faster = (f", {ms['file']} p50 on this host {ms['before']:.3g} → {ms['after']:.3g} ms"
+                  if ms and ms["after"] else "")
         lines.append(f"{_top1_of(c, 'Channel-pruned model', original)}: {len(c['channels'])} layers narrower, MACs "
-                     f"{macs['before']:,} → {macs['after']:,}, parameters {params['before']:,} → {params['after']:,}, "
-                     f"host float p50 {ms['before']:.3g} → {ms['after']:.3g} ms; agrees with the original on "
+                     f"{macs['before']:,} → {macs['after']:,}, parameters {params['before']:,} → {params['after']:,}"
+                     f"{faster}; agrees with the original on "
                      f"{pct(c['agreement_with_original'])}" + (f"; {len(c['left_alone'])} layers kept every channel"
                                                                 if c["left_alone"] else ""))
     if "prune" in stages:

@@ -38,6 +38,8 @@ def test_half_the_channels_gives_smaller_faster_files_that_keep_the_accuracy(cli
     assert channels["macs"]["after"] < 0.5 * channels["macs"]["before"]
     assert channels["params"]["after"] < 0.4 * channels["params"]["before"]
     assert channels["rebuild_max_abs_delta"] <= 1e-5
+    latency = channels["host_latency_ms"]  # the original's and the pruned fp32 TFLite file, side by side
+    assert latency["file"] == "TFLite fp32" and latency["after"] < latency["before"], latency
     original = report["reference"]["accuracy"]["top1"]
     assert original - channels["keras_accuracy"]["top1"] <= 0.015
     assert channels["agreement_with_original"] >= 0.95

@@ -10,7 +10,6 @@ lose more).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,6 +130,40 @@ def check_rebuild(graph, keep: dict, smaller, x: np.ndarray) -> float:
     return delta
 
 
+RECALIBRATION_SAMPLES = 1024
+
+
+def recalibrate_batchnorm(model, x: np.ndarray, batch: int = 64) -> int:
+    """Re-estimate every BatchNorm's moving mean and variance on up to RECALIBRATION_SAMPLES
+    training inputs (their running average over the batches), weights untouched. A removed
+    channel changes what every later layer sees, and the statistics frozen for the fine-tune
+    (stages/finetune.py) would describe the model before the removal ("adaptive BatchNorm")."""
+    norms = [layer for layer in model.layers if type(layer).__name__ == "BatchNormalization"]
+    if not norms:
+        return 0
+    momenta = [layer.momentum for layer in norms]
+    x = x[:RECALIBRATION_SAMPLES]
+    try:
+        for k, start in enumerate(range(0, len(x), batch)):
+            for layer in norms:
+                layer.momentum = k / (k + 1)  # moving = the mean of the k + 1 batch statistics so far
+            model(x[start:start + batch], training=True)
+    finally:
+        for layer, momentum in zip(norms, momenta):
+            layer.momentum = momentum
+    return len(norms)
+
+
+def _loss(model, data: Dataset, from_logits: bool, n: int = 512) -> float:
+    """Cross-entropy of the model on up to n training inputs."""
+    scores = np.concatenate([np.asarray(model(data.x[i:i + 128], training=False)) for i in range(0, min(n, len(data)), 128)])
+    if from_logits:
+        scores = np.exp(scores - scores.max(axis=1, keepdims=True))
+        scores /= scores.sum(axis=1, keepdims=True)
+    y = np.asarray(data.y[:len(scores)], dtype=np.int64)
+    return float(-np.mean(np.log(np.clip(scores[np.arange(len(y)), y], 1e-7, 1.0))))
+
+
 def per_layer_channels(graph, smaller) -> dict[str, list[int]]:
     """[before, after] output channels of each conv/dense layer that lost any."""
     after = {layer.name: layer for layer in smaller.layers}
@@ -141,23 +174,6 @@ def per_layer_channels(graph, smaller) -> dict[str, list[int]]:
             if now != before:
                 out[layer.name] = [before, now]
     return out
-
-
-def host_latency_ms(models: list, shape: tuple, runs: int = 30) -> list[float]:
-    """p50 of each model's float forward pass on this host (batch 1), measured interleaved."""
-    import tensorflow as tf
-
-    x = tf.constant(np.random.default_rng(0).random((1, *shape), dtype=np.float32))
-    calls = [tf.function(lambda t, m=m: m(t, training=False)) for m in models]
-    for call in calls:
-        call(x)  # trace
-    samples = [[] for _ in calls]
-    for _ in range(runs):
-        for call, into in zip(calls, samples):
-            start = time.perf_counter()
-            call(x).numpy()
-            into.append(1000 * (time.perf_counter() - start))
-    return [round(float(np.median(s)), 4) for s in samples]
 
 
 def prune_channels(model, data: Dataset | None, stage: ChannelsStage, settings: FinetuneSettings, seed: int,
@@ -171,9 +187,11 @@ def prune_channels(model, data: Dataset | None, stage: ChannelsStage, settings: 
     smaller = rebuild(graph, keep)
     probe = validation[0][:64] if validation is not None else data.x[:64]
     delta = check_rebuild(graph, keep, smaller, probe)
-    finetune(smaller, data, settings, seed, "prune channels", from_logits=not outputs_probabilities(model),
-             targets=targets, validation=validation, quiet=quiet)
-    before_ms, after_ms = host_latency_ms([model, smaller], tuple(model.input.shape[1:]))
+    recalibrate_batchnorm(smaller, data.x)
+    before = _top1(smaller, *validation) if validation is not None else None
+    from_logits = not outputs_probabilities(model)
+    finetune(smaller, data, settings, seed, "prune channels", from_logits=from_logits, targets=targets,
+             validation=validation, quiet=quiet, start_loss=_loss(smaller, data, from_logits))
     record = {
         "importance": stage.importance, "multiple_of": stage.multiple_of, **chosen,
         "groups": {"pruned": len(keep), "prunable": len(graph.prunable()),
@@ -182,8 +200,7 @@ def prune_channels(model, data: Dataset | None, stage: ChannelsStage, settings: 
         "left_alone": graph.left_alone(),
         "macs": {"before": count_macs(model), "after": count_macs(smaller)},
         "params": {"before": int(model.count_params()), "after": int(smaller.count_params())},
-        "host_float_latency_ms": {"before": before_ms, "after": after_ms,
-                                  "how": "Keras float forward, batch 1, p50 of 30 interleaved runs on this host"},
         "rebuild_max_abs_delta": delta,
+        "top1_before_finetune": round(before, 6) if before is not None else None,
     }
     return ChannelsResult(smaller, record)

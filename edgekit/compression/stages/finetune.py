@@ -147,22 +147,26 @@ MAX_BACKOFFS = 2
 
 def finetune(model, data: Dataset, settings: FinetuneSettings, seed: int, title: str, callbacks=(),
              from_logits: bool | None = None, targets: np.ndarray | None = None, validation=None,
-             quiet: bool = False, keep_from_step: int = 0) -> None:
+             quiet: bool = False, keep_from_step: int = 0, start_loss: float | None = None) -> None:
     """Fit `model` as `settings` say. `targets`: soft targets (else the labels); `validation`:
     (x, y) measured after every epoch into settings.val_top1_per_epoch, and the best epoch ending
     after step `keep_from_step` is the one kept. A diverging run is restarted at a lower
-    rate (settings.backoffs records each)."""
+    rate (settings.backoffs records each). `start_loss`: the model's loss before the fine-tune,
+    where it may start above chance level (channels removed): the run diverges only above
+    1.5× that."""
     if from_logits is None:
         from_logits = not outputs_probabilities(model)
     with batchnorm_frozen(model):
         _fit_with_backoff(model, data, settings, seed, title, callbacks, from_logits, targets, validation, quiet,
-                          keep_from_step)
+                          keep_from_step, start_loss)
 
 
 def _fit_with_backoff(model, data: Dataset, settings: FinetuneSettings, seed: int, title: str, callbacks,
-                      from_logits: bool, targets, validation, quiet: bool, keep_from_step: int) -> None:
+                      from_logits: bool, targets, validation, quiet: bool, keep_from_step: int,
+                      start_loss: float | None) -> None:
     start = model.get_weights()  # every variable: kernels, pruning masks and step, quantizer ranges
     chance = float(np.log(max(2, (targets.shape[1] if targets is not None else int(np.max(data.y)) + 1))))
+    chance = max(chance, 1.5 * start_loss) if start_loss else chance
     for attempt in range(MAX_BACKOFFS + 1):
         if attempt:
             model.set_weights(start)
