@@ -224,3 +224,33 @@ def test_keep_count_rounds_to_simd_widths_and_never_empties_a_group():
     assert keep_count(16, 0.99, 8) == 8 and keep_count(3, 0.9, 1) == 1  # at most MAX_RATIO goes
     assert search_ratio(lambda r: r >= 0.3) == pytest.approx(0.3, abs=1e-3)
     assert search_ratio(lambda r: False) is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flavour,name,size", __import__("tests.compression.test_model_zoo", fromlist=["ZOO"]).ZOO,
+                         ids=[f"{f}-{n}" for f, n, _ in __import__("tests.compression.test_model_zoo",
+                                                                      fromlist=["ZOO"]).ZOO])
+def test_every_zoo_architecture_prunes_and_rebuilds_or_says_why(flavour, name, size, tmp_path):
+    """keras.applications in both flavours: 30% of every prunable group removed, the rebuild equal
+    to the masked original (the stage's own check), the model rebuilt with nothing removed equal
+    to the original, and each conv/dense layer that kept its channels named with a reason."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run([sys.executable, "-m", "tests.channels_zoo", flavour, name, str(size), str(tmp_path)],
+                         cwd=root, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    print(flavour, name, {k: v for k, v in result.items() if k != "left_alone"}, list(result.get("left_alone", {}).items())[:3])
+    if not result["prunable"]:  # a Keras 3 model the bridge cannot rebuild: no tf_keras layers to prune
+        assert "hard_silu" in result["why"] or "bridge" in result["why"], result
+        return
+    assert result["pruned"] >= 0.8 * result["prunable"], result  # a group too narrow to lose one channel stays
+    assert result["macs"][1] < 0.8 * result["macs"][0], result
+    assert result["delta"] <= 1e-4 * max(1.0, result["scale"]) and result["untouched_delta"] <= 1e-5, result
+    assert result["left_alone"] and all(isinstance(why, str) and why for why in result["left_alone"].values())
