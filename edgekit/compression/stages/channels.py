@@ -16,8 +16,8 @@ import numpy as np
 
 from edgekit.compression.channels.graph import PRODUCERS, channel_graph
 from edgekit.compression.channels.rebuild import masked, rebuild
-from edgekit.compression.channels.select import (all_scores, keep_count, macs_of_plan, plan, search_ratio,
-                                                 weighted_ratios)
+from edgekit.compression.channels.select import (MAX_RATIO, all_scores, keep_count, macs_of_plan, plan,
+                                                 search_ratio, weighted_ratios)
 from edgekit.compression.config import ChannelsStage
 from edgekit.compression.stages.finetune import FinetuneSettings, finetune, outputs_probabilities, require_labelled
 from edgekit.errors import EdgekitError, InputError, ModelError
@@ -44,7 +44,8 @@ def prunable_or_fail(model):
     return graph
 
 
-def choose(graph, stage: ChannelsStage, validation, profile=None, precision: str = "fp32", fmt: str = "tflite") -> tuple[dict, dict]:
+def choose(graph, stage: ChannelsStage, validation, profile=None, precision: str = "fp32",
+           fmt: str | None = None) -> tuple[dict, dict]:
     """The kept channels per group, and how they were chosen (for the report)."""
     scores = all_scores(graph, stage.importance)
     groups = graph.prunable()
@@ -52,47 +53,47 @@ def choose(graph, stage: ChannelsStage, validation, profile=None, precision: str
         ratios = weighted_ratios(groups, None, stage.ratio)
         return plan(graph, ratios, stage.importance, stage.multiple_of, scores), {"by": "ratio", "ratio": stage.ratio}
     drops = sensitivity(graph, scores, stage, validation) if validation is not None else None
-    if stage.target_macs is not None:
-        original = macs_of_plan(graph, {})
-        goal = stage.target_macs * original
-
-        def measure(keep):
-            return macs_of_plan(graph, keep)
-        unit, label = "MACs", f"{stage.target_macs:.0%} of the original {original:,} MACs"
-    else:
-        from edgekit.measure.layer_estimate import keras_estimate
-
-        goal, unit = stage.target_latency_ms, "ms"
-        if keras_estimate(profile, graph.model, fmt, precision) is None:
-            raise InputError(f"--prune-channels-target-latency: the latency model has no estimate for {fmt} "
-                             f"{precision} on {profile.name}: choose another --device, or --prune-channels-target-macs")
-        label = f"{goal:g} ms estimated on {profile.name} ({fmt} {precision})"
-
-        def measure(keep):
-            return keras_estimate(profile, rebuild(graph, keep) if keep else graph.model, fmt, precision)["ms"]
-    cache = {}
+    goal, unit, label, measure = _target(graph, stage, profile, precision, fmt)
+    reached = {}
 
     def keep_for(base: float):
         return plan(graph, weighted_ratios(groups, drops, base), stage.importance, stage.multiple_of, scores)
 
     def meets(base: float) -> bool:
-        cache[base] = measure(keep_for(base))
-        return cache[base] <= goal
+        reached[base] = measure(keep_for(base))
+        return reached[base] <= goal
     base = search_ratio(meets)
     if base is None:
-        best = min(cache.values())
         raise InputError(f"--prune-channels target {label} cannot be met: removing the most this stage removes "
-                         f"(up to {90}% of each group) reaches {best:,.4g} {unit}; nothing was written. Aim higher, "
-                         "or choose a smaller architecture")
+                         f"(up to {MAX_RATIO:.0%} of each group) reaches {min(reached.values()):,.4g} {unit}; nothing "
+                         "was written. Aim higher, or choose a smaller architecture")
     keep = keep_for(base)
-    record = {}
+    record = {"by": "target_macs" if stage.target_macs is not None else "target_latency", "target": label,
+              "base_ratio": round(base, 4), "reached": round(float(measure(keep)), 4), "unit": unit,
+              "sensitivity_top1_drop": {" + ".join(graph.groups[g].producers): round(d, 4)
+                                        for g, d in (drops or {}).items()}}
     if profile is not None:  # how wrong the estimate may be: the per-layer model's band on this device
+        from edgekit.measure.layer_estimate import keras_estimate
+
         estimate = keras_estimate(profile, rebuild(graph, keep), fmt, precision)
         record["estimate_likely_ms"] = [round(v, 4) for v in estimate["likely_ms"]]
-    return keep, record | {"by": "target_macs" if stage.target_macs is not None else "target_latency", "target": label,
-                  "base_ratio": round(base, 4), "reached": round(float(measure(keep)), 4), "unit": unit,
-                  "sensitivity_top1_drop": {" + ".join(_group_producers(graph, g)): round(d, 4)
-                                            for g, d in (drops or {}).items()}}
+    return keep, record
+
+
+def _target(graph, stage: ChannelsStage, profile, precision: str, fmt: str | None):
+    """(goal, unit, label, measure): what a plan (kept channels per group) is measured by."""
+    if stage.target_macs is not None:
+        original = macs_of_plan(graph, {})
+        return (stage.target_macs * original, "MACs", f"{stage.target_macs:.0%} of the original {original:,} MACs",
+                lambda keep: macs_of_plan(graph, keep))
+    from edgekit.measure.layer_estimate import keras_estimate
+
+    if keras_estimate(profile, graph.model, fmt, precision) is None:
+        raise InputError(f"--prune-channels-target-latency: the latency model has no estimate for {fmt} {precision} "
+                         f"on {profile.name}: choose another --device, or --prune-channels-target-macs")
+    return (stage.target_latency_ms, "ms", f"{stage.target_latency_ms:g} ms estimated on {profile.name} ({fmt} "
+            f"{precision})", lambda keep: keras_estimate(profile, rebuild(graph, keep) if keep else graph.model,
+                                                         fmt, precision)["ms"])
 
 
 def sensitivity(graph, scores: dict, stage: ChannelsStage, validation) -> dict[int, float]:
@@ -112,10 +113,6 @@ def sensitivity(graph, scores: dict, stage: ChannelsStage, validation) -> dict[i
 def _top1(model, x, y) -> float:
     scores = np.concatenate([np.asarray(model(x[i:i + 128], training=False)) for i in range(0, len(x), 128)])
     return float(np.mean(np.argmax(scores, axis=1) == y))
-
-
-def _group_producers(graph, group_id: int) -> list[str]:
-    return graph.groups[group_id].producers
 
 
 def check_rebuild(graph, keep: dict, smaller, x: np.ndarray) -> float:
@@ -178,7 +175,7 @@ def per_layer_channels(graph, smaller) -> dict[str, list[int]]:
 
 def prune_channels(model, data: Dataset | None, stage: ChannelsStage, settings: FinetuneSettings, seed: int,
                    targets=None, validation=None, quiet: bool = False, profile=None, precision: str = "fp32",
-                   fmt: str = "tflite") -> ChannelsResult:
+                   fmt: str | None = None) -> ChannelsResult:
     data = require_labelled(data, "--prune-channels")
     from edgekit.intake.model import count_macs
 
