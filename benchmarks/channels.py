@@ -87,7 +87,8 @@ def section(name: str, folder: Path) -> list[str]:
             f"{len(channels['channels'])} layers narrower, {len(channels['left_alone'])} kept every channel.", "",
             f"Keras float top-1: original {100 * original:.2f}%, pruned before fine-tuning "
             f"{100 * channels['top1_before_finetune']:.2f}%, after {channels['finetune']['epochs']} epochs with "
-            f"distillation {100 * after:.2f}% ({drop:+.2f} points lost; bar ≤ 1.5 {'✓' if drop <= 1.5 else '✗'}), "
+            f"distillation {100 * after:.2f}% ({abs(drop):.2f} points {'lost' if drop > 0 else 'gained'}; bar: at most 1.5 "
+            f"lost {'✓' if drop <= 1.5 else '✗'}), "
             f"agreement with the original {100 * channels['agreement_with_original']:.1f}%.", "", *rows, "",
             f"compress wall s / peak MiB: unpruned {plain['seconds']:.0f} / {plain['peak_mib']:,.0f}, pruned "
             f"{pruned['seconds']:.0f} / {pruned['peak_mib']:,.0f}.", ""]

@@ -55,11 +55,14 @@ def recipe_from_flags(spec: str | None, *, int8: bool, fp16: bool, prune: float 
                         repairs_chosen=repairs_set(base) | ({"equalize"} if equalize or relu6 else set()))
 
 
+GOALS = ("ratio", "target_macs", "target_latency_ms")
+
+
 def _channels_flags(stages: dict, ratio: float | None, target_macs: float | None, target_latency: float | None,
                     device: str | None) -> None:
-    """--prune-channels R, or a target: --prune-channels-target-macs F / -target-latency MS --device NAME."""
-    given = {k: v for k, v in (("ratio", ratio), ("target_macs", target_macs),
-                               ("target_latency_ms", target_latency)) if v is not None}
+    """--prune-channels R, or a target: --prune-channels-target-macs F / -target-latency MS --device NAME
+    (over a recipe's channels stage: a flag's goal replaces the recipe's, --device joins its latency target)."""
+    given = {k: v for k, v in zip(GOALS, (ratio, target_macs, target_latency)) if v is not None}
     for flag, value in (("--prune-channels", ratio), ("--prune-channels-target-macs", target_macs)):
         if value is not None and not 0 < value < 1:
             raise InputError(f"{flag} {value}: choose a fraction between 0 and 1 (exclusive), e.g. {flag} 0.5")
@@ -68,16 +71,20 @@ def _channels_flags(stages: dict, ratio: float | None, target_macs: float | None
     if len(given) > 1:
         raise InputError("--prune-channels, --prune-channels-target-macs and --prune-channels-target-latency each "
                          "say how much to remove: choose one")
-    if device is not None and target_latency is None:
+    existing = stages.get("channels") or {}
+    latency = target_latency if given else existing.get("target_latency_ms")
+    device = device or (existing.get("device") if "target_latency_ms" in given else None)
+    if device is not None and latency is None:
         raise InputError("--device NAME is the device a latency target is estimated on: it goes with "
                          "--prune-channels-target-latency MS")
-    if target_latency is not None and device is None:
+    if "target_latency_ms" in given and device is None:
         raise InputError("--prune-channels-target-latency MS is estimated on a device: add --device NAME "
                          "(`edgekit devices` lists them)")
     if given:
-        stage = {k: v for k, v in stages.get("channels", {"type": "channels"}).items()
-                 if k not in ("ratio", "target_macs", "target_latency_ms", "device")}
-        stages["channels"] = stage | given | ({"device": device} if device else {})
+        kept = {k: v for k, v in (existing or {"type": "channels"}).items() if k not in (*GOALS, "device")}
+        stages["channels"] = kept | given | ({"device": device} if device else {})
+    elif device:
+        stages["channels"] = existing | {"device": device}
 
 
 def _formats(text: str | None) -> list[str] | None:
