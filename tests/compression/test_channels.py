@@ -101,6 +101,22 @@ def test_residual_add_ties_both_branches_and_silent_channels_go_without_a_trace(
     assert _delta(model, smaller, _inputs(model)) <= 1e-5
 
 
+def test_a_residual_written_as_a_tf_op_ties_both_operands_like_an_add():
+    """`x + y` on two tensors is a TFOpLambda whose second operand is a keyword argument (RegNet's
+    residuals): both operands' channels form one group, as with an Add layer."""
+    keras, layers = tf_keras(), _layers()
+    inputs = keras.Input((12, 12, 3))
+    a = layers.Conv2D(16, 3, padding="same", activation="relu", name="a")(inputs)
+    b = layers.Conv2D(16, 3, padding="same", name="b")(a)
+    x = layers.ReLU()((a + b) * 0.5)
+    model = keras.Model(inputs, _head(layers.Conv2D(8, 3, activation="relu", name="c")(x)))
+    _silence(model, ["a", "b"], SILENT)
+    graph, group, keep, smaller = _prune_group_of(model, "a", 0.5)
+    assert sorted(group.producers) == ["a", "b"]
+    assert smaller.get_layer("c").get_weights()[0].shape[2] == 8
+    assert _delta(model, smaller, _inputs(model)) <= 1e-5
+
+
 def test_concatenation_slices_each_part_at_its_own_offset():
     keras, layers = tf_keras(), _layers()
     inputs = keras.Input((10, 10, 3))

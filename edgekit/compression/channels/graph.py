@@ -38,10 +38,12 @@ PASS_THROUGH = {
 }
 MERGES = {"Add", "Subtract", "Multiply", "Maximum", "Minimum", "Average"}
 CHANNEL_MIXING_ACTIVATIONS = {"softmax", "log_softmax"}
-# TF ops a tf_keras model records as TFOpLambda layers, per-channel when the other operand is a
-# Python number (MobileNetV3's hard sigmoid: relu6(x + 3.0) * (1 / 6))
-SCALAR_OPS = {"__operators__.add", "math.add", "math.subtract", "math.multiply", "math.truediv", "math.divide",
-              "nn.relu", "nn.relu6", "math.sigmoid", "math.tanh", "nn.silu", "nn.swish"}
+# Elementwise TF ops a tf_keras model records as TFOpLambda layers: with one tensor and Python
+# numbers they are per-channel (MobileNetV3's hard sigmoid: relu6(x + 3.0) * (1 / 6)); with two
+# tensors they tie them as a merge does (RegNet's residual `x + y`)
+ELEMENTWISE_OPS = {"__operators__.add", "math.add", "math.subtract", "math.multiply", "math.truediv", "math.divide",
+                   "math.maximum", "math.minimum", "nn.relu", "nn.relu6", "math.sigmoid", "math.tanh", "nn.silu",
+                   "nn.swish"}
 
 
 @dataclass
@@ -159,8 +161,9 @@ def channel_graph(model) -> ChannelGraph:
 def _sources(layer, producer_of: dict) -> list[str]:
     if type(layer).__name__ == "InputLayer":
         return []
-    try:
-        tensors = _as_list(layer.input)
+    nodes = getattr(layer, "_inbound_nodes", [])
+    try:  # every tensor the call took: a TF op's second operand is a keyword argument, not layer.input
+        tensors = list(nodes[0].keras_inputs) if nodes else _as_list(layer.input)
     except (AttributeError, ValueError):
         return []
     return [producer_of[id(t)] for t in tensors if id(t) in producer_of]
@@ -207,7 +210,7 @@ def _layer_segments(b: _Builder, layer, ins: list, sources: list[str]) -> list[t
         else:
             space = b.new(_channels(layer), producer=name)
         return [(space, _channels(layer))]
-    if kind in MERGES:
+    if kind in MERGES or (kind == "TFOpLambda" and len(ins) > 1):
         return _merged(b, name, kind, ins)
     if kind == "Concatenate":
         return [seg for segs in ins for seg in segs]
@@ -245,7 +248,7 @@ def _unsupported(layer, kind: str, ins: list) -> str | None:
         return None if in_shape[-1] == _output(layer).shape[-1] and _spatial(in_shape) == _spatial(_output(layer).shape) \
             else "moves channels to another axis"
     if kind == "TFOpLambda":
-        return None if _scalar_op(layer) else "a TF op the channel pruner does not slice"
+        return None if _elementwise_op(layer) else "a TF op the channel pruner does not slice"
     if kind == "Flatten":
         if _channels_last(layer) or not _spatial(layer.input.shape):
             return "flattens channels-first or unknown-size data"
@@ -253,15 +256,14 @@ def _unsupported(layer, kind: str, ins: list) -> str | None:
     return "a layer the channel pruner does not slice"
 
 
-def _scalar_op(layer) -> bool:
-    """A per-channel TF op: one tensor operand, any other a Python number."""
+def _elementwise_op(layer) -> bool:
+    """An elementwise TF op whose operands are tensors and Python numbers."""
     nodes = getattr(layer, "_inbound_nodes", [])
-    if layer.get_config().get("function") not in SCALAR_OPS or len(nodes) != 1:
+    if layer.get_config().get("function") not in ELEMENTWISE_OPS or len(nodes) != 1:
         return False
     args = [*nodes[0].call_args, *nodes[0].call_kwargs.values()]
-    tensors = [a for a in args if hasattr(a, "shape") and not isinstance(a, (int, float))]
     others = [a for a in args if not hasattr(a, "shape") and a is not None and not isinstance(a, str)]
-    return len(tensors) == 1 and all(isinstance(a, (int, float)) for a in others)
+    return all(isinstance(a, (int, float)) for a in others)
 
 
 def _spatial(shape) -> int:
