@@ -196,7 +196,7 @@ BAD = {
     "sparsity 1.5 in a recipe": (lambda t: ["--recipe", _write(t, "stages:\n  - {type: prune, sparsity: 1.5}\n")],
                                  ["r.yaml", "stages.0.sparsity", "less than 1", "1.5"]),
     "unknown stage": (lambda t: ["--recipe", _write(t, "stages:\n  - {type: distill}\n")],
-                      ["r.yaml", "unknown stage type 'distill'", "allowed: prune, qat"]),
+                      ["r.yaml", "unknown stage type 'distill'", "allowed: channels, prune, qat"]),
     "bad format value": (lambda t: ["--recipe", _write(t, "formats: [coreml]\n")],
                          ["r.yaml", "formats.0", "'tflite', 'onnx' or 'openvino'"]),
     "not YAML": (lambda t: ["--recipe", _write(t, "stages: [unclosed\n")], ["r.yaml", "not valid YAML"]),
