@@ -122,6 +122,7 @@ def test_channel_pruning_needs_labelled_data(cli, digits, tmp_path):
     before = snapshot(tmp_path)
     result = cli("compress", digits["model"], "--prune-channels", "0.5", "-o", tmp_path / "out")
     refusal_line(result, ["--prune-channels", "pass --data"])
+    assert snapshot(tmp_path) == before
     np.savez(tmp_path / "nolabels.npz", x=np.load(digits["calib"])["x"])
     before = snapshot(tmp_path)
     result = cli("compress", digits["model"], "--prune-channels", "0.5", "--data", tmp_path / "nolabels.npz",
