@@ -182,11 +182,14 @@ def compress(model: Any, *, int8: bool = False, fp16: bool = False, prune: float
              relu6: bool = False, ranges: str | None = None, int16x8: bool = False, adaround: bool = False,
              prune_channels: float | None = None, prune_channels_target_macs: float | None = None,
              prune_channels_target_latency: float | None = None, device: str | None = None,
+             remote: str | None = None, remote_python: str = "python3", ssh_options: Sequence[str] = (),
              output: PathArg | None = None,
              force: bool = False, seed: int = 0, trust_model: bool = False, custom_objects: str | None = None, bench: bool = True,
              quiet: bool = True) -> Report:
     """`edgekit compress`: export, verify, measure; returns the report (also written to `output`,
-    default ./<model stem>-edgekit, or ./model-edgekit for an in-memory model)."""
+    default ./<model stem>-edgekit, or ./model-edgekit for an in-memory model). `remote`
+    ("USER@HOST", over SSH): where `prune_channels_target_latency` is measured instead of
+    estimated on `device`."""
     from edgekit.compression.pipeline import CompressOptions, compress as run_compress
     from edgekit.support.progress import StepLog
     from edgekit.compression.recipe_flags import recipe_from_flags
@@ -210,7 +213,8 @@ def compress(model: Any, *, int8: bool = False, fp16: bool = False, prune: float
         opts = CompressOptions(model=model_path, recipe=resolved, data=_data_path(data, folder, "data", "data"),
                                val=_data_path(val, folder, "val", "val"), outdir=Path(output) if output else None,
                                force=force, seed=seed, trust_model=trust_model, custom_objects=custom_objects,
-                               quiet=quiet, bench=bench)
+                               quiet=quiet, bench=bench, remote=remote, remote_python=remote_python,
+                               ssh_options=list(ssh_options))
         report = run_compress(opts, StepLog(quiet=quiet))
     return Report.model_validate(_json_ready(report))
 

@@ -102,9 +102,14 @@ def compress(
         "of a ratio: remove channels until the MACs are at most this fraction of the original's (e.g. 0.5), the "
         "groups that cost least top-1 on --val first."),
     prune_channels_target_latency: Optional[float] = typer.Option(None, "--prune-channels-target-latency", help="Instead "
-        "of a ratio: remove channels until the latency estimated on --device is at most this many ms."),
+        "of a ratio: remove channels until the latency estimated on --device (or measured on --remote) is at most "
+        "this many ms."),
     device: Optional[str] = typer.Option(None, "--device", help="With --prune-channels-target-latency: the device "
-        "profile (`edgekit devices`) the latency is estimated on."),
+        "profile (`edgekit devices`) the latency is estimated on (with --remote: its threads and providers)."),
+    remote: Optional[str] = typer.Option(None, "--remote", help="With --prune-channels-target-latency: measure each "
+        "candidate on USER@HOST over SSH (key-based; edgekit installed there) instead of estimating."),
+    remote_python: str = typer.Option("python3", "--remote-python", help="The Python on the remote that has edgekit."),
+    ssh_option: list[str] = typer.Option([], "--ssh-option", help="Extra ssh/scp -o option, e.g. Port=2222 (repeatable)."),
     qat: bool = typer.Option(False, "--qat", help="Quantization-aware training on --data, then int8 from its learned ranges."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Fine-tuning epochs for --prune/--qat (default 2) "
         "and --prune-channels (default 3)."),
@@ -173,6 +178,7 @@ def compress(
                                   adaround=adaround, prune_channels=prune_channels,
                                   prune_channels_target_macs=prune_channels_target_macs,
                                   prune_channels_target_latency=prune_channels_target_latency, device=device,
+                                  remote=remote, remote_python=remote_python, ssh_options=ssh_option,
                                   output=outdir, force=force, seed=seed,
                                   trust_model=trust_model, custom_objects=custom_objects, bench=not no_bench,
                                   quiet=quiet)

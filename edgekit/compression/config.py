@@ -36,13 +36,13 @@ class PruneStage(_Strict):
 
 class ChannelsStage(_Strict):
     """Structured channel pruning (edgekit/compression/stages/channels.py): one of ratio,
-    target_macs, target_latency_ms (with device)."""
+    target_macs, target_latency_ms (with device, or measured with --remote)."""
     type: Literal["channels"]
     ratio: Optional[float] = Field(None, gt=0, lt=1, description="fraction of each prunable group's channels removed")
     target_macs: Optional[float] = Field(None, gt=0, lt=1, description="the pruned model's MACs as a fraction of the "
                                          "original's, at most")
-    target_latency_ms: Optional[float] = Field(None, gt=0, description="the pruned model's estimated latency on "
-                                               "`device`, at most")
+    target_latency_ms: Optional[float] = Field(None, gt=0, description="the pruned model's latency, at most: "
+                                               "estimated on `device`, or measured with --remote USER@HOST")
     device: Optional[str] = Field(None, description="the device profile a latency target is estimated on")
     importance: Literal["bn", "l1", "l2"] = Field("bn", description="how channels are ranked: |γ| of the BatchNorm "
                                                   "after the layer (its filter's L2 norm where none), or the filter's "
@@ -59,9 +59,11 @@ class ChannelsStage(_Strict):
             raise ValueError("channel pruning needs exactly one of ratio (--prune-channels R), target_macs "
                              "(--prune-channels-target-macs F) or target_latency_ms (--prune-channels-target-latency MS)"
                              + (f"; got {', '.join(goals)}" if goals else ""))
-        if (self.target_latency_ms is not None) != (self.device is not None):
-            raise ValueError("a latency target (--prune-channels-target-latency MS) is estimated on a device: give "
-                             "--device NAME with it, and only with it")
+        # a latency target without a device is measured with --remote (a run option: where, not what);
+        # pipeline.validate_options refuses it without either
+        if self.device is not None and self.target_latency_ms is None:
+            raise ValueError("device is the device a latency target (--prune-channels-target-latency MS) is "
+                             "estimated on: it goes with target_latency_ms")
         return self
 
 

@@ -47,6 +47,10 @@ class CompressOptions:
     custom_objects: str | None = None
     quiet: bool = False
     bench: bool = True  # measure every artifact's latency on this host
+    # --prune-channels-target-latency measured on USER@HOST over SSH (compression/measured_target.py)
+    remote: str | None = None
+    remote_python: str = "python3"
+    ssh_options: list[str] = field(default_factory=list)
 
     @property
     def precisions(self) -> list[str]:
@@ -85,10 +89,27 @@ def validate_options(opts: CompressOptions) -> None:
         raise InputError(f"{names}: fine-tuning needs labelled training data: pass --data (image folder or .npz with x, y)")
     if recipe.accuracy_aware:
         _check_accuracy_aware(opts)
-    if recipe.channels and recipe.channels.device:
+    _check_latency_target(opts)
+
+
+def _check_latency_target(opts: CompressOptions) -> None:
+    """A latency target is estimated on --device or measured on --remote; --remote measures nothing else."""
+    channels = opts.recipe.channels
+    latency = channels is not None and channels.target_latency_ms is not None
+    if opts.remote is not None:
+        from edgekit.measure.remote import parse_destination
+
+        parse_destination(opts.remote)
+        if not latency:
+            raise InputError("--remote measures the --prune-channels-target-latency MS target on that machine; to "
+                             "measure the written files there: edgekit bench --remote USER@HOST <files>")
+    elif latency and not channels.device:
+        raise InputError("--prune-channels-target-latency MS is estimated on a device: add --device NAME "
+                         "(`edgekit devices` lists them), or measured on one: add --remote USER@HOST")
+    if channels and channels.device:
         from edgekit.measure.devices import load_profile
 
-        load_profile(recipe.channels.device)  # an unknown device fails here, before the model loads
+        load_profile(channels.device)  # an unknown device fails here, before the model loads
 
 
 def _check_accuracy_aware(opts: CompressOptions) -> None:
@@ -557,13 +578,16 @@ def _prune_channels(opts: CompressOptions, model: LoadedModel, data: _Data, evid
         profile = load_profile(stage.device)
     goal = (f"{stage.ratio:.0%} of each group's channels" if stage.ratio is not None else
             f"MACs to {stage.target_macs:.0%}" if stage.target_macs is not None else
+            f"{stage.target_latency_ms:g} ms measured on {opts.remote}" if opts.remote else
             f"{stage.target_latency_ms:g} ms estimated on {stage.device}")
     settings = _finetune_settings(recipe, stage.epochs, model, data)
+    precision = "int8" if recipe.int8 else "fp32"
     with log.step(f"Prune channels ({goal}), fine-tune {stage.epochs} epoch(s) with distillation at learning rate "
-                  f"{settings.learning_rate:g}"):
+                  f"{settings.learning_rate:g}"), scratch_folder() as scratch:
+        measured = _remote_latency(opts, model, data, profile, precision, scratch, log) if opts.remote else None
         result = prune_channels(model.keras_model, data.train, stage, settings, opts.seed, targets, validation,
-                                quiet=opts.quiet, profile=profile, precision="int8" if recipe.int8 else "fp32",
-                                fmt=recipe.formats[0])
+                                quiet=opts.quiet, profile=profile, precision=precision, fmt=recipe.formats[0],
+                                measured=measured)
     record = result.record
     macs, alone = record["macs"], record["left_alone"]
     log.info(f"channels: MACs {macs['before']:,} → {macs['after']:,} ({macs['after'] / macs['before']:.0%}), "
@@ -579,6 +603,22 @@ def _prune_channels(opts: CompressOptions, model: LoadedModel, data: _Data, evid
     record["finetune"] = settings.to_json()
     _check_stage_kept("channel pruning", record["keras_accuracy"], original, recipe, settings)
     return result.model, record
+
+
+def _remote_latency(opts: CompressOptions, model: LoadedModel, data: _Data, profile, precision: str, scratch: Path,
+                    log: StepLog):
+    """What measures each candidate of a latency target on --remote: the first format at the run's
+    precision, with the --device profile's threads and providers where one is given (as bench does)."""
+    from edgekit.compression.measured_target import SEARCH_BENCH, RemoteLatency
+    from edgekit.measure.latency import BenchSettings
+
+    settings = BenchSettings(**SEARCH_BENCH, threads=profile.threads if profile else None,
+                             providers=profile.onnx_providers if profile else None,
+                             openvino_device=profile.openvino_device if profile else None)
+    calibration = (data.calibration if data.calibration is not None else data.train).x if precision == "int8" else None
+    return RemoteLatency(opts.remote, opts.recipe.formats[0], precision, model.image_shape, scratch, log,
+                         calibration=calibration, remote_python=opts.remote_python,
+                         ssh_options=list(opts.ssh_options), settings=settings)
 
 
 def _repair(recipe: Recipe, exported: LoadedModel, data: _Data, evidence: Evidence,

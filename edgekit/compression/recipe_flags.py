@@ -60,8 +60,9 @@ GOALS = ("ratio", "target_macs", "target_latency_ms")
 
 def _channels_flags(stages: dict, ratio: float | None, target_macs: float | None, target_latency: float | None,
                     device: str | None) -> None:
-    """--prune-channels R, or a target: --prune-channels-target-macs F / -target-latency MS --device NAME
-    (over a recipe's channels stage: a flag's goal replaces the recipe's, --device joins its latency target)."""
+    """--prune-channels R, or a target: --prune-channels-target-macs F / -target-latency MS [--device NAME]
+    (over a recipe's channels stage: a flag's goal replaces the recipe's, --device joins its latency target;
+    a latency target with neither --device nor --remote is refused by pipeline.validate_options)."""
     given = {k: v for k, v in zip(GOALS, (ratio, target_macs, target_latency)) if v is not None}
     for flag, value in (("--prune-channels", ratio), ("--prune-channels-target-macs", target_macs)):
         if value is not None and not 0 < value < 1:
@@ -77,9 +78,6 @@ def _channels_flags(stages: dict, ratio: float | None, target_macs: float | None
     if device is not None and latency is None:
         raise InputError("--device NAME is the device a latency target is estimated on: it goes with "
                          "--prune-channels-target-latency MS")
-    if "target_latency_ms" in given and device is None:
-        raise InputError("--prune-channels-target-latency MS is estimated on a device: add --device NAME "
-                         "(`edgekit devices` lists them)")
     if given:
         kept = {k: v for k, v in (existing or {"type": "channels"}).items() if k not in (*GOALS, "device")}
         stages["channels"] = kept | given | ({"device": device} if device else {})

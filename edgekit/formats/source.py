@@ -36,9 +36,12 @@ def graph_source(path: Path, image_shape, input_name: str, output_name: str, liv
             "input_name": input_name, "output_name": output_name}
 
 
-def forget_live() -> None:
-    """Drop the in-process objects (the run is over; let their memory go)."""
-    _live.clear()
+def forget_live(source: dict | None = None) -> None:
+    """Drop the in-process objects (the run is over; let their memory go), or only `source`'s."""
+    if source is None:
+        _live.clear()
+    else:
+        _live.pop(source["path"], None)
 
 
 def keras_model(source: dict):

@@ -97,7 +97,11 @@ BAD = {
     "--prune-channels -0.2": (["--prune-channels", "-0.2"], ["--prune-channels -0.2", "between 0 and 1"]),
     "target MACs 2": (["--prune-channels-target-macs", "2"], ["--prune-channels-target-macs 2", "between 0 and 1"]),
     "ratio and target": (["--prune-channels", "0.5", "--prune-channels-target-macs", "0.5"], ["choose one"]),
-    "latency without device": (["--prune-channels-target-latency", "1"], ["add --device NAME"]),
+    "latency without device": (["--prune-channels-target-latency", "1"], ["add --device NAME", "add --remote"]),
+    "remote without a latency target": (["--prune-channels", "0.5", "--remote", "pi@raspberrypi"],
+                                        ["--remote measures", "edgekit bench --remote"]),
+    "remote that reads as an ssh option": (["--prune-channels-target-latency", "1", "--remote", "-oProxyCommand=x"],
+                                           ["--remote", "expected USER@HOST"]),
     "device without latency": (["--prune-channels", "0.5", "--device", "rpi4"], ["--device NAME", "latency target"]),
     "unknown device": (["--prune-channels-target-latency", "1", "--device", "rpi9"], ["--device rpi9", "unknown device"]),
     "latency 0": (["--prune-channels-target-latency", "0", "--device", "rpi4"], ["--prune-channels-target-latency 0"]),
@@ -115,6 +119,15 @@ def test_bad_options_exit_2_and_write_nothing(name, cli, digits, tmp_path):
     before = snapshot(tmp_path)
     result = cli("compress", digits["model"], "--data", digits["calib"], "-o", tmp_path / "out", *args)
     refusal_line(result, words)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_recipe_latency_target_with_neither_device_nor_remote_is_refused(cli, digits, tmp_path):
+    (tmp_path / "r.yaml").write_text("stages:\n  - {type: channels, target_latency_ms: 2}\n")
+    before = snapshot(tmp_path)
+    result = cli("compress", digits["model"], "--recipe", tmp_path / "r.yaml", "--data", digits["calib"],
+                 "-o", tmp_path / "out")
+    refusal_line(result, ["estimated on a device: add --device NAME", "measured on one: add --remote USER@HOST"])
     assert snapshot(tmp_path) == before
 
 
@@ -150,6 +163,74 @@ def test_a_target_that_cannot_be_met_names_the_best_reachable(cli, digits, tmp_p
                  "--data", digits["calib"], "-o", tmp_path / "out")
     refusal_line(result, ["cannot be met", "reaches", "ms", "rpi4"])
     assert snapshot(tmp_path) == before
+
+
+def test_an_unreachable_remote_for_a_latency_target_is_exit_2_and_writes_nothing(cli, digits, tmp_path):
+    """The original is measured first, so a remote that cannot be reached fails before the
+    sensitivity pass and the search (port 1 on loopback: connection refused)."""
+    before = snapshot(tmp_path)
+    result = cli("compress", digits["model"], "--prune-channels-target-latency", "1", "--remote",
+                 "nobody@127.0.0.1:1", "--data", digits["calib"], "--formats", "tflite", "-o", tmp_path / "out")
+    refusal_line(result, ["cannot reach nobody@127.0.0.1:1 over SSH", "without a password"])
+    assert snapshot(tmp_path) == before
+
+
+def _wide_digits_cnn(digits, path):
+    """A digits CNN wide enough (~57 M MACs) that its latency is mostly compute, not per-call overhead."""
+    from edgekit.support.keras_compat import tf_keras
+
+    keras = tf_keras()
+    L = keras.layers
+    block = [layer for width in (128, 256, 256) for layer in (
+        L.Conv2D(width, 3, padding="same", use_bias=False), L.BatchNormalization(momentum=0.9), L.ReLU())]
+    model = keras.Sequential([keras.Input((8, 8, 1)), *block, L.GlobalAveragePooling2D(),
+                              L.Dense(10, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    data = np.load(digits["calib"])
+    model.fit(data["x"], data["y"], epochs=3, batch_size=64, verbose=0)  # top-1 84% on val
+    model.save(path)
+    return model
+
+
+def _fp32_tflite(model, path):
+    from edgekit.support.keras_compat import tensorflow
+
+    path.write_bytes(tensorflow().lite.TFLiteConverter.from_keras_model(model).convert())
+    return path
+
+
+@pytest.mark.heavy
+def test_a_latency_target_measured_over_ssh_is_met_on_that_machine(cli, digits, sshd, tmp_path):
+    """--remote: each candidate is exported and benchmarked on the SSH server (loopback: this
+    machine), so the target is a fraction of the original's p50 measured here first. The pruned
+    file then runs faster than the original, side by side."""
+    import sys
+
+    import edgekit
+
+    model = _wide_digits_cnn(digits, tmp_path / "wide.h5")
+    original = _fp32_tflite(model, tmp_path / "original.tflite")
+    target = round(0.6 * edgekit.bench(original, runs=30, min_time=0.5).results[0]["p50"], 4)
+    out = tmp_path / "out"
+    ssh = [arg for option in sshd["options"] for arg in ("--ssh-option", option)]
+    result = cli("compress", tmp_path / "wide.h5", "--prune-channels-target-latency", str(target), "--remote",
+                 sshd["destination"], "--remote-python", sys.executable, *ssh, "--data", digits["calib"], "--val",
+                 digits["val"], "--formats", "tflite", "--epochs", "1", "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    channels, original_top1 = report["stages"]["channels"], report["reference"]["accuracy"]["top1"]
+    assert channels["keras_accuracy"]["top1"] >= original_top1 - 0.03
+    measured = channels["measured"]
+    assert channels["by"] == "target_latency" and channels["unit"] == "ms"
+    assert channels["target"] == f"{target:g} ms measured on {measured['on']}"
+    assert measured["on"] == f"{sshd['destination']} (TFLite fp32, p50)"
+    assert channels["reached"] <= target < measured["original_ms"]
+    assert 2 <= measured["candidates"] == len(measured["candidates_ms"]) <= 8  # the original, then ≤ 7 distinct plans
+    assert "estimate_likely_ms" not in channels  # measured, not estimated
+    assert channels["macs"]["after"] < 0.7 * channels["macs"]["before"]
+    pruned, again = edgekit.bench([out / "wide.fp32.tflite", original], runs=30, min_time=0.5).results
+    assert pruned["p50"] < again["p50"], (pruned, again)
+    assert not list(tmp_path.glob("candidate*")) and not list(out.glob("candidate*"))
 
 
 @pytest.mark.heavy

@@ -1,5 +1,5 @@
 """`edgekit bench --remote` against a real OpenSSH server this test starts on 127.0.0.1
-(tests/measure/conftest.py: sshd), with host and user keys it makes. .ci/run installs Debian's
+(tests/ssh_server.py: sshd), with host and user keys it makes. .ci/run installs Debian's
 openssh-server."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests.conftest import refusal_line, snapshot
-from tests.measure.conftest import free_port
+from tests.ssh_server import free_port
 
 @pytest.fixture(scope="module")
 def artifacts(digits, tmp_path_factory):

@@ -23,6 +23,8 @@ from edgekit.compression.stages.finetune import FinetuneSettings, finetune, outp
 from edgekit.errors import EdgekitError, InputError, ModelError
 from edgekit.intake.data import Dataset
 
+SEARCH_STEPS = 12  # bisection steps of a target search: estimates and MAC counts are cheap
+MEASURED_STEPS = 6  # each a remote export and benchmark: resolution 1.8 / 2⁶ of the base ratio
 PROBE_RATIO = 0.5  # each group's trial removal in the sensitivity pass
 PROBE_SAMPLES = 256
 REBUILD_TOLERANCE = 1e-4  # rebuilt vs masked original, relative to the outputs' range
@@ -45,15 +47,18 @@ def prunable_or_fail(model):
 
 
 def choose(graph, stage: ChannelsStage, validation, profile=None, precision: str = "fp32",
-           fmt: str | None = None) -> tuple[dict, dict]:
-    """The kept channels per group, and how they were chosen (for the report)."""
+           fmt: str | None = None, measured=None) -> tuple[dict, dict]:
+    """The kept channels per group, and how they were chosen (for the report). measured: a
+    measured_target.RemoteLatency, for a latency target measured on a remote machine."""
     scores = all_scores(graph, stage.importance)
     groups = graph.prunable()
     if stage.ratio is not None:
         ratios = weighted_ratios(groups, None, stage.ratio)
         return plan(graph, ratios, stage.importance, stage.multiple_of, scores), {"by": "ratio", "ratio": stage.ratio}
+    # the target first: an estimate the model cannot make, or a remote that cannot be reached, fails
+    # before the sensitivity pass
+    goal, unit, label, measure = _target(graph, stage, profile, precision, fmt, measured)
     drops = sensitivity(graph, scores, stage, validation) if validation is not None else None
-    goal, unit, label, measure = _target(graph, stage, profile, precision, fmt)
     reached = {}
 
     def keep_for(base: float):
@@ -62,7 +67,7 @@ def choose(graph, stage: ChannelsStage, validation, profile=None, precision: str
     def meets(base: float) -> bool:
         reached[base] = measure(keep_for(base))
         return reached[base] <= goal
-    base = search_ratio(meets)
+    base = search_ratio(meets, steps=MEASURED_STEPS if measured is not None else SEARCH_STEPS)
     if base is None:
         raise InputError(f"--prune-channels target {label} cannot be met: removing the most this stage removes "
                          f"(up to {MAX_RATIO:.0%} of each group) reaches {min(reached.values()):,.4g} {unit}; nothing "
@@ -72,7 +77,12 @@ def choose(graph, stage: ChannelsStage, validation, profile=None, precision: str
               "base_ratio": round(base, 4), "reached": round(float(measure(keep)), 4), "unit": unit,
               "sensitivity_top1_drop": {" + ".join(graph.groups[g].producers): round(d, 4)
                                         for g, d in (drops or {}).items()}}
-    if profile is not None:  # how wrong the estimate may be: the per-layer model's band on this device
+    if measured is not None:
+        record["measured"] = {"on": measured.where, "original_ms": round(measure({}), 4),
+                              "candidates": len(measured.measured),
+                              "candidates_ms": [round(ms, 4) for ms in measured.measured],
+                              "how": "p50 at batch 1 of each candidate before its fine-tune (same architecture)"}
+    elif profile is not None:  # how wrong the estimate may be: the per-layer model's band on this device
         from edgekit.measure.layer_estimate import keras_estimate
 
         estimate = keras_estimate(profile, rebuild(graph, keep), fmt, precision)
@@ -80,12 +90,15 @@ def choose(graph, stage: ChannelsStage, validation, profile=None, precision: str
     return keep, record
 
 
-def _target(graph, stage: ChannelsStage, profile, precision: str, fmt: str | None):
+def _target(graph, stage: ChannelsStage, profile, precision: str, fmt: str | None, measured=None):
     """(goal, unit, label, measure): what a plan (kept channels per group) is measured by."""
     if stage.target_macs is not None:
         original = macs_of_plan(graph, {})
         return (stage.target_macs * original, "MACs", f"{stage.target_macs:.0%} of the original {original:,} MACs",
                 lambda keep: macs_of_plan(graph, keep))
+    if measured is not None:
+        return (stage.target_latency_ms, "ms", f"{stage.target_latency_ms:g} ms measured on {measured.where}",
+                _measured_once(graph, measured))
     from edgekit.measure.layer_estimate import keras_estimate
 
     if keras_estimate(profile, graph.model, fmt, precision) is None:
@@ -94,6 +107,20 @@ def _target(graph, stage: ChannelsStage, profile, precision: str, fmt: str | Non
     return (stage.target_latency_ms, "ms", f"{stage.target_latency_ms:g} ms estimated on {profile.name} ({fmt} "
             f"{precision})", lambda keep: keras_estimate(profile, rebuild(graph, keep) if keep else graph.model,
                                                          fmt, precision)["ms"])
+
+
+def _measured_once(graph, measured):
+    """measure(keep) → ms, each distinct architecture measured once (many base ratios round to the
+    same widths); the original first, so that an unreachable remote fails before anything else."""
+    cache = {}
+
+    def measure(keep: dict) -> float:
+        widths = tuple(sorted((g, len(kept)) for g, kept in keep.items()))  # plan() lists only groups that lose any
+        if widths not in cache:
+            cache[widths] = measured(rebuild(graph, keep) if widths else graph.model)
+        return cache[widths]
+    measure({})
+    return measure
 
 
 def sensitivity(graph, scores: dict, stage: ChannelsStage, validation) -> dict[int, float]:
@@ -175,12 +202,12 @@ def per_layer_channels(graph, smaller) -> dict[str, list[int]]:
 
 def prune_channels(model, data: Dataset | None, stage: ChannelsStage, settings: FinetuneSettings, seed: int,
                    targets=None, validation=None, quiet: bool = False, profile=None, precision: str = "fp32",
-                   fmt: str | None = None) -> ChannelsResult:
+                   fmt: str | None = None, measured=None) -> ChannelsResult:
     data = require_labelled(data, "--prune-channels")
     from edgekit.intake.model import count_macs
 
     graph = prunable_or_fail(model)
-    keep, chosen = choose(graph, stage, validation, profile, precision, fmt)
+    keep, chosen = choose(graph, stage, validation, profile, precision, fmt, measured)
     smaller = rebuild(graph, keep)
     probe = validation[0][:64] if validation is not None else data.x[:64]
     delta = check_rebuild(graph, keep, smaller, probe)
