@@ -35,7 +35,12 @@ PRUNE = ["--prune-channels-target-macs", "0.5"]
 
 
 def prepare(name: str, folder: Path) -> tuple[Path, Path, Path, float, float]:
-    flavour, arch, size, epochs = TRAINED[name]
+    return prepare_spec(TRAINED[name], folder)
+
+
+def prepare_spec(spec: tuple, folder: Path) -> tuple[Path, Path, Path, float, float]:
+    """Train (flavour, architecture, input size, epochs) on the digits: model, train, val, top-1, seconds."""
+    flavour, arch, size, epochs = spec
     out = subprocess.run([sys.executable, "-m", "tests.trained_build", flavour, arch, str(size), str(folder),
                           str(epochs)], cwd=ROOT, capture_output=True, text=True, check=True)
     built = json.loads(out.stdout.strip().splitlines()[-1])

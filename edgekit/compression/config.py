@@ -148,6 +148,9 @@ class Recipe(_Strict):
                                            "default: derived from the file's recorded optimizer (edgekit.compression.stages.finetune)")
     distillation: float = Field(0.5, ge=0, le=1, description="weight of the original model's probabilities in the "
                                 "fine-tuning targets (0: labels only)")
+    distillation_temperature: float = Field(1.0, ge=1, le=20, description="T: both models' probabilities softened "
+                                            "as softmax(logits / T) in the distillation term, weighted T² "
+                                            "(edgekit.compression.stages.finetune); 1: the original's as they are")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Recipe":

@@ -62,9 +62,12 @@ def test_a_macs_target_is_met_and_a_latency_target_is_met_by_the_estimate(cli, d
     from edgekit.measure.layer_estimate import keras_estimate
     from edgekit.support.keras_compat import tf_keras
 
+    (tmp_path / "hot.yaml").write_text("distillation_temperature: 4\n")  # softened distillation, on the way
     report = _compress(cli, digits, tmp_path / "macs", "--prune-channels-target-macs", "0.6", "--epochs", "1",
-                       "--formats", "tflite")
+                       "--formats", "tflite", "--recipe", tmp_path / "hot.yaml")
     channels = report["stages"]["channels"]
+    assert channels["finetune"]["temperature"] == 4 and not channels["finetune"]["backoffs"]
+    assert report["reference"]["accuracy"]["top1"] - channels["keras_accuracy"]["top1"] <= 0.03
     assert channels["by"] == "target_macs" and channels["macs"]["after"] <= 0.6 * channels["macs"]["before"]
     assert channels["macs"]["after"] >= 0.3 * channels["macs"]["before"]  # the smallest removal, not the most
     assert set(channels["sensitivity_top1_drop"]) == {"conv1", "conv2", "fc"}
@@ -149,6 +152,20 @@ def test_a_model_with_nothing_prunable_is_refused_naming_why(cli, digits, tmp_pa
     before = snapshot(tmp_path)
     result = cli("compress", model, "--prune-channels", "0.5", "--data", digits["calib"], "-o", tmp_path / "out")
     refusal_line(result, ["nothing in this model can lose channels", "dense", "softmax", "nothing was written"])
+    assert snapshot(tmp_path) == before
+
+
+def test_a_pruned_model_under_the_tolerance_stops_with_what_helps(cli, digits, tmp_path):
+    """90% of the channels gone and one epoch, against a tolerance of 0 points: exit 1 before any
+    export, naming the channel options, the softer teacher among them."""
+    before = snapshot(tmp_path)
+    result = cli("compress", digits["model"], "--prune-channels", "0.9", "--epochs", "1", "--accuracy-tolerance", "0",
+                 "--data", digits["calib"], "--val", digits["val"], "--formats", "tflite", "-o", tmp_path / "out")
+    assert result.exit_code == 1, result.output
+    (line,) = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+    for words in ("channel pruning kept top-1", "nothing was written", "removing fewer channels",
+                  "recipe distillation_temperature: 2"):
+        assert words in line, (words, line)
     assert snapshot(tmp_path) == before
 
 

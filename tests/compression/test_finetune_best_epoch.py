@@ -110,3 +110,52 @@ def test_a_fine_tune_that_keeps_diverging_restarts_lower_then_trains_its_last_at
     assert [b["to"] for b in settings.backoffs] == pytest.approx([1e-3 / 10 ** 0.5, 1e-4])
     assert len(settings.backoffs) == MAX_BACKOFFS
     assert len(settings.val_top1_per_epoch) == 3  # the last attempt ran all its epochs
+
+
+def _softmax(z, t=1.0):
+    e = np.exp((z - z.max(axis=1, keepdims=True)) / t)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("from_logits", [True, False])
+def test_distillation_at_a_temperature_is_labels_plus_t_squared_kl_of_softened_probabilities(from_logits):
+    """The loss, written out in numpy from its definition (Hinton et al.): (1 - w) × the labels'
+    cross-entropy + w × T² × KL(softmax(teacher / T) ‖ softmax(student / T)), the same whether the
+    models end in logits or in softmax."""
+    from edgekit.compression.stages.finetune import distillation_loss, teacher_targets
+    from edgekit.intake.data import Dataset
+
+    rng = np.random.default_rng(0)
+    # spread so that no probability falls under the 1e-7 floor Keras clips at
+    teacher_logits, student_logits = rng.normal(0, 1.5, (32, 10)), rng.normal(0, 1.5, (32, 10))
+    y = rng.integers(0, 10, 32)
+    w, t = 0.5, 4.0
+
+    def teacher(x, training=False):
+        return x if from_logits else _softmax(x)
+    data = Dataset(x=teacher_logits, y=y, source="test", preprocess="none")
+    targets = teacher_targets(teacher, data, 10, w, from_logits, temperature=t)
+    assert targets.shape == (32, 20) and np.array_equal(targets[:, :10], np.eye(10)[y])
+    assert np.allclose(targets[:, 10:], _softmax(teacher_logits, t), atol=1e-6)
+
+    outputs = student_logits if from_logits else _softmax(student_logits)
+    got = np.asarray(distillation_loss(10, w, t, from_logits)(targets, outputs.astype(np.float32)))
+    soft_t, student_t = _softmax(teacher_logits, t), _softmax(student_logits, t)
+    kl = np.sum(soft_t * (np.log(soft_t) - np.log(student_t)), axis=1)
+    hard = -np.log(_softmax(student_logits)[np.arange(32), y])
+    assert np.allclose(got, (1 - w) * hard + w * t * t * kl, rtol=1e-4, atol=1e-5)
+    # the softened teacher spreads its probability: more entropy than at temperature 1
+    entropy = [-np.sum(p * np.log(p), axis=1).mean() for p in (_softmax(teacher_logits), soft_t)]
+    assert entropy[1] > entropy[0] + 0.3
+
+
+def test_at_temperature_1_the_targets_stay_the_mix_of_labels_and_probabilities():
+    from edgekit.compression.stages.finetune import teacher_targets
+    from edgekit.intake.data import Dataset
+
+    rng = np.random.default_rng(1)
+    probabilities, y = _softmax(rng.normal(0, 3, (16, 10))), rng.integers(0, 10, 16)
+    targets = teacher_targets(lambda x, training=False: x, Dataset(x=probabilities, y=y, source="test", preprocess="none"), 10, 0.5,
+                              from_logits=False)
+    assert targets.shape == (16, 10)
+    assert np.allclose(targets, 0.5 * np.eye(10)[y] + 0.5 * probabilities, atol=1e-6)

@@ -210,6 +210,8 @@ BAD = {
                                 ["--accuracy-tolerance -1", "greater than or equal to 0"]),
     "distillation 2 in a recipe": (lambda t: ["--recipe", _write(t, "int8: true\ndistillation: 2\n")],
                                    ["r.yaml", "distillation", "less than or equal to 1"]),
+    "distillation temperature 0.5": (lambda t: ["--recipe", _write(t, "int8: true\ndistillation_temperature: 0.5\n")],
+                                     ["r.yaml", "distillation_temperature", "greater than or equal to 1"]),
 }
 
 

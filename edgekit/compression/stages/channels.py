@@ -19,7 +19,8 @@ from edgekit.compression.channels.rebuild import masked, rebuild
 from edgekit.compression.channels.select import (MAX_RATIO, all_scores, keep_count, macs_of_plan, plan,
                                                  search_ratio, weighted_ratios)
 from edgekit.compression.config import ChannelsStage
-from edgekit.compression.stages.finetune import FinetuneSettings, finetune, outputs_probabilities, require_labelled
+from edgekit.compression.stages.finetune import (FinetuneSettings, finetune, outputs_probabilities, require_labelled,
+                                                 training_loss)
 from edgekit.errors import EdgekitError, InputError, ModelError
 from edgekit.intake.data import Dataset
 
@@ -178,16 +179,6 @@ def recalibrate_batchnorm(model, x: np.ndarray, batch: int = 64) -> int:
     return len(norms)
 
 
-def _loss(model, data: Dataset, from_logits: bool, n: int = 512) -> float:
-    """Cross-entropy of the model on up to n training inputs."""
-    scores = np.concatenate([np.asarray(model(data.x[i:i + 128], training=False)) for i in range(0, min(n, len(data)), 128)])
-    if from_logits:
-        scores = np.exp(scores - scores.max(axis=1, keepdims=True))
-        scores /= scores.sum(axis=1, keepdims=True)
-    y = np.asarray(data.y[:len(scores)], dtype=np.int64)
-    return float(-np.mean(np.log(np.clip(scores[np.arange(len(y)), y], 1e-7, 1.0))))
-
-
 def per_layer_channels(graph, smaller) -> dict[str, list[int]]:
     """[before, after] output channels of each conv/dense layer that lost any."""
     after = {layer.name: layer for layer in smaller.layers}
@@ -215,7 +206,7 @@ def prune_channels(model, data: Dataset | None, stage: ChannelsStage, settings: 
     before = _top1(smaller, *validation) if validation is not None else None
     from_logits = not outputs_probabilities(model)
     finetune(smaller, data, settings, seed, "prune channels", from_logits=from_logits, targets=targets,
-             validation=validation, quiet=quiet, start_loss=_loss(smaller, data, from_logits))
+             validation=validation, quiet=quiet, start_loss=training_loss(smaller, data, settings, from_logits, targets))
     record = {
         "importance": stage.importance, "multiple_of": stage.multiple_of, **chosen,
         "groups": {"pruned": len(keep), "prunable": len(graph.prunable()),

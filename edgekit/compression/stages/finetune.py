@@ -11,7 +11,10 @@ What a trained network needs from a short fine-tune (issue 22: a trained MobileN
   model are its largest, and the warm-up keeps them small; a run that diverges anyway restarts
   lower.
 - Optional distillation from the original model: the targets are a mix of the labels and the
-  original model's own probabilities, which carry more than a label on a small data set.
+  original model's own probabilities, which carry more than a label on a small data set. At a
+  temperature T above 1 (recipe distillation_temperature) both models' probabilities are
+  softened first (Hinton et al.: softmax(logits / T)), so that the small probabilities of the
+  wrong classes weigh in, and that term is T²·KL (its gradients keep their scale as T grows).
 - The best epoch kept: with validation data, the weights of the epoch with the highest
   validation top-1 (among those a stage allows: pruning only once the final sparsity is reached)
   are what the stage returns, not the last epoch's. On a small data set a trained network can
@@ -29,7 +32,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from edgekit.intake.data import Dataset
 from edgekit.errors import DataError
-from edgekit.support.keras_compat import tf_keras
+from edgekit.support.keras_compat import tensorflow, tf_keras
 from edgekit.support.progress import console
 
 # The rate starts at what the file's Adam-family optimizer recorded, because a small network needs
@@ -53,6 +56,7 @@ class FinetuneSettings:
     steps: int
     warmup_steps: int
     distillation: float  # weight of the original model's probabilities in the targets (0: labels only)
+    temperature: float = 1.0  # distillation temperature: 1 mixes the targets, above 1 softens both sides
     batchnorm: str = "frozen (inference mode, moving statistics)"
     val_top1_per_epoch: list[float] = field(default_factory=list)
     backoffs: list[dict] = field(default_factory=list)  # restarts at a lower rate after divergence
@@ -74,10 +78,11 @@ def resolve_learning_rate(given: float | None, recorded: float | None) -> tuple[
 
 
 def settings_for(n: int, epochs: int, batch_size: int, learning_rate: float | None, recorded_lr: float | None,
-                 distillation: float) -> FinetuneSettings:
+                 distillation: float, temperature: float = 1.0) -> FinetuneSettings:
     rate, source = resolve_learning_rate(learning_rate, recorded_lr)
     steps = steps_per_epoch(n, batch_size) * epochs
-    return FinetuneSettings(rate, source, epochs, batch_size, steps, int(steps * WARMUP_FRACTION), distillation)
+    return FinetuneSettings(rate, source, epochs, batch_size, steps, int(steps * WARMUP_FRACTION), distillation,
+                            temperature)
 
 
 def require_labelled(data: Dataset | None, what: str) -> Dataset:
@@ -119,18 +124,64 @@ def batchnorm_frozen(model):
 
 
 def teacher_targets(teacher, data: Dataset, num_classes: int, weight: float, from_logits: bool,
-                    batch_size: int = 64) -> np.ndarray | None:
-    """Soft targets: (1 - weight) × one-hot labels + weight × the original model's probabilities.
-    Cross-entropy on them is the label loss plus `weight` × distillation (temperature 1)."""
+                    batch_size: int = 64, temperature: float = 1.0) -> np.ndarray | None:
+    """Soft targets. Temperature 1: (1 - weight) × one-hot labels + weight × the original model's
+    probabilities, and cross-entropy on them is the label loss plus `weight` × distillation.
+    Above 1: [one-hot labels | the original's probabilities softened by T], side by side, for
+    distillation_loss."""
     if weight <= 0:
         return None
     outputs = np.concatenate([np.asarray(teacher(data.x[i:i + batch_size], training=False))
-                              for i in range(0, len(data), batch_size)])
-    if from_logits:
-        outputs = np.exp(outputs - outputs.max(axis=1, keepdims=True))
-        outputs /= outputs.sum(axis=1, keepdims=True)
+                              for i in range(0, len(data), batch_size)]).astype(np.float64)
     one_hot = np.eye(num_classes, dtype=np.float32)[np.asarray(data.y, dtype=np.int64)]
+    if from_logits or temperature != 1:
+        logits = outputs if from_logits else np.log(np.clip(outputs, PROBABILITY_FLOOR, 1.0))
+        outputs = np.exp((logits - logits.max(axis=1, keepdims=True)) / temperature)
+        outputs /= outputs.sum(axis=1, keepdims=True)
+    if temperature != 1:
+        return np.concatenate([one_hot, outputs.astype(np.float32)], axis=1)
     return ((1 - weight) * one_hot + weight * outputs).astype(np.float32)
+
+
+PROBABILITY_FLOOR = 1e-7  # as Keras clips probabilities before their log
+
+
+def distillation_loss(num_classes: int, weight: float, temperature: float, from_logits: bool):
+    """Per sample: (1 - weight) × cross-entropy with the label + weight × T² × KL(the original's
+    softened probabilities ‖ the model's, softened by the same T); targets from teacher_targets."""
+    tf = tensorflow()
+
+    def loss(targets, outputs):
+        labels, soft = targets[:, :num_classes], targets[:, num_classes:]
+        log_p = tf.nn.log_softmax(outputs) if from_logits else tf.math.log(
+            tf.clip_by_value(outputs, PROBABILITY_FLOOR, 1.0))
+        hard = -tf.reduce_sum(labels * log_p, axis=-1)
+        log_q = tf.nn.log_softmax(log_p / temperature)
+        kl = tf.reduce_sum(soft * (tf.math.log(tf.clip_by_value(soft, 1e-12, 1.0)) - log_q), axis=-1)
+        return (1 - weight) * hard + weight * temperature ** 2 * kl
+    return loss
+
+
+def class_count(targets: np.ndarray, settings: FinetuneSettings) -> int:
+    """Above temperature 1 the targets are labels and softened probabilities side by side."""
+    return targets.shape[1] // 2 if settings.temperature != 1 else targets.shape[1]
+
+
+def training_loss(model, data: Dataset, settings: FinetuneSettings, from_logits: bool, targets=None,
+                  n: int = 512) -> float:
+    """The loss the fine-tune minimizes, on up to n training inputs, before it starts."""
+    outputs = np.concatenate([np.asarray(model(data.x[i:i + 128], training=False))
+                              for i in range(0, min(n, len(data)), 128)])
+    if targets is not None and settings.temperature != 1:
+        loss = distillation_loss(class_count(targets, settings), settings.distillation, settings.temperature,
+                                 from_logits)
+        return float(np.mean(loss(targets[:len(outputs)], outputs)))
+    probabilities = outputs
+    if from_logits:
+        probabilities = np.exp(outputs - outputs.max(axis=1, keepdims=True))
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+    y = np.asarray(data.y[:len(outputs)], dtype=np.int64)  # the labels' loss, as before temperatures
+    return float(-np.mean(np.log(np.clip(probabilities[np.arange(len(y)), y], PROBABILITY_FLOOR, 1.0))))
 
 
 # A fine-tune whose training loss climbs above chance level (ln of the class count: worse than
@@ -165,7 +216,7 @@ def _fit_with_backoff(model, data: Dataset, settings: FinetuneSettings, seed: in
                       from_logits: bool, targets, validation, quiet: bool, keep_from_step: int,
                       start_loss: float | None) -> None:
     start = model.get_weights()  # every variable: kernels, pruning masks and step, quantizer ranges
-    chance = float(np.log(max(2, (targets.shape[1] if targets is not None else int(np.max(data.y)) + 1))))
+    chance = float(np.log(max(2, class_count(targets, settings) if targets is not None else int(np.max(data.y)) + 1)))
     chance = max(chance, 1.5 * start_loss) if start_loss else chance
     for attempt in range(MAX_BACKOFFS + 1):
         if attempt:
@@ -208,6 +259,11 @@ def _fit(model, data: Dataset, settings: FinetuneSettings, seed: int, title: str
     if targets is None:
         loss, y = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits), data.y
         metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    elif settings.temperature != 1:
+        n = class_count(targets, settings)
+        loss, y = distillation_loss(n, settings.distillation, settings.temperature, from_logits), targets
+        metric = keras.metrics.MeanMetricWrapper(lambda t, p: keras.metrics.categorical_accuracy(t[:, :n], p),
+                                                 name="accuracy")
     else:
         loss, y = keras.losses.CategoricalCrossentropy(from_logits=from_logits), targets
         metric = keras.metrics.CategoricalAccuracy(name="accuracy")
