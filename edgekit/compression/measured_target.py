@@ -36,6 +36,8 @@ class RemoteLatency:
     scratch: Path
     log: StepLog
     calibration: np.ndarray | None = None
+    custom_objects: str | None = None  # the run's --custom-objects and --trust-model, for a child's load
+    trust: bool = False
     remote_python: str = "python3"
     ssh_options: list[str] = field(default_factory=list)
     settings: BenchSettings = field(default_factory=lambda: BenchSettings(**SEARCH_BENCH))
@@ -58,10 +60,25 @@ class RemoteLatency:
         return ms
 
     def _export(self, keras_model, folder: Path) -> Path:
-        # in-process (the model is already in memory here) and with a log of its own, see above
-        request = ExportRequest(source=keras_source(folder / "candidate.h5", self.image_shape, live=keras_model),
-                                image_shape=self.image_shape, stem="candidate", outdir=folder, scratch=folder,
-                                precisions=[self.precision], formats=[self.fmt], isolate=False)
+        # with a log of its own, see above; in a child process where the run's own export would be
+        # (support/isolated_steps.py: large models, so that a VGG16's conversion memory is not added
+        # to this process once per candidate), else in-process from the model already in memory
+        import warnings
+
+        from edgekit.support.isolated_steps import isolate_steps
+
+        weight_bytes = 4 * int(keras_model.count_params())
+        isolate = isolate_steps(weight_bytes)
+        path = folder / "candidate.h5"
+        if isolate:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tf_keras calls HDF5 "legacy": it is what tf_keras loads fastest
+                keras_model.save(path)
+        source = keras_source(path, self.image_shape, self.custom_objects, self.trust,
+                              live=None if isolate else keras_model)
+        request = ExportRequest(source=source, image_shape=self.image_shape, stem="candidate", outdir=folder,
+                                scratch=folder, precisions=[self.precision], formats=[self.fmt], isolate=isolate,
+                                weight_bytes=weight_bytes)
         if self.precision == "int8":
             request.calibration = str(folder / "calibration.npy")
             np.save(request.calibration, self.calibration[:CALIBRATION_SAMPLES])

@@ -618,7 +618,8 @@ def _remote_latency(opts: CompressOptions, model: LoadedModel, data: _Data, prof
                              openvino_device=profile.openvino_device if profile else None)
     calibration = (data.calibration if data.calibration is not None else data.train).x if precision == "int8" else None
     return RemoteLatency(opts.remote, opts.recipe.formats[0], precision, model.image_shape, scratch, log,
-                         calibration=calibration, remote_python=opts.remote_python,
+                         calibration=calibration, custom_objects=opts.custom_objects, trust=opts.trust_model,
+                         remote_python=opts.remote_python,
                          ssh_options=list(opts.ssh_options), settings=settings)
 
 
