@@ -53,3 +53,8 @@ def sshd(tmp_path_factory):
     yield {"destination": f"{getpass.getuser()}@127.0.0.1", "options": options}
     server.terminate()
     server.wait(timeout=10)
+
+
+def ssh_args(sshd) -> list[str]:
+    """The server's ssh options as the CLI takes them: --ssh-option OPTION, repeated."""
+    return [arg for option in sshd["options"] for arg in ("--ssh-option", option)]

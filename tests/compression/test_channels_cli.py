@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import refusal_line, snapshot
+from tests.ssh_server import ssh_args
 
 
 def _compress(cli, digits, out, *flags):
@@ -229,9 +230,8 @@ def test_a_latency_target_measured_over_ssh_is_met_on_that_machine(cli, digits, 
     original = _fp32_tflite(model, tmp_path / "original.tflite")
     target = round(0.6 * edgekit.bench(original, runs=30, min_time=0.5).results[0]["p50"], 4)
     out = tmp_path / "out"
-    ssh = [arg for option in sshd["options"] for arg in ("--ssh-option", option)]
     result = cli("compress", tmp_path / "wide.h5", "--prune-channels-target-latency", str(target), "--remote",
-                 sshd["destination"], "--remote-python", sys.executable, *ssh, "--data", digits["calib"], "--val",
+                 sshd["destination"], "--remote-python", sys.executable, *ssh_args(sshd), "--data", digits["calib"], "--val",
                  digits["val"], "--formats", "tflite", "--epochs", "1", "-o", out, "-q")
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())

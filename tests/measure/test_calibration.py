@@ -17,6 +17,7 @@ import yaml
 from edgekit.measure.calibration.costs import (COLUMNS, MAC_KINDS, OP_GROUPS, features, fit, from_costs, leave_one_out, predict_ms,
                                                to_costs)
 from edgekit.measure.layer_work import LayerWork, NetworkWork
+from tests.ssh_server import ssh_args
 from tests.conftest import interruptible, refusal_line, snapshot
 
 
@@ -182,15 +183,11 @@ def test_an_interrupted_calibration_writes_nothing(tmp_path):
     assert list(out.iterdir()) == [] and list(scratch.iterdir()) == []
 
 
-def _ssh_args(sshd) -> list[str]:
-    return [arg for option in sshd["options"] for arg in ("--ssh-option", option)]
-
-
 def test_calibrating_a_remote_without_the_runtime_names_the_install(cli, sshd, tmp_path):
     """The remote's Python has no LiteRT (the system Python): exit 2 before any file is built."""
     before = snapshot(tmp_path)
     refusal_line(cli("devices", "calibrate", "-o", tmp_path / "pi.yaml", "--runtime", "litert", "--remote",
-                     sshd["destination"], "--remote-python", "/usr/bin/python3", *_ssh_args(sshd)),
+                     sshd["destination"], "--remote-python", "/usr/bin/python3", *ssh_args(sshd)),
                  ["litert not installed on", sshd["destination"], 'pip install "edgekit[tflite]"'])
     assert snapshot(tmp_path) == before
 
@@ -214,7 +211,7 @@ def test_calibrating_over_ssh_then_estimating_architectures_it_never_ran(cli, ss
     # int8 only (what edge devices run): building and measuring fp32 as well made this test 8 minutes
     result = cli("devices", "calibrate", "-o", profile, "--name", "box", "--runtime", "litert", "--threads", "1",
                  "--precision", "int8", "--remote", sshd["destination"], "--remote-python", sys.executable,
-                 *_ssh_args(sshd))
+                 *ssh_args(sshd))
     assert result.exit_code == 0, result.output
     assert f"Wrote {profile}" in result.stdout
     written = yaml.safe_load(profile.read_text())

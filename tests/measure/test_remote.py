@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests.conftest import refusal_line, snapshot
-from tests.ssh_server import free_port
+from tests.ssh_server import free_port, ssh_args
 
 @pytest.fixture(scope="module")
 def artifacts(digits, tmp_path_factory):
@@ -28,14 +28,10 @@ def artifacts(digits, tmp_path_factory):
     return out
 
 
-def _ssh_args(sshd):
-    return [arg for option in sshd["options"] for arg in ("--ssh-option", option)]
-
-
 def test_bench_over_ssh(cli, sshd, artifacts):
     files = [artifacts / "digits.int8.tflite", artifacts / "digits.int8.xml"]  # the .xml travels with its .bin
     result = cli("bench", *files, "--remote", sshd["destination"], "--remote-python", sys.executable,
-                 *_ssh_args(sshd), "--runs", "20", "--min-time", "0.2", "--device", "rpi4", "--json")
+                 *ssh_args(sshd), "--runs", "20", "--min-time", "0.2", "--device", "rpi4", "--json")
     assert result.exit_code == 0, result.output
     records = json.loads(result.stdout)
     assert all(r["device"] == "rpi4" and r["threads"] == 4 for r in records)  # threads from the profile
@@ -45,7 +41,7 @@ def test_bench_over_ssh(cli, sshd, artifacts):
         assert r["runs"] >= 20 and 0 < r["p50"] <= r["p99"]
         assert r["machine"]["hostname"] == socket.gethostname()  # described by the remote itself
     table = cli("bench", files[0], "--remote", sshd["destination"], "--remote-python", sys.executable,
-                *_ssh_args(sshd), "--runs", "5", "--min-time", "0").stdout
+                *ssh_args(sshd), "--runs", "5", "--min-time", "0").stdout
     assert f"measured on {sshd['destination']}" in table
     # Nothing is left behind on the remote.
     leftovers = subprocess.run(["bash", "-c", "ls -d /tmp/edgekit-bench.* 2>/dev/null || true"],
@@ -69,7 +65,7 @@ def test_unreachable_remote_fails_fast_with_a_message(cli, artifacts, tmp_path):
 
 def test_remote_without_edgekit_is_named(cli, sshd, artifacts):
     result = cli("bench", artifacts / "digits.int8.tflite", "--remote", sshd["destination"],
-                 "--remote-python", "/usr/bin/python3", *_ssh_args(sshd))
+                 "--remote-python", "/usr/bin/python3", *ssh_args(sshd))
     assert result.exit_code == 2
     assert "edgekit is not importable by /usr/bin/python3" in result.stderr and "pip install" in result.stderr
 
@@ -97,7 +93,7 @@ def test_sweep_measures_a_remote_device_over_ssh(cli, sshd, digits, tmp_path):
     out = tmp_path / "sweep"
     result = cli("sweep", digits["model"], "--data", digits["calib"], "--val", digits["val"], "--recipes", "int8",
                  "--formats", "tflite,openvino", "--devices", "host,rpi4", "--remote", f"rpi4={sshd['destination']}",
-                 "--remote-python", sys.executable, *_ssh_args(sshd), "--runs", "5", "--min-time", "0.05", "-o", out)
+                 "--remote-python", sys.executable, *ssh_args(sshd), "--runs", "5", "--min-time", "0.05", "-o", out)
     assert result.exit_code == 0, result.output
     sweep = json.loads((out / "sweep.json").read_text())
     rpi4 = {p["artifact"]: p["devices"]["rpi4"] for p in sweep["points"]}
